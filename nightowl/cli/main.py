@@ -1,0 +1,40 @@
+"""The `nightowl` command: a root typer app with one sub-app per subsystem.
+
+Each subsystem's commands live in their own module under `nightowl.cli` and are
+registered below. User mistakes (`UserError`) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+
+from nightowl.errors import UserError  # noqa: E402
+
+app = typer.Typer(
+    name="nightowl",
+    help="nightowl: cheap LLM agents via in-context distillation, escalation and sleep-time compute.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# --- sub-apps (one line each; keep alphabetical) ------------------------------------
+
+
+def main() -> None:
+    """Entry point: run the app, turning user mistakes into one-line errors."""
+    try:
+        app()
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
