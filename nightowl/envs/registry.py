@@ -1,0 +1,136 @@
+"""The environment registry: names -> adapter classes, imported lazily.
+
+Adapters live one per module under `nightowl.envs`; importing one may start nothing
+(JVMs start on first use) but may need an optional package. The registry is an
+explicit dict so that `nightowl envs list`, the agent and the CLI all agree on what
+exists, and so that a missing extra (alfworld, appworld) is reported as such rather
+than as an import traceback.
+
+Task ids are ``<env>/<game>/<split>/<seed>``, e.g. ``twx/coin/test/20003``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from nightowl.envs.base import SPLITS, Environment, Split
+from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+
+#: registry name -> "module:Class"
+ENVIRONMENTS: dict[str, str] = {
+    "twx": "nightowl.envs.twx:TextWorldExpressEnv",
+    "tw": "nightowl.envs.textworld:TextWorldEnv",
+    "sciworld": "nightowl.envs.scienceworld:ScienceWorldEnv",
+    "alfworld": "nightowl.envs.alfworld:AlfWorldEnv",
+    "appworld": "nightowl.envs.appworld:AppWorldEnv",
+    "multihop": "nightowl.envs.multihop:MultiHopEnv",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requirement:
+    """The third-party package an adapter needs, and the extra that installs it."""
+
+    package: str  # import name
+    extra: str | None  # None: a core dependency
+    feature: str
+
+
+REQUIREMENTS: dict[str, Requirement] = {
+    "twx": Requirement(package="textworld_express", extra=None, feature="TextWorld-Express"),
+    "tw": Requirement(package="textworld", extra=None, feature="TextWorld"),
+    "sciworld": Requirement(package="scienceworld", extra=None, feature="ScienceWorld"),
+    "alfworld": Requirement(package="alfworld", extra="alfworld", feature="ALFWorld"),
+    "appworld": Requirement(package="appworld", extra="appworld", feature="AppWorld"),
+}
+
+
+def env_names() -> list[str]:
+    """All registered environment names, in registry order."""
+    return list(ENVIRONMENTS)
+
+
+def is_installed(name: str) -> bool:
+    """Whether the adapter's module and its third-party package can be imported."""
+    _check_name(name)
+    module = ENVIRONMENTS[name].split(":", 1)[0]
+    req = REQUIREMENTS.get(name)
+    try:
+        if importlib.util.find_spec(module) is None:
+            return False
+        return req is None or importlib.util.find_spec(req.package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def env_class(name: str) -> type[Environment]:
+    """Import and return the adapter class for ``name``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+        MissingExtraError: the adapter needs an optional package that is absent.
+        EnvError: the adapter module is missing or broken.
+    """
+    _check_name(name)
+    module_name, _, cls_name = ENVIRONMENTS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        req = REQUIREMENTS.get(name)
+        missing = (exc.name or "").split(".")[0]
+        if req is not None and missing == req.package.split(".")[0]:
+            raise MissingExtraError(req.feature, req.extra or "core", req.package) from None
+        raise EnvError(f"environment {name!r}: cannot import {module_name}: {exc}") from exc
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise EnvError(f"environment {name!r}: {module_name} has no class {cls_name}")
+    return cls  # type: ignore[no-any-return]
+
+
+def make_env(name: str, **kwargs: Any) -> Environment:
+    """Build the environment ``name`` with keyword-only constructor arguments.
+
+    Common keywords: ``cache_dir: Path | None`` and ``max_steps: int``.
+    """
+    return env_class(name)(**kwargs)
+
+
+def parse_task_id(task_id: str) -> tuple[str, str, Split, int]:
+    """Split ``<env>/<game>/<split>/<seed>`` into its parts.
+
+    Raises:
+        UnknownNameError: malformed id, unknown environment or split.
+    """
+    parts = task_id.split("/") if isinstance(task_id, str) else []
+    if len(parts) != 4 or not all(parts):
+        raise UnknownNameError(
+            "task id (expected <env>/<game>/<split>/<seed>)", str(task_id), env_names()
+        )
+    env, game, split, seed = parts
+    _check_name(env)
+    if split not in SPLITS:
+        raise UnknownNameError(f"split in task id {task_id!r}", split, list(SPLITS))
+    try:
+        seed_int = int(seed)
+    except ValueError:
+        raise UnknownNameError(f"seed in task id {task_id!r} (an integer)", seed) from None
+    return env, game, split, seed_int  # type: ignore[return-value]
+
+
+def format_task_id(env: str, game: str, split: Split, seed: int) -> str:
+    """The inverse of `parse_task_id`."""
+    return f"{env}/{game}/{split}/{seed}"
+
+
+def env_for_task(task_id: str, **kwargs: Any) -> Environment:
+    """Build the environment that plays ``task_id``."""
+    env, _, _, _ = parse_task_id(task_id)
+    return make_env(env, **kwargs)
+
+
+def _check_name(name: str) -> None:
+    if name not in ENVIRONMENTS:
+        raise UnknownNameError("environment", name, env_names())
