@@ -57,7 +57,7 @@ class Usage:
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
-    """What to generate. Exactly one of ``messages`` / ``prompt`` must be set.
+    r"""What to generate. Exactly one of ``messages`` / ``prompt`` must be set.
 
     Attributes:
         messages: chat turns, rendered with the model's chat template.
