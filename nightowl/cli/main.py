@@ -25,6 +25,10 @@ app = typer.Typer(
 )
 
 # --- sub-apps (one line each; keep alphabetical) ------------------------------------
+from nightowl.cli.ledger import db_app  # noqa: E402
+app.add_typer(db_app, name="db")
+from nightowl.cli.ledger import ledger_app  # noqa: E402
+app.add_typer(ledger_app, name="ledger")
 
 
 def main() -> None:

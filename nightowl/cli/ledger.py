@@ -1,0 +1,173 @@
+"""`nightowl ledger ...` (costs of runs) and `nightowl db ...` (migrations)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ledger_app = typer.Typer(
+    help="Cost ledger: runs, episodes, model and tool calls.", no_args_is_help=True
+)
+db_app = typer.Typer(help="The SQL database: migrations.", no_args_is_help=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="SQLAlchemy database URL (default: NIGHTOWL_DATABASE_URL, nightowl.toml, "
+        "or SQLite under .nightowl/)",
+        show_default=False,
+    ),
+]
+
+
+def _open(url: str | None, *, migrate: bool = True):  # type: ignore[no-untyped-def]
+    from nightowl.config import load_settings
+    from nightowl.storage import open_db
+
+    settings = None if url else load_settings()
+    return open_db(settings, url, migrate=migrate)
+
+
+def _usd(x: float) -> str:
+    if math.isinf(x):
+        return "inf"
+    return f"${x:,.6f}" if abs(x) < 1 else f"${x:,.2f}"
+
+
+@ledger_app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix of at least 4)")],
+    db: DbOption = None,
+    episodes: Annotated[bool, typer.Option("--episodes", help="also list every episode")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Costs of one run: per role calls/tokens/cost, episodes, success, cost-of-pass."""
+    from nightowl.ledger import Ledger
+
+    ledger = Ledger(_open(db))
+    rid = ledger.resolve_run_id(run_id)
+    report = ledger.run_report(rid)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    console = Console()
+    title = f"run {report.run_id}  {report.name}  ({report.kind or '-'})"
+    head = Table(title=title, show_header=False)
+    head.add_column("metric", style="bold")
+    head.add_column("value", justify="right")
+    head.add_row("created", report.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    head.add_row("episodes (finished)", f"{report.n_episodes} ({report.n_finished})")
+    head.add_row("successes", str(report.successes))
+    head.add_row("success rate", f"{report.success_rate:.1%}")
+    head.add_row("total cost", _usd(report.total_cost))
+    head.add_row("  model / tools", f"{_usd(report.model_cost)} / {_usd(report.tool_cost)}")
+    head.add_row("  outside episodes", _usd(report.overhead_cost))
+    head.add_row("cost per episode", _usd(report.cost_per_episode))
+    head.add_row("cost-of-pass", _usd(report.cost_of_pass))
+    head.add_row(
+        "teacher-call fraction",
+        f"{report.teacher_call_fraction:.1%} ({report.teacher_calls}/{report.acting_calls})",
+    )
+    head.add_row("model calls (failed)", f"{report.model_calls} ({report.failed_model_calls})")
+    head.add_row("tool calls", str(report.tool_calls))
+    head.add_row("wall time", f"{report.wall_time_s:,.1f} s")
+    console.print(head)
+
+    roles = Table(title="per role")
+    cols = ("role", "calls", "failed", "prompt tok", "cached tok", "completion tok", "cost")
+    cols += ("latency s",)
+    for col in cols:
+        roles.add_column(col, justify="left" if col == "role" else "right")
+    for st in report.roles.values():
+        roles.add_row(
+            st.role,
+            str(st.calls),
+            str(st.failed_calls),
+            f"{st.prompt_tokens:,}",
+            f"{st.cached_prompt_tokens:,}",
+            f"{st.completion_tokens:,}",
+            _usd(st.cost_usd),
+            f"{st.latency_s:,.2f}",
+        )
+    if not report.roles:
+        roles.add_row("(no model calls)", "", "", "", "", "", "", "")
+    console.print(roles)
+
+    if episodes:
+        eps = Table(title="episodes")
+        for col in ("task", "split", "status", "success", "steps", "calls", "teacher", "cost"):
+            eps.add_column(col, justify="left" if col in ("task", "split", "status") else "right")
+        for e in ledger.episode_costs(rid):
+            eps.add_row(
+                e.task_id,
+                e.split,
+                e.status,
+                "-" if e.success is None else ("yes" if e.success else "no"),
+                str(e.n_steps),
+                str(e.model_calls),
+                str(e.teacher_calls),
+                _usd(e.cost_usd),
+            )
+        console.print(eps)
+
+
+@ledger_app.command("runs")
+def runs(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="how many")] = 20,
+    kind: Annotated[str | None, typer.Option("--kind", help="only runs of this kind")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """Recent runs, newest first."""
+    from nightowl.ledger import Ledger
+
+    rows = Ledger(_open(db)).list_runs(limit=limit, kind=kind)
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r.model_dump(mode="json")))
+        return
+    table = Table(title="runs")
+    for col in ("id", "name", "kind", "created (UTC)", "episodes", "successes", "cost"):
+        numeric = col in ("episodes", "successes", "cost")
+        table.add_column(col, justify="right" if numeric else "left")
+    for r in rows:
+        table.add_row(
+            r.run_id,
+            r.name,
+            r.kind,
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(r.n_episodes),
+            str(r.successes),
+            _usd(r.total_cost),
+        )
+    Console().print(table)
+    if not rows:
+        typer.echo("no runs recorded yet")
+
+
+@db_app.command("upgrade")
+def upgrade(db: DbOption = None) -> None:
+    """Create or migrate the database to the newest schema (all heads)."""
+    from nightowl.storage import redact_url
+
+    database = _open(db)  # open_db migrates to heads
+    revs = database.upgrade()
+    typer.echo(f"{redact_url(database.url)}: at {', '.join(revs) or '(empty)'}")
+
+
+@db_app.command("current")
+def current(db: DbOption = None) -> None:
+    """Show the database URL, its migration revisions and the shipped heads."""
+    from nightowl.storage import head_revisions, redact_url
+
+    database = _open(db, migrate=False)
+    revs = database.current_revisions()
+    heads = head_revisions()
+    state = "up to date" if revs == heads else f"behind (heads: {', '.join(heads)})"
+    typer.echo(f"{redact_url(database.url)}: at {', '.join(revs) or '(empty)'} - {state}")
