@@ -1,0 +1,102 @@
+"""Action parser: turn a model's text into an action, tolerating chatter.
+
+Small models add chatter ("Sure! I will go north."), quotes, prefixes ("Action: ") and
+several lines. `parse_action` keeps the first meaningful line, strips such noise and,
+when the environment lists valid actions, maps the text to the closest one (exact ->
+contained -> string similarity above a cutoff). Failures are reported, never raised:
+the caller escalates or retries by its rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+ParseMethod = Literal["exact", "contained", "closest", "free", "failed"]
+
+_PREFIX = re.compile(
+    r"^\s*(?:>+|\*+|-+|\d+[.)]|action\s*[:=]|next action\s*[:=]|command\s*[:=]|"
+    r"answer\s*[:=]|i will|i'll|let me|let's|i should|i would)\s*",
+    re.IGNORECASE,
+)
+_WS = re.compile(r"\s+")
+
+
+def normalize_action(text: str) -> str:
+    """Canonical form for voting and matching: lowercase, single spaces, no edge punctuation."""
+    t = _WS.sub(" ", (text or "").replace("\n", " ")).strip().lower()
+    return t.strip(" .!?;:,'\"`")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParseResult:
+    """The parsed action (None on failure), how it was found, and the raw text."""
+
+    action: str | None
+    method: ParseMethod
+    raw: str
+    similarity: float = 1.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether an action was found."""
+        return self.action is not None
+
+
+def _clean(raw: str) -> str:
+    for line in (raw or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        prev = None
+        while prev != line:  # strip stacked prefixes ("Action: > go north")
+            prev = line
+            line = _PREFIX.sub("", line, count=1).strip()
+        line = line.strip(" .!?;:,'\"`*")
+        if line:
+            return line
+    return ""
+
+
+def parse_action(
+    raw: str,
+    valid_actions: tuple[str, ...] | list[str] | None = None,
+    *,
+    cutoff: float = 0.6,
+    max_len: int = 200,
+) -> ParseResult:
+    """Parse ``raw`` model text into an action.
+
+    Args:
+        raw: the model's completion.
+        valid_actions: the environment's valid actions, when known.
+        cutoff: minimum `difflib` similarity to map to the closest valid action.
+        max_len: free-form actions longer than this are cut (runaway generations).
+    """
+    cleaned = _clean(raw)
+    norm = normalize_action(cleaned)
+    if not norm:
+        return ParseResult(action=None, method="failed", raw=raw or "", similarity=0.0)
+    if not valid_actions:
+        return ParseResult(action=norm[:max_len], method="free", raw=raw)
+    by_norm: dict[str, str] = {}
+    for a in valid_actions:
+        by_norm.setdefault(normalize_action(a), a)
+    if norm in by_norm:
+        return ParseResult(action=by_norm[norm], method="exact", raw=raw)
+    # a valid action said inside chatter: prefer the longest one contained
+    contained = [
+        n
+        for n in by_norm
+        if n and re.search(r"(?<![a-z0-9])" + re.escape(n) + r"(?![a-z0-9])", norm)
+    ]
+    if contained:
+        best = max(contained, key=len)
+        return ParseResult(action=by_norm[best], method="contained", raw=raw)
+    scored = [(difflib.SequenceMatcher(None, norm, n).ratio(), n) for n in by_norm]
+    sim, best = max(scored, key=lambda s: (s[0], -len(s[1])))
+    if sim >= cutoff:
+        return ParseResult(action=by_norm[best], method="closest", raw=raw, similarity=sim)
+    return ParseResult(action=None, method="failed", raw=raw, similarity=sim)
