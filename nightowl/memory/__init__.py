@@ -1,0 +1,35 @@
+"""Demo memory: recorded steps, demo episodes, embeddings, FAISS indexes, retrieval.
+
+The agent codes against `DemoMemory` (see `nightowl.memory.store`)::
+
+    mem = DemoMemory(db, embedder)            # embedder defaults to all-MiniLM-L6-v2
+    mem.record_steps(episode_id, steps)       # any episode, for replay/audit
+    mem.add_episode(episode_id, goal, steps)  # make a (successful) episode a demo
+    windows = mem.retrieve(goal, observation, history, k_episodes=4, k_steps=2, window=2)
+"""
+
+from nightowl.memory.embedder import (
+    Embedder,
+    HashingEmbedder,
+    SentenceTransformerEmbedder,
+    build_embedder,
+)
+from nightowl.memory.store import (
+    DemoMemory,
+    DemoWindow,
+    MemorySettings,
+    MemoryStats,
+    StepRecord,
+)
+
+__all__ = [
+    "DemoMemory",
+    "DemoWindow",
+    "Embedder",
+    "HashingEmbedder",
+    "MemorySettings",
+    "MemoryStats",
+    "SentenceTransformerEmbedder",
+    "StepRecord",
+    "build_embedder",
+]
