@@ -29,6 +29,8 @@ from nightowl.cli.ledger import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
 from nightowl.cli.ledger import ledger_app  # noqa: E402
 app.add_typer(ledger_app, name="ledger")
+from nightowl.cli.memory import memory_app  # noqa: E402
+app.add_typer(memory_app, name="memory")
 
 
 def main() -> None:
