@@ -1,0 +1,281 @@
+"""Shared machinery for the replay-based adapters (TextWorld-Express, TextWorld, ScienceWorld).
+
+`ReplayEnvironment` keeps the episode bookkeeping every adapter needs in one place:
+the task id check, the list of actions taken (which is also the snapshot), the step
+limit, actions after the end, and garbage-action hygiene. A subclass implements the
+engine side: `_start(spec)` to begin a task, `_engine_step(action)` to advance it, and
+optionally `_expert()` for the oracle teacher.
+
+Snapshots hold the action list; `restore` resets the same task and replays it (the
+engines here are deterministic given task and seed), so every adapter can branch.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nightowl.envs.base import (
+    SPLITS,
+    Environment,
+    Observation,
+    Snapshot,
+    Split,
+    StepResult,
+    TaskSpec,
+)
+from nightowl.envs.registry import format_task_id, parse_task_id
+from nightowl.errors import EnvError, UnknownNameError
+
+#: actions longer than this are cut before they reach an engine (parsers choke on 10 KB)
+MAX_ACTION_CHARS = 200
+
+
+def clean_action(action: object) -> str:
+    """Normalise an action for an engine: a str, one line, bounded length, no control chars."""
+    text = action if isinstance(action, str) else str(action)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split())[:MAX_ACTION_CHARS]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedRange:
+    """Seeds ``start .. start+count-1`` form one split of a catalogue."""
+
+    start: int
+    count: int
+
+    def __contains__(self, seed: object) -> bool:
+        return isinstance(seed, int) and self.start <= seed < self.start + self.count
+
+    def seeds(self) -> range:
+        """The seeds, in order."""
+        return range(self.start, self.start + self.count)
+
+    def describe(self) -> str:
+        """``start-end`` for error messages and docs."""
+        return f"{self.start}-{self.start + self.count - 1}"
+
+
+@dataclass(kw_only=True)
+class EngineStep:
+    """What an engine returns for one action (before the step limit is applied)."""
+
+    text: str
+    score: float
+    done: bool
+    won: bool
+    valid_actions: tuple[str, ...] | None = None
+    invalid: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Episode:
+    """The running episode's bookkeeping."""
+
+    spec: TaskSpec
+    goal: str
+    actions: list[str] = field(default_factory=list)
+    score: float = 0.0
+    done: bool = False
+    won: bool = False
+    valid_actions: tuple[str, ...] | None = None
+    invalid_actions: int = 0
+
+
+class ReplayEnvironment(Environment, abc.ABC):
+    """An adapter whose snapshots are action lists restored by reset + replay."""
+
+    #: games this adapter offers (catalogue order)
+    games: tuple[str, ...] = ()
+    #: default episode step limit
+    default_max_steps: int = 100
+
+    def __init__(self, *, max_steps: int | None = None) -> None:
+        self.max_steps = int(max_steps or self.default_max_steps)
+        if self.max_steps < 1:
+            raise EnvError(f"{self.name}: max_steps must be >= 1, got {max_steps}")
+        self._episode: Episode | None = None
+        self.replay_seconds = 0.0  # total time spent restoring by replay (for the bench)
+
+    # --- catalogue ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def seeds(self, game: str, split: Split) -> list[int]:
+        """The seeds (or variation numbers) of ``game`` in ``split``, in order."""
+
+    def game_params(self, game: str) -> dict[str, Any]:
+        """The generation parameters of ``game`` (recorded in every TaskSpec)."""
+        return {}
+
+    def tasks(self, split: Split, game: str | None = None) -> list[TaskSpec]:
+        """The catalogue for ``split``, game by game (all games unless ``game`` is given)."""
+        if split not in SPLITS:
+            raise UnknownNameError("split", str(split), list(SPLITS))
+        games = self.games if game is None else (self._check_game(game),)
+        return [self._spec(g, split, seed) for g in games for seed in self.seeds(g, split)]
+
+    def task_ids(
+        self, split: Split, game: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Task ids of a split (the first ``limit``)."""
+        return [t.task_id for t in self.tasks(split, game)[:limit]]
+
+    def spec(self, task_id: str) -> TaskSpec:
+        """Validate ``task_id`` against this catalogue and return its spec."""
+        env, game, split, seed = parse_task_id(task_id)
+        if env != self.name:
+            raise UnknownNameError(f"task for environment {self.name!r}", task_id, [self.name])
+        self._check_game(game)
+        seeds = self.seeds(game, split)
+        if seed not in seeds:
+            shown = _describe_seeds(seeds)
+            raise UnknownNameError(f"seed for {self.name}/{game}/{split} ({shown})", str(seed))
+        return self._spec(game, split, seed)
+
+    def _spec(self, game: str, split: Split, seed: int) -> TaskSpec:
+        return TaskSpec(
+            task_id=format_task_id(self.name, game, split, seed),
+            env=self.name,
+            split=split,
+            game=game,
+            seed=seed,
+            params=self.game_params(game),
+        )
+
+    def _check_game(self, game: str) -> str:
+        if game not in self.games:
+            raise UnknownNameError(f"{self.name} game", game, list(self.games))
+        return game
+
+    # --- engine hooks -------------------------------------------------------------------
+    @abc.abstractmethod
+    def _start(self, spec: TaskSpec) -> tuple[str, str, tuple[str, ...] | None, dict[str, Any]]:
+        """Begin ``spec`` in the engine: (goal, observation text, valid actions, info)."""
+
+    @abc.abstractmethod
+    def _engine_step(self, action: str) -> EngineStep:
+        """Advance the engine by one (already cleaned) action."""
+
+    def _expert(self, episode: Episode) -> str | None:
+        """The expert's next action from the current state (episode not done)."""
+        return None
+
+    # --- protocol -----------------------------------------------------------------------
+    @property
+    def episode(self) -> Episode:
+        """The running episode (raises if `reset` was never called)."""
+        if self._episode is None:
+            raise EnvError(f"{self.name}: call reset(task_id) before step()")
+        return self._episode
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """Actions taken so far in this episode."""
+        return tuple(self.episode.actions)
+
+    def reset(self, task_id: str) -> Observation:
+        """Start ``task_id``; unknown ids raise `UnknownNameError` listing what exists."""
+        spec = self.spec(task_id)
+        self._episode = None
+        goal, text, valid, info = self._start(spec)
+        self._episode = Episode(spec=spec, goal=goal, valid_actions=valid)
+        info = {"game": spec.game, "seed": spec.seed, "split": spec.split, **info}
+        return Observation(
+            task_id=spec.task_id, goal=goal, text=text, valid_actions=valid, info=info
+        )
+
+    def step(self, action: str) -> StepResult:
+        """Take ``action``; bad actions are answered with the engine's feedback, never raised."""
+        ep = self.episode
+        cleaned = clean_action(action)
+        if ep.done:
+            return StepResult(
+                text="The episode is over; call reset() to start a task.",
+                score=ep.score,
+                done=True,
+                won=ep.won,
+                invalid=True,
+                info={"action": cleaned, "after_end": True},
+            )
+        if not cleaned:
+            # Empty input: engines answer it inconsistently; answer for them, count a step.
+            res = EngineStep(
+                text="Please type a command.",
+                score=ep.score,
+                done=False,
+                won=False,
+                valid_actions=ep.valid_actions,
+                invalid=True,
+            )
+        else:
+            try:
+                res = self._engine_step(cleaned)
+            except EnvError:
+                raise
+            except Exception as exc:  # an engine rejecting input must not end the run
+                res = EngineStep(
+                    text=f"The game could not process that command ({type(exc).__name__}).",
+                    score=ep.score,
+                    done=False,
+                    won=False,
+                    valid_actions=ep.valid_actions,
+                    invalid=True,
+                    info={"engine_error": str(exc)[:300]},
+                )
+        ep.actions.append(cleaned)
+        ep.invalid_actions += int(res.invalid)
+        reward = res.score - ep.score
+        ep.score, ep.won, ep.valid_actions = res.score, res.won, res.valid_actions
+        truncated = not res.done and len(ep.actions) >= self.max_steps
+        ep.done = res.done or truncated
+        info = {"action": cleaned, "steps": len(ep.actions), **res.info}
+        if truncated:
+            info["truncated"] = True
+        if cleaned != action:
+            info["action_raw_len"] = len(action) if isinstance(action, str) else None
+        return StepResult(
+            text=res.text,
+            reward=reward,
+            score=res.score,
+            done=ep.done,
+            won=ep.won,
+            valid_actions=res.valid_actions,
+            invalid=res.invalid,
+            info=info,
+        )
+
+    def expert_action(self) -> str | None:
+        """The expert's next action from the current state, or None (see the adapter)."""
+        if self._episode is None or self._episode.done:
+            return None
+        return self._expert(self._episode)
+
+    @property
+    def can_snapshot(self) -> bool:
+        """Replay snapshots are always available."""
+        return True
+
+    def snapshot(self) -> Snapshot:
+        """The current state as the action list (restored by replay)."""
+        ep = self.episode
+        return Snapshot(task_id=ep.spec.task_id, actions=tuple(ep.actions))
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Reset the snapshot's task and replay its actions."""
+        t0 = time.perf_counter()
+        self.reset(snapshot.task_id)
+        for action in snapshot.actions:
+            self.step(action)
+        self.replay_seconds += time.perf_counter() - t0
+
+
+def _describe_seeds(seeds: list[int]) -> str:
+    if not seeds:
+        return "none"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    head = ", ".join(str(s) for s in seeds[:12])
+    return head + (f", ... ({len(seeds)} in all)" if len(seeds) > 12 else "")
