@@ -262,6 +262,28 @@ class SleepService:
         asyncio.run(_measure())
         return needing_refresh(self.store, self.sleep)
 
+    def schedulable(self) -> list[str]:
+        """Context ids to enqueue now: `plan` minus jobs a live worker is running.
+
+        Predictability is measured first when serving is idle (it uses the model).
+        """
+        config = self.sleep.generator()
+        chash = config.config_hash()
+        items = self.plan(measure=self.probe.check().idle)
+        out = []
+        for item in items:
+            rows = [
+                lc
+                for lc in self.store.learned_for(item.context.id, state=None)
+                if lc.content_hash == item.context.content_hash and lc.config_hash == chash
+            ]
+            if rows and rows[0].state in ("running", "paused"):
+                age = (utcnow() - (rows[0].heartbeat_at or utcnow())).total_seconds()
+                if age < self.sleep.lease_s:
+                    continue  # a live job owns it (running) or re-queued itself (paused)
+            out.append(item.context.id)
+        return out
+
     # --- queries -------------------------------------------------------------------
     async def ask(
         self,

@@ -1,0 +1,173 @@
+"""`nightowl sleep ...`: add contexts, precompute learned contexts, ask questions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nightowl.errors import UserError
+
+sleep_app = typer.Typer(
+    help="Sleep-time compute: think about known contexts while idle, answer cheaply later.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+def _service():  # type: ignore[no-untyped-def]
+    from nightowl.sleeptime.service import SleepService
+
+    return SleepService()
+
+
+def _read(path: Path) -> str:
+    if str(path) == "-":
+        import sys
+
+        return sys.stdin.read()
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+@sleep_app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="text file with the context ('-' for stdin)")],
+    kind: str = typer.Option("document", help="document, conversation or environment"),
+    name: str = typer.Option("", help="a name to refer to the context by"),
+) -> None:
+    """Store a context; prints its id."""
+    ctx = _service().store.add_context(_read(file), kind=kind, name=name or file.name)
+    typer.echo(ctx.id)
+
+
+@sleep_app.command("update")
+def update(
+    context: Annotated[str, typer.Argument(help="context id, id prefix or name")],
+    file: Annotated[Path, typer.Argument(help="new text ('-' for stdin)")],
+    append: bool = typer.Option(False, help="append (a new conversation turn) instead of replace"),
+) -> None:
+    """Change a context; its learned context becomes stale (never used while stale)."""
+    svc = _service()
+    text = _read(file)
+    ctx = svc.store.append(context, text) if append else svc.store.set_content(context, text)
+    typer.echo(f"{ctx.id} revision {ctx.revision}")
+
+
+@sleep_app.command("list")
+def list_contexts() -> None:
+    """Contexts with the state of their learned context and their queue priority."""
+    from nightowl.sleeptime.policy import rank
+
+    svc = _service()
+    contexts = svc.store.list_contexts()
+    pending = {w.context.id: w for w in svc.plan()}
+    ranked = {w.context.id: w for w in rank(svc.store, [(c, "") for c in contexts])}
+    table = Table("id", "name", "kind", "rev", "c'", "version", "queries", "priority", "needs")
+    counts = svc.store.query_counts()
+    for ctx in contexts:
+        status, learned = svc.store.fresh_learned(ctx)
+        table.add_row(
+            ctx.id[:12],
+            ctx.name,
+            ctx.kind,
+            str(ctx.revision),
+            status,
+            str(learned.version) if learned else "-",
+            str(counts.get(ctx.id, 0)),
+            f"{ranked[ctx.id].priority:.3g}",
+            pending[ctx.id].reason if ctx.id in pending else "",
+        )
+    console.print(table)
+
+
+@sleep_app.command("run")
+def run(
+    context: str = typer.Option(
+        "", "--context", help="only this context (else every one needing a c')"
+    ),
+    rounds: int = typer.Option(0, "--rounds", min=0, help="max rethink rounds (0 = configured)"),
+    drafts: int = typer.Option(0, "--drafts", min=0, help="parallel first drafts (0 = configured)"),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="run here even when a broker is configured"
+    ),
+    max_wait: float = typer.Option(600.0, help="seconds to wait for an idle accelerator per job"),
+) -> None:
+    """Compute learned contexts: enqueue to workers, or run in-process with no broker."""
+    from nightowl.sleeptime.runner import RunnerEvent, run_jobs
+
+    svc = _service()
+    config = svc.sleep.generator(max_rounds=rounds or None, drafts=drafts or None)
+    if context:
+        refs = [svc.store.get(context).id]
+    else:
+        refs = [w.context.id for w in svc.plan(measure=svc.probe.check().idle)]
+    if not refs:
+        typer.echo("nothing to do: every context has a fresh learned context")
+        return
+    if svc.settings.broker_url and not in_process:
+        from nightowl.workers.app import enqueue_learn
+
+        for ref in refs:
+            typer.echo(f"enqueued {ref[:12]} task {enqueue_learn(ref, config)}")
+        return
+
+    def show(ev: RunnerEvent) -> None:
+        o = ev.outcome
+        if o.status in ("stored", "exists"):
+            typer.echo(
+                f"{o.context_id[:12]} {o.status}: c' #{o.learned_id}, {o.rounds} rounds "
+                f"({o.stop_reason}), {o.completion_tokens} tokens, ${o.cost_usd:.6f}"
+            )
+        else:
+            typer.echo(f"{o.context_id[:12]} {o.status}: {o.detail}; retry in {o.retry_in_s:.0f}s")
+
+    with console.status(f"thinking about {len(refs)} context(s) with {config.model}"):
+        outcomes = run_jobs(svc, refs, config=config, max_wait_s=max_wait, on_event=show)
+    left = [o for o in outcomes if o.status not in ("stored", "exists")]
+    if left:
+        typer.echo(f"{len(left)} job(s) still pending (run again when serving is idle)")
+
+
+@sleep_app.command("ask")
+def ask(
+    context: str = typer.Argument(..., help="context id, id prefix or name"),
+    question: str = typer.Argument(...),
+    budget: str = typer.Option("mid", help="test-time budget: low, mid or high"),
+    mode: str = typer.Option("with", help="with: c and c'; instead: c' replaces c"),
+    no_learned: bool = typer.Option(False, "--no-learned", help="ignore c' (baseline)"),
+) -> None:
+    """Answer a question about a context, using its fresh learned context if any."""
+    svc = _service()
+    res = asyncio.run(
+        svc.ask(context, question, budget=budget, mode=mode, use_learned=not no_learned)
+    )
+    typer.echo(res.text)
+    used = f"yes ({res.mode}, c' #{res.learned_id})" if res.used_learned else "no"
+    typer.echo(
+        f"--\nanswer: {res.final}\nlearned context: {used}; status {res.learned_status}\n"
+        f"tokens: {res.prompt_tokens} prompt + {res.completion_tokens} completion; "
+        f"cost ${res.cost_usd:.6f}"
+    )
+
+
+@sleep_app.command("show")
+def show(context: str = typer.Argument(..., help="context id, id prefix or name")) -> None:
+    """Print a context's newest learned context."""
+    svc = _service()
+    ctx = svc.store.get(context)
+    status, learned = svc.store.fresh_learned(ctx)
+    if learned is None:
+        raise UserError(
+            f"context {ctx.id[:12]} has no learned context yet (run `nightowl sleep run`)"
+        )
+    typer.echo(
+        f"c' #{learned.id} v{learned.version} ({status}), {learned.rounds} rounds, "
+        f"stop {learned.stop_reason}, {learned.completion_tokens} tokens, ${learned.cost_usd:.6f}\n"
+    )
+    typer.echo(learned.text)

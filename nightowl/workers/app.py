@@ -1,0 +1,93 @@
+"""The Celery app: queues for sleep-time jobs, demo collection and index rebuilds.
+
+Redis is the production broker and result backend (``NIGHTOWL_BROKER_URL=redis://...``).
+The reliability settings are the point of this module:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only
+  after its task returns, so a worker killed mid-job (even SIGKILL) leaves the message
+  unacknowledged and Redis redelivers it.
+- ``visibility_timeout``: how long Redis waits for the ack before redelivering. It
+  must exceed the longest job (``NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S``, default 1 h),
+  otherwise a long job still running is handed to a second worker (harmless — jobs
+  are idempotent — but wasted compute).
+- ``worker_prefetch_multiplier=1``: a worker reserves one job at a time, so a killed
+  worker strands at most one job per process.
+
+SQLite and filesystem brokers lose late-acked messages when a worker is SIGKILLed;
+use Redis when the guarantees matter. With no broker configured nightowl does not use
+Celery at all: `nightowl sleep run` runs the same jobs in-process.
+
+Start a worker with ``nightowl worker`` or ``celery -A nightowl.workers.app worker``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+from pydantic import BaseModel
+
+from nightowl.config import Settings, get_settings
+from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
+
+QUEUES: tuple[str, ...] = ("sleep", "demos", "index")
+ROUTES: dict[str, dict[str, str]] = {
+    "nightowl.sleep.*": {"queue": "sleep"},
+    "nightowl.demos.*": {"queue": "demos"},
+    "nightowl.index.*": {"queue": "index"},
+}
+
+
+class LearnPayload(BaseModel):
+    """A sleep-time job: the context, the generator config, how often it was deferred."""
+
+    context_id: str
+    config: GeneratorConfig | None = None
+    deferrals: int = 0
+
+
+def create_app(settings: Settings | None = None, sleep: SleepSettings | None = None) -> Celery:
+    """Build the Celery app from nightowl's settings."""
+    settings = settings or get_settings()
+    sleep = sleep or load_sleep_settings()
+    broker = settings.broker_url or "memory://"
+    backend = settings.result_backend or (
+        settings.broker_url
+        if settings.broker_url and settings.broker_url.startswith("redis")
+        else None
+    )
+    app = Celery("nightowl", broker=broker, backend=backend, include=["nightowl.workers.tasks"])
+    transport = {"visibility_timeout": sleep.visibility_timeout_s}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        task_queues=tuple(Queue(name) for name in QUEUES),
+        task_default_queue="sleep",
+        task_routes=ROUTES,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_track_started=True,
+        result_expires=24 * 3600,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sleep-scan": {"task": "nightowl.sleep.scan", "schedule": sleep.scan_interval_s},
+        },
+    )
+    return app
+
+
+#: the process-wide app (``celery -A nightowl.workers.app``)
+app = create_app()
+
+
+def enqueue_learn(
+    context_id: str, config: GeneratorConfig | None = None, *, app: Celery | None = None
+) -> str:
+    """Send one sleep-time job to the broker (by task name); returns the task id."""
+    payload = LearnPayload(context_id=context_id, config=config)
+    target = app if app is not None else globals()["app"]
+    return str(target.send_task("nightowl.sleep.learn", args=[payload.model_dump(mode="json")]).id)

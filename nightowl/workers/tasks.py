@@ -1,0 +1,65 @@
+"""Celery tasks: thin wrappers that call the same service functions as the CLI.
+
+Payloads are JSON validated by pydantic. A sleep-time job that cannot run now (serving
+busy, another worker holds it, it yielded between rounds) re-queues itself as a new
+message with a countdown, so deferrals never count against the bounded retries that
+real failures get (``autoretry_for`` with exponential backoff).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from sqlalchemy.exc import OperationalError
+
+from nightowl.errors import RunError
+from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
+from nightowl.sleeptime.settings import load_sleep_settings
+from nightowl.workers.app import LearnPayload, app, enqueue_learn
+
+log = logging.getLogger(__name__)
+_MAX_RETRIES = load_sleep_settings().max_retries
+
+
+@lru_cache(maxsize=1)
+def service() -> SleepService:
+    """The worker process's service (built after fork, on first use)."""
+    return SleepService()
+
+
+@app.task(
+    bind=True,
+    name="nightowl.sleep.learn",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(RunError, OperationalError),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=_MAX_RETRIES,
+)
+def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Compute the learned context of one context (idempotent)."""
+    job = LearnPayload.model_validate(payload)
+    outcome = service().learn_sync(job.context_id, job.config, worker=worker_id(self.request.id))
+    if outcome.status in RETRY_STATUSES:
+        again = job.model_copy(update={"deferrals": job.deferrals + 1})
+        learn_context.apply_async(
+            args=[again.model_dump(mode="json")], countdown=outcome.retry_in_s
+        )
+        log.info(
+            "sleep job %s %s; re-queued in %.1fs",
+            job.context_id,
+            outcome.status,
+            outcome.retry_in_s,
+        )
+    return outcome.model_dump(mode="json")
+
+
+@app.task(name="nightowl.sleep.scan", acks_late=True)
+def scan_contexts() -> dict:
+    """Beat: enqueue a job for every context that needs a c', by priority."""
+    svc = service()
+    enqueued = [enqueue_learn(ctx_id, app=app) for ctx_id in svc.schedulable()]
+    return {"enqueued": len(enqueued)}
