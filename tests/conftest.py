@@ -1,6 +1,21 @@
-"""Process-wide test set-up: offline hubs and one thread before torch/faiss load."""
+"""Process-wide test set-up: offline hubs and one thread before torch/faiss load.
+
+Shared fixtures (storage and services):
+
+- ``pg_url`` / ``redis_url``: the throw-away PostgreSQL / Redis started by
+  ``scripts/with-services.sh`` (``make test``). Skipped with a reason when the variable is
+  unset, *failed* instead when ``CI=true`` or ``NIGHTOWL_REQUIRE_SERVICES=1``.
+- ``db_url``: parametrised over ``sqlite`` (a file in ``tmp_path``) and ``postgresql`` (a
+  fresh schema per test on ``pg_url``, dropped afterwards).
+- ``db``: an opened, migrated `nightowl.storage.Database` on ``db_url``.
+- ``sqlite_db``: the same on SQLite only (cheap).
+"""
 
 import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -8,3 +23,91 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("NIGHTOWL_THREADS", "1"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NIGHTOWL_THREADS", "1")
+
+
+def _services_required() -> bool:
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("NIGHTOWL_REQUIRE_SERVICES", "") == "1"
+    )
+
+
+def _service_url(var: str, what: str) -> str:
+    url = os.environ.get(var, "").strip()
+    if url:
+        return url
+    msg = f"{var} is not set ({what} starts with `make test` / scripts/with-services.sh)"
+    if _services_required():
+        pytest.fail(msg + "; required because CI=true or NIGHTOWL_REQUIRE_SERVICES=1")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """SQLAlchemy URL of the throw-away PostgreSQL database (psycopg 3 driver)."""
+    return _service_url("NIGHTOWL_TEST_PG_URL", "the throw-away PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the throw-away Redis (database 0)."""
+    return _service_url("NIGHTOWL_TEST_REDIS_URL", "the throw-away Redis")
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_schema_url(pg_url: str) -> Iterator[str]:
+    """A URL on ``pg_url`` whose search_path is a fresh, empty schema (dropped afterwards)."""
+    from sqlalchemy import create_engine, text
+
+    from nightowl import storage
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = _with_search_path(pg_url, schema)
+        yield url
+        storage.forget(url)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh, empty database URL: SQLite in ``tmp_path``, or a fresh PostgreSQL schema."""
+    from nightowl import storage
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'nightowl.db'}"
+        yield url
+        storage.forget(url)
+    else:
+        yield request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def db(db_url: str):  # type: ignore[no-untyped-def]
+    """An opened, migrated `Database` on ``db_url`` (SQLite and PostgreSQL)."""
+    from nightowl.storage import open_db
+
+    return open_db(url=db_url)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """An opened, migrated `Database` on a SQLite file in ``tmp_path``."""
+    from nightowl import storage
+
+    url = f"sqlite:///{tmp_path / 'sqlite_db.db'}"
+    yield storage.open_db(url=url)
+    storage.forget(url)

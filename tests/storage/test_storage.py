@@ -1,0 +1,140 @@
+import pytest
+from sqlalchemy import inspect, text
+
+from nightowl import storage
+from nightowl.errors import StoreError, UserError
+from nightowl.storage import DatabaseUnavailableError, DatabaseURLError, open_db
+
+LEDGER_TABLES = {"runs", "episodes", "model_calls", "tool_calls"}
+
+
+def _metadata_tables() -> set[str]:
+    # The same table modules migrations/env.py imports (those that exist).
+    import importlib
+
+    from nightowl.db import Base
+
+    for name in ("nightowl.ledger", "nightowl.memory.schema", "nightowl.sleeptime.schema"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            pass
+    return set(Base.metadata.tables)
+
+
+def test_migrations_create_every_table(db):
+    tables = set(inspect(db.engine).get_table_names())
+    assert LEDGER_TABLES <= tables
+    assert "alembic_version" in tables
+    assert _metadata_tables() <= tables
+    assert db.current_revisions() == storage.head_revisions()
+    assert "0001" not in db.current_revisions() or storage.head_revisions() == ("0001",)
+
+
+def test_migrations_are_idempotent(db_url):
+    db = open_db(url=db_url)
+    before = db.current_revisions()
+    assert db.upgrade() == before
+    storage.forget(db_url)
+    again = open_db(url=db_url)
+    assert again is not db
+    assert again.current_revisions() == before
+    # A plain `alembic upgrade heads` on the migrated database is a no-op too.
+    from alembic import command
+
+    with again.engine.begin() as conn:
+        command.upgrade(storage.alembic_config(db_url, conn), "heads")
+    assert again.current_revisions() == before
+
+
+def test_ledger_schema_matches_models(db):
+    """The 0001 migration and the ORM classes in nightowl.ledger describe the same tables."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from nightowl.db import Base
+
+    _metadata_tables()
+    with db.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+    def table_of(diff) -> str | None:  # type: ignore[no-untyped-def]
+        item = diff[0] if isinstance(diff, list) else diff
+        for obj in item[1:]:
+            name = getattr(obj, "name", None)
+            table = getattr(obj, "table", None)
+            if table is not None:
+                return table.name
+            if isinstance(obj, str) and obj in LEDGER_TABLES:
+                return obj
+            if name in LEDGER_TABLES:
+                return name
+        return None
+
+    ledger_diffs = [d for d in diffs if table_of(d) in LEDGER_TABLES]
+    assert ledger_diffs == []
+
+
+def test_open_db_is_cached_per_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    a = open_db(url=url)
+    assert open_db(url=url) is a
+    assert open_db(url=f"sqlite:///{tmp_path / 'b.db'}") is not a
+    storage.forget(url)
+    assert open_db(url=url) is not a
+
+
+def test_open_db_uses_settings(tmp_path):
+    from nightowl.config import load_settings
+
+    settings = load_settings(home=tmp_path / "home")
+    db = open_db(settings)
+    assert db.url == settings.resolved_database_url
+    assert (tmp_path / "home" / "nightowl.db").exists()
+
+
+def test_sqlite_is_wal_with_busy_timeout(sqlite_db):
+    with sqlite_db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_unreachable_postgres_is_one_line_error():
+    url = "postgresql+psycopg://nightowl:s3cret@127.0.0.1:1/nowhere?connect_timeout=2"
+    with pytest.raises(DatabaseUnavailableError) as info:
+        open_db(url=url)
+    msg = str(info.value)
+    assert isinstance(info.value, StoreError) and isinstance(info.value, UserError)
+    assert "\n" not in msg
+    assert "s3cret" not in msg
+    assert msg.startswith("cannot connect to database postgresql+psycopg://nightowl:***@127.0.0.1:1")
+
+
+def test_unopenable_sqlite_is_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DatabaseUnavailableError) as info:
+        open_db(url=f"sqlite:///{blocker / 'sub' / 'x.db'}")
+    assert "\n" not in str(info.value)
+
+
+def test_not_a_database_is_one_line_error(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DatabaseUnavailableError) as info:
+        open_db(url=f"sqlite:///{junk}")
+    assert "\n" not in str(info.value)
+    assert junk.read_bytes() == b"this is not sqlite" * 100  # untouched
+
+
+@pytest.mark.parametrize("url", ["nonsense", "foo://bar", "postgresql+nodriver://x@h/db"])
+def test_malformed_url_is_config_error(url):
+    with pytest.raises(DatabaseURLError) as info:
+        open_db(url=url)
+    assert isinstance(info.value, UserError)
+    assert "\n" not in str(info.value)
+
+
+# Concurrent first opens (two processes migrating one empty database at once) are
+# covered by tests/ledger/test_ledger.py::test_two_processes_write_concurrently.
