@@ -1,0 +1,38 @@
+"""Sleep-time test fixtures: a migrated SQLite database and a service on a scripted model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nightowl.config import load_settings
+from nightowl.llm.base import ModelBackend
+from nightowl.sleeptime.service import SleepService
+from nightowl.sleeptime.settings import load_sleep_settings
+from nightowl.storage import open_db
+from nightowl.workers.probes import AlwaysIdle, IdleProbe
+
+ServiceFactory = Callable[..., SleepService]
+
+
+@pytest.fixture
+def make_service(tmp_path: Path) -> ServiceFactory:
+    """Build a `SleepService` on a fresh SQLite file with an injected (fake) model."""
+    settings = load_settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/s.db")
+    db = open_db(settings)
+
+    def build(
+        model: ModelBackend, *, probe: IdleProbe | None = None, **sleep: object
+    ) -> SleepService:
+        sleep.setdefault("model", "fake")
+        return SleepService(
+            settings,
+            load_sleep_settings(**sleep),
+            db=db,
+            backend_factory=lambda _name: model,
+            probe=probe or AlwaysIdle(),
+        )
+
+    return build
