@@ -29,8 +29,8 @@ from nightowl.envs.base import (
 from nightowl.envs.registry import format_task_id, parse_task_id
 from nightowl.errors import EnvError, UnknownNameError
 
-#: actions longer than this are cut before they reach an engine (parsers choke on 10 KB)
-MAX_ACTION_CHARS = 200
+#: actions are cut to this length before they reach an engine (Jericho takes < 198 bytes)
+MAX_ACTION_CHARS = 150
 
 
 def clean_action(action: object) -> str:

@@ -1,0 +1,282 @@
+"""TextWorld adapter (``tw``): games generated locally by TextWorld's challenge generators.
+
+Games (``cooking``, ``coin_collector``, ``treasure_hunter``, ``simple``) are generated
+on first use from (challenge, settings, seed, TextWorld version) and cached as
+``<cache_dir>/<game>-<seed>-<hash>.z8`` (+ its ``.json``), where ``cache_dir`` defaults
+to ``<settings.home>/cache/textworld``. Generation takes seconds per game (Inform 7
+compiles it); a cached game starts in ~0.1 s. Inform 7 writes a scratch ``~/Inform``
+folder while compiling, so ``HOME`` points into the cache folder during compilation
+(under a lock; restored afterwards).
+
+Expert: TextWorld's ``policy_commands``, a winning command sequence recomputed by its
+logic engine from the *current* state, so it stays correct after any deviation; it is
+None only when no winning sequence exists (the game is lost).
+
+Snapshots are native (``env.copy()``, a copy of the Z-machine and of TextWorld's state
+tracking) and fall back to replaying the action list.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+from nightowl.envs.base import Snapshot, Split, TaskSpec
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
+from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+
+try:
+    import textworld
+    import textworld.challenges
+    from textworld import EnvInfos, GameOptions
+except ImportError as exc:  # core dependency, but say what is missing if it is
+    raise MissingExtraError("TextWorld", "core", "textworld") from exc
+
+#: our game name -> TextWorld challenge name
+CHALLENGES: dict[str, str] = {
+    "cooking": "tw-cooking",
+    "coin_collector": "tw-coin_collector",
+    "treasure_hunter": "tw-treasure_hunter",
+    "simple": "tw-simple",
+}
+GAMES: tuple[str, ...] = tuple(CHALLENGES)
+
+#: small defaults (cooking as in the in-context-distillation probe); ``game_params=`` overrides
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "cooking": {
+        "recipe": 1,
+        "take": 1,
+        "go": 6,
+        "open": True,
+        "cook": False,
+        "cut": False,
+        "drop": False,
+        "recipe_seed": 0,
+    },
+    "coin_collector": {"level": 5},
+    "treasure_hunter": {"level": 3},
+    "simple": {"rewards": "dense", "goal": "detailed"},
+}
+
+#: seeds per split; cooking also switches TextWorld's food split (train/valid/test) and
+#: simple its object set (test=True only for our test split)
+SPLIT_SEEDS: dict[Split, SeedRange] = {
+    "train": SeedRange(start=0, count=1000),
+    "dev": SeedRange(start=10000, count=1000),
+    "test": SeedRange(start=20000, count=1000),
+}
+_COOKING_SPLIT = {"train": "train", "dev": "valid", "test": "test"}
+
+INFOS = EnvInfos(
+    admissible_commands=True,
+    policy_commands=True,
+    objective=True,
+    won=True,
+    lost=True,
+    score=True,
+    max_score=True,
+)
+
+_GEN_LOCK = threading.Lock()
+_BANNER_LINE = re.compile(r"^[^A-Za-z]*$")
+
+
+def challenge_settings(game: str, params: dict[str, Any], split: Split) -> dict[str, Any]:
+    """The settings dict TextWorld's challenge ``make`` receives."""
+    settings = dict(params)
+    if game == "cooking":
+        settings["split"] = _COOKING_SPLIT[split]
+    elif game == "simple":
+        settings["test"] = split == "test"
+    return settings
+
+
+def game_path(cache_dir: Path, game: str, settings: dict[str, Any], seed: int) -> Path:
+    """Where the game for (game, settings, seed) is cached."""
+    fields = {"challenge": CHALLENGES[game], "settings": settings, "seed": seed}
+    key = json.dumps({**fields, "tw": textworld.__version__}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return cache_dir / f"{game}-{seed}-{digest}.z8"
+
+
+def generate_game(cache_dir: Path, game: str, settings: dict[str, Any], seed: int) -> Path:
+    """Generate (or find in the cache) a TextWorld game; returns the ``.z8`` path."""
+    path = game_path(cache_dir, game, settings, seed)
+    if path.is_file() and path.with_suffix(".json").is_file():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _, make, _ = textworld.challenges.CHALLENGES[CHALLENGES[game]]
+    with _GEN_LOCK:
+        if path.is_file() and path.with_suffix(".json").is_file():
+            return path
+        tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=cache_dir))
+        home = cache_dir / ".inform-home"
+        home.mkdir(exist_ok=True)
+        old_home = os.environ.get("HOME")
+        try:
+            opts = GameOptions()
+            opts.seeds = seed
+            opts.path = str(tmp / path.name)
+            opts.force_recompile = True
+            os.environ["HOME"] = str(home)  # Inform 7 writes ~/Inform while compiling
+            made = make(dict(settings), opts)
+            built = Path(textworld.generator.compile_game(made, opts))
+            # json first: a .z8 without its .json is never visible to readers
+            os.replace(built.with_suffix(".json"), path.with_suffix(".json"))
+            os.replace(built, path)
+        except Exception as exc:
+            raise EnvError(f"TextWorld could not generate {game} seed {seed}: {exc}") from exc
+        finally:
+            if old_home is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = old_home
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _clean_feedback(text: str) -> str:
+    """Drop the ASCII-art banner and surrounding blank lines."""
+    lines = text.splitlines()
+    while lines and _BANNER_LINE.match(lines[0]):
+        lines.pop(0)
+    return "\n".join(lines).strip()
+
+
+class TextWorldEnv(ReplayEnvironment):
+    """Locally generated TextWorld games with state-aware policy-command experts."""
+
+    name = "tw"
+    has_expert = True
+    games = GAMES
+    default_max_steps = 50
+
+    def __init__(
+        self,
+        *,
+        max_steps: int | None = None,
+        games: list[str] | tuple[str, ...] | None = None,
+        game_params: dict[str, dict[str, Any]] | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(max_steps=max_steps)
+        if games is not None:
+            unknown = [g for g in games if g not in GAMES]
+            if unknown:
+                raise UnknownNameError("tw game", unknown[0], list(GAMES))
+            self.games = tuple(games)
+        self._params = copy.deepcopy(DEFAULT_PARAMS)
+        for g, overrides in (game_params or {}).items():
+            if g not in GAMES:
+                raise UnknownNameError("tw game", g, list(GAMES))
+            self._params[g].update(overrides)
+        if cache_dir is None:
+            from nightowl.config import get_settings
+
+            cache_dir = get_settings().home / "cache" / "textworld"
+        self.cache_dir = Path(cache_dir)
+        self._tw: Any = None
+        self._tw_path: Path | None = None
+        self._state: Any = None
+
+    # --- catalogue ----------------------------------------------------------------------
+    def seeds(self, game: str, split: Split) -> list[int]:
+        """Our seed ranges (see `SPLIT_SEEDS`)."""
+        self._check_game(game)
+        return list(SPLIT_SEEDS[split].seeds())
+
+    def game_params(self, game: str) -> dict[str, Any]:
+        """The challenge settings used for ``game`` (before the per-split keys)."""
+        return dict(self._params[game])
+
+    def game_file(self, task_id: str) -> Path:
+        """The task's compiled game (generated now if it is not cached)."""
+        spec = self.spec(task_id)
+        settings = challenge_settings(spec.game, self._params[spec.game], spec.split)
+        return generate_game(self.cache_dir, spec.game, settings, spec.seed)
+
+    # --- engine -------------------------------------------------------------------------
+    def _start(self, spec: TaskSpec) -> tuple[str, str, tuple[str, ...] | None, dict[str, Any]]:
+        path = self.game_file(spec.task_id)
+        if self._tw is None or self._tw_path != path:
+            self._close_tw()
+            try:
+                with warnings.catch_warnings():
+                    # Jericho warns that TextWorld's own games are "not fully supported"
+                    # (its score detection); TextWorld tracks the score itself.
+                    warnings.simplefilter("ignore")
+                    self._tw = textworld.start(str(path), request_infos=INFOS)
+            except Exception as exc:
+                raise EnvError(f"TextWorld could not start {path}: {exc}") from exc
+            self._tw_path = path
+        state = self._tw.reset()
+        self._state = state
+        info = {"params": self.game_params(spec.game), "max_score": state["max_score"]}
+        valid = tuple(state["admissible_commands"] or ())
+        return str(state["objective"] or ""), _clean_feedback(state.feedback), valid, info
+
+    def _engine_step(self, action: str) -> EngineStep:
+        before = {a.lower() for a in (self.episode.valid_actions or ())}
+        state, _, done = self._tw.step(action)
+        self._state = state
+        won, lost = bool(state["won"]), bool(state["lost"])
+        return EngineStep(
+            text=_clean_feedback(state.feedback) or "Nothing happens.",
+            score=float(state["score"] or 0),
+            done=bool(done) or won or lost,
+            won=won,
+            valid_actions=tuple(state["admissible_commands"] or ()),
+            invalid=action.lower() not in before,
+            info={"lost": lost, "max_score": state["max_score"]},
+        )
+
+    def _expert(self, episode: Episode) -> str | None:
+        policy = self._state["policy_commands"] if self._state is not None else None
+        return str(policy[0]) if policy else None
+
+    # --- native snapshots ---------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Action list plus a native copy of the engine (restored without replay)."""
+        ep = self.episode
+        native = (self._copy_tw(self._tw), self._state, copy.deepcopy(ep))
+        return Snapshot(task_id=ep.spec.task_id, actions=tuple(ep.actions), native=native)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Restore a native copy when there is one (and it is ours), else replay."""
+        native = snapshot.native
+        if not (isinstance(native, tuple) and len(native) == 3):
+            super().restore(snapshot)
+            return
+        env, state, episode = native
+        self._close_tw()
+        self._tw = self._copy_tw(env)  # keep the snapshot reusable
+        self._tw_path = self.game_file(snapshot.task_id)
+        self._state = state
+        self._episode = copy.deepcopy(episode)
+
+    @staticmethod
+    def _copy_tw(env: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return env.copy()
+
+    def _close_tw(self) -> None:
+        if self._tw is not None:
+            try:
+                self._tw.close()
+            except Exception:  # noqa: S110 - closing a finished engine may fail harmlessly
+                pass
+        self._tw, self._tw_path = None, None
+
+    def close(self) -> None:
+        """Close the game engine."""
+        self._close_tw()
