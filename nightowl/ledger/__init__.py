@@ -1,0 +1,56 @@
+"""The cost ledger: every model call and tool call of every run, in SQL.
+
+Tables (on `nightowl.db.Base`, created by migration ``0001``):
+
+- ``runs``: one row per run (an evaluation, a demo collection, a sleep pass, ...).
+- ``episodes``: one row per episode of a run (task, env, split, outcome).
+- ``model_calls``: one row per model call (role, model, tokens, latency, cost), failed
+  calls included (``ok`` false, ``meta["error"]``). ``kind`` is ``"generate"`` or
+  ``"score"`` (log-probability scoring).
+- ``tool_calls``: one row per tool/environment call with an optional price.
+
+Writes are short transactions that retry when SQLite is busy, so several threads,
+asyncio tasks (through `MeteredModel`, which writes from a worker thread) and
+processes can record into one database at once.
+
+Metrics (see docs/storage.md for the formulas): total cost, cost per episode,
+cost-of-pass (expected cost per episode / success rate; infinite at zero success),
+teacher-call fraction (teacher ``generate`` calls / acting ``generate`` calls, acting
+roles being ``student`` and ``teacher``), and `break_even_episodes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nightowl.ledger.core import Ledger
+from nightowl.ledger.metered import MeteredModel
+from nightowl.ledger.metrics import (
+    ACTING_ROLES,
+    TEACHER_ROLE,
+    EpisodeCost,
+    RoleStats,
+    RunReport,
+    RunSummary,
+    break_even_episodes,
+    cost_of_pass,
+)
+from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall
+
+__all__: Sequence[str] = (
+    "ACTING_ROLES",
+    "TEACHER_ROLE",
+    "Episode",
+    "EpisodeCost",
+    "Ledger",
+    "MeteredModel",
+    "ModelCall",
+    "RoleStats",
+    "Run",
+    "RunReport",
+    "RunSummary",
+    "ToolCall",
+    "break_even_episodes",
+    "cost_of_pass",
+)
+

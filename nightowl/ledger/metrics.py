@@ -1,0 +1,132 @@
+"""Cost formulas and the pydantic reports `Ledger` returns (definitions: docs/storage.md)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+#: roles whose ``generate`` calls choose actions; the teacher-call fraction is over these
+ACTING_ROLES: tuple[str, ...] = ("student", "teacher")
+TEACHER_ROLE = "teacher"
+
+def cost_of_pass(cost_per_episode: float, success_rate: float) -> float:
+    """Expected cost of one success: cost per episode / success rate (inf at zero)."""
+    if success_rate <= 0:
+        return math.inf
+    return cost_per_episode / success_rate
+
+
+def break_even_episodes(
+    collection_cost: float, teacher_only_cost_per_episode: float, our_cost_per_episode: float
+) -> float:
+    """Episodes after which a one-off demo-collection cost has paid for itself.
+
+    ``n* = collection_cost / (teacher_only_cost_per_episode - our_cost_per_episode)``;
+    infinite when we are not cheaper per episode, 0 when collection was free.
+    """
+    saving = teacher_only_cost_per_episode - our_cost_per_episode
+    if saving <= 0:
+        return math.inf
+    return max(collection_cost, 0.0) / saving
+
+
+
+class RoleStats(BaseModel):
+    """Calls, tokens and cost of one role in one run."""
+
+    role: str
+    calls: int = 0
+    generate_calls: int = 0
+    score_calls: int = 0
+    failed_calls: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
+class RunReport(BaseModel):
+    """Aggregates of one run (definitions in docs/storage.md)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    run_id: str
+    name: str
+    kind: str
+    created_at: datetime
+    n_episodes: int
+    n_finished: int
+    successes: int
+    success_rate: float
+    model_cost: float
+    tool_cost: float
+    total_cost: float
+    overhead_cost: float
+    cost_per_episode: float
+    cost_of_pass: float
+    model_calls: int
+    failed_model_calls: int
+    tool_calls: int
+    teacher_calls: int
+    acting_calls: int
+    teacher_call_fraction: float
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    completion_tokens: int
+    roles: dict[str, RoleStats]
+    models: dict[str, float]
+    wall_time_s: float
+
+    @property
+    def calls_per_role(self) -> dict[str, int]:
+        """Number of model calls per role."""
+        return {r: s.calls for r, s in self.roles.items()}
+
+    @property
+    def cost_per_role(self) -> dict[str, float]:
+        """Model cost (USD) per role."""
+        return {r: s.cost_usd for r, s in self.roles.items()}
+
+    @property
+    def tokens_per_role(self) -> dict[str, int]:
+        """Prompt + completion tokens per role."""
+        return {r: s.prompt_tokens + s.completion_tokens for r, s in self.roles.items()}
+
+
+class EpisodeCost(BaseModel):
+    """Cost and outcome of one episode."""
+
+    episode_id: str
+    task_id: str
+    env: str
+    split: str
+    status: str
+    success: bool | None
+    score: float | None
+    n_steps: int
+    model_calls: int
+    teacher_calls: int
+    student_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    model_cost: float
+    tool_calls: int
+    tool_cost: float
+    cost_usd: float
+
+
+class RunSummary(BaseModel):
+    """One line of `Ledger.list_runs`."""
+
+    run_id: str
+    name: str
+    kind: str
+    created_at: datetime
+    n_episodes: int
+    successes: int
+    total_cost: float
+
+
