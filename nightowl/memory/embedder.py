@@ -90,7 +90,10 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.device = device
         self._model = self._load()
-        self._dim = int(self._model.get_sentence_embedding_dimension())  # type: ignore[attr-defined]
+        getdim = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        self._dim = int(getdim())
         self._lock = threading.Lock()
 
     def _load(self) -> object:

@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+import nightowl.ledger  # noqa: F401 - registers `episodes`, which our foreign keys reference
 from nightowl.db import Base
 
 BIGINT = BigInteger().with_variant(Integer(), "sqlite")

@@ -72,8 +72,11 @@ class MemorySettings(BaseModel):
     save_interval_s: float = Field(
         2.0, ge=0, description="indexes are saved after a write at most this often (and on close)"
     )
-    refresh_interval_s: float = Field(
-        5.0, ge=0, description="how often retrieve checks SQL for other processes' writes"
+    refresh_interval_s: float | None = Field(
+        5.0,
+        ge=0,
+        description="retrieve checks SQL for other processes' writes at most this often "
+        "(0: every call; None: never, call refresh() yourself)",
     )
     use_gpu: bool | Literal["auto"] = "auto"
 
@@ -901,9 +904,8 @@ class DemoMemory:
         Returns:
             windows ordered by episode rank, then step index; empty when the memory is.
         """
-        if self.settings.refresh_interval_s and (
-            time.monotonic() - self._last_refresh > self.settings.refresh_interval_s
-        ):
+        interval = self.settings.refresh_interval_s
+        if interval is not None and time.monotonic() - self._last_refresh >= interval:
             self.refresh()
         if not self._demos or k_episodes <= 0:
             return []

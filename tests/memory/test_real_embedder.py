@@ -1,0 +1,49 @@
+"""The shipped all-MiniLM-L6-v2 (loaded once per session) and retrieval quality with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nightowl.memory import DemoMemory, MemorySettings, SentenceTransformerEmbedder
+
+from .conftest import COIN, COOKING, KEY, steps_of
+
+
+@pytest.fixture(scope="session")
+def minilm() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+def test_minilm_shape_norm_and_bf16_quality(minilm):
+    texts = [COOKING[0], COIN[0], COOKING[1][0][0], "You take the knife from the counter."]
+    v = minilm.embed(texts)
+    assert v.shape == (4, 384) and v.dtype == np.float32 and minilm.dim == 384
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert minilm.embed([]).shape == (0, 384)
+    ref = SentenceTransformerEmbedder(dtype="float32").embed(texts)
+    cos = np.sum(ref * v, axis=1)
+    assert cos.min() > 0.99, cos  # bf16 keeps the fp32 geometry
+
+
+def test_cooking_demo_for_cooking_goal_not_coin(sqlite_db, tmp_path, minilm):
+    from nightowl.ledger import Ledger
+
+    led = Ledger(sqlite_db)
+    run = led.start_run("collect", "collect", {})
+    mem = DemoMemory(sqlite_db, minilm, tmp_path / "idx", MemorySettings())
+    for task_id, (goal, pairs) in {"cook-1": COOKING, "coin-1": COIN, "key-1": KEY}.items():
+        mem.add_episode(led.start_episode(run, task_id, "tw", "train"), goal, steps_of(pairs))
+    wins = mem.retrieve(
+        "prepare a meal: chop the red carrot, roast it, then eat it",
+        "You are in the kitchen. The fridge is closed. A knife lies on the counter.",
+        k_episodes=1, k_steps=1, window=1,
+    )
+    assert wins[0].task_id == "cook-1"
+    assert wins[0].hit_idxs == [0]
+    wins = mem.retrieve("look for a gold coin somewhere in the house",
+                        "You are in a hallway.", k_episodes=1)
+    assert wins[0].task_id == "coin-1"
+    wins = mem.retrieve("open the locked box with a key", "You see a key and a box.",
+                        k_episodes=1)
+    assert wins[0].task_id == "key-1"
