@@ -80,9 +80,8 @@ def show(
     console.print(head)
 
     roles = Table(title="per role")
-    cols = ("role", "calls", "failed", "prompt tok", "cached tok", "completion tok", "cost")
-    cols += ("latency s",)
-    for col in cols:
+    cols = ["role", "calls", "failed", "prompt tok", "cached tok", "completion tok", "cost"]
+    for col in [*cols, "latency s"]:
         roles.add_column(col, justify="left" if col == "role" else "right")
     for st in report.roles.values():
         roles.add_row(

@@ -411,7 +411,7 @@ class Ledger:
                 .group_by(ModelCall.episode_id, ModelCall.role, ModelCall.kind)
             ):
                 c = calls.setdefault(
-                    eid, {"n": 0, "teacher": 0, "student": 0, "pt": 0, "ct": 0, "cost": 0.0}
+                    str(eid), {"n": 0, "teacher": 0, "student": 0, "pt": 0, "ct": 0, "cost": 0.0}
                 )
                 c["n"] += int(n)
                 if kind != "score" and role in ("teacher", "student"):
