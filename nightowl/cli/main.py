@@ -31,6 +31,8 @@ from nightowl.cli.ledger import ledger_app  # noqa: E402
 app.add_typer(ledger_app, name="ledger")
 from nightowl.cli.memory import memory_app  # noqa: E402
 app.add_typer(memory_app, name="memory")
+from nightowl.cli.models import models_app  # noqa: E402
+app.add_typer(models_app, name="models")
 from nightowl.cli.sleep import sleep_app  # noqa: E402
 app.add_typer(sleep_app, name="sleep")
 from nightowl.cli.worker import worker  # noqa: E402

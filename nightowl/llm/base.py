@@ -13,6 +13,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nightowl.errors import ModelOutputError
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
 
@@ -165,3 +167,30 @@ class ModelBackend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Release resources (HTTP clients, engines)."""
+
+
+def require_text(result: GenerationResult) -> str:
+    """The first completion's text, or `ModelOutputError` if it is empty or cut off.
+
+    For callers that need a usable answer (CLI, parsers): an empty answer or one that
+    hit ``max_tokens`` is reported clearly instead of being passed on silently.
+    """
+    if not result.completions:
+        raise ModelOutputError(f"{result.model}: no completion returned", model=result.model)
+    first = result.completions[0]
+    if not first.text.strip():
+        raise ModelOutputError(
+            f"{result.model}: the model returned an empty answer", model=result.model
+        )
+    if first.finish_reason == "length":
+        raise ModelOutputError(
+            f"{result.model}: the answer was cut off at max_tokens "
+            f"({result.usage.completion_tokens} tokens); raise max_tokens",
+            model=result.model,
+            body=first.text[:2000],
+        )
+    if first.finish_reason == "error":
+        raise ModelOutputError(
+            f"{result.model}: generation ended with an error", model=result.model
+        )
+    return first.text

@@ -214,8 +214,10 @@ def load_model(directory: str, gguf_file: str | None, dtype: str = "float32") ->
             _save_converted(model, tokenizer, converted)
         model.eval()
         # transformers 5 renamed the KV-cache argument ``past_key_values`` to ``cache``.
-        cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else (
-            "past_key_values"
+        cache_kw = (
+            "cache"
+            if "cache" in inspect.signature(model.forward).parameters
+            else ("past_key_values")
         )
         loaded = _Loaded(
             model, tokenizer, threading.Lock(), time.perf_counter() - started, cache_kw
@@ -334,6 +336,34 @@ class TransformersBackend(ModelBackend):
         return ScoredContinuations(
             logprobs=tuple(sum(t) for t in per_token), token_counts=counts, usage=usage
         )
+
+    async def prompt_logprobs(self, text: str) -> list[tuple[str, float | None, int]]:
+        """Each token of ``text`` with log p(token | preceding tokens) and its text offset.
+
+        The first token has no context, so its log-probability is None (as in the
+        OpenAI ``echo`` format). Used by the HTTP server for ``echo=true``.
+        """
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids: list[int] = enc["input_ids"]
+        if not ids:
+            return []
+        offsets = [int(o[0]) for o in enc["offset_mapping"]]
+
+        def work() -> list[float | None]:
+            import torch
+
+            with self.lock, torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([ids])).logits[0]
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                vals: list[float | None] = [None]
+                vals += [logp[i - 1, ids[i]].item() for i in range(1, len(ids))]
+                return vals
+
+        values = await asyncio.to_thread(work)
+        return [
+            (self.tokenizer.decode([t]), v, off)
+            for t, v, off in zip(ids, values, offsets, strict=True)
+        ]
 
     # -- blocking work (worker threads, under the model lock) -----------------------
     def _prefill(self, ids: list[int]) -> tuple[Any, torch.Tensor]:

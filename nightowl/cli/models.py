@@ -1,0 +1,167 @@
+"""`nightowl models ...`: list the registry, try a model, serve one over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nightowl.errors import NightowlError, UserError
+
+models_app = typer.Typer(
+    help="Model registry: list entries, try one, serve one over the OpenAI protocol.",
+    no_args_is_help=True,
+)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """User mistakes exit 2, run failures exit 1; both as one line, no traceback."""
+    try:
+        yield
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except NightowlError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _usd(x: float) -> str:
+    return f"${x:.8f}".rstrip("0").rstrip(".") if x else "$0"
+
+
+@models_app.command("list")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Registry entries: backend, target, prices (USD per 1M tokens)."""
+    from nightowl.config import load_settings
+
+    with _one_line_errors():
+        settings = load_settings()
+        rows: list[dict[str, Any]] = []
+        for name in sorted(settings.models):
+            spec = settings.models[name]
+            target = spec.params.get("model") or spec.params.get("gguf_file") or ""
+            where = spec.params.get("base_url", "in-process")
+            rows.append(
+                {
+                    "name": name,
+                    "backend": spec.backend,
+                    "model": str(target),
+                    "where": str(where),
+                    "prices": spec.prices.model_dump(),
+                    "description": spec.description,
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="models (prices: USD per 1M tokens)")
+    for col in ("name", "backend", "model", "where", "input", "cached", "output"):
+        numeric = col in ("input", "cached", "output")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for r in rows:
+        p = r["prices"]
+        table.add_row(
+            r["name"], r["backend"], r["model"], r["where"],
+            f"{p['input']:g}", f"{p['cached_input']:g}", f"{p['output']:g}",
+        )  # fmt: skip
+    Console().print(table)
+
+
+def _ledger_recorder(name: str, settings: Any, backend: Any) -> tuple[Any, str]:
+    """Wrap ``backend`` in the ledger's MeteredModel (role "try"), if a DB is usable."""
+    from nightowl.ledger import Ledger, MeteredModel
+    from nightowl.storage import open_db
+
+    ledger = Ledger(open_db(settings))
+    run_id = ledger.start_run(f"models try {name}", kind="try", config={"model": name})
+    metered = MeteredModel(backend, ledger, settings.model(name).prices, run_id=run_id, role="try")
+    return metered, run_id
+
+
+@models_app.command("try")
+def try_model(
+    name: Annotated[str, typer.Argument(help="registry name, e.g. smollm2")],
+    prompt: Annotated[str, typer.Argument(help="the user message (or raw prompt with --raw)")],
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    n: Annotated[int, typer.Option("--n", min=1, help="samples")] = 1,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="send PROMPT as a raw completion")] = False,
+    system: Annotated[str | None, typer.Option("--system", help="a system message")] = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="record the call in the cost ledger")
+    ] = True,
+) -> None:
+    """Send one prompt; print the completion, token usage and cost."""
+    from nightowl.config import load_settings
+    from nightowl.llm.base import ChatMessage, GenerationRequest, require_text
+    from nightowl.llm.registry import build_backend
+
+    with _one_line_errors():
+        settings = load_settings()
+        spec = settings.model(name)
+        if not prompt.strip():
+            raise UserError("PROMPT is empty")
+        if raw:
+            request = GenerationRequest(
+                prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed
+            )
+        else:
+            turns = [ChatMessage(role="system", content=system)] if system else []
+            turns.append(ChatMessage(role="user", content=prompt))
+            request = GenerationRequest(
+                messages=tuple(turns), n=n, max_tokens=max_tokens, temperature=temperature,
+                seed=seed,
+            )  # fmt: skip
+        backend = build_backend(name, settings)
+        run_id = None
+        if record:
+            try:
+                backend, run_id = _ledger_recorder(name, settings, backend)
+            except NightowlError as exc:
+                typer.secho(f"warning: not recorded in the ledger: {exc}", err=True)
+        result = asyncio.run(backend.generate(request))
+        for i, c in enumerate(result.completions):
+            head = f"[{i}] " if n > 1 else ""
+            typer.echo(f"{head}{c.text}")
+        u = result.usage
+        cost = spec.prices.cost(u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens)
+        finish = ",".join(sorted({c.finish_reason for c in result.completions}))
+        typer.echo(
+            f"usage: prompt {u.prompt_tokens} (cached {u.cached_prompt_tokens}), "
+            f"completion {u.completion_tokens}, total {u.total_tokens} tokens; "
+            f"finish {finish}; {result.latency_s:.2f}s"
+        )
+        typer.echo(
+            f"cost: {_usd(cost)} (USD at {spec.prices.input:g} in / "
+            f"{spec.prices.cached_input:g} cached / {spec.prices.output:g} out per 1M tokens)"
+            + (f"; ledger run {run_id}" if run_id else "")
+        )
+        require_text(result)  # empty or cut-off answer -> one-line error, exit 1
+
+
+@models_app.command("serve")
+def serve(
+    name: Annotated[str, typer.Argument(help="registry name, e.g. smollm2")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+) -> None:
+    """Serve a registry model over the OpenAI protocol (/v1/chat/completions, ...)."""
+    from nightowl.config import load_settings
+    from nightowl.llm.registry import build_backend
+    from nightowl.llm.serve import run_server
+
+    with _one_line_errors():
+        backend = build_backend(name, load_settings())
+        typer.echo(f"serving {name!r} at http://{host}:{port}/v1", err=True)
+        run_server(backend, host=host, port=port)
