@@ -1,0 +1,489 @@
+"""Budget-aware value tree search (BAVT).
+
+After "Spend Less, Reason Better: Budget-Aware Value Tree Search for LLM Agents" (2026).
+Multi-step reasoning is a tree of partial trajectories:
+
+1. **select** a frontier node with probability proportional to ``V(n) ** (1 / r)``, where
+   ``r`` is the remaining budget ratio (the scarcest of tokens and tool calls governs):
+   at ``r = 1`` selection is proportional to value (broad exploration); as ``r -> 0`` the
+   exponent grows and selection becomes greedy, with no tuning parameter;
+2. **expand**: the model proposes ``k`` next actions (tool calls or a final answer) from
+   the node's path, with the budget (remaining / used) shown in its prompt;
+3. **execute** each tool call on a restored snapshot of the node (final answers are not
+   executed: they are terminal nodes);
+4. **score** with the *residual* critic: the progress ``delta`` a step made relative to
+   its parent, so ``V(child) = clip(V(parent) + delta)``; steps that are invalid,
+   redundant (an observation already on the path, a state already in the tree) or make
+   no progress (``delta <= prune_delta``) are pruned;
+5. **stop** at a terminal whose value reaches ``confident``, or when the budget cannot
+   pay for another expansion, returning the best terminal, else (optionally forcing one
+   answer from the best node) the best-valued partial path.
+
+Budgets are hard: every model call is bounded (`search_budget`) and checked with
+`Budget.can_afford` before it is made, every tool call likewise. Selection and sampling
+seeds come from one `random.Random(seed)`, so a search is deterministic under a seed
+for deterministic backends. The ladder tier lives in `bavt_tier`, the majority-vote
+baseline in `search_baseline`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
+from nightowl.agent.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
+from nightowl.agent.search_budget import budget_line, generation_bound, usage_tokens
+from nightowl.agent.search_space import SearchSpace, Step, normalize_action
+from nightowl.errors import ModelError
+from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
+
+#: ``(action, latency_s, meta)`` -> None; e.g. a partial of `Ledger.record_tool_call`
+ToolCallHook = Callable[[str, float, dict[str, Any]], None]
+GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
+
+_MIN_VALUE = 1e-6
+
+
+def selection_probs(values: Sequence[float], r: float, *, min_r: float = 1e-3) -> list[float]:
+    """Probabilities proportional to ``V ** (1 / r)`` (computed in log space).
+
+    ``r`` is clamped to ``[min_r, 1]``; values are clamped to ``[1e-6, 1]``.
+    """
+    if not values:
+        return []
+    r = min(max(r, min_r), 1.0)
+    logs = [math.log(min(max(v, _MIN_VALUE), 1.0)) / r for v in values]
+    top = max(logs)
+    ws = [math.exp(x - top) for x in logs]
+    z = sum(ws)
+    return [w / z for w in ws]
+
+
+def weighted_choice(rng: random.Random, probs: Sequence[float]) -> int:
+    """Index drawn from ``probs`` with ``rng`` (deterministic under its seed)."""
+    x = rng.random()
+    acc = 0.0
+    for i, p in enumerate(probs):
+        acc += p
+        if x < acc:
+            return i
+    return len(probs) - 1
+
+
+@dataclass(kw_only=True)
+class BavtConfig:
+    """Search settings (the selection rule itself has no parameter).
+
+    Attributes:
+        proposals: actions sampled per expansion (one batched call).
+        temperature: sampling temperature for proposals.
+        max_action_tokens: generation cap per proposal.
+        max_answer_tokens: generation cap for a forced final answer.
+        critic: "auto" (scoring when the backend supports it), "score" or "generate".
+        v_root: value of the root.
+        confident: a terminal at or above this value ends the search.
+        prune_delta: children with ``delta <= prune_delta`` are pruned (non-progress).
+        max_depth: steps below the root.
+        max_expansions: times one node may be expanded.
+        force_answer: when the search ends without a terminal, force one final answer
+            from the best node (if the space has an answer action and budget is left).
+        seed: seeds selection and sampling.
+        max_consecutive_errors: model failures in a row before the search gives up.
+    """
+
+    proposals: int = 3
+    temperature: float = 0.8
+    max_action_tokens: int = 24
+    max_answer_tokens: int = 16
+    critic: CriticMode = "auto"
+    v_root: float = 0.5
+    confident: float = 0.85
+    prune_delta: float = 0.0
+    max_depth: int = 6
+    max_expansions: int = 2
+    force_answer: bool = True
+    seed: int = 0
+    max_consecutive_errors: int = 3
+
+
+@dataclass(kw_only=True)
+class Node:
+    """One partial trajectory (its last step and the state it reached)."""
+
+    id: int
+    parent: int | None
+    step: Step | None
+    snapshot: Any
+    value: float
+    delta: float = 0.0
+    depth: int = 0
+    terminal: bool = False
+    won: bool | None = None
+    valid_actions: tuple[str, ...] | None = None
+    expansions: int = 0
+    children: list[int] = field(default_factory=list)
+    pruned: str | None = None
+    critic: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for traces."""
+        return {
+            "id": self.id,
+            "parent": self.parent,
+            "action": self.step.action if self.step else None,
+            "value": round(self.value, 4),
+            "delta": round(self.delta, 4),
+            "depth": self.depth,
+            "terminal": self.terminal,
+            "pruned": self.pruned,
+            "critic": self.critic,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchResult:
+    """What a search (or the baseline) returns.
+
+    Attributes:
+        actions: the chosen path's actions from the root (last one final if terminal).
+        final: the final action (e.g. ``answer[...]``), or None for a partial path.
+        value: the chosen node's value (vote share for the baseline).
+        terminal: whether the path ends in a final action / finished episode.
+        reason: why the search stopped: "confident", "budget", "exhausted", "model_error".
+        forced: the final action was forced from the best partial node at the end.
+        usage: tokens of every model call.
+        tool_calls: environment steps executed.
+        budget: the budget's ``to_dict()`` at the end.
+        stats: counters (expansions, pruned by reason, malformed proposals/critic...).
+        trace: the tree's nodes (BAVT) or rollouts (baseline).
+    """
+
+    actions: tuple[str, ...]
+    final: str | None
+    value: float
+    terminal: bool
+    reason: str
+    forced: bool = False
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: int = 0
+    budget: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def first_action(self) -> str | None:
+        """The next action to take from the root."""
+        return self.actions[0] if self.actions else None
+
+
+class _Meter:
+    """Calls the model within the budget and accumulates usage."""
+
+    def __init__(self, model: ModelBackend, generate: GenerateFn | None) -> None:
+        self.model = model
+        self.generate = generate or model.generate
+        self.usage = Usage()
+
+    async def call(
+        self, budget: Budget, request: GenerationRequest
+    ) -> GenerationResult | None | ModelError:
+        """Generate if affordable (None if not); failures come back as the error."""
+        prompt = request.prompt or ""
+        bound = generation_bound(self.model, prompt, n=request.n, max_tokens=request.max_tokens)
+        if not budget.can_afford(**{TOKENS: bound.tokens}):
+            return None
+        try:
+            res = await self.generate(request)
+        except (ModelError, ValueError, RuntimeError) as exc:
+            return exc if isinstance(exc, ModelError) else ModelError(str(exc))
+        self.usage = self.usage + res.usage
+        # Bounded by construction; min() guards a backend that over-reports.
+        budget.charge(**{TOKENS: min(usage_tokens(res.usage), bound.tokens)})
+        return res
+
+
+class BavtSearch:
+    """Budget-aware value tree search with a residual critic.
+
+    Args:
+        model: proposes actions (the student or a mid-size model, through the ledger).
+        config: search settings.
+        critic_model: scores steps (defaults to ``model``: the same model is the critic).
+        generate: call wrapper for proposals (e.g. MeteredModel with role "bavt").
+        critic_generate / critic_score: call wrappers for the critic (role "critic").
+        on_tool_call: called after every environment step (the ledger's tool calls).
+    """
+
+    def __init__(
+        self,
+        model: ModelBackend,
+        config: BavtConfig | None = None,
+        *,
+        critic_model: ModelBackend | None = None,
+        generate: GenerateFn | None = None,
+        critic_generate: GenerateFn | None = None,
+        critic_score: ScoreFn | None = None,
+        on_tool_call: ToolCallHook | None = None,
+    ) -> None:
+        self.config = config or BavtConfig()
+        self.model = model
+        self.critic = ResidualCritic(
+            critic_model or model, mode=self.config.critic, generate=critic_generate,
+            score=critic_score,
+        )
+        self._generate = generate
+        self.on_tool_call = on_tool_call
+
+    async def run(self, space: SearchSpace, budget: Budget) -> SearchResult:
+        """Search from the space's root within ``budget``; the env is restored afterwards."""
+        try:
+            return await self._run(space, budget)
+        finally:
+            space.restore_root()
+
+    # --- the loop ---------------------------------------------------------------------
+    async def _run(self, space: SearchSpace, budget: Budget) -> SearchResult:
+        cfg = self.config
+        rng = random.Random(cfg.seed)
+        meter = _Meter(self.model, self._generate)
+        stats: Counter[str] = Counter()
+        critic_usage: list[Usage] = []
+        root = Node(
+            id=0, parent=None, step=None, snapshot=space.root, value=cfg.v_root,
+            valid_actions=space.valid_actions,
+        )
+        nodes: list[Node] = [root]
+        frontier: list[int] = [0]
+        terminals: list[int] = []
+        states: set[Any] = {space.state_key(())}
+        errors = 0
+        reason = "exhausted"
+
+        def path(n: Node) -> list[Step]:
+            out: list[Step] = []
+            cur: Node | None = n
+            while cur is not None and cur.step is not None:
+                out.append(cur.step)
+                cur = nodes[cur.parent] if cur.parent is not None else None
+            return out[::-1]
+
+        while True:
+            best_t = self._best(nodes, terminals)
+            if best_t is not None and best_t.value >= cfg.confident:
+                reason = "confident"
+                break
+            if not frontier:
+                reason = "exhausted"
+                break
+            if errors >= cfg.max_consecutive_errors:
+                reason = "model_error"
+                break
+            cands = [nodes[i] for i in frontier]
+            probs = selection_probs([n.value for n in cands], budget.remaining_ratio())
+            node = cands[weighted_choice(rng, probs)]
+            node_path = path(node)
+            prompt = space.prompt(node_path, budget_line(budget), node.valid_actions)
+            request = GenerationRequest(
+                prompt=prompt, n=cfg.proposals, max_tokens=cfg.max_action_tokens,
+                temperature=cfg.temperature, stop=("\n",), seed=rng.randrange(2**31),
+            )
+            res = await meter.call(budget, request)
+            if res is None:
+                reason = "budget"
+                break
+            if isinstance(res, ModelError):
+                # The node stays in the frontier; repeated failures end the search.
+                errors += 1
+                stats["model_errors"] += 1
+                continue
+            node.expansions += 1
+            if node.expansions >= cfg.max_expansions or node.depth >= cfg.max_depth:
+                frontier.remove(node.id)
+            errors = 0
+            stats["expansions"] += 1
+            seen_here = {normalize_action(st.action) for c in node.children
+                         if (st := nodes[c].step) is not None}
+            for text in res.texts:
+                action = space.parse(text, node.valid_actions)
+                if action is None:
+                    stats["malformed_proposals"] += 1
+                    continue
+                key = normalize_action(action)
+                if key in seen_here:
+                    stats["duplicate_proposals"] += 1
+                    continue
+                seen_here.add(key)
+                child = await self._expand_one(space, budget, node, node_path, action, stats,
+                                               states, len(nodes), critic_usage)
+                if child is None:
+                    continue
+                nodes.append(child)
+                node.children.append(child.id)
+                if child.terminal and child.pruned is None:
+                    terminals.append(child.id)
+                elif child.pruned is None and child.depth < cfg.max_depth:
+                    frontier.append(child.id)
+            if budget.remaining(TOOL_CALLS) < 1 and space.answer_prefix is None:
+                reason = "budget"  # nothing left to execute and no answer action
+                break
+
+        forced = False
+        best_t = self._best(nodes, terminals)
+        if best_t is None and cfg.force_answer and space.answer_prefix is not None:
+            best_p = max(nodes, key=lambda n: (n.value if n.pruned is None else -1, n.depth, -n.id))
+            forced_node = await self._force_answer(space, budget, meter, best_p, path(best_p),
+                                                   len(nodes), stats)
+            if forced_node is not None:
+                nodes.append(forced_node)
+                terminals.append(forced_node.id)
+                best_t = forced_node
+                forced = True
+        if best_t is not None:
+            chosen, terminal = best_t, True
+        else:
+            live = [n for n in nodes if n.pruned is None] or [root]
+            chosen = max(live, key=lambda n: (n.value, n.depth, -n.id))
+            terminal = False
+        steps = path(chosen)
+        is_final = terminal and bool(steps) and space.is_final(steps[-1].action)
+        final = steps[-1].action if is_final else None
+        stats["nodes"] = len(nodes)
+        stats["terminals"] = len(terminals)
+        return SearchResult(
+            actions=tuple(s.action for s in steps),
+            final=final,
+            value=chosen.value,
+            terminal=terminal,
+            reason=reason,
+            forced=forced,
+            usage=sum(critic_usage, meter.usage),
+            tool_calls=int(stats["tool_calls"]),
+            budget=budget.to_dict(),
+            stats=dict(stats),
+            trace=[n.to_dict() for n in nodes],
+        )
+
+    @staticmethod
+    def _best(nodes: list[Node], terminals: list[int]) -> Node | None:
+        live = [nodes[i] for i in terminals if nodes[i].pruned is None]
+        if not live:
+            return None
+        return max(live, key=lambda n: (n.value, -n.id))
+
+    async def _expand_one(
+        self,
+        space: SearchSpace,
+        budget: Budget,
+        parent: Node,
+        parent_path: list[Step],
+        action: str,
+        stats: Counter[str],
+        states: set[Any],
+        new_id: int,
+        critic_usage: list[Usage],
+    ) -> Node | None:
+        cfg = self.config
+        actions = [s.action for s in parent_path] + [action]
+        if space.is_final(action):
+            step = Step(action=action, observation=f"Final answer: {action}")
+            verdict = await self._judge(space, budget, parent_path, step, stats, critic_usage)
+            return Node(
+                id=new_id, parent=parent.id, step=step, snapshot=parent.snapshot,
+                value=_clip(parent.value + verdict.delta), delta=verdict.delta,
+                depth=parent.depth + 1, terminal=True, critic=_critic_meta(verdict),
+            )
+        key = space.state_key(actions)
+        if key in states:
+            stats["pruned_duplicate_state"] += 1
+            return None
+        if not budget.can_afford(**{TOOL_CALLS: 1}):
+            stats["skipped_no_tool_budget"] += 1
+            return None
+        budget.charge(**{TOOL_CALLS: 1})
+        stats["tool_calls"] += 1
+        t0 = time.perf_counter()
+        result, snap = space.execute(parent.snapshot, action)
+        if self.on_tool_call is not None:
+            self.on_tool_call(action, time.perf_counter() - t0, {"budget": budget.to_dict()})
+        states.add(key)
+        step = Step(action=action, observation=result.text)
+        node = Node(
+            id=new_id, parent=parent.id, step=step, snapshot=snap, value=parent.value,
+            depth=parent.depth + 1, valid_actions=result.valid_actions or parent.valid_actions,
+        )
+        if result.invalid:
+            node.pruned = "invalid"
+            stats["pruned_invalid"] += 1
+            return node
+        if result.done:
+            node.terminal = True
+            node.won = result.won
+            if result.won:
+                node.value, node.delta = 1.0, 1.0 - parent.value
+            else:
+                node.value, node.pruned = 0.0, "lost"
+                stats["pruned_lost"] += 1
+            return node
+        obs_key = " ".join(result.text.lower().split())
+        if any(" ".join(s.observation.lower().split()) == obs_key for s in parent_path):
+            node.pruned = "redundant"
+            stats["pruned_redundant"] += 1
+            return node
+        verdict = await self._judge(space, budget, parent_path, step, stats, critic_usage)
+        node.delta = verdict.delta
+        node.value = _clip(parent.value + verdict.delta)
+        node.critic = _critic_meta(verdict)
+        if verdict.delta <= cfg.prune_delta:
+            node.pruned = "no_progress"
+            stats["pruned_no_progress"] += 1
+        return node
+
+    async def _judge(
+        self, space: SearchSpace, budget: Budget, parent_path: list[Step], step: Step,
+        stats: Counter[str], critic_usage: list[Usage],
+    ) -> CriticVerdict:
+        verdict = await self.critic.judge(space.critic_prompt(parent_path, step), budget)
+        critic_usage.append(verdict.usage)
+        stats["critic_calls"] += 1
+        if verdict.status != "ok":
+            stats[f"critic_{verdict.status}"] += 1
+        return verdict
+
+    async def _force_answer(
+        self, space: SearchSpace, budget: Budget, meter: _Meter, node: Node,
+        node_path: list[Step], new_id: int, stats: Counter[str],
+    ) -> Node | None:
+        cfg = self.config
+        prompt = space.prompt(node_path, budget_line(budget), node.valid_actions)
+        prompt = f"{prompt} {space.answer_prefix}"
+        request = GenerationRequest(
+            prompt=prompt, n=1, max_tokens=cfg.max_answer_tokens, temperature=0.0,
+            stop=("\n", space.answer_suffix or "\n"), seed=cfg.seed,
+        )
+        res = await meter.call(budget, request)
+        if res is None or isinstance(res, ModelError) or not res.completions:
+            stats["forced_answer_failed"] += 1
+            return None
+        action = space.make_answer(res.completions[0].text)
+        if action is None:
+            stats["forced_answer_failed"] += 1
+            return None
+        stats["forced_answers"] += 1
+        return Node(
+            id=new_id, parent=node.id, step=Step(action=action, observation=""),
+            snapshot=node.snapshot, value=node.value, depth=node.depth + 1, terminal=True,
+        )
+
+
+def _clip(v: float) -> float:
+    return min(1.0, max(0.0, v))
+
+
+def _critic_meta(verdict: CriticVerdict) -> dict[str, Any]:
+    return {"status": verdict.status, "raw": verdict.raw}

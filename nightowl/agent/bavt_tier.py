@@ -1,0 +1,207 @@
+"""BAVT as a rung of the escalation ladder: search before the teacher is called.
+
+Placed after the student tier: when the student's samples disagree, `BavtTier` searches
+from the *current* state on clones of the live environment (with the student or a
+mid-size model as proposer and residual critic), then acts with the first action of the
+best path if its value reaches ``accept_value``; otherwise it escalates to the next tier
+(usually the teacher) with its best candidate recorded. Environments that cannot clone
+escalate at once with the reason recorded, so the ladder falls back to the next tier.
+
+Budgets: each decision gets a *step* budget (``step_tokens`` / ``step_tool_calls``)
+capped by what the *episode* budget (``ctx.budget``) has left; what the search used is
+charged to the episode afterwards (`settle`), so neither is ever exceeded. The live
+environment is restored to the state the search found it in.
+
+Ledger: proposals are recorded under role "bavt", critic calls under "critic" (when the
+models are `MeteredModel`s), environment steps made by the search as tool calls
+``bavt:<env>`` with the budget in their meta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from nightowl.agent.bavt import BavtConfig, BavtSearch, GenerateFn, ToolCallHook
+from nightowl.agent.budget import TOKENS, TOOL_CALLS
+from nightowl.agent.critic import ScoreFn
+from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
+from nightowl.agent.search_budget import settle, sub_budget
+from nightowl.agent.search_space import SearchSpace
+from nightowl.errors import EnvError
+from nightowl.llm.base import ModelBackend
+
+DemoSource = str | Callable[[StepContext], str]
+
+
+class BavtTier(Tier):
+    """Budget-aware value tree search as a ladder tier.
+
+    Args:
+        model: proposer (the student or a mid-size model; a `MeteredModel` is recorded).
+        config: search settings (the seed is mixed with task id and step).
+        critic_model: residual critic (defaults to ``model``).
+        step_tokens / step_tool_calls: the per-decision budget.
+        accept_value: act when the best path's value reaches this; else escalate.
+        demos: worked examples for the prompt (a string, or a function of the context).
+        ledger: where to record tool calls (defaults to ``model.ledger`` if metered).
+        name: the tier's name in the ladder.
+    """
+
+    actor = "bavt"
+
+    def __init__(
+        self,
+        model: ModelBackend,
+        *,
+        config: BavtConfig | None = None,
+        critic_model: ModelBackend | None = None,
+        step_tokens: int = 6000,
+        step_tool_calls: int = 12,
+        accept_value: float = 0.6,
+        demos: DemoSource = "",
+        ledger: Any = None,
+        name: str = "bavt",
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.critic_model = critic_model or model
+        self.config = config or BavtConfig()
+        self.step_tokens = step_tokens
+        self.step_tool_calls = step_tool_calls
+        self.accept_value = accept_value
+        self.demos = demos
+        self.ledger = ledger if ledger is not None else getattr(model, "ledger", None)
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration for run records."""
+        return {
+            "name": self.name,
+            "actor": self.actor,
+            "model": getattr(self.model, "name", "model"),
+            "critic_model": getattr(self.critic_model, "name", "model"),
+            "step_tokens": self.step_tokens,
+            "step_tool_calls": self.step_tool_calls,
+            "accept_value": self.accept_value,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    # --- ledger wiring ------------------------------------------------------------------
+    @staticmethod
+    def _metered_generate(model: ModelBackend, ctx: StepContext, role: str) -> GenerateFn | None:
+        if not hasattr(model, "with_role"):
+            return None
+
+        async def gen(request: Any) -> Any:
+            return await model.generate(  # type: ignore[call-arg]
+                request, episode_id=ctx.episode_id or None, step=ctx.step, role=role
+            )
+
+        return gen
+
+    @staticmethod
+    def _metered_score(model: ModelBackend, ctx: StepContext, role: str) -> ScoreFn | None:
+        if not hasattr(model, "with_role"):
+            return None
+
+        async def score(prompt: str, conts: list[str]) -> Any:
+            return await model.score_continuations(  # type: ignore[call-arg]
+                prompt, conts, episode_id=ctx.episode_id or None, step=ctx.step, role=role
+            )
+
+        return score
+
+    def _tool_hook(self, ctx: StepContext) -> ToolCallHook | None:
+        ledger = self.ledger
+        if ledger is None or not ctx.run_id:
+            return None
+        tool = f"bavt:{ctx.env_name or getattr(ctx.env, 'name', 'env')}"
+
+        def hook(action: str, latency_s: float, meta: dict[str, Any]) -> None:
+            ledger.record_tool_call(
+                run_id=ctx.run_id, episode_id=ctx.episode_id or None, step=ctx.step,
+                tool=tool, latency_s=latency_s, meta={"action": action, **meta},
+            )
+
+        return hook
+
+    # --- the decision -------------------------------------------------------------------
+    async def decide(self, ctx: StepContext) -> TierDecision:
+        """Search from the current state; accept the best path's first action or escalate."""
+        t0 = time.perf_counter()
+        env = ctx.env
+        if env is None:
+            return escalate(self.name, self.actor, "no environment to search (fallback)")
+        if not getattr(env, "can_snapshot", False):
+            return escalate(
+                self.name, self.actor,
+                f"environment {getattr(env, 'name', '?')!r} cannot snapshot/restore; "
+                "falling back to the next tier",
+                meta={"fallback": "cannot_clone"},
+            )
+        budget = sub_budget(
+            ctx.budget, **{TOKENS: self.step_tokens, TOOL_CALLS: self.step_tool_calls}
+        )
+        if budget.exhausted() is not None:
+            return escalate(self.name, self.actor, "budget",
+                            meta={"exhausted": budget.exhausted()})
+        demos = self.demos(ctx) if callable(self.demos) else self.demos
+        try:
+            space = SearchSpace.from_env(
+                env, goal=ctx.goal, observation=ctx.observation,
+                valid_actions=ctx.valid_actions, history=ctx.history, demos=demos,
+            )
+        except (NotImplementedError, ValueError, EnvError) as exc:
+            return escalate(self.name, self.actor, f"cannot clone the environment: {exc}",
+                            meta={"fallback": "cannot_clone"})
+        seed = zlib.crc32(f"{self.config.seed}/{ctx.task_id}/{ctx.step}".encode())
+        search = BavtSearch(
+            self.model,
+            dataclasses.replace(self.config, seed=seed),
+            critic_model=self.critic_model,
+            generate=self._metered_generate(self.model, ctx, "bavt"),
+            critic_generate=self._metered_generate(self.critic_model, ctx, "critic"),
+            critic_score=self._metered_score(self.critic_model, ctx, "critic"),
+            on_tool_call=self._tool_hook(ctx),
+        )
+        try:
+            result = await search.run(space, budget)
+        except (NotImplementedError, EnvError) as exc:
+            settle(ctx.budget, budget)
+            return escalate(self.name, self.actor, f"search failed on the environment: {exc}",
+                            meta={"fallback": "env_error", "budget": budget.to_dict()})
+        settle(ctx.budget, budget)
+        meta = {
+            "search_reason": result.reason,
+            "value": result.value,
+            "terminal": result.terminal,
+            "path": list(result.actions),
+            "stats": result.stats,
+            "step_budget": budget.to_dict(),
+            "tool_calls": result.tool_calls,
+        }
+        action = result.first_action
+        common = {
+            "samples": int(result.stats.get("expansions", 0)),
+            "usage": result.usage,
+            "latency_s": time.perf_counter() - t0,
+            "meta": meta,
+        }
+        if action is None:
+            return escalate(self.name, self.actor, f"search found no action ({result.reason})",
+                            **common)
+        candidates = ((action, result.value),)
+        if result.value >= self.accept_value:
+            return accept(
+                self.name, self.actor, action, confidence=result.value,
+                reason=f"bavt value {result.value:.2f} ({result.reason})",
+                candidates=candidates, **common,
+            )
+        return escalate(
+            self.name, self.actor,
+            f"bavt value {result.value:.2f} < {self.accept_value:.2f} ({result.reason})",
+            candidates=candidates, **common,
+        )

@@ -1,0 +1,103 @@
+"""Budget helpers for tree search: per-step sub-budgets, call reservations, prompt lines.
+
+The hard budget itself is `nightowl.agent.budget.Budget` (generic over named resources,
+never exceeded). Search adds three things on top of it:
+
+- `sub_budget`: a per-step budget whose limits are the step limits *capped by what the
+  episode has left*, so spending within the step can never overspend the episode;
+  `settle` charges the episode with what the step used.
+- `ModelCall`: an upper bound on what one model call may cost in tokens (prompt tokens
+  by the model's tokenizer when it has one, else a byte count, which bounds any
+  byte-level BPE; plus ``n * max_tokens``), checked with `can_afford` *before* the call.
+- `budget_line`: the remaining/used line shown to the model in its prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
+from nightowl.llm.base import ModelBackend, Usage
+
+#: special tokens a chat template or BOS may add around a raw prompt
+_SPECIAL_TOKEN_SLACK = 8
+
+
+def count_prompt_tokens(model: ModelBackend, text: str) -> int:
+    """Tokens of ``text`` by the model's tokenizer, or an upper bound (UTF-8 bytes)."""
+    try:
+        return int(model.count_tokens(text)) + _SPECIAL_TOKEN_SLACK
+    except NotImplementedError:
+        return len(text.encode("utf-8")) + _SPECIAL_TOKEN_SLACK
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCall:
+    """An upper bound on one call's token cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        """Total tokens reserved."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def generation_bound(model: ModelBackend, prompt: str, *, n: int, max_tokens: int) -> ModelCall:
+    """Bound for a `generate` call (prompt counted once, as hosted APIs bill ``n``)."""
+    return ModelCall(
+        prompt_tokens=count_prompt_tokens(model, prompt), completion_tokens=n * max_tokens
+    )
+
+
+def scoring_bound(model: ModelBackend, prompt: str, continuations: list[str]) -> ModelCall:
+    """Bound for `score_continuations`: the prompt once per continuation, plus each option.
+
+    Backends that reuse the prompt's KV cache bill less; the bound must hold for those
+    that do not.
+    """
+    p = count_prompt_tokens(model, prompt)
+    opts = sum(count_prompt_tokens(model, c) for c in continuations)
+    return ModelCall(prompt_tokens=p * len(continuations) + opts, completion_tokens=0)
+
+
+def usage_tokens(usage: Usage) -> int:
+    """Tokens billed for a call (prompt + completion)."""
+    return usage.prompt_tokens + usage.completion_tokens
+
+
+def sub_budget(parent: Budget, **limits: float | None) -> Budget:
+    """A step budget: each limit capped by what ``parent`` has left of that resource."""
+    capped: dict[str, float | None] = {}
+    for name, lim in limits.items():
+        left = parent.remaining(name)
+        if lim is None:
+            capped[name] = None if math.isinf(left) else left
+        else:
+            capped[name] = min(float(lim), left)
+    for name in parent.limits:
+        if name not in capped and name in (TOKENS, TOOL_CALLS):
+            capped[name] = parent.remaining(name)
+    return Budget(capped)
+
+
+def settle(parent: Budget, child: Budget, names: tuple[str, ...] = (TOKENS, TOOL_CALLS)) -> None:
+    """Charge ``parent`` with what ``child`` used of ``names`` (affordable by construction)."""
+    amounts = {n: child.used_of(n) for n in names if child.used_of(n) > 0}
+    if amounts:
+        parent.charge(**amounts)
+
+
+def budget_line(budget: Budget) -> str:
+    """What the model sees, e.g. ``Budget: tool calls 2/8 used, 6 left; tokens 900/4000 ...``."""
+    parts = []
+    for name, label in ((TOOL_CALLS, "tool calls"), (TOKENS, "tokens")):
+        lim = budget.limit(name)
+        used = budget.used_of(name)
+        if math.isinf(lim):
+            parts.append(f"{label} {used:g} used")
+        else:
+            parts.append(f"{label} {used:g}/{lim:g} used, {max(lim - used, 0):g} left")
+    return "Budget: " + "; ".join(parts)

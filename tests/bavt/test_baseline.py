@@ -1,0 +1,39 @@
+"""The majority-vote baseline under the same budget."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from nightowl.agent.budget import Budget
+from nightowl.agent.search_baseline import MajorityVote, VoteConfig
+from nightowl.agent.search_space import SearchSpace
+from nightowl.envs.multihop import MultiHopEnv
+from nightowl.llm.scripted import FunctionModel
+
+
+def test_majority_vote_picks_most_frequent_answer() -> None:
+    env = MultiHopEnv()
+    obs = env.reset("multihop/2hop/test/20003")
+    space = SearchSpace.from_env(env, goal=obs.goal)
+    answers = itertools.cycle([" answer[Foo]", " answer[bar]", " answer[foo]"])
+    model = FunctionModel(lambda r: next(answers))
+    budget = Budget(tokens=100_000, tool_calls=5)
+    res = asyncio.run(MajorityVote(model, VoteConfig(seed=0, max_rollouts=6)).run(space, budget))
+    assert res.final is not None and res.final.lower() == "answer[foo]"
+    assert res.value == 4 / 6
+    assert res.stats["rollouts"] == 6 and budget.used_of("tool_calls") == 0
+
+
+def test_rollouts_stop_when_budget_ends_and_cut_rollouts_do_not_vote() -> None:
+    env = MultiHopEnv()
+    obs = env.reset("multihop/2hop/test/20003")
+    space = SearchSpace.from_env(env, goal=obs.goal)
+    model = FunctionModel(lambda r: " search[anything]")
+    budget = Budget(tokens=100_000, tool_calls=7)
+    res = asyncio.run(MajorityVote(model, VoteConfig(seed=0, max_depth=3)).run(space, budget))
+    assert budget.used_of("tool_calls") == 7
+    assert res.reason == "budget" and res.stats["cut_rollouts"] == 1
+    # Two complete rollouts (3 searches each, then a forced answer) voted.
+    assert res.stats["rollouts"] == 2 and res.stats.get("votes", 0) == 2
+    assert env.snapshot().actions == ()

@@ -1,0 +1,122 @@
+"""BavtTier on the ladder: accepts after a search, falls back on envs that cannot clone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nightowl.agent.bavt import BavtConfig
+from nightowl.agent.bavt_tier import BavtTier
+from nightowl.agent.budget import Budget
+from nightowl.agent.ladder import Ladder, StepContext, Tier, TierDecision, accept, escalate
+from nightowl.llm.scripted import FunctionModel
+from tests.bavt.helpers import TreeEnv, actions_in, new_step_action
+
+
+def ctx_for(env: TreeEnv, budget: Budget) -> StepContext:
+    obs = env.reset("tree/t/test/0")
+    return StepContext(run_id="", episode_id="", task_id="tree/t/test/0", step=0, goal=obs.goal,
+                       observation=obs.text, valid_actions=obs.valid_actions, budget=budget,
+                       env=env, env_name="tree")
+
+
+def gold_model(env: TreeEnv) -> FunctionModel:
+    state = {"i": -1}
+
+    def fn(req):
+        state["i"] += 1
+        return f" go {'abc'[state['i'] % 3]}"
+
+    def score(prompt: str, cont: str) -> float:
+        a = new_step_action(prompt)
+        done = actions_in(prompt.split("New step:")[0])
+        good = tuple(done + [a]) == env.gold[: len(done) + 1]
+        return {" better": -0.1 if good else -4, " solved": -3, " same": -2 if good else -0.3,
+                " worse": -4 if good else -1}[cont]
+
+    return FunctionModel(fn, scores=score)
+
+
+def test_tier_accepts_first_action_of_best_path_and_charges_episode() -> None:
+    env = TreeEnv()
+    budget = Budget(tokens=100_000, tool_calls=40, steps=10)
+    tier = BavtTier(gold_model(env), config=BavtConfig(seed=0), step_tokens=20_000,
+                    step_tool_calls=20)
+    ctx = ctx_for(env, budget)
+    dec = asyncio.run(tier.decide(ctx))
+    assert dec.accepted and dec.action == "go b"
+    assert dec.meta["path"] == ["go b", "go a", "go c"]
+    assert dec.confidence == 1.0
+    # What the search spent is charged to the episode budget, within the step budget.
+    assert 0 < budget.used_of("tool_calls") <= 20
+    assert 0 < budget.used_of("tokens") <= 20_000
+    assert budget.used_of("tokens") == dec.usage.prompt_tokens + dec.usage.completion_tokens
+    # The live environment was not moved by the search.
+    assert env.path == []
+
+
+def test_tier_falls_back_with_reason_when_env_cannot_clone() -> None:
+    env = TreeEnv(snapshots=False)
+    budget = Budget(tokens=10_000, tool_calls=10)
+    model = FunctionModel(lambda r: " go a")
+    dec = asyncio.run(BavtTier(model).decide(ctx_for(env, budget)))
+    assert not dec.accepted
+    assert "cannot snapshot" in dec.reason
+    assert dec.meta["fallback"] == "cannot_clone"
+    assert model.calls == [] and budget.used_of("tokens") == 0
+
+
+def test_tier_without_env_escalates() -> None:
+    ctx = StepContext(run_id="", episode_id="", task_id="x", step=0, goal="g", observation="o")
+    dec = asyncio.run(BavtTier(FunctionModel(lambda r: "x")).decide(ctx))
+    assert not dec.accepted and "no environment" in dec.reason
+
+
+def test_tier_escalates_when_episode_budget_is_spent() -> None:
+    env = TreeEnv()
+    budget = Budget(tokens=100, tool_calls=2)
+    budget.charge(tokens=100)
+    model = FunctionModel(lambda r: " go a")
+    dec = asyncio.run(BavtTier(model).decide(ctx_for(env, budget)))
+    assert not dec.accepted and dec.reason == "budget"
+    assert model.calls == []
+
+
+def test_tier_escalates_on_low_value() -> None:
+    env = TreeEnv()
+    budget = Budget(tokens=100_000, tool_calls=40)
+    # The critic never sees progress: everything is pruned; best partial = root.
+    model = FunctionModel(lambda r: " go a", scores=lambda p, c: 0.0 if c == " worse" else -9)
+    dec = asyncio.run(BavtTier(model, accept_value=0.6).decide(ctx_for(env, budget)))
+    assert not dec.accepted
+
+
+class _Disagree(Tier):
+    name = "student"
+
+    async def decide(self, ctx: StepContext) -> TierDecision:
+        return escalate(self.name, "student", "disagree 1/3", candidates=(("go c", 1.0),))
+
+
+class _Teacher(Tier):
+    name = "teacher"
+    actor = "teacher"
+    calls = 0
+
+    async def decide(self, ctx: StepContext) -> TierDecision:
+        _Teacher.calls += 1
+        return accept(self.name, self.actor, ctx.env.expert_action())
+
+
+def test_ladder_student_bavt_teacher() -> None:
+    env = TreeEnv()
+    budget = Budget(tokens=100_000, tool_calls=40)
+    ladder = Ladder([_Disagree(), BavtTier(gold_model(env), step_tokens=20_000), _Teacher()])
+    out = asyncio.run(ladder.decide(ctx_for(env, budget)))
+    assert out.decision.tier == "bavt" and out.action == "go b"
+    assert _Teacher.calls == 0
+    # Non-cloneable: the teacher acts, with BAVT's reason in the trail.
+    env2 = TreeEnv(snapshots=False)
+    ladder2 = Ladder([_Disagree(), BavtTier(gold_model(env2)), _Teacher()])
+    out2 = asyncio.run(ladder2.decide(ctx_for(env2, Budget(tokens=1000))))
+    assert out2.decision.tier == "teacher"
+    assert "cannot snapshot" in out2.trail[1].reason
