@@ -20,7 +20,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -90,9 +90,9 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.device = device
         self._model = self._load()
-        getdim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        model: Any = self._model
+        getdim = getattr(model, "get_embedding_dimension", None)
+        getdim = getdim or model.get_sentence_embedding_dimension  # sentence-transformers < 6
         self._dim = int(getdim())
         self._lock = threading.Lock()
 

@@ -96,12 +96,11 @@ class VectorIndex:
     # --- construction -----------------------------------------------------------------
     def _new(self, kind: IndexType) -> faiss.IndexIDMap2:
         if kind == "flat":
-            inner = faiss.IndexFlatIP(self.dim)
-        else:
-            inner = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = self.ef_construction
-            inner.hnsw.efSearch = self.ef_search
-        return faiss.IndexIDMap2(inner)
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        hnsw = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = self.ef_construction
+        hnsw.hnsw.efSearch = self.ef_search
+        return faiss.IndexIDMap2(hnsw)
 
     @property
     def index_type(self) -> IndexType:

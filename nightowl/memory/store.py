@@ -60,20 +60,30 @@ class MemorySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threads: int = Field(1, ge=1, description="faiss OpenMP threads")
-    hnsw_threshold: int = Field(20_000, ge=1, description="rows above which an index is HNSW")
-    hnsw_m: int = Field(32, ge=4)
-    ef_construction: int = Field(64, ge=8)
-    ef_search: int = Field(64, ge=8)
-    history_len: int = Field(4, ge=0, description="previous actions in the goal+history key")
-    max_text_chars: int = Field(1000, ge=50, description="texts are cut to this before embedding")
-    w_obs: float = Field(1.0, ge=0, description="weight of observation similarity per step")
-    w_hist: float = Field(0.5, ge=0, description="weight of goal+history similarity per step")
+    threads: int = Field(default=1, ge=1, description="faiss OpenMP threads")
+    hnsw_threshold: int = Field(
+        default=20_000, ge=1, description="rows above which an index is HNSW"
+    )
+    hnsw_m: int = Field(default=32, ge=4)
+    ef_construction: int = Field(default=64, ge=8)
+    ef_search: int = Field(default=64, ge=8)
+    history_len: int = Field(
+        default=4, ge=0, description="previous actions in the goal+history key"
+    )
+    max_text_chars: int = Field(
+        default=1000, ge=50, description="texts are cut to this before embedding"
+    )
+    w_obs: float = Field(default=1.0, ge=0, description="weight of observation similarity per step")
+    w_hist: float = Field(
+        default=0.5, ge=0, description="weight of goal+history similarity per step"
+    )
     save_interval_s: float = Field(
-        2.0, ge=0, description="indexes are saved after a write at most this often (and on close)"
+        default=2.0,
+        ge=0,
+        description="indexes are saved after a write at most this often (and on close)",
     )
     refresh_interval_s: float | None = Field(
-        5.0,
+        default=5.0,
         ge=0,
         description="retrieve checks SQL for other processes' writes at most this often "
         "(0: every call; None: never, call refresh() yourself)",
@@ -332,8 +342,11 @@ class DemoMemory:
             return out
 
         rows = self.db.read(q)
-        good = [(i, _vec_from(b, dim)) for i, b in rows]
-        good = [(i, v) for i, v in good if v is not None]
+        good: list[tuple[int, np.ndarray]] = []
+        for i, b in rows:
+            v = _vec_from(b, dim)
+            if v is not None:
+                good.append((i, v))
         if not good:
             return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
         good.sort(key=lambda t: t[0])
@@ -592,16 +605,16 @@ class DemoMemory:
         and added to the indexes. Adding an episode that is already a demo replaces its
         demo steps. ``env``/``task_id`` default to the episode's row in ``episodes``.
         """
-        steps = sorted(as_step_records(steps), key=lambda st: st.idx)
+        recs = sorted(as_step_records(steps), key=lambda st: st.idx)
         goal_text = self._clip(goal)
         # Texts first (history needs the episode's earlier steps, recorded or given).
         recorded = {st.idx: st.action for st in self.episode_steps(episode_id)}
-        recorded.update({st.idx: st.action for st in steps})
+        recorded.update({st.idx: st.action for st in recs})
         actions = sorted(recorded.items())
-        obs_texts = [self._clip(st.observation) for st in steps]
-        hist_texts = [self.hist_text(goal, [a for i, a in actions if i < st.idx]) for st in steps]
+        obs_texts = [self._clip(st.observation) for st in recs]
+        hist_texts = [self.hist_text(goal, [a for i, a in actions if i < st.idx]) for st in recs]
         vecs = self._embed_batched([goal_text, *obs_texts, *hist_texts])
-        n = len(steps)
+        n = len(recs)
         goal_vec, obs_vecs, hist_vecs = vecs[0], vecs[1 : 1 + n], vecs[1 + n :]
         model = self.embedder.model_name
 
@@ -613,7 +626,7 @@ class DemoMemory:
             ).first()
             if ep is None:
                 raise StoreError(f"unknown episode {episode_id!r}: start it in the ledger first")
-            step_ids = self._upsert_steps(s, episode_id, steps)
+            step_ids = self._upsert_steps(s, episode_id, recs)
             demo = s.scalars(select(DemoRow).where(DemoRow.episode_id == episode_id)).first()
             old_steps: list[int] = []
             if demo is None:

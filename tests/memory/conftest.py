@@ -14,8 +14,10 @@ from nightowl.memory import DemoMemory, HashingEmbedder, MemorySettings, StepRec
 COOKING = (
     "cook a meal: slice the yellow potato, fry it and eat the meal",
     [
-        ("You are in a kitchen. You see a fridge and a counter. A knife is on the counter.",
-         "open fridge"),
+        (
+            "You are in a kitchen. You see a fridge and a counter. A knife is on the counter.",
+            "open fridge",
+        ),
         ("You open the fridge, revealing a yellow potato.", "take yellow potato from fridge"),
         ("You take the yellow potato from the fridge.", "take knife from counter"),
         ("You take the knife from the counter.", "slice yellow potato with knife"),
@@ -35,8 +37,10 @@ COIN = (
 KEY = (
     "unlock the chest with the key and take the treasure",
     [
-        ("You are in the attic. A small key lies on the floor next to an old chest.",
-         "take small key"),
+        (
+            "You are in the attic. A small key lies on the floor next to an old chest.",
+            "take small key",
+        ),
         ("You pick up the small key.", "unlock chest with small key"),
         ("The chest is unlocked.", "open chest"),
         ("The chest opens and reveals a golden treasure.", "take treasure"),
@@ -47,7 +51,9 @@ DEMOS = {"cook-1": COOKING, "coin-1": COIN, "key-1": KEY}
 
 def steps_of(pairs: list[tuple[str, str]], actor: str = "teacher") -> list[StepRecord]:
     return [
-        StepRecord(idx=i, observation=o, action=a, actor=actor, reward=0.0, done=i == len(pairs) - 1)
+        StepRecord(
+            idx=i, observation=o, action=a, actor=actor, reward=0.0, done=i == len(pairs) - 1
+        )
         for i, (o, a) in enumerate(pairs)
     ]
 
@@ -82,8 +88,14 @@ def make_mem(db: Any, tmp_path: Path) -> Callable[..., DemoMemory]:
 def add_demo(ledger: Ledger, run_id: str) -> Callable[..., str]:
     """Record an episode in the ledger and add it to a memory as a demo."""
 
-    def _add(mem: DemoMemory, task_id: str, goal: str, pairs: list[tuple[str, str]],
-             run: str | None = None, source: str = "collect") -> str:
+    def _add(
+        mem: DemoMemory,
+        task_id: str,
+        goal: str,
+        pairs: list[tuple[str, str]],
+        run: str | None = None,
+        source: str = "collect",
+    ) -> str:
         ep = ledger.start_episode(run or run_id, task_id, "tw", "train")
         mem.add_episode(ep, goal, steps_of(pairs), source=source)
         return ep

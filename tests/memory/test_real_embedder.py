@@ -37,13 +37,15 @@ def test_cooking_demo_for_cooking_goal_not_coin(sqlite_db, tmp_path, minilm):
     wins = mem.retrieve(
         "prepare a meal: chop the red carrot, roast it, then eat it",
         "You are in the kitchen. The fridge is closed. A knife lies on the counter.",
-        k_episodes=1, k_steps=1, window=1,
+        k_episodes=1,
+        k_steps=1,
+        window=1,
     )
     assert wins[0].task_id == "cook-1"
     assert wins[0].hit_idxs == [0]
-    wins = mem.retrieve("look for a gold coin somewhere in the house",
-                        "You are in a hallway.", k_episodes=1)
+    wins = mem.retrieve(
+        "look for a gold coin somewhere in the house", "You are in a hallway.", k_episodes=1
+    )
     assert wins[0].task_id == "coin-1"
-    wins = mem.retrieve("open the locked box with a key", "You see a key and a box.",
-                        k_episodes=1)
+    wins = mem.retrieve("open the locked box with a key", "You see a key and a box.", k_episodes=1)
     assert wins[0].task_id == "key-1"

@@ -63,8 +63,11 @@ def test_changed_row_is_reembedded(filled, make_mem, db):
     filled.close()
     new_obs = "A purple dragon guards the volcano entrance."
     with db.session() as s:
-        s.execute(update(StepRow).where(StepRow.idx == 0, StepRow.action == "go north")
-                  .values(observation=new_obs))
+        s.execute(
+            update(StepRow)
+            .where(StepRow.idx == 0, StepRow.action == "go north")
+            .values(observation=new_obs)
+        )
     mem, report = _reopen_report(make_mem)
     assert report["obs"].startswith("rebuilt")
     wins = mem.retrieve(COIN[0], new_obs, k_episodes=1, k_steps=1, window=0)
@@ -74,8 +77,11 @@ def test_changed_row_is_reembedded(filled, make_mem, db):
 def test_changed_goal_is_reembedded(filled, make_mem, db):
     filled.close()
     with db.session() as s:
-        s.execute(update(DemoRow).where(DemoRow.task_id == "coin-1")
-                  .values(goal="bake a chocolate cake in the oven"))
+        s.execute(
+            update(DemoRow)
+            .where(DemoRow.task_id == "coin-1")
+            .values(goal="bake a chocolate cake in the oven")
+        )
     mem, report = _reopen_report(make_mem)
     assert report["goal"].startswith("rebuilt")
     assert mem.retrieve("bake a chocolate cake in the oven", "x", k_episodes=1)[0].task_id == (
@@ -98,8 +104,12 @@ def test_other_embedding_model_triggers_reembedding(filled, make_mem, db):
 def test_rows_added_elsewhere_are_caught_up(filled, make_mem, add_demo):
     filled.close()
     writer = make_mem(save_interval_s=3600.0)  # never saves its indexes
-    add_demo(writer, "extra-1", "water the plants in the greenhouse",
-             [("You are in the greenhouse.", "water plants")])
+    add_demo(
+        writer,
+        "extra-1",
+        "water the plants in the greenhouse",
+        [("You are in the greenhouse.", "water plants")],
+    )
     mem, report = _reopen_report(make_mem)
     assert report["goal"] == "caught up (+1)" and report["obs"] == "caught up (+1)"
     assert mem.retrieve("water the plants", "greenhouse", k_episodes=1)[0].task_id == "extra-1"
@@ -140,7 +150,7 @@ def test_other_process_writes_are_seen(make_mem, add_demo, db, ledger, run_id, t
         from nightowl.storage import open_db
         from nightowl.memory import DemoMemory, HashingEmbedder, MemorySettings, StepRecord
         db = open_db(url={db.url!r})
-        mem = DemoMemory(db, HashingEmbedder(), {str(tmp_path / 'indexes')!r},
+        mem = DemoMemory(db, HashingEmbedder(), {str(tmp_path / "indexes")!r},
                          MemorySettings(save_interval_s=0))
         pairs = json.loads(sys.argv[1])
         mem.add_episode({ep!r}, {COIN[0]!r},

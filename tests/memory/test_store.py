@@ -80,13 +80,20 @@ def test_ordering_is_stable(filled: DemoMemory):
 def test_history_key_prefers_matching_progress(make_mem, add_demo):
     # Two demos of the same goal with identical observations but different progress.
     mem = make_mem(w_obs=0.0, w_hist=1.0)
-    pairs = [("You are in a corridor.", "go north"), ("You are in a corridor.", "go east"),
-             ("You are in a corridor.", "take coin")]
+    pairs = [
+        ("You are in a corridor.", "go north"),
+        ("You are in a corridor.", "go east"),
+        ("You are in a corridor.", "take coin"),
+    ]
     add_demo(mem, "maze-1", "walk the maze and take the coin", pairs)
-    wins = mem.retrieve("walk the maze and take the coin", "You are in a corridor.",
-                        [("You are in a corridor.", "go north"),
-                         ("You are in a corridor.", "go east")],
-                        k_episodes=1, k_steps=1, window=0)
+    wins = mem.retrieve(
+        "walk the maze and take the coin",
+        "You are in a corridor.",
+        [("You are in a corridor.", "go north"), ("You are in a corridor.", "go east")],
+        k_episodes=1,
+        k_steps=1,
+        window=0,
+    )
     assert wins[0].hit_idxs == [2]
 
 
@@ -96,8 +103,16 @@ def test_add_episode_accepts_dicts_and_reuses_recorded_steps(make_mem, ledger, r
     ids = mem.record_steps(ep, steps_of(KEY[1]))
     again = mem.record_steps(ep, steps_of(KEY[1]))  # idempotent upsert
     assert ids == again
-    rows = [{"idx": s.idx, "observation": s.observation, "action": s.action,
-             "actor": "oracle", "step_id": 99} for s in steps_of(KEY[1])[2:]]
+    rows = [
+        {
+            "idx": s.idx,
+            "observation": s.observation,
+            "action": s.action,
+            "actor": "oracle",
+            "step_id": 99,
+        }
+        for s in steps_of(KEY[1])[2:]
+    ]
     demo_id = mem.add_episode(ep, KEY[0], rows, source="escalation")
     assert demo_id > 0
     with db.session() as s:
@@ -168,9 +183,18 @@ def test_reopen_loads_saved_indexes(filled: DemoMemory, make_mem):
 def test_step_records_round_trip(make_mem, ledger, run_id):
     mem = make_mem()
     ep = ledger.start_episode(run_id, "t", "tw", "test")
-    st = StepRecord(idx=0, observation="o", action="a", reasoning="because", reward=1.5,
-                    score=0.5, done=True, actor="student", valid_actions=["a", "b"],
-                    meta={"samples": 3})
+    st = StepRecord(
+        idx=0,
+        observation="o",
+        action="a",
+        reasoning="because",
+        reward=1.5,
+        score=0.5,
+        done=True,
+        actor="student",
+        valid_actions=["a", "b"],
+        meta={"samples": 3},
+    )
     mem.record_step(ep, st)
     back = mem.episode_steps(ep)[0]
     assert back.model_dump(exclude={"id"}) == st.model_dump(exclude={"id"})
