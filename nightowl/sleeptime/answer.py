@@ -69,10 +69,12 @@ class AnswerResult:
     query_id: int | None = None
 
 
-def budget_named(name: str) -> Budget:
-    """A budget level by name (a clear error otherwise)."""
+def budget_named(name: str | Budget) -> Budget:
+    """A budget level by name (a clear error otherwise); a `Budget` passes through."""
     from nightowl.errors import UserError
 
+    if isinstance(name, Budget):
+        return name
     try:
         return BUDGETS[name]
     except KeyError:
@@ -117,7 +119,7 @@ async def answer(
     *,
     model: SleepModel,
     prices: Prices,
-    budget: str = "mid",
+    budget: str | Budget = "mid",
     mode: str = "with",
     use_learned: bool = True,
     config_hash: str | None = None,
@@ -131,7 +133,7 @@ async def answer(
         query: the question.
         model: the answering model (metered; calls are recorded in the ledger).
         prices: the answering model's prices.
-        budget: "low", "mid" or "high".
+        budget: "low", "mid" or "high" (or a custom `Budget`).
         mode: "with" (c and c') or "instead" (c' only).
         use_learned: False forces the no-c' baseline (benchmarks).
         config_hash: prefer the c' made with this generator config.

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from nightowl.config import Prices, Settings, get_settings
 from nightowl.ledger import Ledger, MeteredModel
 from nightowl.llm.base import ModelBackend
-from nightowl.sleeptime.answer import AnswerResult, answer
+from nightowl.sleeptime.answer import AnswerResult, Budget, answer
 from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, rethink
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
 from nightowl.sleeptime.schema import utcnow
@@ -290,7 +290,7 @@ class SleepService:
         ref: str,
         query: str,
         *,
-        budget: str = "mid",
+        budget: str | Budget = "mid",
         mode: str = "with",
         use_learned: bool = True,
         record: bool = True,
@@ -300,7 +300,9 @@ class SleepService:
         ctx = self.store.get(ref)
         name = self.sleep.answer_model or self.sleep.model
         run_id = run_id or self.ledger.start_run(
-            f"sleep ask {ctx.id[:8]}", "sleep-ask", {"budget": budget, "mode": mode}
+            f"sleep ask {ctx.id[:8]}",
+            "sleep-ask",
+            {"budget": getattr(budget, "name", budget), "mode": mode},
         )
         model = self.metered(name, run_id=run_id, role="student")
         return await answer(
