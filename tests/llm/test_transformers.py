@@ -1,0 +1,174 @@
+"""The embedded SmolLM2 backend, for real (one load per session)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nightowl.errors import ModelError
+from nightowl.llm.base import ChatMessage, GenerationRequest
+from nightowl.llm.transformers import TransformersBackend
+
+FRANCE = (ChatMessage(role="user", content="What is the capital of France?"),)
+
+
+async def test_chat_answer_and_usage_by_tokenizer(smollm2: TransformersBackend):
+    r = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=32))
+    (c,) = r.completions
+    assert "Paris" in c.text
+    assert c.finish_reason == "stop"
+    rendered = smollm2.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert r.usage.prompt_tokens == smollm2.count_tokens(rendered)
+    # text tokens + the end-of-turn token that finished the sample
+    assert r.usage.completion_tokens == smollm2.count_tokens(c.text) + 1
+    assert r.usage.cached_prompt_tokens == 0
+
+
+async def test_raw_prompt_usage_and_length(smollm2: TransformersBackend):
+    prompt = "The capital of France is"
+    r = await smollm2.generate(GenerationRequest(prompt=prompt, max_tokens=3))
+    assert r.usage.prompt_tokens == smollm2.count_tokens(prompt) == 5
+    assert r.usage.completion_tokens == 3
+    assert r.completions[0].finish_reason == "length"
+    assert r.completions[0].text.startswith(" Paris")
+
+
+async def test_kv_reuse_matches_plain_generate(smollm2: TransformersBackend):
+    req = GenerationRequest(messages=FRANCE, max_tokens=12)
+    ids = smollm2.prompt_ids(req)
+    with smollm2.lock, torch.inference_mode():
+        plain = smollm2.model.generate(
+            input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False
+        )
+    expected = smollm2.tokenizer.decode(plain[0, len(ids) :], skip_special_tokens=True)
+    r = await smollm2.generate(req)
+    assert r.completions[0].text == expected.strip() or r.completions[0].text == expected
+
+
+async def test_n_samples_one_call_and_seed(smollm2: TransformersBackend):
+    req = GenerationRequest(messages=FRANCE, n=3, max_tokens=12, temperature=1.0, seed=7)
+    a = await smollm2.generate(req)
+    b = await smollm2.generate(req)
+    assert len(a.completions) == 3
+    assert a.texts == b.texts  # same seed, same samples
+    assert len(set(a.texts)) > 1  # three different draws at T=1
+    # prompt billed once, completion tokens summed over the samples
+    single = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=1))
+    assert a.usage.prompt_tokens == single.usage.prompt_tokens
+    assert a.usage.completion_tokens <= 3 * 12
+    c = await smollm2.generate(
+        GenerationRequest(messages=FRANCE, n=3, max_tokens=12, temperature=1.0, seed=8)
+    )
+    assert c.texts != a.texts
+
+
+async def test_greedy_n_is_billed_n_times(smollm2: TransformersBackend):
+    one = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=10))
+    three = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=10, n=3))
+    assert three.texts == one.texts * 3
+    assert three.usage.completion_tokens == 3 * one.usage.completion_tokens
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+
+
+async def test_stop_strings(smollm2: TransformersBackend):
+    r = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=32, stop=(" is",)))
+    (c,) = r.completions
+    assert c.text == "The capital of France"
+    assert c.finish_reason == "stop"
+    assert r.usage.completion_tokens == smollm2.count_tokens("The capital of France is")
+
+
+async def test_logprobs(smollm2: TransformersBackend):
+    r = await smollm2.generate(
+        GenerationRequest(
+            prompt="The capital of France is", max_tokens=4, logprobs=True, top_logprobs=3
+        )  # fmt: skip
+    )
+    (c,) = r.completions
+    assert c.logprobs is not None and len(c.logprobs) == r.usage.completion_tokens == 4
+    first = c.logprobs[0]
+    assert first.token == " Paris"
+    assert len(first.top) == 3 and first.top[0][0] == " Paris"  # greedy = top-1
+    assert math.isclose(first.logprob, first.top[0][1])
+    assert all(t.logprob <= 0 for t in c.logprobs)
+
+
+async def test_choices_only_allowed_strings(smollm2: TransformersBackend):
+    choices = ("go north", "take apple", "open door", "Paris")
+    greedy = await smollm2.generate(GenerationRequest(messages=FRANCE, choices=choices))
+    assert greedy.texts == ["Paris"]
+    assert greedy.completions[0].sum_logprob is not None
+    sampled = await smollm2.generate(
+        GenerationRequest(messages=FRANCE, choices=choices, n=8, temperature=1.5, seed=1)
+    )
+    assert len(sampled.texts) == 8
+    assert set(sampled.texts) <= set(choices)
+    # raw prompt: terminator is the first stop string
+    r = await smollm2.generate(
+        GenerationRequest(
+            prompt="Q: What is the capital of France?\nA:",
+            choices=(" Paris", " banana"),
+            stop=("\n",),
+        )  # fmt: skip
+    )
+    assert r.texts == [" Paris"]
+
+
+async def test_choice_prefix_not_favoured(smollm2: TransformersBackend):
+    # Without a terminator, "The capital" would always beat its own extension.
+    r = await smollm2.generate(
+        GenerationRequest(
+            messages=FRANCE, choices=("The capital", "The capital of France is Paris.")
+        )
+    )
+    assert r.texts == ["The capital of France is Paris."]
+
+
+async def test_score_continuations_ordering(smollm2: TransformersBackend):
+    s = await smollm2.score_continuations(
+        "The capital of France is", [" Paris", " banana", " the city of Paris"]
+    )
+    assert s.logprobs[0] > s.logprobs[1]
+    assert s.token_counts == (1, 1, 4)
+    assert s.usage.prompt_tokens == 3 * 5 + 6
+    assert s.usage.cached_prompt_tokens == 2 * 5
+    # consistent with the generation logprob of the same token
+    r = await smollm2.generate(
+        GenerationRequest(prompt="The capital of France is", max_tokens=1, logprobs=True)
+    )
+    assert r.completions[0].logprobs is not None
+    assert math.isclose(r.completions[0].logprobs[0].logprob, s.logprobs[0], abs_tol=1e-3)
+
+
+async def test_score_many_continuations_in_chunks(smollm2: TransformersBackend, monkeypatch):
+    import nightowl.llm.transformers as tb
+
+    conts = [f" item {i}" for i in range(7)]
+    whole = await smollm2.score_continuations("A list:", conts)
+    monkeypatch.setattr(tb, "_SCORE_CHUNK_TOKENS", 2)  # one continuation per forward
+    chunked = await smollm2.score_continuations("A list:", conts)
+    for a, b in zip(whole.logprobs, chunked.logprobs, strict=True):
+        assert math.isclose(a, b, abs_tol=1e-3)
+
+
+async def test_json_schema_is_refused_clearly(smollm2: TransformersBackend):
+    with pytest.raises(ModelError, match="does not support json_schema"):
+        await smollm2.generate(GenerationRequest(messages=FRANCE, json_schema={"type": "object"}))
+
+
+def test_count_tokens(smollm2: TransformersBackend):
+    assert smollm2.count_tokens("") == 0
+    assert smollm2.count_tokens("The capital of France is") == 5
+
+
+async def test_prompt_logprobs_offsets(smollm2: TransformersBackend):
+    rows = await smollm2.prompt_logprobs("The capital of France is Paris")
+    assert rows[0][1] is None
+    assert [r[2] for r in rows] == sorted(r[2] for r in rows)
+    assert "".join(r[0] for r in rows) == "The capital of France is Paris"
