@@ -254,12 +254,10 @@ class ScienceWorldEnv(ReplayEnvironment):
         j = len(taken) - origin
         if 0 <= j < len(plan) and [a for a, _ in plan[:j]] == taken[origin:]:
             return plan[j][0]
-        # Deviated at plan position k (the first mismatch since the plan was adopted).
-        k = next(
-            (i for i, (a, _) in enumerate(plan) if origin + i >= len(taken) or taken[origin + i] != a),
-            len(plan),
-        )
-        due = plan[k][1] if k < len(plan) else len(gold)
+        # Off the plan: resume the gold path where the first mismatch was due.
+        since = taken[origin:]
+        mismatch = [i for i, (a, _) in enumerate(plan) if i >= len(since) or since[i] != a]
+        due = plan[mismatch[0]][1] if mismatch else len(gold)
         return self._resume(episode, gold, [due, due + 1])
 
     def _resume(self, episode: Episode, gold: list[str], starts: list[int]) -> str | None:
