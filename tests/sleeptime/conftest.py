@@ -1,4 +1,4 @@
-"""Sleep-time test fixtures: a migrated SQLite database and a service on a scripted model."""
+"""Sleep-time test fixtures: a migrated database and a service on a scripted model."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ ServiceFactory = Callable[..., SleepService]
 
 
 @pytest.fixture
-def make_service(tmp_path: Path) -> ServiceFactory:
-    """Build a `SleepService` on a fresh SQLite file with an injected (fake) model."""
-    settings = load_settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/s.db")
+def make_service(tmp_path: Path, db_url: str) -> ServiceFactory:
+    """Build a `SleepService` on a fresh database (SQLite, and PostgreSQL when the test
+    services run) with an injected (fake) model."""
+    settings = load_settings(home=tmp_path / "home", database_url=db_url)
     db = open_db(settings)
 
     def build(

@@ -17,18 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+def broker_url(redis_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh Redis database for one test (flushed before and after).
 
-    Uses the root ``redis_url`` fixture (which skips without a test Redis, and fails
-    under CI); falls back to ``NIGHTOWL_TEST_REDIS_URL`` if that fixture is absent.
+    Built on the root ``redis_url`` fixture (skips without the test Redis started by
+    ``make test``; fails under CI).
     """
-    try:
-        base = request.getfixturevalue("redis_url")
-    except pytest.FixtureLookupError:
-        base = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "")
-        if not base:
-            pytest.skip("NIGHTOWL_TEST_REDIS_URL is not set (run via make test)")
+    base = redis_url
     import redis
 
     db = 8 + (abs(hash(request.node.name)) % 7)
