@@ -297,15 +297,31 @@ def _open_uncached(url: str, *, migrate: bool = True) -> Database:
         raise DatabaseUnavailableError(
             f"cannot connect to database {shown}: {one_line(exc)}"
         ) from None
+    from alembic.util import CommandError
+
     try:
         if migrate:
             _upgrade_heads(engine, url)
-    except (DBAPIError, SQLAlchemyError, OSError) as exc:
+    except (DBAPIError, SQLAlchemyError, OSError, CommandError) as exc:
         engine.dispose()
         raise DatabaseUnavailableError(
             f"cannot migrate database {shown}: {one_line(exc)}"
         ) from None
     return Database(url=url, engine=engine, sessions=session_factory(engine))
+
+
+def _after_fork_in_child() -> None:
+    # Pooled connections must not be shared with the parent: drop them (without closing
+    # the parent's sockets) so that a `Database` created before a fork stays usable.
+    for db in list(_cache.values()):
+        try:
+            db.engine.dispose(close=False)
+        except Exception:  # noqa: BLE001 - never break a fork
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def forget(url: str | None = None) -> None:

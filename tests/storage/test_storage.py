@@ -138,3 +138,35 @@ def test_malformed_url_is_config_error(url):
 
 # Concurrent first opens (two processes migrating one empty database at once) are
 # covered by tests/ledger/test_ledger.py::test_two_processes_write_concurrently.
+
+
+def test_unknown_revision_is_one_line_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'future.db'}"
+    db = open_db(url=url)
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('zz_from_the_future')"))
+    storage.forget(url)
+    with pytest.raises(DatabaseUnavailableError, match="cannot migrate database") as info:
+        open_db(url=url)
+    assert "\n" not in str(info.value)
+
+
+def test_database_opened_before_fork_works_in_child(db):
+    import multiprocessing
+
+    from nightowl.ledger import Ledger
+
+    ledger = Ledger(db)
+    run = ledger.start_run("parent", "eval")
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_child_writes, args=(ledger, run))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    ledger.start_episode(run, "t/parent")  # the parent's pool still works
+    assert ledger.run_report(run).n_episodes == 2
+
+
+def _child_writes(ledger, run: str) -> None:  # type: ignore[no-untyped-def]
+    ledger.start_episode(run, "t/child")  # the parent's Database object, inherited by fork
