@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: seconds before giving up on an unreachable PostgreSQL server (unless the URL sets one)
+PG_CONNECT_TIMEOUT_S = 10
 #: arbitrary constant key of the PostgreSQL advisory lock held while migrating
 _PG_MIGRATION_LOCK_KEY = 7_116_901_774_210_331
 
@@ -274,8 +276,14 @@ def _open_uncached(url: str, *, migrate: bool = True) -> Database:
         parsed = make_url(url)
     except ArgumentError:
         raise DatabaseURLError(f"malformed database URL {shown!r}") from None
+    engine_url = url
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # Fail within seconds (not the OS TCP timeout) when the server is unreachable.
+        engine_url = parsed.update_query_dict(
+            {"connect_timeout": str(PG_CONNECT_TIMEOUT_S)}
+        ).render_as_string(hide_password=False)
     try:
-        engine = make_engine(url)
+        engine = make_engine(engine_url)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
         raise DatabaseURLError(
             f"unsupported database URL {shown!r}: {one_line(exc)}"
@@ -286,9 +294,6 @@ def _open_uncached(url: str, *, migrate: bool = True) -> Database:
         raise DatabaseUnavailableError(
             f"cannot open database {shown}: {exc.strerror or exc}"
         ) from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        # Other dialects may work, but only these two are tested.
-        pass
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
