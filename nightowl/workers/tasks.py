@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 from nightowl.errors import RunError
@@ -63,3 +64,36 @@ def scan_contexts() -> dict:
     svc = service()
     enqueued = [enqueue_learn(ctx_id, app=app) for ctx_id in svc.schedulable()]
     return {"enqueued": len(enqueued)}
+
+
+class IndexRebuildPayload(BaseModel):
+    """Rebuild the demo-memory FAISS indexes from SQL."""
+
+    reembed: bool = False
+    index_dir: str | None = None
+    embedder: str | None = None
+
+
+@app.task(
+    name="nightowl.index.rebuild",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    max_retries=_MAX_RETRIES,
+)
+def rebuild_index(payload: dict) -> dict:
+    """Rebuild every demo index from SQL (idempotent: SQL is the source of truth)."""
+    from nightowl.config import get_settings
+    from nightowl.memory import DemoMemory, build_embedder
+    from nightowl.storage import open_db
+
+    job = IndexRebuildPayload.model_validate(payload)
+    settings = get_settings()
+    embedder = build_embedder(job.embedder or settings.embedder, threads=settings.threads)
+    memory = DemoMemory(open_db(settings), embedder, job.index_dir, settings)
+    try:
+        counts = memory.rebuild(reembed=job.reembed)
+    finally:
+        memory.close()
+    return {"rebuilt": counts}

@@ -189,3 +189,17 @@ def test_runner_yield_then_resume(make_service) -> None:  # type: ignore[no-unty
     assert [e.outcome.status for e in events] == ["yielded", "stored"]
     assert outcomes[0].rounds == 3 and svc.store.learned_for(ctx.id)[0].text == "r3"
     assert len(model.calls) == 3  # round 1 was not redone after the yield
+
+
+def test_schedulable_skips_jobs_a_live_worker_holds(make_service) -> None:  # type: ignore[no-untyped-def]
+    svc = make_service(notes_model(), lease_s=60, max_rounds=1)
+    held = svc.store.add_context("held context")
+    dead = svc.store.add_context("context of a dead worker")
+    free = svc.store.add_context("free context")
+    done = svc.store.add_context("done context")
+    svc.learn_sync(done.id)
+    cfg = svc.sleep.generator()
+    svc.store.claim(svc.store.get(held.id), cfg, worker="w", lease_s=60)
+    long_ago = utcnow() - timedelta(seconds=600)
+    svc.store.claim(svc.store.get(dead.id), cfg, worker="x", lease_s=60, now=long_ago)
+    assert svc.schedulable() == [dead.id, free.id]

@@ -65,7 +65,9 @@ def worker_env(tmp_path: Path, broker: str, **sleep: object) -> dict[str, str]:
 class Worker:
     """A worker subprocess in its own process group (killed in `stop`)."""
 
-    def __init__(self, env: dict[str, str], log: Path, *, concurrency: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, *, concurrency: int = 1, beat: bool = False
+    ) -> None:
         self.log = log
         self.fh = log.open("ab")
         self.proc = subprocess.Popen(
@@ -82,6 +84,7 @@ class Worker:
                 "INFO",
                 "--name",
                 f"w{time.monotonic_ns()}@%h",
+                *(["--beat"] if beat else []),
             ],
             cwd=REPO,
             env=env,

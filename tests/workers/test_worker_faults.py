@@ -140,3 +140,22 @@ def test_busy_probe_defers_job_until_idle_and_duplicates_store_one(
     finally:
         worker.stop()
         server.shutdown()
+
+
+def test_beat_scan_finds_missing_and_stale_contexts(tmp_path: Path, broker_url: str) -> None:
+    env = worker_env(tmp_path, broker_url, scan_interval_s=1, refresh_after_changes=1, max_rounds=1)
+    env["NIGHTOWL_SLEEP_MAX_ROUNDS"] = "1"
+    store, ctx, app, sleep = _setup(tmp_path, env)
+    worker = Worker(env, tmp_path / "w.log", beat=True)
+    try:
+        # nothing enqueued by hand: the beat scan finds the context without a c'
+        wait_for(lambda: store.count_learned(ctx.id) == 1, 90, "the first c'", worker)
+        store.append(ctx.id, "User: and Bob has 2 apples.")
+        wait_for(lambda: store.count_learned(ctx.id) == 2, 90, "the refreshed c'", worker)
+        time.sleep(3)  # further scans find nothing to do
+        versions = [lc.version for lc in store.learned_for(ctx.id)]
+        assert versions == [2, 1]
+        status, fresh = store.fresh_learned(store.get(ctx.id))
+        assert status == "fresh" and fresh is not None and fresh.version == 2
+    finally:
+        worker.stop()
