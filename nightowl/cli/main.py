@@ -27,6 +27,8 @@ app = typer.Typer(
 # --- sub-apps (one line each; keep alphabetical) ------------------------------------
 from nightowl.cli.ledger import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
+from nightowl.cli.envs import envs_app  # noqa: E402
+app.add_typer(envs_app, name="envs")
 from nightowl.cli.ledger import ledger_app  # noqa: E402
 app.add_typer(ledger_app, name="ledger")
 from nightowl.cli.memory import memory_app  # noqa: E402

@@ -181,7 +181,7 @@ class ScienceWorldEnv(ReplayEnvironment):
         self.simplifications = simplifications
         self.want_valid_actions = valid_actions
         self.expert_search_seconds = expert_search_seconds
-        self._sim = _Sim()
+        self._main: _Sim | None = None  # created on first reset (starts the JVM)
         self._scratch: _Sim | None = None
         self._gold: list[str] | None = None
         self._gold_task = ""
@@ -189,6 +189,12 @@ class ScienceWorldEnv(ReplayEnvironment):
         self._plan: tuple[int, list[tuple[str, int]]] = (0, [])
         self.replans = 0
         self.replan_failures = 0
+
+    @property
+    def _sim(self) -> _Sim:
+        if self._main is None:
+            self._main = _Sim()
+        return self._main
 
     # --- catalogue ----------------------------------------------------------------------
     def seeds(self, game: str, split: Split) -> list[int]:

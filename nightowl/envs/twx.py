@@ -227,7 +227,7 @@ class TextWorldExpressEnv(ReplayEnvironment):
         self.expert_search_depth = expert_search_depth
         self.expert_search_nodes = expert_search_nodes
         self.expert_search_seconds = expert_search_seconds
-        self._game = _Game()
+        self._main: _Game | None = None  # created on first reset (starts the JVM)
         self._scratch: _Game | None = None
         self._gold: list[str] = []
         self._gold_quick: list[str] | None = None  # quick key before each gold action
@@ -235,6 +235,12 @@ class TextWorldExpressEnv(ReplayEnvironment):
         #: expert statistics, for tests and the bench
         self.replans = 0
         self.replan_failures = 0
+
+    @property
+    def _game(self) -> _Game:
+        if self._main is None:
+            self._main = _Game()
+        return self._main
 
     # --- catalogue ----------------------------------------------------------------------
     def seeds(self, game: str, split: Split) -> list[int]:
