@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 
 # --- sub-apps (one line each; keep alphabetical) ------------------------------------
+from nightowl.cli.agent import register as register_agent  # noqa: E402
+register_agent(app)  # demo, collect, run, report, calibrate
 from nightowl.cli.ledger import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
 from nightowl.cli.envs import envs_app  # noqa: E402
