@@ -426,7 +426,10 @@ class AgentGraph:
                 "done": bool(res.done),
                 "actor": actor.split(":")[-1] or "student",
                 "valid_actions": state.get("valid_actions"),
-                "meta": {"trail": [_short(d) for d in state.get("trail") or []]},
+                "meta": {
+                    "trail": [_short(d) for d in state.get("trail") or []],
+                    **({"goal": state["goal"]} if state["step"] == 0 else {}),
+                },
             }
         )
         stats["node_s"] += time.perf_counter() - t0 - env_s
@@ -437,7 +440,10 @@ class AgentGraph:
         rt = self._runtime(state)
         rows = [r for r in rt.step_rows if r["idx"] == state["step"]]
         if self.config.record_steps and rows:
-            await asyncio.to_thread(_write_steps, self.ledger, state["episode_id"], rows[-1:])
+            if self.memory is not None:
+                await asyncio.to_thread(self.memory.record_steps, state["episode_id"], rows[-1:])
+            else:
+                await asyncio.to_thread(_write_steps, self.ledger, state["episode_id"], rows[-1:])
         rt.demos.pop(state["step"], None)
         stats = dict(state["stats"])
         stats["node_s"] += time.perf_counter() - t0
@@ -476,12 +482,10 @@ class AgentGraph:
         return {"finished": True, "done": True, "reason": reason}
 
     def _store_escalation(self, state: EpisodeState) -> None:
-        steps = _read_steps(self.ledger, state["episode_id"])
+        steps = self.memory.episode_steps(state["episode_id"])
         if not steps:
             return
-        self.memory.add_episode(
-            state["episode_id"], state["goal"], steps, source="escalation"
-        )
+        self.memory.add_episode(state["episode_id"], state["goal"], steps, source="escalation")
 
     # --- running ------------------------------------------------------------------------
     def initial_state(
@@ -515,6 +519,9 @@ class AgentGraph:
             finished=False,
         )
 
+    def _durability(self) -> dict[str, Any]:
+        return {"durability": "sync"} if self.graph.checkpointer is not None else {}
+
     async def run_episode(
         self, *, run_id: str, task_id: str, split: str, thread_id: str | None = None
     ) -> EpisodeResult:
@@ -534,7 +541,7 @@ class AgentGraph:
             return _result(values, 0.0, resumed=True)
         if values:
             resumed = True
-            final = await self.graph.ainvoke(None, cfg, durability="sync")
+            final = await self.graph.ainvoke(None, cfg, **self._durability())
         else:
             episode_id = (
                 self.ledger.start_episode(run_id, task_id, self.env_name, split)
@@ -544,7 +551,7 @@ class AgentGraph:
             init = self.initial_state(
                 run_id=run_id, episode_id=episode_id, task_id=task_id, split=split
             )
-            final = await self.graph.ainvoke(init, cfg, durability="sync")
+            final = await self.graph.ainvoke(init, cfg, **self._durability())
         return _result(dict(final), time.perf_counter() - t0, resumed=resumed)
 
     async def run_many(

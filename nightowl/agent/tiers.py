@@ -166,10 +166,11 @@ class StudentTier(Tier):
             cost_box[0] += cost
 
         async def generate(k: int, temperature: float) -> GenerationResult:
-            choices = valid if (self.constrain and valid) else None
+            # choices continue the prompt ("...Action:" + " take coin"), like the demos
+            choices = tuple(continuation(a) for a in valid) if (self.constrain and valid) else None
             per = self.max_tokens
             if choices:
-                per = max(per, max(count_tokens(self.model, " " + c) for c in choices) + 2)
+                per = max(per, max(count_tokens(self.model, c) for c in choices) + 2)
             bound_toks = ptoks + 8 + k * per
             bound = self.prices.cost(ptoks + 8, 0, k * per)
             if not _afford(ctx.budget, bound, bound_toks):
@@ -256,7 +257,7 @@ class StudentTier(Tier):
                 return Verdict(
                     action=None, confidence=0.0, samples=3, candidates=(), reason="no parseable"
                 )
-        conts = [continuation(a) for a in actions]
+        conts = [continuation(a) + "\n" for a in actions]  # the terminator ends the action
         ctoks = sum(count_tokens(self.model, c) for c in conts)
         bound_toks = ptoks + 8 + ctoks + 2 * len(conts)
         if not _afford(ctx.budget, self.prices.cost(bound_toks, 0, 0), bound_toks):
@@ -331,7 +332,9 @@ class TeacherTier(Tier):
                 max_tokens=self.max_tokens,
                 temperature=0.0,
                 stop=("\n",),
-                choices=valid if (self.constrain and valid) else None,
+                choices=(
+                    tuple(continuation(a) for a in valid) if (self.constrain and valid) else None
+                ),
             )
             try:
                 res = await self.model.generate(req, **call_kwargs(self.model.generate, ctx))

@@ -31,10 +31,16 @@ _WS = re.compile(r"\s+")
 
 
 def squash(text: str, limit: int) -> str:
-    """One line, whitespace collapsed, cut to the last ``limit`` characters."""
+    """One line, whitespace collapsed, cut to ``limit`` characters.
+
+    Long texts keep their head (where games say where you are) and their tail (where
+    they list exits and results), joined by " ... ".
+    """
     t = _WS.sub(" ", (text or "")).strip()
     if limit > 0 and len(t) > limit:
-        t = "..." + t[-limit:]
+        head = limit // 3
+        tail = limit - head
+        t = t[:head].rstrip() + " ... " + t[-tail:].lstrip()
     return t
 
 
@@ -102,11 +108,11 @@ class PromptBuilder:
 
     instructions: str = DEFAULT_INSTRUCTIONS
     max_demos: int = 2
-    max_demo_steps: int = 12
-    demo_obs_chars: int = 160
-    history: int = 3
-    history_obs_chars: int = 160
-    obs_chars: int = 400
+    max_demo_steps: int = 6
+    demo_obs_chars: int = 150
+    history: int = 2
+    history_obs_chars: int = 100
+    obs_chars: int = 300
     max_valid_actions: int = 40
     list_valid_actions: bool = True
 
