@@ -83,7 +83,18 @@ def test_garbage_actions_survive(env):
     assert finished and res.won
 
 
-def test_native_snapshot_restore(env):
+def test_replay_snapshot_by_default(env):
+    env.reset(TASKS[0])
+    env.step(env.expert_action())
+    snap = env.snapshot()
+    assert snap.native is None and len(snap.actions) == 1
+    expected = env.step(env.expert_action())
+    env.restore(snap)
+    assert env.step(env.expert_action()).text == expected.text
+
+
+def test_native_snapshot_restore(tw_cache_dir):
+    env = make_env("tw", cache_dir=tw_cache_dir, native_snapshots=True)
     env.reset(TASKS[2])
     env.step(env.expert_action())
     snap = env.snapshot()
