@@ -27,7 +27,7 @@ from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, r
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
 from nightowl.sleeptime.schema import utcnow
 from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
-from nightowl.sleeptime.store import ContextRecord, ContextStore, Progress, as_utc
+from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress, as_utc
 from nightowl.storage import Database, open_db
 from nightowl.workers.probes import AlwaysIdle, IdleProbe, probe_for
 
@@ -88,7 +88,7 @@ class SleepService:
     def prices(self, name: str) -> Prices:
         """Registry prices of a model (zero for ad-hoc test models)."""
         spec = self.settings.models.get(name)
-        return spec.prices if spec is not None else Prices()
+        return spec.prices if spec is not None else Prices(input=0.0, cached_input=0.0, output=0.0)
 
     def metered(self, name: str, *, run_id: str, role: str) -> MeteredModel:
         """A backend whose every call lands in the ledger under ``role``."""
@@ -219,16 +219,15 @@ class SleepService:
         return max(1.0, self.sleep.lease_s - age + 1.0)
 
     @staticmethod
-    def _outcome(status: JobStatus, ctx: ContextRecord, learned: object) -> JobOutcome:
-        lc = learned  # a LearnedRecord
+    def _outcome(status: JobStatus, ctx: ContextRecord, lc: LearnedRecord) -> JobOutcome:
         return JobOutcome(
             status=status,
             context_id=ctx.id,
-            learned_id=lc.id,  # type: ignore[attr-defined]
+            learned_id=lc.id,
             rounds=lc.rounds,
-            stop_reason=lc.stop_reason,  # type: ignore[attr-defined]
+            stop_reason=lc.stop_reason,
             completion_tokens=lc.completion_tokens,
-            cost_usd=lc.cost_usd,  # type: ignore[attr-defined]
+            cost_usd=lc.cost_usd,
         )
 
     def learn_sync(
