@@ -106,7 +106,7 @@ class BavtConfig:
     confident: float = 0.85
     prune_delta: float = 0.0
     max_depth: int = 6
-    max_expansions: int = 2
+    max_expansions: int = 4
     force_answer: bool = True
     seed: int = 0
     max_consecutive_errors: int = 3
@@ -335,21 +335,27 @@ class BavtSearch:
 
         forced = False
         best_t = self._best(nodes, terminals)
-        if best_t is None and cfg.force_answer and space.answer_prefix is not None:
-            best_p = max(nodes, key=lambda n: (n.value if n.pruned is None else -1, n.depth, -n.id))
+        live = [n for n in nodes if n.pruned is None and not n.terminal] or [root]
+        best_p = max(live, key=lambda n: (n.value, n.depth, -n.id))
+        # No confident terminal: if the best partial path is worth more than the best
+        # terminal, force one final answer from it (question answering has no other way
+        # to turn a partial path into an answer).
+        if (
+            cfg.force_answer
+            and reason != "confident"
+            and space.answer_prefix is not None
+            and (best_t is None or best_p.value > best_t.value)
+        ):
             forced_node = await self._force_answer(space, budget, meter, best_p, path(best_p),
                                                    len(nodes), stats)
             if forced_node is not None:
                 nodes.append(forced_node)
                 terminals.append(forced_node.id)
-                best_t = forced_node
-                forced = True
+                best_t, forced = forced_node, True
         if best_t is not None:
             chosen, terminal = best_t, True
         else:
-            live = [n for n in nodes if n.pruned is None] or [root]
-            chosen = max(live, key=lambda n: (n.value, n.depth, -n.id))
-            terminal = False
+            chosen, terminal = best_p, False
         steps = path(chosen)
         is_final = terminal and bool(steps) and space.is_final(steps[-1].action)
         final = steps[-1].action if is_final else None

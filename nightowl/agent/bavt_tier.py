@@ -20,17 +20,19 @@ models are `MeteredModel`s), environment steps made by the search as tool calls
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from nightowl.agent.bavt import BavtConfig, BavtSearch, GenerateFn, ToolCallHook
-from nightowl.agent.budget import TOKENS, TOOL_CALLS
+from nightowl.agent.budget import COST_USD, TOKENS, TOOL_CALLS
 from nightowl.agent.critic import ScoreFn
 from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
 from nightowl.agent.search_budget import settle, sub_budget
 from nightowl.agent.search_space import SearchSpace
+from nightowl.config import Prices
 from nightowl.errors import EnvError
 from nightowl.llm.base import ModelBackend
 
@@ -46,8 +48,13 @@ class BavtTier(Tier):
         critic_model: residual critic (defaults to ``model``).
         step_tokens / step_tool_calls: the per-decision budget.
         accept_value: act when the best path's value reaches this; else escalate.
+        accept_final_value: the bar for a *final* action (an answer ends the episode and
+            cannot be taken back); defaults to the search's ``confident`` threshold.
         demos: worked examples for the prompt (a string, or a function of the context).
         ledger: where to record tool calls (defaults to ``model.ledger`` if metered).
+        prices: the proposer's/critic's prices; with them the decision reports its cost
+            and charges ``cost_usd``, and an episode cost limit caps the step's tokens
+            (at the dearest per-token price, so the cost limit cannot be exceeded).
         name: the tier's name in the ladder.
     """
 
@@ -62,17 +69,23 @@ class BavtTier(Tier):
         step_tokens: int = 6000,
         step_tool_calls: int = 12,
         accept_value: float = 0.6,
+        accept_final_value: float | None = None,
         demos: DemoSource = "",
         ledger: Any = None,
+        prices: Prices | None = None,
         name: str = "bavt",
     ) -> None:
         self.name = name
+        self.prices = prices
         self.model = model
         self.critic_model = critic_model or model
         self.config = config or BavtConfig()
         self.step_tokens = step_tokens
         self.step_tool_calls = step_tool_calls
         self.accept_value = accept_value
+        self.accept_final_value = (
+            self.config.confident if accept_final_value is None else accept_final_value
+        )
         self.demos = demos
         self.ledger = ledger if ledger is not None else getattr(model, "ledger", None)
 
@@ -86,6 +99,7 @@ class BavtTier(Tier):
             "step_tokens": self.step_tokens,
             "step_tool_calls": self.step_tool_calls,
             "accept_value": self.accept_value,
+            "accept_final_value": self.accept_final_value,
             "config": dataclasses.asdict(self.config),
         }
 
@@ -142,9 +156,14 @@ class BavtTier(Tier):
                 "falling back to the next tier",
                 meta={"fallback": "cannot_clone"},
             )
-        budget = sub_budget(
-            ctx.budget, **{TOKENS: self.step_tokens, TOOL_CALLS: self.step_tool_calls}
-        )
+        step_tokens = float(self.step_tokens)
+        per_token = 0.0
+        if self.prices is not None:
+            per_token = max(self.prices.input, self.prices.cached_input, self.prices.output) / 1e6
+            left_usd = ctx.budget.remaining(COST_USD)
+            if per_token > 0 and not math.isinf(left_usd):
+                step_tokens = min(step_tokens, math.floor(left_usd / per_token))
+        budget = sub_budget(ctx.budget, **{TOKENS: step_tokens, TOOL_CALLS: self.step_tool_calls})
         if budget.exhausted() is not None:
             return escalate(self.name, self.actor, "budget",
                             meta={"exhausted": budget.exhausted()})
@@ -174,6 +193,12 @@ class BavtTier(Tier):
             return escalate(self.name, self.actor, f"search failed on the environment: {exc}",
                             meta={"fallback": "env_error", "budget": budget.to_dict()})
         settle(ctx.budget, budget)
+        cost = 0.0
+        if self.prices is not None:
+            u = result.usage
+            cost = self.prices.cost(u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens)
+            # Bounded by construction (tokens <= remaining cost / dearest price).
+            ctx.budget.charge(**{COST_USD: min(cost, ctx.budget.remaining(COST_USD))})
         meta = {
             "search_reason": result.reason,
             "value": result.value,
@@ -187,6 +212,7 @@ class BavtTier(Tier):
         common = {
             "samples": int(result.stats.get("expansions", 0)),
             "usage": result.usage,
+            "cost_usd": cost,
             "latency_s": time.perf_counter() - t0,
             "meta": meta,
         }
@@ -194,7 +220,9 @@ class BavtTier(Tier):
             return escalate(self.name, self.actor, f"search found no action ({result.reason})",
                             **common)
         candidates = ((action, result.value),)
-        if result.value >= self.accept_value:
+        final = len(result.actions) == 1 and result.final is not None
+        bar = self.accept_final_value if final else self.accept_value
+        if result.value >= bar:
             return accept(
                 self.name, self.actor, action, confidence=result.value,
                 reason=f"bavt value {result.value:.2f} ({result.reason})",
@@ -202,6 +230,7 @@ class BavtTier(Tier):
             )
         return escalate(
             self.name, self.actor,
-            f"bavt value {result.value:.2f} < {self.accept_value:.2f} ({result.reason})",
+            f"bavt value {result.value:.2f} < {bar:.2f}"
+            f"{' for a final action' if final else ''} ({result.reason})",
             candidates=candidates, **common,
         )

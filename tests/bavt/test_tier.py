@@ -120,3 +120,36 @@ def test_ladder_student_bavt_teacher() -> None:
     out2 = asyncio.run(ladder2.decide(ctx_for(env2, Budget(tokens=1000))))
     assert out2.decision.tier == "teacher"
     assert "cannot snapshot" in out2.trail[1].reason
+
+
+def test_tier_charges_cost_and_respects_cost_limit() -> None:
+    from nightowl.config import Prices
+
+    env = TreeEnv()
+    prices = Prices(input=1000.0, cached_input=1000.0, output=2000.0)  # USD per 1M tokens
+    budget = Budget(cost_usd=0.5, tool_calls=40)  # 0.5 USD = 250 tokens at the dearest price
+    tier = BavtTier(gold_model(env), prices=prices, step_tokens=20_000)
+    dec = asyncio.run(tier.decide(ctx_for(env, budget)))
+    assert budget.used_of("cost_usd") <= 0.5
+    assert budget.used_of("tokens") <= 250
+    assert dec.cost_usd == prices.cost(dec.usage.prompt_tokens, dec.usage.cached_prompt_tokens,
+                                       dec.usage.completion_tokens)
+
+
+def test_final_actions_need_the_confident_bar() -> None:
+    from nightowl.agent.search_space import SearchSpace  # noqa: F401 - documents the path
+    from nightowl.envs.multihop import MultiHopEnv
+
+    env = MultiHopEnv()
+    obs = env.reset("multihop/2hop/test/20000")
+    # Always answers at once; the critic says "better" (V = 0.5 + ~0.2 < 0.85).
+    model = FunctionModel(lambda r: " answer[Somebody]",
+                          scores=lambda p, c: 0.0 if c == " better" else -9.0)
+    ctx = StepContext(run_id="", episode_id="", task_id="multihop/2hop/test/20000", step=0,
+                      goal=obs.goal, observation="", budget=Budget(tokens=20_000, tool_calls=5),
+                      env=env, env_name="multihop")
+    dec = asyncio.run(BavtTier(model, accept_value=0.6).decide(ctx))
+    assert not dec.accepted and "final action" in dec.reason
+    assert dec.best_candidate == "answer[Somebody]"
+    ok = asyncio.run(BavtTier(model, accept_value=0.6, accept_final_value=0.6).decide(ctx))
+    assert ok.accepted and ok.action == "answer[Somebody]"
