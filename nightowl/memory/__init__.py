@@ -17,6 +17,7 @@ from nightowl.memory.embedder import (
 from nightowl.memory.store import (
     DemoMemory,
     DemoWindow,
+    EpisodeDemo,
     MemorySettings,
     MemoryStats,
     StepRecord,
@@ -26,6 +27,7 @@ __all__ = [
     "DemoMemory",
     "DemoWindow",
     "Embedder",
+    "EpisodeDemo",
     "HashingEmbedder",
     "MemorySettings",
     "MemoryStats",

@@ -15,10 +15,10 @@ Every embedder returns float32 rows with unit L2 norm, so inner product = cosine
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -172,11 +172,10 @@ class HashingEmbedder:
         words = _TOKEN.findall(text.lower())
         feats = words + [a + "_" + b for a, b in zip(words, words[1:], strict=False)]
         for f in feats:
-            h = int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest(), "little")
-            v[h % self._dim] += 1.0 if (h >> 63) & 1 else -1.0
+            h = zlib.crc32(f.encode())
+            v[h % self._dim] += 1.0 if (h >> 31) & 1 else -1.0
         if not feats:
-            h = int.from_bytes(hashlib.blake2b(b"<empty>", digest_size=8).digest(), "little")
-            v[h % self._dim] = 1.0
+            v[zlib.crc32(b"<empty>") % self._dim] = 1.0
         return v
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -201,11 +201,19 @@ class VectorIndex:
                 out[i] = self._index.reconstruct(int(item))
         return out
 
+    def reconstruct_batch(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """Stored vectors for ids in one FAISS call."""
+        arr = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if len(arr) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return self._index.reconstruct_batch(arr)
+
     def search_subset(
         self, queries: np.ndarray, ids: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among ``ids`` only (scores from reconstructed vectors)."""
-        vecs = self.reconstruct(ids)
+        vecs = self.reconstruct_batch(ids)
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
         scores = q @ vecs.T
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]

@@ -22,10 +22,13 @@ text changed or whose model differs are re-embedded first.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,9 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from nightowl.errors import StoreError
@@ -78,7 +83,7 @@ class MemorySettings(BaseModel):
         default=0.5, ge=0, description="weight of goal+history similarity per step"
     )
     save_interval_s: float = Field(
-        default=2.0,
+        default=30.0,
         ge=0,
         description="indexes are saved after a write at most this often (and on close)",
     )
@@ -87,6 +92,9 @@ class MemorySettings(BaseModel):
         ge=0,
         description="retrieve checks SQL for other processes' writes at most this often "
         "(0: every call; None: never, call refresh() yourself)",
+    )
+    step_cache_size: int = Field(
+        default=20_000, ge=0, description="retrieved step records kept in memory (LRU)"
     )
     use_gpu: bool | Literal["auto"] = "auto"
 
@@ -110,6 +118,19 @@ class StepRecord(BaseModel):
     valid_actions: list[str] | None = None
     meta: dict[str, Any] | None = None
     id: int | None = None
+
+
+class EpisodeDemo(BaseModel):
+    """One episode to store as a demo (the argument of `DemoMemory.add_episodes`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    episode_id: str
+    goal: str
+    steps: list[StepRecord]
+    source: str = "collect"
+    env: str | None = None
+    task_id: str | None = None
 
 
 class DemoWindow(BaseModel):
@@ -232,7 +253,10 @@ class DemoMemory:
         self._last_refresh = time.monotonic()
         self._fingerprint: tuple[Any, ...] = ()
         self.last_open_report: dict[str, str] = {}
+        self._step_cache: OrderedDict[int, StepRecord] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._open(verify_texts=True)
+        _LIVE.add(self)
 
     # ==================================================================================
     # opening, verification, rebuild
@@ -402,6 +426,7 @@ class DemoMemory:
         """Rebuild every index from SQL (re-embedding every text when ``reembed``)."""
         with self._lock:
             self._reembed_stale(force=reembed)
+            self._forget_cached_steps()
             self._load_demo_map()
             for key in KEYS:
                 self._rebuild_key(key)
@@ -543,7 +568,9 @@ class DemoMemory:
     ) -> list[int]:
         """Save steps of any episode (upsert on (episode_id, idx)); returns their step ids."""
         recs = as_step_records(steps)
-        return self.db.write(lambda s: self._upsert_steps(s, episode_id, recs))
+        ids = self.db.write(lambda s: self._upsert_steps(s, episode_id, recs))
+        self._forget_cached_steps(ids)
+        return ids
 
     def record_step(self, episode_id: str, step: StepRecord) -> int:
         """Save one step; returns its id."""
@@ -551,32 +578,49 @@ class DemoMemory:
 
     @staticmethod
     def _upsert_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> list[int]:
-        existing = {
-            row.idx: row
-            for row in s.scalars(
-                select(StepRow).where(
-                    StepRow.episode_id == episode_id, StepRow.idx.in_([st.idx for st in steps])
+        """Insert or update steps by (episode_id, idx) with bulk statements; ids in order."""
+        if not steps:
+            return []
+        existing: dict[int, int] = {}
+        idxs = [st.idx for st in steps]
+        for i in range(0, len(idxs), 900):
+            for sid, idx in s.execute(
+                select(StepRow.id, StepRow.idx).where(
+                    StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + 900])
                 )
+            ):
+                existing[int(idx)] = int(sid)
+        now = utcnow()
+
+        def values(st: StepRecord) -> dict[str, Any]:
+            return {
+                "observation": st.observation,
+                "action": st.action,
+                "reasoning": st.reasoning,
+                "reward": float(st.reward),
+                "score": st.score,
+                "done": bool(st.done),
+                "actor": st.actor,
+                "valid_actions": list(st.valid_actions) if st.valid_actions is not None else None,
+                "meta": dict(st.meta) if st.meta is not None else None,
+            }
+
+        updates = [{"id": existing[st.idx], **values(st)} for st in steps if st.idx in existing]
+        if updates:
+            s.execute(update(StepRow), updates)
+        new = [
+            {"episode_id": episode_id, "idx": st.idx, "created_at": now, **values(st)}
+            for st in steps
+            if st.idx not in existing
+        ]
+        if new:
+            rows = s.execute(
+                insert(StepRow).returning(StepRow.id, StepRow.idx, sort_by_parameter_order=True),
+                new,
             )
-        }
-        rows: list[StepRow] = []
-        for st in steps:
-            row = existing.get(st.idx)
-            if row is None:
-                row = StepRow(episode_id=episode_id, idx=st.idx, created_at=utcnow())
-                s.add(row)
-            row.observation = st.observation
-            row.action = st.action
-            row.reasoning = st.reasoning
-            row.reward = float(st.reward)
-            row.score = st.score
-            row.done = bool(st.done)
-            row.actor = st.actor
-            row.valid_actions = list(st.valid_actions) if st.valid_actions is not None else None
-            row.meta = dict(st.meta) if st.meta is not None else None
-            rows.append(row)
-        s.flush()
-        return [int(r.id) for r in rows]
+            for sid, idx in rows:
+                existing[int(idx)] = int(sid)
+        return [existing[st.idx] for st in steps]
 
     def episode_steps(self, episode_id: str) -> list[StepRecord]:
         """Every recorded step of an episode, in order (replay/audit)."""
@@ -604,97 +648,187 @@ class DemoMemory:
         ``steps`` are upserted (already-recorded steps are reused), embedded in batches
         and added to the indexes. Adding an episode that is already a demo replaces its
         demo steps. ``env``/``task_id`` default to the episode's row in ``episodes``.
+        Raises `StoreError` (and stores nothing) for an episode the ledger does not know.
         """
-        recs = sorted(as_step_records(steps), key=lambda st: st.idx)
-        goal_text = self._clip(goal)
-        # Texts first (history needs the episode's earlier steps, recorded or given).
-        recorded = {st.idx: st.action for st in self.episode_steps(episode_id)}
-        recorded.update({st.idx: st.action for st in recs})
-        actions = sorted(recorded.items())
-        obs_texts = [self._clip(st.observation) for st in recs]
-        hist_texts = [self.hist_text(goal, [a for i, a in actions if i < st.idx]) for st in recs]
-        vecs = self._embed_batched([goal_text, *obs_texts, *hist_texts])
-        n = len(recs)
-        goal_vec, obs_vecs, hist_vecs = vecs[0], vecs[1 : 1 + n], vecs[1 + n :]
-        model = self.embedder.model_name
-
-        def w(s: Session) -> tuple[int, list[int], list[int]]:
-            from sqlalchemy import text as sql_text
-
-            ep = s.execute(
-                sql_text("SELECT task_id, env FROM episodes WHERE id = :i"), {"i": episode_id}
-            ).first()
-            if ep is None:
-                raise StoreError(f"unknown episode {episode_id!r}: start it in the ledger first")
-            step_ids = self._upsert_steps(s, episode_id, recs)
-            demo = s.scalars(select(DemoRow).where(DemoRow.episode_id == episode_id)).first()
-            old_steps: list[int] = []
-            if demo is None:
-                demo = DemoRow(episode_id=episode_id, created_at=utcnow())
-                s.add(demo)
-            else:
-                old_steps = list(
-                    s.scalars(select(DemoStepRow.step_id).where(DemoStepRow.demo_id == demo.id))
+        return self.add_episodes(
+            [
+                EpisodeDemo(
+                    episode_id=episode_id,
+                    goal=goal,
+                    steps=as_step_records(steps),
+                    source=source,
+                    env=env,
+                    task_id=task_id,
                 )
-                s.execute(delete(DemoStepRow).where(DemoStepRow.demo_id == demo.id))
-            demo.goal = goal
-            demo.env = env if env is not None else (ep.env or "")
-            demo.task_id = task_id if task_id is not None else (ep.task_id or "")
-            demo.source = source
-            demo.n_steps = n
-            demo.embed_model = model
-            demo.goal_sha = sha1(goal_text)
-            demo.goal_vec = _vec_bytes(goal_vec)
-            s.flush()
-            for sid, ot, ov, ht, hv in zip(
-                step_ids, obs_texts, obs_vecs, hist_texts, hist_vecs, strict=True
-            ):
-                s.add(
-                    DemoStepRow(
-                        step_id=sid,
-                        demo_id=demo.id,
-                        embed_model=model,
-                        obs_sha=sha1(ot),
-                        obs_vec=_vec_bytes(ov),
-                        hist_sha=sha1(ht),
-                        hist_vec=_vec_bytes(hv),
+            ]
+        )[0]
+
+    def add_episodes(self, demos: Sequence[EpisodeDemo]) -> list[int]:
+        """`add_episode` for many episodes: one read, one embedding batch, one transaction."""
+        items = []
+        for d in demos:
+            recs = sorted(d.steps, key=lambda st: st.idx)
+            if len({st.idx for st in recs}) != len(recs):
+                raise ValueError(f"steps of episode {d.episode_id!r} repeat an idx")
+            items.append((d, recs))
+        if not items:
+            return []
+        if len({d.episode_id for d, _ in items}) != len(items):
+            raise ValueError("an episode appears twice")
+        ep_ids = [d.episode_id for d, _ in items]
+
+        def read(s: Session) -> tuple[dict[str, Any], dict[str, list[tuple[int, str]]]]:
+            eps: dict[str, Any] = {}
+            prior: dict[str, list[tuple[int, str]]] = {e: [] for e in ep_ids}
+            for i in range(0, len(ep_ids), 500):
+                chunk = ep_ids[i : i + 500]
+                for row in s.execute(
+                    sql_text("SELECT id, task_id, env FROM episodes WHERE id IN :ids").bindparams(
+                        bindparam("ids", expanding=True)
+                    ),
+                    {"ids": chunk},
+                ):
+                    eps[row.id] = row
+                for e, idx, act in s.execute(
+                    select(StepRow.episode_id, StepRow.idx, StepRow.action).where(
+                        StepRow.episode_id.in_(chunk)
                     )
-                )
-            s.flush()
-            return int(demo.id), step_ids, old_steps
+                ):
+                    prior[e].append((int(idx), str(act)))
+            return eps, prior
+
+        # Embed before writing: the model never runs inside a write transaction.
+        eps, prior = self.db.read(read)
+        unknown = [e for e in ep_ids if e not in eps]
+        if unknown:
+            raise StoreError(f"unknown episode {unknown[0]!r}: start it in the ledger first")
+        texts: list[str] = []
+        plans = []
+        for d, recs in items:
+            recorded = dict(prior[d.episode_id])
+            recorded.update({st.idx: st.action for st in recs})
+            actions = sorted(recorded.items())
+            obs_texts = [self._clip(st.observation) for st in recs]
+            hist_texts = [
+                self.hist_text(d.goal, [a for i, a in actions if i < st.idx]) for st in recs
+            ]
+            start = len(texts)
+            texts.extend([self._clip(d.goal), *obs_texts, *hist_texts])
+            plans.append((start, obs_texts, hist_texts))
+        vecs = self._embed_batched(texts)
+        model = self.embedder.model_name
+        prepared = []
+        for (d, recs), (start, obs_texts, hist_texts) in zip(items, plans, strict=True):
+            n = len(recs)
+            goal_vec = vecs[start]
+            obs_vecs = vecs[start + 1 : start + 1 + n]
+            hist_vecs = vecs[start + 1 + n : start + 1 + 2 * n]
+            ep = eps[d.episode_id]
+            values: dict[str, Any] = {
+                "goal": d.goal,
+                "env": d.env if d.env is not None else (ep.env or ""),
+                "task_id": d.task_id if d.task_id is not None else (ep.task_id or ""),
+                "source": d.source,
+                "n_steps": n,
+                "embed_model": model,
+                "goal_sha": sha1(self._clip(d.goal)),
+                "goal_vec": _vec_bytes(goal_vec),
+            }
+            prepared.append((d, recs, values, goal_vec, obs_texts, obs_vecs, hist_texts, hist_vecs))
+
+        def w(s: Session) -> list[tuple[int, list[int], list[int]]]:
+            out = []
+            for d, recs, values, _, obs_texts, obs_vecs, hist_texts, hist_vecs in prepared:
+                step_ids = self._upsert_steps(s, d.episode_id, recs)
+                demo_id = s.scalar(select(DemoRow.id).where(DemoRow.episode_id == d.episode_id))
+                old_steps: list[int] = []
+                if demo_id is None:
+                    demo_id = s.scalar(
+                        insert(DemoRow)
+                        .values(episode_id=d.episode_id, created_at=utcnow(), **values)
+                        .returning(DemoRow.id)
+                    )
+                else:
+                    s.execute(update(DemoRow).where(DemoRow.id == demo_id).values(**values))
+                    old_steps = [
+                        int(x)
+                        for x in s.scalars(
+                            select(DemoStepRow.step_id).where(DemoStepRow.demo_id == demo_id)
+                        )
+                    ]
+                    s.execute(delete(DemoStepRow).where(DemoStepRow.demo_id == demo_id))
+                if step_ids:
+                    s.execute(
+                        insert(DemoStepRow),
+                        [
+                            {
+                                "step_id": sid,
+                                "demo_id": demo_id,
+                                "embed_model": model,
+                                "obs_sha": sha1(ot),
+                                "obs_vec": _vec_bytes(ov),
+                                "hist_sha": sha1(ht),
+                                "hist_vec": _vec_bytes(hv),
+                            }
+                            for sid, ot, ov, ht, hv in zip(
+                                step_ids, obs_texts, obs_vecs, hist_texts, hist_vecs, strict=True
+                            )
+                        ],
+                    )
+                assert demo_id is not None
+                out.append((int(demo_id), step_ids, old_steps))
+            return out
 
         with self._lock:
-            demo_id, step_ids, old_steps = self.db.write(w)
-            replaced = demo_id in self._demos
-            if replaced:
-                ok = self._indexes["goal"].remove([demo_id])
+            written = self.db.write(w)
+            self._forget_cached_steps(sid for _, ids, _ in written for sid in ids)
+            if any(demo_id in self._demos for demo_id, _, _ in written):
+                # Replacing demos: drop their old vectors (HNSW cannot: rebuild from SQL).
+                old_demo = [demo_id for demo_id, _, _ in written if demo_id in self._demos]
+                old_steps = [sid for _, _, olds in written for sid in olds]
+                ok = self._indexes["goal"].remove(old_demo)
                 ok &= self._indexes["obs"].remove(old_steps)
                 ok &= self._indexes["hist"].remove(old_steps)
-                if not ok:  # HNSW cannot delete: rebuild from SQL
+                if not ok:
                     self._load_demo_map()
                     for key in KEYS:
                         self._rebuild_key(key)
-                    self._dirty.update(KEYS)
                     self._maybe_save()
                     self._fingerprint = self._sql_fingerprint()
-                    return demo_id
-            rows = self.db.read(
-                lambda s: s.execute(
-                    select(DemoRow.task_id, DemoRow.env).where(DemoRow.id == demo_id)
-                ).one()
-            )
-            self._demos[demo_id] = _Demo(
-                demo_id, episode_id, rows.task_id, rows.env, goal, source, list(step_ids)
-            )
-            self._by_episode[episode_id] = demo_id
-            ids = np.asarray(step_ids, dtype=np.int64)
-            self._indexes["goal"].add([demo_id], goal_vec[None, :])
-            self._indexes["obs"].add(ids, obs_vecs)
-            self._indexes["hist"].add(ids, hist_vecs)
+                    return [demo_id for demo_id, _, _ in written]
+            goal_ids: list[int] = []
+            goal_vecs: list[np.ndarray] = []
+            all_steps: list[int] = []
+            all_obs: list[np.ndarray] = []
+            all_hist: list[np.ndarray] = []
+            for (demo_id, step_ids, old_steps), prep in zip(written, prepared, strict=True):
+                d, _, values, goal_vec, _, obs_vecs, _, hist_vecs = prep
+                replaced = demo_id in self._demos
+                self._demos[demo_id] = _Demo(
+                    demo_id,
+                    d.episode_id,
+                    values["task_id"],
+                    values["env"],
+                    d.goal,
+                    d.source,
+                    list(step_ids),
+                )
+                self._by_episode[d.episode_id] = demo_id
+                goal_ids.append(demo_id)
+                goal_vecs.append(goal_vec)
+                all_steps.extend(step_ids)
+                all_obs.append(obs_vecs)
+                all_hist.append(hist_vecs)
+                self._bump_fingerprint(
+                    replaced=replaced, demo_id=demo_id, step_ids=step_ids, old_steps=old_steps
+                )
+            self._indexes["goal"].add(goal_ids, np.stack(goal_vecs))
+            if all_steps:
+                self._indexes["obs"].add(all_steps, np.concatenate(all_obs))
+                self._indexes["hist"].add(all_steps, np.concatenate(all_hist))
             self._dirty.update(KEYS)
-            self._bump_fingerprint(demos=0 if replaced else 1, steps=n - len(old_steps))
             self._maybe_save()
-            return demo_id
+            return [demo_id for demo_id, _, _ in written]
 
     def delete_run(self, run_id: str) -> int:
         """Delete every demo (and its demo-step vectors) of a run's episodes; returns how many.
@@ -807,8 +941,23 @@ class DemoMemory:
 
         return self.db.read(q)
 
-    def _bump_fingerprint(self, *, demos: int, steps: int) -> None:
-        self._fingerprint = self._sql_fingerprint()
+    def _bump_fingerprint(
+        self, *, replaced: bool, demo_id: int, step_ids: list[int], old_steps: list[int]
+    ) -> None:
+        """Account for our own write without a COUNT over the tables.
+
+        If another process wrote in between, SQL's fingerprint differs from this one and
+        the next `refresh` catches up.
+        """
+        if len(self._fingerprint) != 4:
+            self._fingerprint = self._sql_fingerprint()
+            return
+        nd, md, ns, ms = self._fingerprint
+        nd = (nd or 0) + (0 if replaced else 1)
+        md = max(md or 0, demo_id)
+        ns = (ns or 0) + len(step_ids) - len(old_steps)
+        ms = max([ms or 0, *step_ids]) if step_ids else ms
+        self._fingerprint = (nd, md, ns, ms)
 
     def refresh(self, *, force: bool = False) -> bool:
         """Pick up other processes' writes; True when the indexes changed."""
@@ -820,6 +969,7 @@ class DemoMemory:
             self._load_demo_map()
             for key in KEYS:
                 self._sync_index(key) if key not in self._indexes else self._catch_up(key)
+            self._forget_cached_steps()
             self._fingerprint = fp
             self._last_refresh = time.monotonic()
             self._maybe_save()
@@ -1012,9 +1162,9 @@ class DemoMemory:
         if len(ids) == 0 or k_steps <= 0:
             return [], 0.0, []
         s = self.settings
-        score = s.w_obs * (self._indexes["obs"].reconstruct(ids) @ qobs)
+        score = s.w_obs * (self._indexes["obs"].reconstruct_batch(ids) @ qobs)
         if s.w_hist:
-            score = score + s.w_hist * (self._indexes["hist"].reconstruct(ids) @ qhist)
+            score = score + s.w_hist * (self._indexes["hist"].reconstruct_batch(ids) @ qhist)
         order = np.argsort(-score, kind="stable")[:k_steps]
         spans = sorted((max(0, int(p) - window), min(len(ids) - 1, int(p) + window)) for p in order)
         merged: list[tuple[int, int]] = []
@@ -1025,15 +1175,70 @@ class DemoMemory:
                 merged.append((a, b))
         return merged, float(score[order[0]]), [int(ids[p]) for p in order]
 
-    def _load_steps(self, step_ids: list[int]) -> dict[int, StepRecord]:
-        def q(s: Session) -> dict[int, StepRecord]:
-            out: dict[int, StepRecord] = {}
-            for i in range(0, len(step_ids), 900):
-                for r in s.scalars(select(StepRow).where(StepRow.id.in_(step_ids[i : i + 900]))):
-                    out[int(r.id)] = _record(r)
-            return out
+    _STEPS_BY_ID = select(
+        StepRow.id,
+        StepRow.idx,
+        StepRow.observation,
+        StepRow.action,
+        StepRow.reasoning,
+        StepRow.reward,
+        StepRow.score,
+        StepRow.done,
+        StepRow.actor,
+        StepRow.valid_actions,
+        StepRow.meta,
+    ).where(StepRow.id.in_(bindparam("ids", expanding=True)))
 
-        return self.db.read(q) if step_ids else {}
+    def _load_steps(self, step_ids: list[int]) -> dict[int, StepRecord]:
+        """Step records by id: from a small LRU cache, the rest with one Core SELECT."""
+        out: dict[int, StepRecord] = {}
+        missing: list[int] = []
+        with self._cache_lock:
+            for sid in step_ids:
+                rec = self._step_cache.get(sid)
+                if rec is None:
+                    missing.append(sid)
+                else:
+                    self._step_cache.move_to_end(sid)
+                    out[sid] = rec
+        if not missing:
+            return out
+        try:
+            with self.db.engine.connect() as conn:
+                for i in range(0, len(missing), 900):
+                    rows = conn.execute(self._STEPS_BY_ID, {"ids": missing[i : i + 900]})
+                    for r in rows:
+                        # rows come from our own table: skip pydantic validation
+                        out[int(r.id)] = StepRecord.model_construct(
+                            idx=r.idx,
+                            observation=r.observation,
+                            action=r.action,
+                            reasoning=r.reasoning,
+                            reward=r.reward,
+                            score=r.score,
+                            done=bool(r.done),
+                            actor=r.actor,
+                            valid_actions=r.valid_actions,
+                            meta=r.meta,
+                            id=int(r.id),
+                        )
+        except OperationalError as exc:
+            raise StoreError(f"database read failed: {exc.orig or exc}") from exc
+        with self._cache_lock:
+            for sid in missing:
+                if sid in out:
+                    self._step_cache[sid] = out[sid]
+            while len(self._step_cache) > self.settings.step_cache_size:
+                self._step_cache.popitem(last=False)
+        return out
+
+    def _forget_cached_steps(self, step_ids: Iterable[int] | None = None) -> None:
+        with self._cache_lock:
+            if step_ids is None:
+                self._step_cache.clear()
+            else:
+                for sid in step_ids:
+                    self._step_cache.pop(sid, None)
 
     def search(self, key: Key, text: str, k: int = 5) -> list[tuple[int, float]]:
         """Raw top-k (id, score) in one index (demo ids for "goal", step ids otherwise)."""
@@ -1042,6 +1247,19 @@ class DemoMemory:
         q = self.embedder.embed([self._clip(text)])
         scores, ids = self._indexes[key].search(q, k)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+
+_LIVE: weakref.WeakSet[DemoMemory] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_live_memories() -> None:
+    """Save unsaved indexes at interpreter exit (they are caches: failures are harmless)."""
+    for mem in list(_LIVE):
+        try:
+            mem.flush()
+        except Exception:  # noqa: BLE001, S110 - SQL already holds everything
+            pass
 
 
 def _record(r: StepRow) -> StepRecord:

@@ -212,3 +212,36 @@ def test_demo_rows_keep_vectors_and_text_hashes(filled: DemoMemory, db):
         demo = s.scalars(select(DemoRow)).first()
         assert demo is not None and len(demo.goal_vec or b"") == 384 * 4
         assert demo.embed_model == "hashing-fake-384" and len(demo.goal_sha) == 40
+
+
+def test_add_episodes_batch_and_all_or_nothing(make_mem, ledger, run_id, db):
+    from nightowl.memory import EpisodeDemo
+
+    mem = make_mem()
+    eps = [ledger.start_episode(run_id, t, "tw", "train") for t in ("cook-1", "coin-1")]
+    batch = [
+        EpisodeDemo(episode_id=eps[0], goal=COOKING[0], steps=steps_of(COOKING[1])),
+        EpisodeDemo(episode_id=eps[1], goal=COIN[0], steps=steps_of(COIN[1]), task_id="coin-x"),
+    ]
+    ids = mem.add_episodes(batch)
+    assert len(ids) == 2 and len(mem) == 2
+    assert mem.retrieve(COIN[0], "garden", k_episodes=1)[0].task_id == "coin-x"
+    bad = [EpisodeDemo(episode_id="e" * 32, goal="g", steps=steps_of(KEY[1]))]
+    with pytest.raises(StoreError):
+        mem.add_episodes(bad)
+    with pytest.raises(ValueError):
+        mem.add_episodes([batch[0], batch[0]])
+    with db.session() as s:
+        assert s.scalar(select(func.count(DemoRow.id))) == 2
+
+
+def test_step_cache_sees_rewritten_steps(make_mem, ledger, run_id):
+    mem = make_mem()
+    ep = ledger.start_episode(run_id, "coin-1", "tw", "train")
+    mem.add_episode(ep, COIN[0], steps_of(COIN[1]))
+    assert mem.retrieve(COIN[0], "garden", k_episodes=1)[0].steps
+    changed = steps_of(COIN[1])
+    changed[2] = changed[2].model_copy(update={"action": "pick up coin"})
+    mem.record_steps(ep, changed)
+    acts = [s.action for s in mem.retrieve(COIN[0], "garden", k_episodes=1, window=5)[0].steps]
+    assert "pick up coin" in acts
