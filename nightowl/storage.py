@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import threading
 import time
@@ -170,6 +171,7 @@ def alembic_config(url: str, connection: Connection | None = None) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revisions() -> tuple[str, ...]:
     """Every head revision shipped with this version of nightowl."""
     from alembic.script import ScriptDirectory

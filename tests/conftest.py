@@ -7,7 +7,8 @@ Shared fixtures (storage and services):
   unset, *failed* instead when ``CI=true`` or ``NIGHTOWL_REQUIRE_SERVICES=1``.
 - ``db_url``: parametrised over ``sqlite`` (a file in ``tmp_path``) and ``postgresql`` (a
   fresh schema per test on ``pg_url``, dropped afterwards).
-- ``db``: an opened, migrated `nightowl.storage.Database` on ``db_url``.
+- ``db``: an opened, migrated `nightowl.storage.Database` on ``db_url`` (SQLite: a copy
+  of a database migrated once per session).
 - ``sqlite_db``: the same on SQLite only (cheap).
 """
 
@@ -95,19 +96,46 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: 
         yield request.getfixturevalue("pg_schema_url")
 
 
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    """A migrated SQLite file, copied by `db`/`sqlite_db` (much cheaper than migrating)."""
+    from nightowl import storage
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    url = f"sqlite:///{path}"
+    database = storage.open_db(url=url)
+    with database.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    storage.forget(url)
+    return str(path)
+
+
+def _sqlite_from_template(template: str, url: str) -> None:
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url).database
+    assert target and not os.path.exists(target)
+    shutil.copyfile(template, target)
+
+
 @pytest.fixture
-def db(db_url: str):  # type: ignore[no-untyped-def]
+def db(db_url: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """An opened, migrated `Database` on ``db_url`` (SQLite and PostgreSQL)."""
     from nightowl.storage import open_db
 
+    if db_url.startswith("sqlite"):
+        _sqlite_from_template(request.getfixturevalue("_sqlite_template"), db_url)
     return open_db(url=db_url)
 
 
 @pytest.fixture
-def sqlite_db(tmp_path) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def sqlite_db(tmp_path, _sqlite_template: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """An opened, migrated `Database` on a SQLite file in ``tmp_path``."""
     from nightowl import storage
 
     url = f"sqlite:///{tmp_path / 'sqlite_db.db'}"
+    _sqlite_from_template(_sqlite_template, url)
     yield storage.open_db(url=url)
     storage.forget(url)

@@ -22,7 +22,8 @@ def _metadata_tables() -> set[str]:
     return set(Base.metadata.tables)
 
 
-def test_migrations_create_every_table(db):
+def test_migrations_create_every_table(db_url):
+    db = open_db(url=db_url)  # db_url is empty; `db` would be a pre-migrated copy
     tables = set(inspect(db.engine).get_table_names())
     assert LEDGER_TABLES <= tables
     assert "alembic_version" in tables
