@@ -68,7 +68,10 @@ def list_contexts() -> None:
     contexts = svc.store.list_contexts()
     pending = {w.context.id: w for w in svc.plan()}
     ranked = {w.context.id: w for w in rank(svc.store, [(c, "") for c in contexts])}
-    table = Table("id", "name", "kind", "rev", "c'", "version", "queries", "priority", "needs")
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=12)
+    for col in ("name", "kind", "rev", "c'", "ver", "queries", "prio", "needs"):
+        table.add_column(col, overflow="fold")
     counts = svc.store.query_counts()
     for ctx in contexts:
         status, learned = svc.store.fresh_learned(ctx)
