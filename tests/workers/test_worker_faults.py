@@ -159,3 +159,46 @@ def test_beat_scan_finds_missing_and_stale_contexts(tmp_path: Path, broker_url: 
         assert status == "fresh" and fresh is not None and fresh.version == 2
     finally:
         worker.stop()
+
+
+def test_running_job_yields_when_serving_returns_and_resumes(
+    tmp_path: Path, broker_url: str
+) -> None:
+    from nightowl.ledger import Ledger
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Metrics.running = 0
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    env = worker_env(tmp_path, broker_url, probe="prometheus", probe_url=url, probe_quiet_s=0.2)
+    store, ctx, app, sleep = _setup(tmp_path, env)
+    worker = Worker(env, tmp_path / "w.log")
+    try:
+        enqueue_learn(ctx.id, sleep.generator(), app=app)
+        wait_for(
+            lambda: any(r.state == "running" and r.rounds >= 1 for r in _rows(store, ctx.id)),
+            90,
+            "the job to start",
+            worker,
+        )
+        _Metrics.running = 1  # serving traffic returns
+        wait_for(
+            lambda: any(r.state == "paused" for r in _rows(store, ctx.id)), 30, "a yield", worker
+        )
+        paused = _rows(store, ctx.id)[0]
+        assert 1 <= paused.rounds < 4
+        time.sleep(2)
+        assert _rows(store, ctx.id)[0].state == "paused"  # still deferred while busy
+        _Metrics.running = 0
+        wait_for(
+            lambda: any(r.state == "done" for r in _rows(store, ctx.id)), 60, "the resume", worker
+        )
+        done = _rows(store, ctx.id)[0]
+        assert done.rounds == 4 and "Notes round 4" in done.text
+        # resumed, not restarted: exactly one sleep call per round in the ledger
+        ledger = Ledger(open_db(url=env["NIGHTOWL_DATABASE_URL"]))
+        calls = [c for r in ledger.list_runs(kind="sleep") for c in ledger.model_calls(r.run_id)]
+        assert [c.role for c in calls] == ["sleep"] * 4
+    finally:
+        worker.stop()
+        server.shutdown()
