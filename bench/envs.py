@@ -100,7 +100,7 @@ def bench_adapter(name: str, tasks: list[str]) -> dict[str, Any]:
                 t1 = time.perf_counter()
                 snap = env.snapshot()
                 snapshot_take.append(time.perf_counter() - t1)
-        episode_time += time.perf_counter() - t_ep
+        episode_time += time.perf_counter() - t_ep - (snapshot_take[-1] if snap else 0.0)
         wins += int(bool(res and res.won))
         if snap is not None:
             t0 = time.perf_counter()
