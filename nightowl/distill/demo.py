@@ -139,7 +139,11 @@ def prices_line(settings: Settings, student: str | None) -> str:
 
 
 async def run_demo(
-    settings: Settings, opts: DemoOptions, console: Console | None = None
+    settings: Settings,
+    opts: DemoOptions,
+    console: Console | None = None,
+    *,
+    embedder: Any = None,
 ) -> dict[str, Any]:
     """Run the whole demo; returns the JSON-able report (also written to disk)."""
     from nightowl.ledger import break_even_episodes
@@ -151,7 +155,7 @@ async def run_demo(
         shutil.rmtree(demo_home)
     demo_home.mkdir(parents=True, exist_ok=True)
     dsettings = settings.model_copy(update={"home": demo_home, "database_url": None})
-    wb = Workbench.open(dsettings)
+    wb = Workbench.open(dsettings, embedder=embedder)
     console.print(f"[bold]nightowl demo[/] on {opts.env}/{opts.game or '*'}: "
                   f"{opts.train_tasks} train tasks (oracle demos), {opts.test_tasks} test tasks")
     console.print(prices_line(settings, opts.student))
@@ -186,6 +190,10 @@ async def run_demo(
         )
         progress.update(pid, extra=f"won {collect.successes}; embedding demos")
         n_demos = add_demos(wb, collect)
+        progress.console.print(
+            f"  collection: {collect.successes}/{collect.episodes} won, {n_demos} demos, "
+            f"${collect.total_cost:.5f}, {collect.wall_s:.0f} s"
+        )
         progress.update(pid, extra=f"{n_demos} demos stored")
 
         # 2. evaluation
@@ -210,6 +218,10 @@ async def run_demo(
                 on_done=done_e,
             )
             rows.append(summ)
+            progress.console.print(
+                f"  {CONFIG_LABELS.get(cfg, cfg)}: {summ.successes}/{summ.episodes} won, "
+                f"${summ.cost_per_episode:.5f}/episode, {summ.wall_s:.0f} s"
+            )
     wb.close()
     title = (f"{opts.env}/{opts.game or '*'}: {len(test_ids)} held-out test tasks, "
              f"max {opts.max_steps} steps; {n_demos} oracle demos")

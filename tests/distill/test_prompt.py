@@ -1,0 +1,50 @@
+from nightowl.distill.prompt import DemoStepView, DemoView, PromptBuilder, as_demo_view
+
+
+def demo(task, first, n=3, goal="find the coin"):
+    return DemoView(
+        goal=goal,
+        task_id=task,
+        first_idx=first,
+        steps=tuple(DemoStepView(observation=f"room {task} {i}", action=f"move {i}") for i in range(n)),
+    )
+
+
+def test_fixed_prefix_and_stable_demo_order():
+    b = PromptBuilder(max_demos=3)
+    p1 = b.build(goal="g", observation="o", demos=[demo("t/b", 0), demo("t/a", 2)])
+    p2 = b.build(goal="g", observation="o2", demos=[demo("t/a", 2), demo("t/b", 0)])
+    assert p1.startswith(b.instructions)
+    # same demos in any retrieval order -> same prefix up to the current episode
+    cut = p1.index("Goal: g\n")
+    assert p1[:cut] == p2[:cut]
+    assert p1.index("room t/a") < p1.index("room t/b")
+    assert p1.endswith("Action:")
+
+
+def test_bounds():
+    b = PromptBuilder(history=2, obs_chars=50, history_obs_chars=20, max_demo_steps=2, max_demos=1)
+    hist = [(f"obs{i} " + "x" * 100, f"act{i}") for i in range(10)]
+    p = b.build(goal="g", observation="y" * 1000, history=hist, demos=[demo("a", 0, n=10), demo("b", 0)])
+    assert "act9" in p and "act8" in p and "act7" not in p
+    assert "y" * 51 not in p
+    assert p.count("move ") == 2 and "room b" not in p
+
+
+def test_valid_actions_listed_sorted():
+    p = PromptBuilder().build(goal="g", observation="o", valid_actions=["b", "a"])
+    assert "Valid actions: a, b\nAction:" in p
+
+
+def test_duck_typed_windows():
+    class S:
+        def __init__(self, i):
+            self.idx, self.observation, self.action = i, f"o{i}", f"a{i}"
+
+    class W:
+        goal, task_id, steps = "G", "t", [S(4), S(5)]
+
+    v = as_demo_view(W())
+    assert v.first_idx == 4 and v.steps[1].action == "a5"
+    v2 = as_demo_view({"goal": "G", "task_id": "t", "steps": [{"obs": "x", "action": "y"}]})
+    assert v2.steps[0].observation == "x"
