@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    InterfaceError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -120,7 +121,7 @@ class Database:
             try:
                 with self.session() as session:
                     return fn(session)
-            except OperationalError as exc:
+            except (OperationalError, InterfaceError) as exc:
                 if attempt < attempts and _is_transient(exc):
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
@@ -133,7 +134,7 @@ class Database:
         try:
             with self.session() as session:
                 return fn(session)
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise StoreError(f"database read failed: {one_line(exc)}") from exc
 
     def current_revisions(self) -> tuple[str, ...]:
@@ -153,7 +154,7 @@ class Database:
         self.engine.dispose()
 
 
-def _is_transient(exc: OperationalError) -> bool:
+def _is_transient(exc: DBAPIError) -> bool:
     msg = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     return "locked" in msg or "busy" in msg or "deadlock" in msg
 
@@ -212,9 +213,14 @@ def _upgrade_heads(engine: Engine, url: str) -> None:
             return
         conn.rollback()
     if engine.dialect.name == "sqlite":
-        with _sqlite_file_lock(url), engine.begin() as conn:
+        # One explicit write transaction around all DDL: SQLite's DDL is transactional,
+        # so a crash mid-migration leaves the database as it was (pysqlite alone would
+        # run each CREATE in autocommit mode).
+        with _sqlite_file_lock(url), engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
             if not _at_heads(conn, heads):
                 command.upgrade(alembic_config(url, conn), "heads")
+            conn.commit()
         return
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":

@@ -171,3 +171,26 @@ def test_database_opened_before_fork_works_in_child(db):
 
 def _child_writes(ledger, run: str) -> None:  # type: ignore[no-untyped-def]
     ledger.start_episode(run, "t/child")  # the parent's Database object, inherited by fork
+
+
+def test_failed_sqlite_migration_leaves_database_untouched(tmp_path, monkeypatch):
+    """All DDL runs in one transaction: a migration that dies half-way changes nothing."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    real_upgrade = command.upgrade
+
+    def dying_upgrade(cfg, revision):  # type: ignore[no-untyped-def]
+        real_upgrade(cfg, revision)  # creates every table ...
+        raise RuntimeError("power cut")  # ... then the process dies before committing
+
+    monkeypatch.setattr(command, "upgrade", dying_upgrade)
+    with pytest.raises(RuntimeError, match="power cut"):
+        open_db(url=url)
+    monkeypatch.setattr(command, "upgrade", real_upgrade)
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+    assert open_db(url=url).current_revisions() == storage.head_revisions()
