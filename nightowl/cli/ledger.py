@@ -57,16 +57,18 @@ def show(
         typer.echo(report.model_dump_json(indent=2))
         return
     console = Console()
-    title = f"run {report.run_id}  {report.name}  ({report.kind or '-'})"
-    head = Table(title=title, show_header=False)
+    head = Table(title=f"run {report.run_id}", show_header=False)
     head.add_column("metric", style="bold")
     head.add_column("value", justify="right")
+    head.add_row("name / kind", f"{report.name or '-'} / {report.kind or '-'}")
     head.add_row("created", report.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
     head.add_row("episodes (finished)", f"{report.n_episodes} ({report.n_finished})")
     head.add_row("successes", str(report.successes))
     head.add_row("success rate", f"{report.success_rate:.1%}")
     head.add_row("total cost", _usd(report.total_cost))
     head.add_row("  model / tools", f"{_usd(report.model_cost)} / {_usd(report.tool_cost)}")
+    for model, cost in report.models.items():
+        head.add_row(f"    {model}", _usd(cost))
     head.add_row("  outside episodes", _usd(report.overhead_cost))
     head.add_row("cost per episode", _usd(report.cost_per_episode))
     head.add_row("cost-of-pass", _usd(report.cost_of_pass))
