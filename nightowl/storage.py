@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import importlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -170,6 +171,25 @@ def alembic_config(url: str, connection: Connection | None = None) -> Config:
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
+
+
+def import_table_modules(names: Sequence[str]) -> list[str]:
+    """Import the modules that declare tables on `nightowl.db.Base`; returns those imported.
+
+    A module that does not exist (yet) is skipped; any other import error, including a
+    module that exists but imports something missing, is raised.
+    """
+    imported = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if not (missing == name or name.startswith(missing + ".")):
+                raise
+            continue
+        imported.append(name)
+    return imported
 
 
 @functools.cache

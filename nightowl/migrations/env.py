@@ -12,32 +12,20 @@ skipped, but only when the module itself is missing: any other import error surf
 
 from __future__ import annotations
 
-import importlib
-
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from nightowl.db import Base
+from nightowl.storage import import_table_modules
 
+# One line per subsystem that declares tables on `nightowl.db.Base`.
 TABLE_MODULES = (
     "nightowl.ledger",
     "nightowl.memory.schema",
     "nightowl.sleeptime.schema",
 )
 
-
-def _import_tables(name: str) -> None:
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        # Tolerate only "this table module (or its package) does not exist yet".
-        missing = exc.name or ""
-        if not (missing == name or name.startswith(missing + ".")):
-            raise
-
-
-for _name in TABLE_MODULES:
-    _import_tables(_name)
+import_table_modules(TABLE_MODULES)
 
 target_metadata = Base.metadata
 config = context.config

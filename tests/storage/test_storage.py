@@ -10,15 +10,18 @@ LEDGER_TABLES = {"runs", "episodes", "model_calls", "tool_calls"}
 
 def _metadata_tables() -> set[str]:
     # The same table modules migrations/env.py imports (those that exist).
-    import importlib
+    import ast
 
     from nightowl.db import Base
 
-    for name in ("nightowl.ledger", "nightowl.memory.schema", "nightowl.sleeptime.schema"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError:
-            pass
+    env = (storage.MIGRATIONS_DIR / "env.py").read_text()
+    tree = ast.parse(env)
+    [modules] = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "TABLE_MODULES"
+    ]
+    assert "nightowl.ledger" in storage.import_table_modules(modules)
     return set(Base.metadata.tables)
 
 
@@ -194,3 +197,16 @@ def test_failed_sqlite_migration_leaves_database_untouched(tmp_path, monkeypatch
     assert inspect(engine).get_table_names() == []
     engine.dispose()
     assert open_db(url=url).current_revisions() == storage.head_revisions()
+
+
+def test_import_table_modules_tolerates_only_missing_modules(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakepkg_tables"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "broken.py").write_text("import fakepkg_tables_dependency_that_is_missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert storage.import_table_modules(
+        ["nightowl.ledger", "fakepkg_tables.not_written_yet", "no_such_package.schema"]
+    ) == ["nightowl.ledger"]
+    with pytest.raises(ModuleNotFoundError, match="fakepkg_tables_dependency_that_is_missing"):
+        storage.import_table_modules(["fakepkg_tables.broken"])
