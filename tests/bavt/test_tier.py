@@ -153,3 +153,31 @@ def test_final_actions_need_the_confident_bar() -> None:
     assert dec.best_candidate == "answer[Somebody]"
     ok = asyncio.run(BavtTier(model, accept_value=0.6, accept_final_value=0.6).decide(ctx))
     assert ok.accepted and ok.action == "answer[Somebody]"
+
+
+def test_tier_records_roles_and_tool_calls_in_the_ledger(sqlite_db) -> None:
+    from sqlalchemy import select
+
+    from nightowl.config import Prices
+    from nightowl.ledger import Ledger, MeteredModel
+    from nightowl.ledger.tables import ToolCall
+
+    ledger = Ledger(sqlite_db)
+    run = ledger.start_run("bavt-tier", "eval")
+    eid = ledger.start_episode(run, "tree/t/test/0", "tree", "test")
+    env = TreeEnv()
+    prices = Prices(input=1.0, cached_input=0.5, output=2.0)
+    model = MeteredModel(gold_model(env), ledger, prices, run_id=run, role="student")
+    budget = Budget(tokens=100_000, tool_calls=40)
+    ctx = ctx_for(env, budget)
+    ctx.run_id, ctx.episode_id, ctx.step = run, eid, 3
+    dec = asyncio.run(BavtTier(model, step_tokens=20_000).decide(ctx))
+    assert dec.accepted
+    roles = {c.role for c in ledger.model_calls(run)}
+    assert roles == {"bavt", "critic"}
+    assert all(c.step == 3 and c.episode_id == eid for c in ledger.model_calls(run))
+    with sqlite_db.sessions() as s:
+        tools = s.execute(select(ToolCall).where(ToolCall.run_id == run)).scalars().all()
+    assert len(tools) == budget.used_of("tool_calls") > 0
+    assert {t.tool for t in tools} == {"bavt:tree"}
+    assert all("budget" in (t.meta or {}) and "action" in t.meta for t in tools)
