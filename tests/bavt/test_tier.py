@@ -181,3 +181,19 @@ def test_tier_records_roles_and_tool_calls_in_the_ledger(sqlite_db) -> None:
     assert len(tools) == budget.used_of("tool_calls") > 0
     assert {t.tool for t in tools} == {"bavt:tree"}
     assert all("budget" in (t.meta or {}) and "action" in t.meta for t in tools)
+
+
+def test_tier_falls_back_when_snapshot_raises() -> None:
+    class Liar(TreeEnv):
+        @property
+        def can_snapshot(self) -> bool:
+            return True
+
+        def snapshot(self):
+            raise NotImplementedError("no clones today")
+
+    env = Liar()
+    dec = asyncio.run(BavtTier(FunctionModel(lambda r: " go a")).decide(
+        ctx_for(env, Budget(tokens=1000))))
+    assert not dec.accepted and "no clones today" in dec.reason
+    assert dec.meta["fallback"] == "cannot_clone"
