@@ -21,6 +21,7 @@ only for snapshots deeper than ~30 actions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -30,6 +31,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,17 @@ def generate_game(cache_dir: Path, game: str, settings: dict[str, Any], seed: in
     return path
 
 
+@contextlib.contextmanager
+def _quiet_jericho() -> Iterator[None]:
+    """Silence Jericho's "not fully supported" warning for TextWorld's games.
+
+    It concerns Jericho's own score detection; TextWorld keeps the score itself.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _clean_feedback(text: str) -> str:
     """Drop the ASCII-art banner and surrounding blank lines."""
     lines = text.splitlines()
@@ -215,15 +228,13 @@ class TextWorldEnv(ReplayEnvironment):
         if self._tw is None or self._tw_path != path:
             self._close_tw()
             try:
-                with warnings.catch_warnings():
-                    # Jericho warns that TextWorld's own games are "not fully supported"
-                    # (its score detection); TextWorld tracks the score itself.
-                    warnings.simplefilter("ignore")
+                with _quiet_jericho():
                     self._tw = textworld.start(str(path), request_infos=INFOS)
             except Exception as exc:
                 raise EnvError(f"TextWorld could not start {path}: {exc}") from exc
             self._tw_path = path
-        state = self._tw.reset()
+        with _quiet_jericho():
+            state = self._tw.reset()
         self._state = state
         info = {"params": self.game_params(spec.game), "max_score": state["max_score"]}
         valid = tuple(state["admissible_commands"] or ())
@@ -272,8 +283,7 @@ class TextWorldEnv(ReplayEnvironment):
 
     @staticmethod
     def _copy_tw(env: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_jericho():
             return env.copy()
 
     def _close_tw(self) -> None:
