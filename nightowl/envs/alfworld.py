@@ -1,0 +1,206 @@
+"""ALFWorld (extra ``alfworld``): ALFWorld's TextWorld engine, games and experts.
+
+Games are played by TextWorld's PDDL engine with ALFWorld's own wrapper stack
+(`AlfredDemangler`, `AlfredInfos`, `AlfredExpert`), the stack `AlfredTWEnv.init_env`
+builds. Two catalogues:
+
+* generated games (always): ``alfworld/<type>/<split>/<seed>`` with ``type`` one of
+  pick, look, clean, heat, cool, pick2 (the six ALFWorld task types), written on first
+  use by `nightowl.envs.alfworld_gen` under ``<cache_dir>/games`` and kept only if
+  both the PDDL planner and the handcoded expert solve them. Seeds: train 0.., dev
+  10000.., test 20000.. (test games use ALFRED's held-out scenes).
+* official games (when ``$ALFWORLD_DATA/json_2.1.1`` exists, i.e. after
+  ``alfworld-download``): ``alfworld/official-<type>/<split>/<n>``, the n-th game of
+  the type in ALFWorld's standard split (train -> train, dev -> valid_seen, test ->
+  valid_unseen), listed with `AlfredTWEnv.collect_game_files`.
+
+The expert is ALFWorld's handcoded expert (default; state-aware: it observes every
+command actually taken, so it keeps playing after the agent deviates) or the PDDL
+planner (``expert="planner"``: replans from the current state at every step). The
+handcoded expert's random choices are seeded per task, so an expert episode replays
+identically. Snapshots are action lists restored by replay.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from nightowl.envs.base import Split, TaskSpec
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
+from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+
+#: short game name -> ALFWorld task type
+TASK_TYPES: dict[str, str] = {
+    "pick": "pick_and_place_simple",
+    "look": "look_at_obj_in_light",
+    "clean": "pick_clean_then_place_in_recep",
+    "heat": "pick_heat_then_place_in_recep",
+    "cool": "pick_cool_then_place_in_recep",
+    "pick2": "pick_two_obj_and_place",
+}
+#: generated-game seeds per split
+SPLIT_SEEDS: dict[str, SeedRange] = {
+    "train": SeedRange(start=0, count=500),
+    "dev": SeedRange(start=10_000, count=50),
+    "test": SeedRange(start=20_000, count=50),
+}
+#: nightowl split -> ALFWorld's `AlfredTWEnv` split for the official games
+OFFICIAL_SPLITS = {"train": "train", "dev": "eval_in_distribution", "test": "eval_out_of_distribution"}
+OFFICIAL_DIRS = {"train": "train", "dev": "valid_seen", "test": "valid_unseen"}
+INVALID_FEEDBACK = "Nothing happens."
+
+
+def default_cache_dir() -> Path:
+    """``<settings.home>/cache/alfworld``."""
+    from nightowl.config import get_settings
+
+    return get_settings().home / "cache" / "alfworld"
+
+
+def import_alfworld(cache_dir: Path) -> Any:
+    """Import alfworld with ``ALFWORLD_DATA`` pointing into the cache (not ``~/.cache``)."""
+    os.environ.setdefault("ALFWORLD_DATA", str((cache_dir / "data").resolve()))
+    try:
+        import alfworld.agents.environment.alfred_tw_env as tw_env
+        import alfworld.agents.expert.handcoded_expert  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in {"alfworld", "textworld", "fast_downward"}:
+            raise MissingExtraError("ALFWorld", "alfworld", "alfworld") from None
+        raise
+    return tw_env
+
+
+class AlfWorldEnv(ReplayEnvironment):
+    """ALFWorld text games: generated (six task types) and, when installed, official."""
+
+    name = "alfworld"
+    has_expert = True
+    default_max_steps = 50
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        max_steps: int | None = None,
+        expert: str = "handcoded",
+        split_seeds: dict[str, SeedRange] | None = None,
+    ) -> None:
+        super().__init__(max_steps=max_steps)
+        if expert not in ("handcoded", "planner"):
+            raise UnknownNameError("alfworld expert", expert, ["handcoded", "planner"])
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.games_dir = self.cache_dir / "games"
+        self.expert = expert
+        self.split_seeds = dict(split_seeds or SPLIT_SEEDS)
+        self._tw = import_alfworld(self.cache_dir)
+        from nightowl.envs import alfworld_gen
+
+        self._gen = alfworld_gen
+        self.data_dir = Path(os.environ["ALFWORLD_DATA"])
+        self.games = tuple(TASK_TYPES) + tuple(f"official-{t}" for t in self._official_types())
+        self._env: Any = None
+        self._state: Any = None
+
+    # --- catalogue ----------------------------------------------------------------------
+    def seeds(self, game: str, split: Split) -> list[int]:
+        """Generated games: the split's seed range; official: indexes into the split."""
+        if game.startswith("official-"):
+            return list(range(len(self._official_games(split).get(game, []))))
+        return list(self.split_seeds[split].seeds())
+
+    def game_params(self, game: str) -> dict[str, Any]:
+        """The ALFWorld task type and where games come from."""
+        kind = game.removeprefix("official-")
+        source = "official" if game.startswith("official-") else "generated"
+        return {"task_type": TASK_TYPES[kind], "source": source}
+
+    def _official_types(self) -> list[str]:
+        root = self.data_dir / "json_2.1.1"
+        if not root.is_dir():
+            return []
+        return [t for t in TASK_TYPES if any(self._official_games(s).get(f"official-{t}") for s in OFFICIAL_DIRS)]
+
+    @cached_property
+    def _official_index(self) -> dict[str, dict[str, list[str]]]:
+        out: dict[str, dict[str, list[str]]] = {}
+        for split, tw_split in OFFICIAL_SPLITS.items():
+            config = {
+                "dataset": {
+                    "data_path": str(self.data_dir / "json_2.1.1" / OFFICIAL_DIRS["train"]),
+                    "eval_id_data_path": str(self.data_dir / "json_2.1.1" / OFFICIAL_DIRS["dev"]),
+                    "eval_ood_data_path": str(self.data_dir / "json_2.1.1" / OFFICIAL_DIRS["test"]),
+                    "num_train_games": -1,
+                    "num_eval_games": -1,
+                },
+                "env": {"task_types": [1, 2, 3, 4, 5, 6], "goal_desc_human_anns_prob": 0.0},
+            }
+            found: dict[str, list[str]] = {}
+            try:
+                files = self._tw.AlfredTWEnv(config, train_eval=tw_split).game_files
+            except Exception:  # noqa: BLE001 - a partial download lists nothing
+                files = []
+            by_type = {v: k for k, v in TASK_TYPES.items()}
+            for f in sorted(files):
+                ttype = Path(f).parent.parent.name.split("-")[0]
+                if ttype in by_type:
+                    found.setdefault(f"official-{by_type[ttype]}", []).append(f)
+            out[split] = found
+        return out
+
+    def _official_games(self, split: str) -> dict[str, list[str]]:
+        if not (self.data_dir / "json_2.1.1").is_dir():
+            return {}
+        return self._official_index.get(split, {})
+
+    # --- engine -------------------------------------------------------------------------
+    def gamefile(self, spec: TaskSpec) -> Path:
+        """The game file of a task (generated on first use)."""
+        if spec.game.startswith("official-"):
+            return Path(self._official_games(spec.split)[spec.game][spec.seed])
+        return self._gen.generate(self.games_dir, spec.game, spec.split, spec.seed,
+                                  max_steps=self.default_max_steps)
+
+    def _start(self, spec: TaskSpec) -> tuple[str, str, tuple[str, ...] | None, dict[str, Any]]:
+        self.close()
+        try:
+            gamefile = self.gamefile(spec)
+        except RuntimeError as exc:
+            raise EnvError(f"alfworld: cannot build {spec.task_id}: {exc}") from exc
+        # Seed the handcoded expert's random choices so its episodes replay exactly.
+        import alfworld.agents.expert.handcoded_expert as hc
+
+        hc.random = random.Random(spec.task_id)  # type: ignore[assignment]
+        self._env = self._gen.start_game(gamefile, expert=self.expert)
+        self._state = self._env.reset()
+        text = self._state.feedback.strip()
+        goal = text.rsplit("Your task is to:", 1)[-1].strip().rstrip(".") if "Your task is to:" in text else text
+        return goal, text, self._valid(), {"gamefile": str(gamefile)}
+
+    def _valid(self) -> tuple[str, ...]:
+        return tuple(self._state["admissible_commands"] or ())
+
+    def _engine_step(self, action: str) -> EngineStep:
+        valid = self._valid()
+        self._state, _, done = self._env.step(action)
+        text = (self._state.feedback or "").strip() or INVALID_FEEDBACK
+        won = bool(self._state["won"])
+        invalid = text == INVALID_FEEDBACK or action not in valid
+        return EngineStep(text=text, score=float(won), done=bool(done) or won, won=won,
+                          valid_actions=self._valid(), invalid=invalid)
+
+    def _expert(self, episode: Episode) -> str | None:
+        plan = self._state["extra.expert_plan"] if self._state is not None else None
+        return plan[0] if plan else None
+
+    def close(self) -> None:
+        """Close the running TextWorld game."""
+        if self._env is not None:
+            try:
+                self._env.close()
+            except Exception:  # noqa: BLE001 - closing a dead game is not an error
+                pass
+            self._env = None
