@@ -13,7 +13,8 @@ engines here are deterministic given task and seed), so every adapter can branch
 from __future__ import annotations
 
 import abc
-import time
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,12 +95,24 @@ class ReplayEnvironment(Environment, abc.ABC):
     #: default episode step limit
     default_max_steps: int = 100
 
-    def __init__(self, *, max_steps: int | None = None) -> None:
+    def __init__(
+        self, *, max_steps: int | None = None, games: Sequence[str] | None = None
+    ) -> None:
         self.max_steps = int(max_steps or self.default_max_steps)
         if self.max_steps < 1:
             raise EnvError(f"{self.name}: max_steps must be >= 1, got {max_steps}")
+        if games is not None:  # restrict the catalogue to these games
+            self.games = tuple(self._check_game(g) for g in games)
         self._episode: Episode | None = None
-        self.replay_seconds = 0.0  # total time spent restoring by replay (for the bench)
+
+    def _merge_params(
+        self, defaults: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]] | None
+    ) -> dict[str, dict[str, Any]]:
+        """Per-game parameters: ``defaults`` updated with ``overrides`` (known games only)."""
+        merged = copy.deepcopy(defaults)
+        for game, params in (overrides or {}).items():
+            merged[self._check_game(game)].update(params)
+        return merged
 
     # --- catalogue ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -265,11 +278,9 @@ class ReplayEnvironment(Environment, abc.ABC):
 
     def restore(self, snapshot: Snapshot) -> None:
         """Reset the snapshot's task and replay its actions."""
-        t0 = time.perf_counter()
         self.reset(snapshot.task_id)
         for action in snapshot.actions:
             self.step(action)
-        self.replay_seconds += time.perf_counter() - t0
 
 
 def _describe_seeds(seeds: list[int]) -> str:

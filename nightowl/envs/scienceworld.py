@@ -22,17 +22,15 @@ replay costs seconds.
 
 from __future__ import annotations
 
-import atexit
-import threading
 import time
 from typing import Any
 
 from nightowl.envs.base import Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
-from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+from nightowl.envs.jvm import SharedJVM
+from nightowl.errors import EnvError, MissingExtraError
 
 try:
-    from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
     from scienceworld.constants import BASEPATH, JAR_PATH
 except ImportError as exc:  # core dependency, but say what is missing if it is
     raise MissingExtraError("ScienceWorld", "core", "scienceworld") from exc
@@ -74,42 +72,7 @@ GAMES: tuple[str, ...] = tuple(VARIATIONS)
 
 NO_MATCH = "No known action matches that input."
 
-_JVM_LOCK = threading.Lock()
-_ENGINE_LOCK = threading.RLock()  # py4j is thread-safe, the simulators are not
-_GATEWAY: Any = None
-
-
-def _gateway() -> Any:
-    """The process-wide ScienceWorld JVM (started once, reused; restarted if it died)."""
-    global _GATEWAY
-    with _JVM_LOCK:
-        if _GATEWAY is not None and _GATEWAY.java_process.poll() is None:
-            return _GATEWAY
-        try:
-            port, proc = launch_gateway(
-                classpath=JAR_PATH,
-                die_on_exit=True,
-                cwd=BASEPATH,
-                javaopts=["-Xmx2g", "-XX:+UseSerialGC"],
-                return_proc=True,
-            )
-        except Exception as exc:
-            raise EnvError(f"ScienceWorld: cannot start its JVM: {exc}") from exc
-        _GATEWAY = JavaGateway(
-            gateway_parameters=GatewayParameters(auto_field=True, port=port), java_process=proc
-        )
-        return _GATEWAY
-
-
-@atexit.register
-def _shutdown() -> None:
-    global _GATEWAY
-    gw, _GATEWAY = _GATEWAY, None
-    if gw is not None:
-        try:
-            gw.shutdown()
-        except Exception:  # noqa: S110 - best effort at exit
-            pass
+JVM = SharedJVM("ScienceWorld", JAR_PATH, BASEPATH, ["-Xmx2g", "-XX:+UseSerialGC"])
 
 
 def split_range(task: str, split: Split) -> range:
@@ -126,11 +89,11 @@ class _Sim:
     """One ScienceWorld simulator object on the shared JVM."""
 
     def __init__(self) -> None:
-        self.server = _gateway().jvm.scienceworld.runtime.pythonapi.PythonInterface()
+        self.server = JVM.gateway().jvm.scienceworld.runtime.pythonapi.PythonInterface()
 
     def load(self, task: str, variation: int, simplifications: str, gold: bool) -> str:
         """Load a task variation and take the customary first ``look around``."""
-        with _ENGINE_LOCK:
+        with JVM.engine_lock:
             try:
                 self.server.load(task, variation, simplifications, gold)
             except Exception as exc:
@@ -138,7 +101,7 @@ class _Sim:
             return str(self.server.step("look around"))
 
     def step(self, action: str) -> str:
-        with _ENGINE_LOCK:
+        with JVM.engine_lock:
             return str(self.server.step(action))
 
     def score(self) -> float:
@@ -149,7 +112,7 @@ class _Sim:
         return bool(self.server.getCompleted())
 
     def valid_actions(self) -> tuple[str, ...]:
-        with _ENGINE_LOCK:
+        with JVM.engine_lock:
             return tuple(sorted(set(self.server.getValidActionObjectCombinations())))
 
 
@@ -171,12 +134,7 @@ class ScienceWorldEnv(ReplayEnvironment):
         cache_dir: Any = None,
         expert_search_seconds: float = 60.0,
     ) -> None:
-        super().__init__(max_steps=max_steps)
-        if games is not None:
-            unknown = [g for g in games if g not in GAMES]
-            if unknown:
-                raise UnknownNameError("sciworld task", unknown[0], list(GAMES))
-            self.games = tuple(games)
+        super().__init__(max_steps=max_steps, games=games)
         del cache_dir  # nothing to cache: tasks are built in the JVM
         self.simplifications = simplifications
         self.want_valid_actions = valid_actions
@@ -247,7 +205,7 @@ class ScienceWorldEnv(ReplayEnvironment):
         if self._gold is None:
             sim = self._scratch_sim()
             sim.load(ep.spec.game, ep.spec.seed, self.simplifications, True)
-            with _ENGINE_LOCK:
+            with JVM.engine_lock:
                 self._gold = [str(a) for a in sim.server.getGoldActionSequence()]
             if self._plan == (0, []):
                 self._plan = (0, [(a, i) for i, a in enumerate(self._gold)])

@@ -37,7 +37,7 @@ from typing import Any
 
 from nightowl.envs.base import Snapshot, Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
-from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+from nightowl.errors import EnvError, MissingExtraError
 
 try:
     import textworld
@@ -185,18 +185,9 @@ class TextWorldEnv(ReplayEnvironment):
         cache_dir: Path | None = None,
         native_snapshots: bool = False,
     ) -> None:
-        super().__init__(max_steps=max_steps)
+        super().__init__(max_steps=max_steps, games=games)
         self.native_snapshots = native_snapshots
-        if games is not None:
-            unknown = [g for g in games if g not in GAMES]
-            if unknown:
-                raise UnknownNameError("tw game", unknown[0], list(GAMES))
-            self.games = tuple(games)
-        self._params = copy.deepcopy(DEFAULT_PARAMS)
-        for g, overrides in (game_params or {}).items():
-            if g not in GAMES:
-                raise UnknownNameError("tw game", g, list(GAMES))
-            self._params[g].update(overrides)
+        self._params = self._merge_params(DEFAULT_PARAMS, game_params)
         if cache_dir is None:
             from nightowl.config import get_settings
 

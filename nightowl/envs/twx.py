@@ -17,10 +17,8 @@ neither it returns None ("no expert from this state").
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -28,10 +26,10 @@ from typing import Any
 
 from nightowl.envs.base import Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
-from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+from nightowl.envs.jvm import SharedJVM
+from nightowl.errors import EnvError, MissingExtraError
 
 try:
-    from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
     from textworld_express.constants import BASEPATH, JAR_PATH
 except ImportError as exc:  # core dependency, but say what is missing if it is
     raise MissingExtraError("TextWorld-Express", "core", "textworld-express") from exc
@@ -83,43 +81,8 @@ SPLIT_SEEDS: dict[Split, SeedRange] = {
     "test": SeedRange(start=20000, count=1000),
 }
 
-_JVM_LOCK = threading.Lock()
-_GATEWAY: Any = None
-_ENGINE_LOCK = threading.RLock()  # serialises every game call (see `_Game`)
-_CURRENT = 0  # token of the game most recently generated on the JVM
-
-
-def _gateway() -> Any:
-    """The process-wide TWX JVM (started once, reused; restarted if it died)."""
-    global _GATEWAY
-    with _JVM_LOCK:
-        if _GATEWAY is not None and _GATEWAY.java_process.poll() is None:
-            return _GATEWAY
-        try:
-            port, proc = launch_gateway(
-                classpath=JAR_PATH,
-                die_on_exit=True,
-                cwd=BASEPATH,
-                javaopts=["-Xmx1g", "-XX:+UseSerialGC", "-Xshare:auto"],
-                return_proc=True,
-            )
-        except Exception as exc:  # no java, bad jar
-            raise EnvError(f"TextWorld-Express: cannot start its JVM: {exc}") from exc
-        _GATEWAY = JavaGateway(
-            gateway_parameters=GatewayParameters(auto_field=True, port=port), java_process=proc
-        )
-        return _GATEWAY
-
-
-@atexit.register
-def _shutdown() -> None:
-    global _GATEWAY
-    gw, _GATEWAY = _GATEWAY, None
-    if gw is not None:
-        try:
-            gw.shutdown()
-        except Exception:  # noqa: S110 - best effort at exit
-            pass
+JVM = SharedJVM("TextWorld-Express", JAR_PATH, BASEPATH, ["-Xmx1g", "-XX:+UseSerialGC"])
+_CURRENT = 0  # token of the game most recently generated on the JVM (see `_Game`)
 
 
 def params_string(params: dict[str, Any]) -> str:
@@ -140,7 +103,7 @@ class _Game:
     _tokens = itertools.count(1)
 
     def __init__(self) -> None:
-        self.server = _gateway().jvm.textworldexpress.runtime.PythonInterface()
+        self.server = JVM.gateway().jvm.textworldexpress.runtime.PythonInterface()
         self.token = next(self._tokens)
         self.loaded: tuple[str, str] | None = None
         self.setup: tuple[str, str, int, str] | None = None
@@ -153,7 +116,7 @@ class _Game:
     def new_game(self, game: str, params: str, seed: int, fold: str, gold: bool) -> dict[str, Any]:
         """Generate a game; with ``gold`` also fetch its gold path and task description."""
         global _CURRENT
-        with _ENGINE_LOCK:
+        with JVM.engine_lock:
             if self.loaded != (game, params):
                 msg = self.server.load(game, params)
                 if msg:
@@ -171,7 +134,7 @@ class _Game:
     def step(self, action: str) -> dict[str, Any]:
         """One action (regenerating and replaying first if another game was generated)."""
         global _CURRENT
-        with _ENGINE_LOCK:
+        with JVM.engine_lock:
             if _CURRENT != self.token and self.setup is not None:
                 game, params, seed, fold = self.setup
                 json.loads(self.server.generateNewGameJSON(seed, fold, False))
@@ -212,17 +175,8 @@ class TextWorldExpressEnv(ReplayEnvironment):
         expert_search_nodes: int = 300,
         expert_search_seconds: float = 10.0,
     ) -> None:
-        super().__init__(max_steps=max_steps)
-        if games is not None:
-            unknown = [g for g in games if g not in GAMES]
-            if unknown:
-                raise UnknownNameError("twx game", unknown[0], list(GAMES))
-            self.games = tuple(games)
-        self._params = {g: dict(p) for g, p in DEFAULT_PARAMS.items()}
-        for g, overrides in (game_params or {}).items():
-            if g not in GAMES:
-                raise UnknownNameError("twx game", g, list(GAMES))
-            self._params[g].update(overrides)
+        super().__init__(max_steps=max_steps, games=games)
+        self._params = self._merge_params(DEFAULT_PARAMS, game_params)
         del cache_dir  # TWX generates games in memory; nothing to cache
         self.expert_search_depth = expert_search_depth
         self.expert_search_nodes = expert_search_nodes
