@@ -97,3 +97,65 @@ def rebuild_index(payload: dict) -> dict:
     finally:
         memory.close()
     return {"rebuilt": counts}
+
+
+class CollectPayload(BaseModel):
+    """Teacher demo collection: the same parameters as `nightowl collect`."""
+
+    env: str
+    teacher: str = "oracle"
+    split: str = "train"
+    tasks: int = 20
+    game: str | None = None
+    max_steps: int = 40
+    concurrency: int = 4
+
+
+@app.task(
+    name="nightowl.demos.collect",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    max_retries=_MAX_RETRIES,
+)
+def collect_demos(payload: dict) -> dict:
+    """Run the teacher on tasks and add the successful episodes as demos.
+
+    Not idempotent like sleep-time jobs: a redelivered collection runs again as a new
+    run (its demos are added again); delete a run's demos with `nightowl memory
+    delete-run`.
+    """
+    import asyncio
+
+    from nightowl.agent.budget import EpisodeBudget
+    from nightowl.agent.runner import RunSpec, Workbench, add_demos, run_tasks, select_tasks
+    from nightowl.config import get_settings
+
+    job = CollectPayload.model_validate(payload)
+    wb = Workbench.open(get_settings())
+    try:
+        ids = select_tasks(job.env, job.split, job.tasks, game=job.game)
+        spec = RunSpec(
+            name=f"collect:{job.env}",
+            env=job.env,
+            split=job.split,
+            task_ids=ids,
+            ladder="teacher",
+            teacher=job.teacher,
+            budget=EpisodeBudget(max_steps=job.max_steps),
+            retrieve=False,
+            concurrency=job.concurrency,
+            kind="collect",
+        )
+        summary = asyncio.run(run_tasks(wb, spec))
+        added = add_demos(wb, summary)
+    finally:
+        wb.close()
+    return {
+        "run_id": summary.run_id,
+        "episodes": summary.episodes,
+        "successes": summary.successes,
+        "demos_added": added,
+        "collection_cost": summary.total_cost,
+    }
