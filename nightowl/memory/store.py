@@ -439,7 +439,14 @@ class DemoMemory:
         model = self.embedder.model_name
         dim = self.embedder.dim
 
-        def q(s: Session) -> tuple[list[Any], list[Any]]:
+        def q(s: Session) -> tuple[list[Any], list[Any], dict[str, list[tuple[int, str]]]]:
+            actions: dict[str, list[tuple[int, str]]] = {}
+            for ep, idx, act in s.execute(
+                select(StepRow.episode_id, StepRow.idx, StepRow.action)
+                .where(StepRow.episode_id.in_(select(DemoRow.episode_id)))
+                .order_by(StepRow.episode_id, StepRow.idx)
+            ):
+                actions.setdefault(ep, []).append((int(idx), str(act)))
             demos = s.execute(
                 select(
                     DemoRow.id,
@@ -463,9 +470,9 @@ class DemoMemory:
                     StepRow.observation,
                 ).join(StepRow, StepRow.id == DemoStepRow.step_id)
             ).all()
-            return list(demos), list(steps)
+            return list(demos), list(steps), actions
 
-        demos, steps = self.db.read(q)
+        demos, steps, hist_cache = self.db.read(q)
         goals = {d.id: d.goal for d in demos}
         bad_demos = [
             d
@@ -476,13 +483,12 @@ class DemoMemory:
             or d.goal_sha != sha1(self._clip(d.goal))
         ]
         bad_steps: list[Any] = []
-        hist_cache: dict[str, list[tuple[int, str]]] = {}
         for row in steps:
             obs_text = self._clip(row.observation)
             stale = force or row.embed_model != model or row[5] != dim * 4 or row[6] != dim * 4
             stale = stale or row.obs_sha != sha1(obs_text)
             if not stale:
-                # The goal+history text depends on earlier steps: only check when cheap.
+                # The goal+history text depends on the episode's earlier actions.
                 hist_text = self._hist_text_for(
                     goals.get(row.demo_id, ""), row.episode_id, row.idx, hist_cache
                 )
