@@ -132,7 +132,8 @@ class NoisyOracle:
     def propose(self, req: GenerationRequest) -> str:
         self.calls += 1
         prompt = req.prompt or ""
-        rng = random.Random(zlib.crc32(f"{self.seed}/{req.seed}/{self.calls}".encode()))
+        key = f"{self.seed}/{self.env.question.text}/{req.seed}/{self.calls}"
+        rng = random.Random(zlib.crc32(key.encode()))
         names, answer, others = self._gold()
         own = prompt.split("Goal: ")[-1]  # this task's part (after the demo)
         seen = own.split("\n", 1)[1] if "\n" in own else ""  # observations, not the question
@@ -367,6 +368,37 @@ def ladder_table(summary: list[dict[str, Any]], title: str) -> Table:
     return t
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """Markdown tables of every summary in a results file (for docs)."""
+    out: list[str] = []
+    for key, part in results.items():
+        if not isinstance(part, dict) or "summary" not in part:
+            continue
+        summ = part["summary"]
+        out.append(f"**{key}**" + (f" ({part['note']})" if part.get("note") else "") + "\n")
+        if key.startswith(("qa", "scripted_qa")):
+            out.append("| budget (tools/tokens) | method | n | EM | F1 | answered | tokens | "
+                       "tool calls | s/question |\n|---|---|---|---|---|---|---|---|---|")
+            for s in summ:
+                out.append(
+                    f"| {s['budget']} ({s['tool_call_limit']}/{s['token_limit']}) | "
+                    f"{s['method']} | {s['n']} | {s['em']:.2f} | {s['f1']:.2f} | "
+                    f"{s['answered']:.2f} | {s['mean_tokens']:.0f} | "
+                    f"{s['mean_tool_calls']:.1f} | {s['mean_wall_s']:.1f} |")
+        else:
+            out.append("| ladder | n | success | teacher steps/ep | teacher share | "
+                       "bavt steps/ep | cost/ep USD | small-model tokens/ep | s/ep |\n"
+                       "|---|---|---|---|---|---|---|---|---|")
+            for s in summ:
+                out.append(
+                    f"| {s['variant']} | {s['n']} | {s['success']:.2f} | "
+                    f"{s['teacher_steps']:.2f} | {s['teacher_fraction']:.2f} | "
+                    f"{s['bavt_steps']:.2f} | {s['cost_per_episode']:.5f} | "
+                    f"{s['small_model_tokens']:.0f} | {s['mean_wall_s']:.1f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 # --- main -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -390,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model name at the endpoint")
     ap.add_argument("--api-key-env", default=None)
     ap.add_argument("--out", default="bench/results/bavt.json")
+    ap.add_argument("--markdown", metavar="JSON", help="print markdown tables of a results file")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     parts = args.part or ["scripted", "ladder-scripted", "qa", "ladder"]
     hops = [int(h) for h in args.hops.split(",")]
     budgets = args.budgets.split(",")

@@ -2,9 +2,10 @@
 
 Rollouts are drawn one after another from the search root (same prompt format, same
 budget line, same hard budget, same tool-call accounting as BAVT) until the budget cannot
-pay for the next call; a rollout cut short by the budget casts no vote. A rollout that
-reaches ``max_depth`` without answering is forced to answer, as BAVT forces an answer
-from its best node, so neither method gets an advantage from the forcing. The final
+pay for the next call. A rollout that reaches ``max_depth`` without answering, or that
+wants a tool call when none is left, is forced to answer from what it has read (as BAVT
+forces an answer from its best node, so neither method gets an advantage from the
+forcing); a rollout cut short by the *token* budget casts no vote. The final
 answers are normalised and the most frequent wins (ties: the first seen).
 """
 
@@ -76,6 +77,7 @@ class MajorityVote:
         trace: list[dict[str, object]] = []
         reason = "max_rollouts"
         errors = 0
+        last_rollout = False
         for _ in range(cfg.max_rollouts):
             snap = space.root
             path: list[Step] = []
@@ -113,7 +115,13 @@ class MajorityVote:
                     final = action
                     break
                 if not budget.can_afford(**{TOOL_CALLS: 1}):
-                    stopped = True
+                    # Out of tool calls: answer from what this rollout has read (as BAVT
+                    # forces an answer from its best node), then stop.
+                    final, _ = await self._force(space, budget, meter, path, valid, rng, stats)
+                    stopped = final is None
+                    if final is not None:
+                        reason = "budget"
+                        last_rollout = True
                     break
                 budget.charge(**{TOOL_CALLS: 1})
                 stats["tool_calls"] += 1
@@ -138,6 +146,8 @@ class MajorityVote:
             trace.append({"actions": [s.action for s in path], "final": final})
             if final is not None:
                 votes.append((final, tuple(s.action for s in path) + (final,)))
+            if last_rollout:
+                break
         counts = Counter(normalize_action(f) for f, _ in votes)
         if not counts:
             return SearchResult(
