@@ -293,6 +293,10 @@ class BavtSearch:
                 prompt=prompt, n=cfg.proposals, max_tokens=cfg.max_action_tokens,
                 temperature=cfg.temperature, stop=("\n",), seed=rng.randrange(2**31),
             )
+            if not budget.can_afford(**{TOKENS: self._reserve(space, request, nodes, terminals,
+                                                               path)}):
+                reason = "budget"
+                break
             res = await meter.call(budget, request)
             if res is None:
                 reason = "budget"
@@ -375,6 +379,29 @@ class BavtSearch:
             trace=[n.to_dict() for n in nodes],
         )
 
+    def _reserve(
+        self, space: SearchSpace, request: GenerationRequest, nodes: list[Node],
+        terminals: list[int], path: Callable[[Node], list[Step]],
+    ) -> int:
+        """Tokens an expansion needs before it may start.
+
+        Its proposal call, plus — while there is no answer yet and answers can be
+        forced — one forced answer from the best partial node, so that the search does
+        not spend the tokens its final answer needs.
+        """
+        cfg = self.config
+        need = generation_bound(self.model, request.prompt or "", n=request.n,
+                                max_tokens=request.max_tokens).tokens
+        if cfg.force_answer and space.answer_prefix is not None and \
+                self._best(nodes, terminals) is None:
+            live = [n for n in nodes if n.pruned is None and not n.terminal]
+            if live:
+                best = max(live, key=lambda n: (n.value, n.depth, -n.id))
+                text = space.prompt(path(best), "Budget: " + "x" * 80, best.valid_actions)
+                need += generation_bound(self.model, f"{text} {space.answer_prefix}", n=1,
+                                         max_tokens=cfg.max_answer_tokens).tokens
+        return need
+
     @staticmethod
     def _best(nodes: list[Node], terminals: list[int]) -> Node | None:
         live = [nodes[i] for i in terminals if nodes[i].pruned is None]
@@ -399,11 +426,18 @@ class BavtSearch:
         if space.is_final(action):
             step = Step(action=action, observation=f"Final answer: {action}")
             verdict = await self._judge(space, budget, parent_path, step, stats, critic_usage)
-            return Node(
+            node = Node(
                 id=new_id, parent=parent.id, step=step, snapshot=parent.snapshot,
                 value=_clip(parent.value + verdict.delta), delta=verdict.delta,
                 depth=parent.depth + 1, terminal=True, critic=_critic_meta(verdict),
             )
+            # An answer the critic does not see as progress is pruned like any other
+            # non-progress step: otherwise a wrong answer after good evidence inherits
+            # its parent's high value and passes the confident bar.
+            if verdict.delta <= cfg.prune_delta:
+                node.pruned = "no_progress"
+                stats["pruned_no_progress_answer"] += 1
+            return node
         key = space.state_key(actions)
         if key in states:
             stats["pruned_duplicate_state"] += 1
