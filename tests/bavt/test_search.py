@@ -175,3 +175,39 @@ def test_returns_best_partial_path_when_budget_ends() -> None:
     assert res.reason in ("budget", "exhausted")
     assert res.actions and res.actions[0] == "go a"
     assert budget.used_of("tool_calls") <= 2
+
+
+def test_non_progress_answer_is_pruned_even_after_good_evidence() -> None:
+    from nightowl.envs.multihop import MultiHopEnv
+
+    env = MultiHopEnv()
+    obs = env.reset("multihop/2hop/test/20000")
+    q, w = env.question, env._world
+    gold = [f"search[{w.name(e)}]" for e in q.chain[:-1]] + [f"answer[{q.answer}]"]
+    wrong = "answer[Somebody Else]"
+
+    def fn(req):
+        n = req.prompt.split("Goal: ")[-1].count("\nAction: ")
+        if n < len(gold) - 1:
+            return f" {gold[n]}"
+        return f" {wrong}" if req.n and len(fn.calls) % 2 == 0 else f" {gold[-1]}"
+
+    fn.calls = []
+
+    def wrapped(req):
+        fn.calls.append(1)
+        return fn(req)
+
+    def score(prompt, cont):
+        action = new_step_action(prompt)
+        good = action in gold
+        table = ({" better": -0.1, " solved": -1.0, " same": -3.0, " worse": -4.0} if good
+                 else {" better": -4.0, " solved": -5.0, " same": -0.5, " worse": -1.0})
+        return table[cont]
+
+    space = SearchSpace.from_env(env, goal=obs.goal)
+    res = run(BavtSearch(FunctionModel(wrapped, scores=score), BavtConfig(seed=0)).run(
+        space, Budget(tokens=50_000, tool_calls=10)))
+    assert res.final == gold[-1]
+    wrong_nodes = [n for n in res.trace if n["action"] == wrong]
+    assert wrong_nodes and all(n["pruned"] == "no_progress" for n in wrong_nodes)
