@@ -17,17 +17,21 @@ argmax is taken at temperature 0, otherwise samples come from the distribution
 renormalised over the choices (with temperature). ``json_schema=`` is not supported here
 (`ModelError`): use an OpenAI-compatible server (vLLM) for schema-constrained decoding.
 
-dtype: float32 by default. Measured on this 2-core machine (1 thread): bfloat16 doubles
-prefill speed (≈400 vs ≈200 tok/s) but decoding speed is the same (≈12-13 tok/s, the
-per-token overhead dominates for a 135M model), and bfloat16 moves next-token
-log-probabilities by up to ≈0.4 nats, which matters for logprob-margin confidence and
-exact choice scoring. ``params.dtype = "bfloat16"`` opts in to the faster prefill.
+dtype: float32 by default, chosen by measurement (bench/backends.py, 1 thread): bfloat16
+speeds up prefill (~1.6-2x: 112 vs 70 tok/s on the loaded bench machine, 400 vs 200 in
+a quieter probe) but not decoding (3.2 vs 2.8 tok/s loaded, 12 vs 13 quieter: per-token
+overhead dominates a 135M model), and it moves the log-probabilities used for exact
+choice scoring and logprob margins (up to 0.14 nats on action choices, 0.4 over the
+vocabulary). float32 is exact against the reference weights and fast on every CPU, while
+bfloat16 is only fast where the CPU has native bf16 (AVX512-BF16/AMX). Set
+``params.dtype = "bfloat16"`` to trade that for faster long prompts on such CPUs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import importlib.util
 import inspect
@@ -68,6 +72,7 @@ class _Loaded:
     lock: threading.Lock
     load_s: float
     cache_kw: str
+    tok_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 def _quiet_gguf_progress() -> None:
@@ -269,7 +274,14 @@ class TransformersBackend(ModelBackend):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` by the model's tokenizer (no special tokens added)."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.encode(text))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens added); safe from any thread."""
+        # Fast tokenizers raise "Already borrowed" when used from two threads at once.
+        with self._loaded.tok_lock:
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
 
     def render(self, request: GenerationRequest) -> str:
         """The prompt text the model sees: chat template applied, or the raw prompt."""
@@ -285,7 +297,7 @@ class TransformersBackend(ModelBackend):
         """Token ids of the rendered prompt."""
         text = self.render(request)
         # The chat template already contains its special tokens.
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.encode(text)
         if not ids:
             raise ModelError("empty prompt", model=self.name)
         return ids
@@ -322,10 +334,10 @@ class TransformersBackend(ModelBackend):
         """
         if not continuations:
             return ScoredContinuations(logprobs=(), token_counts=())
-        p_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        p_ids = self.encode(prompt)
         if not p_ids:
             raise ModelError("score_continuations needs a non-empty prompt", model=self.name)
-        c_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        c_ids = [self.encode(c) for c in continuations]
         per_token = await asyncio.to_thread(self._score_sync, p_ids, c_ids)
         counts = tuple(len(c) for c in c_ids)
         k = len(continuations)
@@ -343,7 +355,8 @@ class TransformersBackend(ModelBackend):
         The first token has no context, so its log-probability is None (as in the
         OpenAI ``echo`` format). Used by the HTTP server for ``echo=true``.
         """
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        with self._loaded.tok_lock:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids: list[int] = enc["input_ids"]
         if not ids:
             return []
@@ -405,7 +418,7 @@ class TransformersBackend(ModelBackend):
     def _terminator(self, request: GenerationRequest) -> list[int]:
         """Tokens that end a choice: end-of-turn (chat), first stop string, or end-of-text."""
         if request.messages is None and request.stop:
-            ids: list[int] = self.tokenizer(request.stop[0], add_special_tokens=False)["input_ids"]
+            ids = self.encode(request.stop[0])
             if ids:
                 return ids
         eos = self.tokenizer.eos_token_id
@@ -417,7 +430,7 @@ class TransformersBackend(ModelBackend):
         choices = list(dict.fromkeys(request.choices or ()))
         p_ids = self.prompt_ids(request)
         term = self._terminator(request)
-        c_tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        c_tokens = [self.encode(c) for c in choices]
         per_token = self._score_sync(p_ids, [c + term for c in c_tokens])
         scores = torch.tensor([sum(t) for t in per_token], dtype=torch.float64)
         if request.temperature <= 0:
@@ -425,7 +438,10 @@ class TransformersBackend(ModelBackend):
         else:
             probs = torch.softmax(scores / request.temperature, dim=0)
             gen = torch.Generator()
-            gen.manual_seed(request.seed if request.seed is not None else torch.seed())
+            if request.seed is not None:
+                gen.manual_seed(request.seed)
+            else:
+                gen.seed()
             picks = torch.multinomial(probs, request.n, replacement=True, generator=gen).tolist()
         completions = []
         completion_tokens = 0
@@ -462,7 +478,8 @@ class TransformersBackend(ModelBackend):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if request.stop:
             kwargs.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
-        with self.lock, torch.inference_mode():
+        # fork_rng: a request's seed must not reseed everyone else's torch RNG.
+        with self.lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
             if request.seed is not None:
                 torch.manual_seed(request.seed)
             input_ids = torch.tensor([p_ids] * batch)
