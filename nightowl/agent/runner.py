@@ -127,6 +127,7 @@ def build_ladder(
     temperature: float = 0.5,
     builder: PromptBuilder | None = None,
     fallback: str = "best",
+    avoid_repeats: bool = True,
 ) -> Ladder:
     """Tiers for a preset (see `LADDER_PRESETS`)."""
     from nightowl.ledger import MeteredModel
@@ -180,7 +181,8 @@ def build_ladder(
     rule = rule or parse_rule("unanimity:3")
     tiers.append(
         StudentTier(
-            smodel, prices=sprices, rule=rule, builder=builder, temperature=temperature
+            smodel, prices=sprices, rule=rule, builder=builder, temperature=temperature,
+            avoid_repeats=avoid_repeats,
         )
     )
     tiers.append(teacher_tier())

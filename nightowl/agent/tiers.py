@@ -82,6 +82,19 @@ def _charge(budget: Budget, cost: float, tokens: int, teacher_calls: int = 0) ->
     budget.charge(**amounts)
 
 
+def repeats_without_progress(ctx: StepContext, action: str) -> bool:
+    """Whether ``action`` was already taken in an identical observation this episode.
+
+    A confident student can loop ("look around" forever); acting the same way in the
+    same state again is not progress, so a cascade escalates instead of accepting.
+    """
+    obs = " ".join(ctx.observation.split())
+    act = normalize_action(action)
+    return any(
+        " ".join(o.split()) == obs and normalize_action(a) == act for o, a in ctx.history
+    )
+
+
 class StudentTier(Tier):
     """The frozen student: samples + acceptance rule.
 
@@ -110,6 +123,7 @@ class StudentTier(Tier):
         constrain: bool = True,
         temperature: float = 0.7,
         max_tokens: int = 16,
+        avoid_repeats: bool = False,
         name: str = "student",
     ) -> None:
         self.model = model
@@ -120,6 +134,7 @@ class StudentTier(Tier):
         self.constrain = constrain
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.avoid_repeats = avoid_repeats
         self.name = name
 
     def describe(self) -> dict[str, Any]:
@@ -129,6 +144,7 @@ class StudentTier(Tier):
             "actor": self.actor,
             "model": getattr(self.model, "name", type(self.model).__name__),
             "rule": self.rule.describe(),
+            "avoid_repeats": self.avoid_repeats,
             "use_demos": self.use_demos,
             "constrain": self.constrain,
             "temperature": self.temperature,
@@ -220,6 +236,11 @@ class StudentTier(Tier):
             }
             if verdict is not None and verdict.accepted and reason is None:
                 act = by_norm.get(verdict.action or "", verdict.action or "")
+                if self.avoid_repeats and repeats_without_progress(ctx, act):
+                    return escalate(
+                        self.name, self.actor,
+                        f"repeat without progress: {act!r} already taken here", **kw,
+                    )
                 return accept(self.name, self.actor, act, reason=verdict.reason, **kw)
             return escalate(
                 self.name, self.actor, reason or (verdict.reason if verdict else "no verdict"), **kw

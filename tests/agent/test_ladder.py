@@ -180,3 +180,13 @@ async def test_budget_never_exceeded_by_ladder(outputs, cost_limit, teacher_limi
         await ladder.decide(ctx(b, env=FakeEnv()))
         assert b.used_of("cost_usd") <= cost_limit + 1e-12
         assert b.used_of("teacher_calls") <= teacher_limit
+
+
+async def test_student_repeat_guard_escalates_loops():
+    model = ScriptedModel(["look around"] * 6)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    c = ctx()
+    assert (await tier.decide(c)).accepted
+    c.history = (("You are in the kitchen.", "look around"),)
+    d = await tier.decide(c)
+    assert not d.accepted and d.reason.startswith("repeat without progress")
