@@ -24,7 +24,6 @@ identically. Snapshots are action lists restored by replay.
 from __future__ import annotations
 
 import os
-import random
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -170,11 +169,8 @@ class AlfWorldEnv(ReplayEnvironment):
             gamefile = self.gamefile(spec)
         except RuntimeError as exc:
             raise EnvError(f"alfworld: cannot build {spec.task_id}: {exc}") from exc
-        # Seed the handcoded expert's random choices so its episodes replay exactly.
-        import alfworld.agents.expert.handcoded_expert as hc
-
-        hc.random = random.Random(spec.task_id)  # type: ignore[assignment]
-        self._env = self._gen.start_game(gamefile, expert=self.expert)
+        # The generator verified the expert with this same seed for its random choices.
+        self._env = self._gen.start_game(gamefile, expert=self.expert, rng_seed=spec.task_id)
         self._state = self._env.reset()
         text = self._state.feedback.strip()
         goal = text.rsplit("Your task is to:", 1)[-1].strip().rstrip(".") if "Your task is to:" in text else text

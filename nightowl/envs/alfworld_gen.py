@@ -298,14 +298,27 @@ def game_dir(root: Path, task: str, split: str, seed: int) -> Path:
     return root / TASK_TYPES[task] / split / str(seed)
 
 
-def start_game(gamefile: str | Path, *, expert: str = "handcoded", planner: bool = False) -> Any:
+def task_id(task: str, split: str, seed: int) -> str:
+    """The nightowl task id of a generated game (also the seed of its expert's choices)."""
+    return f"alfworld/{task}/{split}/{seed}"
+
+
+def start_game(
+    gamefile: str | Path, *, expert: str = "handcoded", planner: bool = False, rng_seed: str = ""
+) -> Any:
     """A TextWorld env on an ALFWorld game, wrapped as `AlfredTWEnv.init_env` wraps it.
 
     The wrappers are ALFWorld's own: `AlfredDemangler` (ids -> "mug 1"), `AlfredInfos`
     and `AlfredExpert` (``extra.expert_plan`` from the handcoded expert or the planner).
     ``planner=True`` also requests ``policy_commands`` with the handcoded expert.
+    The handcoded expert's random choices (which object of a kind to take, a random
+    admissible command when it is stuck) are seeded with ``rng_seed``, so that expert
+    episodes replay exactly; one game at a time per process.
     """
+    import alfworld.agents.expert.handcoded_expert as handcoded
     import textworld
+
+    handcoded.random = random.Random(rng_seed)  # type: ignore[assignment]
     from alfworld.agents.environment.alfred_tw_env import (
         AlfredDemangler,
         AlfredExpert,
@@ -322,9 +335,11 @@ def start_game(gamefile: str | Path, *, expert: str = "handcoded", planner: bool
     )
 
 
-def play_expert(gamefile: str | Path, *, expert: str = "handcoded", max_steps: int = 50) -> tuple[bool, list[str]]:
+def play_expert(
+    gamefile: str | Path, *, expert: str = "handcoded", max_steps: int = 50, rng_seed: str = ""
+) -> tuple[bool, list[str]]:
     """Play ALFWorld's expert on a game: (won within ``max_steps``, actions)."""
-    env = start_game(gamefile, expert=expert)
+    env = start_game(gamefile, expert=expert, rng_seed=rng_seed)
     actions: list[str] = []
     try:
         state = env.reset()
@@ -384,7 +399,7 @@ def generate(
             plan = _plan(probe)
             if not plan:
                 continue
-            won, actions = play_expert(probe, max_steps=max_steps)
+            won, actions = play_expert(probe, max_steps=max_steps, rng_seed=task_id(task, split, seed))
             if not won:
                 continue
             game["solvable"], game["walkthrough"] = True, plan

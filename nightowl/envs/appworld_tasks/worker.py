@@ -1,0 +1,223 @@
+"""The AppWorld worker: loads the apps once, plays one task at a time (JSON lines on stdio).
+
+Runs in the AppWorld interpreter (stdlib + appworld only). Protocol: one JSON request
+per line on stdin, one JSON reply per line on the original stdout (the apps' own prints
+go to stderr). Requests: ``{"op": "reset", "task": name}``, ``{"op": "exec", "code": str,
+"timeout": s}``, ``{"op": "ping"}``. Agent code runs in a restricted namespace: only
+``apis`` (the loaded apps' APIs, nothing else of AppWorld) and safe builtins; imports,
+dunder/private attribute access and file/network builtins are refused with feedback.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import io
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+import traceback
+from datetime import datetime
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pack  # noqa: E402
+
+SAFE_BUILTIN_NAMES = (
+    "abs all any bool dict enumerate filter float format int isinstance len list map max min "
+    "next print range repr reversed round set slice sorted str sum tuple zip True False None "
+    "Exception KeyError ValueError TypeError IndexError AttributeError StopIteration"
+).split()
+SAFE_BUILTINS = {n: getattr(builtins, n) for n in SAFE_BUILTIN_NAMES}
+MAX_OUTPUT = 4000
+
+
+class Refused(Exception):
+    """Code that the sandbox does not run."""
+
+
+def check_code(code: str) -> ast.Module:
+    """Parse agent code and refuse imports and private/dunder access."""
+    tree = ast.parse(code, mode="exec")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            raise Refused("imports are not allowed; use the `apis` object only")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise Refused(f"access to private attribute {node.attr!r} is not allowed")
+        if isinstance(node, ast.Name) and node.id.startswith("__"):
+            raise Refused(f"access to {node.id!r} is not allowed")
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            raise Refused("global/nonlocal are not allowed")
+    return tree
+
+
+class AppProxy:
+    """``apis.<app>``: exposes that app's public APIs and nothing else."""
+
+    def __init__(self, app: str, real: object) -> None:
+        self._app, self._real = app, real
+
+    def __getattr__(self, api: str) -> object:
+        names = [n for n in dir(self._real) if not n.startswith("_")]
+        if api.startswith("_") or api not in names:
+            raise AttributeError(f"app {self._app!r} has no API {api!r}")
+        return getattr(self._real, api)
+
+    def __dir__(self) -> list[str]:
+        return [n for n in dir(self._real) if not n.startswith("_")]
+
+
+class ApisProxy:
+    """``apis``: the loaded apps, and nothing of the requester or AppWorld internals."""
+
+    def __init__(self, real: object, apps: list[str]) -> None:
+        self._apps = {a: AppProxy(a, getattr(real, a)) for a in apps}
+
+    def __getattr__(self, app: str) -> AppProxy:
+        if app not in self._apps:
+            raise AttributeError(f"no app named {app!r}; apps: {sorted(self._apps)}")
+        return self._apps[app]
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._apps)
+
+
+class World:
+    """The loaded apps, their base snapshot and the running task."""
+
+    def __init__(self) -> None:
+        from appworld.collections.apis import ApiCollection
+        from appworld.common.utils import import_models_module
+
+        apps = list(pack.APPS)
+        self.real_apis, self.requester = ApiCollection.load(
+            to_db_home_path=":memory:nightowl", from_db_home_path=":memory:nightowl",
+            date_and_time=datetime(2024, 5, 1, 12, 0, 0), load_apps=apps, raise_on_failure=True,
+            add_login_shortcut=False, munchify_response=False, max_num_requests=None,
+        )
+        self.models = {a: import_models_module(a) for a in [*apps, "supervisor", "admin"]}
+        for m in self.models.values():
+            m.SQLModel.create_db()
+        pack.build_world(self.models)
+        self.base = self._save()
+        self.apis = ApisProxy(self.real_apis, [*apps, "supervisor"])
+        self.task: pack.PackTask | None = None
+        self.ns: dict = {}
+
+    def _conns(self) -> dict[str, sqlite3.Connection]:
+        return {a: m.SQLModel.db.connection for a, m in self.models.items()}
+
+    def _save(self) -> dict[str, sqlite3.Connection]:
+        out = {}
+        for app, conn in self._conns().items():
+            copy = sqlite3.connect(":memory:", check_same_thread=False)
+            conn.backup(copy)
+            out[app] = copy
+        return out
+
+    def digest(self) -> int:
+        """A hash of the apps' data, leaving out the user tables (login bookkeeping)."""
+        h = 0
+        for app, conn in sorted(self._conns().items()):
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+            for (table,) in tables.fetchall():
+                if table == "user" or "_fts" in table:
+                    continue
+                rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()  # noqa: S608
+                h = hash((h, app, table, repr(rows)))
+        return h
+
+    def reset(self, name: str) -> dict:
+        self.task = pack.TASKS[name]
+        t0 = time.perf_counter()
+        for app, conn in self._conns().items():
+            self.base[app].backup(conn)
+        self.requester.reset_requests()
+        self.task.setup(self.models)
+        sup = self.models["supervisor"]
+        sup.Task.create_save(supervisor_id=sup.Supervisor.all()[0].id, instruction=self.task.instruction)
+        self.ns = {"apis": self.apis, "__builtins__": SAFE_BUILTINS}
+        return {"instruction": self.task.instruction, "reset_s": time.perf_counter() - t0,
+                "supervisor": pack.SUPERVISOR}
+
+    def exec(self, code: str, timeout: float) -> dict:
+        before = self.digest()
+        out = io.StringIO()
+        error = None
+        refused = False
+        try:
+            tree = check_code(code)
+            compiled = compile(tree, "<agent>", "exec")
+
+            def on_alarm(*_: object) -> None:
+                raise TimeoutError(f"execution exceeded the {timeout:g} s time limit")
+
+            signal.signal(signal.SIGALRM, on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                with contextlib.redirect_stdout(out):
+                    exec(compiled, self.ns)  # noqa: S102 - restricted namespace, checked AST
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except Refused as exc:
+            refused, error = True, f"Refused: {exc}"
+        except SyntaxError as exc:
+            refused, error = True, f"SyntaxError: {exc.msg} (line {exc.lineno})"
+        except BaseException as exc:  # noqa: BLE001 - agent code may raise anything
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                error = f"{type(exc).__name__} is not allowed"
+            else:
+                tb = traceback.format_exception_only(type(exc), exc)
+                error = "Execution failed: " + "".join(tb).strip()
+        text = out.getvalue()
+        if error:
+            text = (text + "\n" if text else "") + error
+        if len(text) > MAX_OUTPUT:
+            text = text[:MAX_OUTPUT] + f"\n... ({len(text) - MAX_OUTPUT} more characters)"
+        completed, won, reason, answer = self.status()
+        return {"output": text or "Execution successful.", "error": error, "refused": refused,
+                "changed": self.digest() != before, "completed": completed, "won": won,
+                "reason": reason, "answer": answer}
+
+    def status(self) -> tuple[bool, bool, str, object]:
+        sup = self.models["supervisor"]
+        tasks = sup.Task.all()
+        if not tasks or self.task is None or tasks[0].status is None:
+            return False, False, "", None
+        try:
+            answer = json.loads(tasks[0].answer)
+        except (TypeError, ValueError):
+            answer = tasks[0].answer
+        won, reason = self.task.check(self.models, answer)
+        return True, bool(won), reason, answer
+
+
+def main() -> None:
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the apps print goes to stderr, not into the protocol
+    sys.stdout = sys.stderr
+    t0 = time.perf_counter()
+    world = World()
+    proto.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0}) + "\n")
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "reset":
+                reply = world.reset(req["task"])
+            elif op == "exec":
+                reply = world.exec(str(req["code"]), float(req.get("timeout", 10.0)))
+            elif op == "ping":
+                reply = {"pong": True}
+            else:
+                reply = {"fatal": f"unknown op {op!r}"}
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            reply = {"fatal": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+        proto.write(json.dumps(reply, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
