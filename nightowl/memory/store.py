@@ -1084,28 +1084,29 @@ class DemoMemory:
             else self.embed_query(goal, observation, history)
         )
         with self._lock:
+            # Over-fetch episodes so that dropped duplicates are replaced by the next best.
             picked = self._top_episodes(
-                q[0], k_episodes, set(exclude_task_ids), set(exclude_episode_ids)
+                q[0], 2 * k_episodes, set(exclude_task_ids), set(exclude_episode_ids)
             )
-            plans: list[tuple[int, _Demo, float, list[tuple[int, int]], float, list[int]]] = []
-            for rank, (demo, ep_score) in enumerate(picked):
+            plans: list[tuple[_Demo, float, list[tuple[int, int]], float, list[int]]] = []
+            for demo, ep_score in picked:
                 spans, best, hits = self._windows_in(demo, q[1], q[2], k_steps, window)
                 if spans:
-                    plans.append((rank, demo, ep_score, spans, best, hits))
+                    plans.append((demo, ep_score, spans, best, hits))
         if not plans:
             return []
         need = sorted(
-            {
-                sid
-                for _, d, _, spans, _, _ in plans
-                for a, b in spans
-                for sid in d.step_ids[a : b + 1]
-            }
+            {sid for d, _, spans, _, _ in plans for a, b in spans for sid in d.step_ids[a : b + 1]}
         )
         records = self._load_steps(need)
         out: list[DemoWindow] = []
         seen: set[tuple[Any, ...]] = set()
-        for rank, demo, ep_score, spans, best, hits in plans:
+        rank = 0
+        for demo, ep_score, spans, best, hits in plans:
+            if rank >= k_episodes:
+                break
+            position = {sid: p for p, sid in enumerate(demo.step_ids)}
+            added = False
             for a, b in spans:
                 steps = [records[sid] for sid in demo.step_ids[a : b + 1] if sid in records]
                 if not steps:
@@ -1118,9 +1119,7 @@ class DemoMemory:
                     continue
                 seen.add(sig)
                 span_hits = [
-                    records[sid].idx
-                    for sid in hits
-                    if sid in records and a <= demo.step_ids.index(sid) <= b
+                    records[sid].idx for sid in hits if sid in records and a <= position[sid] <= b
                 ]
                 out.append(
                     DemoWindow(
@@ -1130,13 +1129,16 @@ class DemoMemory:
                         env=demo.env,
                         goal=demo.goal,
                         source=demo.source,
-                        steps=steps,
+                        steps=[st.model_copy() for st in steps],
                         hit_idxs=sorted(span_hits),
                         episode_score=float(ep_score),
                         step_score=float(best),
                         rank=rank,
                     )
                 )
+                added = True
+            if added:
+                rank += 1
         return out
 
     def _top_episodes(

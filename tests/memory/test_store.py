@@ -67,7 +67,15 @@ def test_duplicate_demos_are_deduplicated(make_mem, add_demo):
     add_demo(mem, "cook-1", *COOKING)  # collected twice
     add_demo(mem, "coin-1", *COIN)
     wins = mem.retrieve(COOKING[0], COOKING[1][0][0], k_episodes=2, k_steps=1, window=1)
-    assert len(wins) == 1 and wins[0].task_id == "cook-1"
+    # the duplicate is dropped and the next best episode takes its place
+    assert [(w.task_id, w.rank) for w in wins] == [("cook-1", 0), ("coin-1", 1)]
+
+
+def test_returned_steps_are_copies(filled: DemoMemory):
+    wins = filled.retrieve(COIN[0], "garden", k_episodes=1)
+    wins[0].steps[0].action = "mutated"
+    again = filled.retrieve(COIN[0], "garden", k_episodes=1)
+    assert again[0].steps[0].action != "mutated"
 
 
 def test_ordering_is_stable(filled: DemoMemory):
