@@ -48,7 +48,11 @@ SPLIT_SEEDS: dict[str, SeedRange] = {
     "test": SeedRange(start=20_000, count=50),
 }
 #: nightowl split -> ALFWorld's `AlfredTWEnv` split for the official games
-OFFICIAL_SPLITS = {"train": "train", "dev": "eval_in_distribution", "test": "eval_out_of_distribution"}
+OFFICIAL_SPLITS = {
+    "train": "train",
+    "dev": "eval_in_distribution",
+    "test": "eval_out_of_distribution",
+}
 OFFICIAL_DIRS = {"train": "train", "dev": "valid_seen", "test": "valid_unseen"}
 INVALID_FEEDBACK = "Nothing happens."
 
@@ -121,7 +125,11 @@ class AlfWorldEnv(ReplayEnvironment):
         root = self.data_dir / "json_2.1.1"
         if not root.is_dir():
             return []
-        return [t for t in TASK_TYPES if any(self._official_games(s).get(f"official-{t}") for s in OFFICIAL_DIRS)]
+        return [
+            t
+            for t in TASK_TYPES
+            if any(self._official_games(s).get(f"official-{t}") for s in OFFICIAL_DIRS)
+        ]
 
     @cached_property
     def _official_index(self) -> dict[str, dict[str, list[str]]]:
@@ -160,8 +168,9 @@ class AlfWorldEnv(ReplayEnvironment):
         """The game file of a task (generated on first use)."""
         if spec.game.startswith("official-"):
             return Path(self._official_games(spec.split)[spec.game][spec.seed])
-        return self._gen.generate(self.games_dir, spec.game, spec.split, spec.seed,
-                                  max_steps=self.default_max_steps)
+        return self._gen.generate(
+            self.games_dir, spec.game, spec.split, spec.seed, max_steps=self.default_max_steps
+        )
 
     def _start(self, spec: TaskSpec) -> tuple[str, str, tuple[str, ...] | None, dict[str, Any]]:
         self.close()
@@ -173,7 +182,11 @@ class AlfWorldEnv(ReplayEnvironment):
         self._env = self._gen.start_game(gamefile, expert=self.expert, rng_seed=spec.task_id)
         self._state = self._env.reset()
         text = self._state.feedback.strip()
-        goal = text.rsplit("Your task is to:", 1)[-1].strip().rstrip(".") if "Your task is to:" in text else text
+        goal = (
+            text.rsplit("Your task is to:", 1)[-1].strip().rstrip(".")
+            if "Your task is to:" in text
+            else text
+        )
         return goal, text, self._valid(), {"gamefile": str(gamefile)}
 
     def _valid(self) -> tuple[str, ...]:
@@ -185,8 +198,14 @@ class AlfWorldEnv(ReplayEnvironment):
         text = (self._state.feedback or "").strip() or INVALID_FEEDBACK
         won = bool(self._state["won"])
         invalid = text == INVALID_FEEDBACK or action not in valid
-        return EngineStep(text=text, score=float(won), done=bool(done) or won, won=won,
-                          valid_actions=self._valid(), invalid=invalid)
+        return EngineStep(
+            text=text,
+            score=float(won),
+            done=bool(done) or won,
+            won=won,
+            valid_actions=self._valid(),
+            invalid=invalid,
+        )
 
     def _expert(self, episode: Episode) -> str | None:
         plan = self._state["extra.expert_plan"] if self._state is not None else None

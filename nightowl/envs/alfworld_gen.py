@@ -62,7 +62,10 @@ class GameSpec:
 
 
 def mangle(name: str) -> str:
-    """ALFRED id -> the PDDL-safe form ALFWorld uses (``Mug|+01.00`` -> ``Mug_bar__plus_01_dot_00``)."""
+    """ALFRED id -> the PDDL-safe form ALFWorld uses.
+
+    ``Mug|+01.00`` becomes ``Mug_bar__plus_01_dot_00``.
+    """
     return (
         name.replace("|", "_bar_")
         .replace("-", "_minus_")
@@ -193,7 +196,9 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
     taken: set[str] = set()
 
     def place(ot: str, avoid: str = "") -> None:
-        options = [r for r, (t, _) in receps.items() if ot in c.VAL_RECEPTACLE_OBJECTS[t] and t != avoid]
+        options = [
+            r for r, (t, _) in receps.items() if ot in c.VAL_RECEPTACLE_OBJECTS[t] and t != avoid
+        ]
         rid = rng.choice(sorted(options))
         placed[_object_id(ot, rid, rng, taken)] = (ot, rid)
 
@@ -223,11 +228,16 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
     objs += [f"{mangle(loc)} - location" for loc in sorted(set(locations) | {start})]
     init = [f"(atLocation agent1 {mangle(start)})"]
     for rid, (rt, loc) in sorted(receps.items()):
-        init += [f"(receptacleType {mangle(rid)} {rt}Type)", f"(receptacleAtLocation {mangle(rid)} {mangle(loc)})"]
+        init += [
+            f"(receptacleType {mangle(rid)} {rt}Type)",
+            f"(receptacleAtLocation {mangle(rid)} {mangle(loc)})",
+        ]
         if rt in c.OPENABLE_CLASS_SET:
             init.append(f"(openable {mangle(rid)})")
     for rt in rtype_list:
-        init += [f"(canContain {rt}Type {ot}Type)" for ot in otypes if ot in c.VAL_RECEPTACLE_OBJECTS[rt]]
+        init += [
+            f"(canContain {rt}Type {ot}Type)" for ot in otypes if ot in c.VAL_RECEPTACLE_OBJECTS[rt]
+        ]
     acts = c.VAL_ACTION_OBJECTS
     for oid, (ot, rid) in sorted(placed.items()):
         m = mangle(oid)
@@ -237,8 +247,12 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
             f"(objectAtLocation {m} {mangle(receps[rid][1])})",
             f"(pickupable {m})",
         ]
-        for prop, key in (("cleanable", "Cleanable"), ("heatable", "Heatable"),
-                          ("coolable", "Coolable"), ("sliceable", "Sliceable")):
+        for prop, key in (
+            ("cleanable", "Cleanable"),
+            ("heatable", "Heatable"),
+            ("coolable", "Coolable"),
+            ("sliceable", "Sliceable"),
+        ):
             if ot in acts[key]:
                 init.append(f"({prop} {m})")
         if ot in c.MOVABLE_RECEPTACLES_SET:
@@ -263,7 +277,9 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
         + "\n"
     )
     template = rng.choice(glib.gdict[TASK_TYPES[task]]["templates"])
-    goal_text = template.format(obj=otype.lower(), recep=parent.lower(), toggle=toggle.lower(), mrecep="")
+    goal_text = template.format(
+        obj=otype.lower(), recep=parent.lower(), toggle=toggle.lower(), mrecep=""
+    )
     traj = {
         "task_type": TASK_TYPES[task],
         "scene": {"floor_plan": f"FloorPlan{scene}", "scene_num": scene},
@@ -274,10 +290,21 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
             "toggle_target": toggle,
             "object_sliced": False,
         },
-        "nightowl": {"generator": "nightowl.envs.alfworld_gen", "split": split, "seed": seed, "attempt": attempt},
+        "nightowl": {
+            "generator": "nightowl.envs.alfworld_gen",
+            "split": split,
+            "seed": seed,
+            "attempt": attempt,
+        },
     }
-    spec = GameSpec(task_type=TASK_TYPES[task], scene=scene, object_target=otype,
-                    parent_target=parent, toggle_target=toggle, goal_text=goal_text)
+    spec = GameSpec(
+        task_type=TASK_TYPES[task],
+        scene=scene,
+        object_target=otype,
+        parent_target=parent,
+        toggle_target=toggle,
+        goal_text=goal_text,
+    )
     return problem, traj, spec
 
 
@@ -291,11 +318,6 @@ def _start_location(scene: int, rng: random.Random, avoid: set[str]) -> str:
         if loc not in avoid:
             return loc
     return "loc|0|0|0|30"
-
-
-def game_dir(root: Path, task: str, split: str, seed: int) -> Path:
-    """Where the game for (task, split, seed) lives under ``root``."""
-    return root / TASK_TYPES[task] / split / str(seed)
 
 
 def task_id(task: str, split: str, seed: int) -> str:
@@ -326,11 +348,15 @@ def start_game(
     )
 
     infos = textworld.EnvInfos(
-        admissible_commands=True, won=True, facts=True, policy_commands=planner,
+        admissible_commands=True,
+        won=True,
+        facts=True,
+        policy_commands=planner,
         extras=["gamefile", "expert_plan"],
     )
     return textworld.start(
-        str(gamefile), request_infos=infos,
+        str(gamefile),
+        request_infos=infos,
         wrappers=[AlfredDemangler(shuffle=False), AlfredInfos, AlfredExpert(expert_type=expert)],
     )
 
@@ -391,15 +417,22 @@ def generate(
         for attempt in range(max_attempts):
             problem, traj, spec = build_problem(task, split, seed, attempt)
             grammar = grammar_src.replace("UNKNOWN GOAL", spec.goal_text)
-            game = {"pddl_domain": domain, "grammar": grammar, "pddl_problem": problem,
-                    "solvable": False, "walkthrough": None}
+            game = {
+                "pddl_domain": domain,
+                "grammar": grammar,
+                "pddl_problem": problem,
+                "solvable": False,
+                "walkthrough": None,
+            }
             probe.write_text(json.dumps(game))
             # the handcoded expert reads traj_data.json next to the game file
             (folder / "traj_data.json").write_text(json.dumps(traj, indent=1))
             plan = _plan(probe)
             if not plan:
                 continue
-            won, actions = play_expert(probe, max_steps=max_steps, rng_seed=task_id(task, split, seed))
+            won, actions = play_expert(
+                probe, max_steps=max_steps, rng_seed=task_id(task, split, seed)
+            )
             if not won:
                 continue
             game["solvable"], game["walkthrough"] = True, plan
@@ -410,7 +443,9 @@ def generate(
             return gamefile
     finally:
         probe.unlink(missing_ok=True)
-    raise RuntimeError(f"no solvable alfworld game for {task}/{split}/{seed} in {max_attempts} attempts")
+    raise RuntimeError(
+        f"no solvable alfworld game for {task}/{split}/{seed} in {max_attempts} attempts"
+    )
 
 
 def _plan(gamefile: Path) -> list[str] | None:

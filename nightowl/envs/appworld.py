@@ -9,7 +9,11 @@ SQLite, ~20-60 s), keeps a snapshot of the base world and restores it per task
 there with a time limit, in a namespace holding only ``apis`` and safe builtins.
 
 Tasks come from nightowl's pack (`nightowl.envs.appworld_tasks.pack`, 21 tasks over
-simple_note, todoist, venmo and spotify): ``appworld/<task>/<split>/0``. An action is
+simple_note, todoist, venmo and spotify): ``appworld/<task>/<split>/0``. When AppWorld's
+official data is installed (``appworld download data`` into ``<cache_dir>/root``), its
+tasks are listed too, as ``appworld/official/<split>/<n>`` (train, dev, test_normal);
+they run through ``AppWorld(task_id)``, its code runner and its evaluation (in a second
+worker, since AppWorld re-points the apps' databases), with no expert. An action is
 a Python code string; the observation is what it printed (or its error). The episode
 ends when the code calls ``apis.supervisor.complete_task(...)`` (then the pack's check
 decides ``won``) or at ``max_steps``.
@@ -38,12 +42,22 @@ from pathlib import Path
 from typing import IO, Any
 
 from nightowl.envs.appworld_tasks import pack
-from nightowl.envs.base import SPLITS, Environment, Observation, Snapshot, Split, StepResult, TaskSpec
+from nightowl.envs.base import (
+    SPLITS,
+    Environment,
+    Observation,
+    Snapshot,
+    Split,
+    StepResult,
+    TaskSpec,
+)
 from nightowl.envs.registry import format_task_id, parse_task_id
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 WORKER = Path(__file__).with_name("appworld_tasks") / "worker.py"
 LOAD_TIMEOUT_S = 600.0
+#: nightowl split -> AppWorld dataset, for the official tasks
+OFFICIAL_DATASETS = {"train": "train", "dev": "dev", "test": "test_normal"}
 #: seconds the worker may take beyond an action's own time limit before it is killed
 GRACE_S = 20.0
 
@@ -61,8 +75,11 @@ def find_python(python: str | Path | None = None) -> Path:
     Raises:
         MissingExtraError: none of them exists.
     """
-    candidates = [python, os.environ.get("NIGHTOWL_APPWORLD_PYTHON"),
-                  Path(sys.prefix) / "extras" / "appworld" / "bin" / "python"]
+    candidates = [
+        python,
+        os.environ.get("NIGHTOWL_APPWORLD_PYTHON"),
+        Path(sys.prefix) / "extras" / "appworld" / "bin" / "python",
+    ]
     for cand in candidates:
         if cand and Path(cand).is_file():
             return Path(cand)
@@ -80,16 +97,21 @@ def appworld_env_vars(cache_dir: Path) -> dict[str, str]:
 class Worker:
     """One AppWorld worker process (JSON lines over pipes)."""
 
-    def __init__(self, python: Path, cache_dir: Path) -> None:
+    def __init__(self, python: Path, cache_dir: Path, *, official: bool = False) -> None:
         env = {**os.environ, **appworld_env_vars(cache_dir), "PYTHONUNBUFFERED": "1"}
         for path in appworld_env_vars(cache_dir).values():
             Path(path).mkdir(parents=True, exist_ok=True)
-        self.stderr_path = cache_dir / "worker.log"
+        self.stderr_path = cache_dir / ("worker-official.log" if official else "worker.log")
         t0 = time.perf_counter()
         with open(self.stderr_path, "wb") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - our own worker script
-                [str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, text=True, env=env, cwd=str(cache_dir),
+                [str(python), str(WORKER), *(["--official"] if official else [])],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+                cwd=str(cache_dir),
             )
         self.ready = self._read(LOAD_TIMEOUT_S)
         self.load_seconds = time.perf_counter() - t0
@@ -136,7 +158,7 @@ class Worker:
 @dataclass(kw_only=True)
 class _Episode:
     spec: TaskSpec
-    task: pack.PackTask
+    task: pack.PackTask | None  # None: an official AppWorld task (no expert)
     actions: list[str] = field(default_factory=list)
     done: bool = False
     won: bool = False
@@ -166,6 +188,7 @@ class AppWorldEnv(Environment):
         self.max_steps = int(max_steps)
         self.action_timeout = float(action_timeout)
         self._worker: Worker | None = None
+        self._official_worker: Worker | None = None
         self._episode: _Episode | None = None
         self.load_seconds = 0.0
 
@@ -174,18 +197,44 @@ class AppWorldEnv(Environment):
         """The pack's tasks of ``split`` (one seed each)."""
         if split not in SPLITS:
             raise UnknownNameError("split", str(split), list(SPLITS))
-        return [self._spec(t, split) for t in pack.TASKS.values() if t.split == split]
+        out = [self._spec(t, split) for t in pack.TASKS.values() if t.split == split]
+        return out + [self._official_spec(split, n) for n in range(len(self.official_ids(split)))]
+
+    def official_ids(self, split: str) -> list[str]:
+        """AppWorld's own task ids of a split, when its data is installed (else empty)."""
+        path = Path(appworld_env_vars(self.cache_dir)["APPWORLD_ROOT"]) / "data" / "datasets"
+        path = path / f"{OFFICIAL_DATASETS[split]}.txt"
+        if not path.is_file():
+            return []
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+    def _official_spec(self, split: Split, n: int) -> TaskSpec:
+        return TaskSpec(
+            task_id=format_task_id(self.name, "official", split, n),
+            env=self.name,
+            split=split,
+            game="official",
+            seed=n,
+            params={"appworld_task_id": self.official_ids(split)[n]},
+        )
 
     def _spec(self, task: pack.PackTask, split: Split) -> TaskSpec:
-        return TaskSpec(task_id=format_task_id(self.name, task.name, split, 0), env=self.name,
-                        split=split, game=task.name, seed=0,
-                        params={"app": task.app, "reference_steps": len(task.solution)})
+        return TaskSpec(
+            task_id=format_task_id(self.name, task.name, split, 0),
+            env=self.name,
+            split=split,
+            game=task.name,
+            seed=0,
+            params={"app": task.app, "reference_steps": len(task.solution)},
+        )
 
     def spec(self, task_id: str) -> TaskSpec:
         """Validate a task id against the pack."""
         env, game, split, seed = parse_task_id(task_id)
         if env != self.name:
             raise UnknownNameError(f"task for environment {self.name!r}", task_id, [self.name])
+        if game == "official" and 0 <= seed < len(self.official_ids(split)):
+            return self._official_spec(split, seed)
         task = pack.TASKS.get(game)
         if task is None or task.split != split or seed != 0:
             known = [t.task_id for s in SPLITS for t in self.tasks(s)]
@@ -203,24 +252,38 @@ class AppWorldEnv(Environment):
     def reset(self, task_id: str) -> Observation:
         """Restore the base world, set the task up and return its instruction."""
         spec = self.spec(task_id)
-        task = pack.TASKS[spec.game]
+        task = pack.TASKS.get(spec.game) if spec.game != "official" else None
         self._episode = None
-        reply = self.worker().call(60.0, op="reset", task=task.name)
+        name = task.name if task is not None else spec.params["appworld_task_id"]
+        reply = self._worker_for(task).call(300.0, op="reset", task=name)
         if reply is None or "fatal" in reply:
             raise EnvError(f"appworld: reset of {task_id} failed: {reply}")
         self._episode = _Episode(spec=spec, task=task)
-        sup = pack.SUPERVISOR
+        sup = reply.get("supervisor") or pack.SUPERVISOR
+        instruction = reply["instruction"]
         text = (
             f"You work for {sup['first_name']} {sup['last_name']} ({sup['email']}).\n"
-            f"Task: {task.instruction}\n"
+            f"Task: {instruction}\n"
             "Act by writing Python code that calls the app APIs as `apis.<app>.<api>(...)` "
-            f"(apps: {', '.join(pack.APPS)}, supervisor). Log in with "
+            f"(apps: {', '.join(pack.APPS) if task else 'see apis.api_docs'}, supervisor). "
+            "Log in with "
             "`apis.<app>.login(username=email, password=...)`; the passwords are in "
             "`apis.supervisor.show_account_passwords()`. Variables persist between actions. "
             "When done, call `apis.supervisor.complete_task()` (with `answer=...` for questions)."
         )
-        return Observation(task_id=spec.task_id, goal=task.instruction, text=text,
-                           info={"app": task.app, "game": spec.game, "split": spec.split})
+        return Observation(
+            task_id=spec.task_id,
+            goal=instruction,
+            text=text,
+            info={"app": task.app if task else None, "game": spec.game, "split": spec.split},
+        )
+
+    def _worker_for(self, task: pack.PackTask | None) -> Worker:
+        if task is not None:
+            return self.worker()
+        if self._official_worker is None or not self._official_worker.alive():
+            self._official_worker = Worker(self.python, self.cache_dir, official=True)
+        return self._official_worker
 
     def step(self, action: str) -> StepResult:
         """Run one code action in the sandbox; errors come back as feedback."""
@@ -229,23 +292,37 @@ class AppWorldEnv(Environment):
             raise EnvError("appworld: call reset(task_id) before step()")
         code = action if isinstance(action, str) else str(action)
         if ep.done:
-            return StepResult(text="The episode is over; call reset() to start a task.",
-                              score=float(ep.won), done=True, won=ep.won, invalid=True,
-                              info={"after_end": True})
+            return StepResult(
+                text="The episode is over; call reset() to start a task.",
+                score=float(ep.won),
+                done=True,
+                won=ep.won,
+                invalid=True,
+                info={"after_end": True},
+            )
         expected = self.expert_action()
         ep.actions.append(code)
         info: dict[str, Any] = {"steps": len(ep.actions)}
         if not code.strip():
-            reply: dict[str, Any] | None = {"output": "Please write some Python code.", "error": "empty",
-                                            "changed": False, "completed": False, "won": False}
+            reply: dict[str, Any] | None = {
+                "output": "Please write some Python code.",
+                "error": "empty",
+                "changed": False,
+                "completed": False,
+                "won": False,
+            }
         else:
-            reply = self.worker().call(self.action_timeout + GRACE_S, op="exec", code=code,
-                                       timeout=self.action_timeout)
+            reply = self._worker_for(ep.task).call(
+                self.action_timeout + GRACE_S, op="exec", code=code, timeout=self.action_timeout
+            )
         if reply is None or "fatal" in reply:
             # The worker hung (e.g. a C-level loop) or died: it is killed; the episode ends.
             ep.done = True
-            text = f"The code could not be run: the AppWorld worker stopped ({(reply or {}).get('fatal', 'timeout')})."
-            return StepResult(text=text, done=True, invalid=True, info={**info, "worker_killed": True})
+            why = (reply or {}).get("fatal", "timeout")
+            text = f"The code could not be run: the AppWorld worker stopped ({why})."
+            return StepResult(
+                text=text, done=True, invalid=True, info={**info, "worker_killed": True}
+            )
         self._track_expert(ep, code, expected, reply)
         won = bool(reply.get("won"))
         ep.won = won
@@ -255,11 +332,20 @@ class AppWorldEnv(Environment):
         elif ep.done:
             info["truncated"] = True
         info.update(refused=bool(reply.get("refused")), changed=bool(reply.get("changed")))
-        return StepResult(text=str(reply.get("output", "")), reward=float(won), score=float(won),
-                          done=ep.done, won=won, invalid=reply.get("error") is not None, info=info)
+        return StepResult(
+            text=str(reply.get("output", "")),
+            reward=float(won),
+            score=float(won),
+            done=ep.done,
+            won=won,
+            invalid=reply.get("error") is not None,
+            info=info,
+        )
 
-    def _track_expert(self, ep: _Episode, code: str, expected: str | None, reply: dict[str, Any]) -> None:
-        if ep.off_path or expected is None:
+    def _track_expert(
+        self, ep: _Episode, code: str, expected: str | None, reply: dict[str, Any]
+    ) -> None:
+        if ep.off_path or expected is None or ep.task is None:
             return
         if code.strip() == expected.strip():
             if reply.get("error"):
@@ -276,7 +362,9 @@ class AppWorldEnv(Environment):
     def expert_action(self) -> str | None:
         """The reference solution's next step from the current progress (see module doc)."""
         ep = self._episode
-        if ep is None or ep.done or ep.off_path or ep.cursor >= len(ep.task.solution):
+        if ep is None or ep.task is None or ep.done or ep.off_path:
+            return None
+        if ep.cursor >= len(ep.task.solution):
             return None
         step = ep.task.solution[ep.cursor]
         if not ep.deviated:
@@ -302,13 +390,14 @@ class AppWorldEnv(Environment):
             self.step(action)
 
     def close(self) -> None:
-        """Stop the worker."""
-        if self._worker is not None:
-            proc = self._worker.proc
-            if proc.poll() is None and proc.stdin is not None:
-                proc.stdin.close()
+        """Stop the workers."""
+        for worker in (self._worker, self._official_worker):
+            if worker is None:
+                continue
+            if worker.alive() and worker.proc.stdin is not None:
+                worker.proc.stdin.close()
                 try:
-                    proc.wait(timeout=5)
+                    worker.proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    self._worker.kill()
-            self._worker = None
+                    worker.kill()
+        self._worker = self._official_worker = None

@@ -39,7 +39,9 @@ def _play_expert(env, task_id: str, max_steps: int = 50):
     return obs, res
 
 
-@pytest.mark.parametrize("game", FAST_TYPES + [pytest.param(t, marks=pytest.mark.slow) for t in SLOW_TYPES])
+@pytest.mark.parametrize(
+    "game", FAST_TYPES + [pytest.param(t, marks=pytest.mark.slow) for t in SLOW_TYPES]
+)
 def test_handcoded_expert_wins_generated_game(env, game):
     obs, res = _play_expert(env, f"alfworld/{game}/train/0")
     assert "Your task is to" in obs.text and obs.goal

@@ -81,7 +81,10 @@ def test_forbidden_and_garbage_code_is_refused_not_crashed(env):
 def test_wrong_solution_fails_the_check(env):
     env.reset("appworld/venmo-pay/train/0")
     env.step(pack.login("venmo"))
-    env.step("apis.venmo.create_transaction(access_token=token, receiver_email='ben.carter@example.com', amount=20)")
+    env.step(
+        "apis.venmo.create_transaction(access_token=token, "
+        "receiver_email='ben.carter@example.com', amount=20)"
+    )
     res = env.step("apis.supervisor.complete_task()")
     assert res.done and not res.won and res.info["check"] != "ok"
 

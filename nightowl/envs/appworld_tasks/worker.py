@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from datetime import datetime
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pack  # noqa: E402
@@ -94,9 +95,14 @@ class World:
 
         apps = list(pack.APPS)
         self.real_apis, self.requester = ApiCollection.load(
-            to_db_home_path=":memory:nightowl", from_db_home_path=":memory:nightowl",
-            date_and_time=datetime(2024, 5, 1, 12, 0, 0), load_apps=apps, raise_on_failure=True,
-            add_login_shortcut=False, munchify_response=False, max_num_requests=None,
+            to_db_home_path=":memory:nightowl",
+            from_db_home_path=":memory:nightowl",
+            date_and_time=datetime(2024, 5, 1, 12, 0, 0),
+            load_apps=apps,
+            raise_on_failure=True,
+            add_login_shortcut=False,
+            munchify_response=False,
+            max_num_requests=None,
         )
         self.models = {a: import_models_module(a) for a in [*apps, "supervisor", "admin"]}
         for m in self.models.values():
@@ -131,6 +137,7 @@ class World:
         return h
 
     def reset(self, name: str) -> dict:
+        """Restore the base world, set the task up, create the supervisor task."""
         self.task = pack.TASKS[name]
         t0 = time.perf_counter()
         for app, conn in self._conns().items():
@@ -138,12 +145,18 @@ class World:
         self.requester.reset_requests()
         self.task.setup(self.models)
         sup = self.models["supervisor"]
-        sup.Task.create_save(supervisor_id=sup.Supervisor.all()[0].id, instruction=self.task.instruction)
+        sup.Task.create_save(
+            supervisor_id=sup.Supervisor.all()[0].id, instruction=self.task.instruction
+        )
         self.ns = {"apis": self.apis, "__builtins__": SAFE_BUILTINS}
-        return {"instruction": self.task.instruction, "reset_s": time.perf_counter() - t0,
-                "supervisor": pack.SUPERVISOR}
+        return {
+            "instruction": self.task.instruction,
+            "reset_s": time.perf_counter() - t0,
+            "supervisor": pack.SUPERVISOR,
+        }
 
     def exec(self, code: str, timeout: float) -> dict:
+        """Run agent code with a time limit; report output, errors and task status."""
         before = self.digest()
         out = io.StringIO()
         error = None
@@ -178,11 +191,19 @@ class World:
         if len(text) > MAX_OUTPUT:
             text = text[:MAX_OUTPUT] + f"\n... ({len(text) - MAX_OUTPUT} more characters)"
         completed, won, reason, answer = self.status()
-        return {"output": text or "Execution successful.", "error": error, "refused": refused,
-                "changed": self.digest() != before, "completed": completed, "won": won,
-                "reason": reason, "answer": answer}
+        return {
+            "output": text or "Execution successful.",
+            "error": error,
+            "refused": refused,
+            "changed": self.digest() != before,
+            "completed": completed,
+            "won": won,
+            "reason": reason,
+            "answer": answer,
+        }
 
     def status(self) -> tuple[bool, bool, str, object]:
+        """(completed, won, check reason, answer) of the running task."""
         sup = self.models["supervisor"]
         tasks = sup.Task.all()
         if not tasks or self.task is None or tasks[0].status is None:
@@ -195,12 +216,67 @@ class World:
         return True, bool(won), reason, answer
 
 
+class OfficialWorld:
+    """AppWorld's own tasks (``AppWorld(task_id)``, its code runner and its evaluation).
+
+    Used only when the official task data is installed under ``$APPWORLD_ROOT/data``;
+    runs in its own worker process, since AppWorld re-points the apps' databases.
+    """
+
+    def __init__(self) -> None:
+        self.world: Any = None
+
+    def reset(self, name: str) -> dict:
+        """Start AppWorld's task ``name`` (closing the previous one)."""
+        from appworld import AppWorld
+
+        if self.world is not None:
+            self.world.close()
+        self.world = AppWorld(task_id=name, experiment_name="nightowl")
+        return {
+            "instruction": self.world.task.instruction,
+            "supervisor": dict(self.world.task.supervisor),
+        }
+
+    def exec(self, code: str, timeout: float) -> dict:
+        """Run code with AppWorld's own runner; evaluate once the task is completed."""
+        assert self.world is not None
+
+        def on_alarm(*_: object) -> None:
+            raise TimeoutError(f"execution exceeded the {timeout:g} s time limit")
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        error = None
+        try:
+            output = self.world.execute(code)
+        except TimeoutError as exc:
+            output, error = str(exc), str(exc)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if error is None and ("Traceback" in output or "Execution failed" in output):
+            error = output.strip().splitlines()[-1]
+        completed = bool(self.world.task_completed())
+        won = bool(self.world.evaluate().success) if completed else False
+        return {
+            "output": output[:MAX_OUTPUT],
+            "error": error,
+            "refused": False,
+            "changed": True,
+            "completed": completed,
+            "won": won,
+            "reason": "appworld evaluation",
+            "answer": None,
+        }
+
+
 def main() -> None:
+    """Serve requests until stdin closes."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the apps print goes to stderr, not into the protocol
     sys.stdout = sys.stderr
     t0 = time.perf_counter()
-    world = World()
+    world: World | OfficialWorld = OfficialWorld() if "--official" in sys.argv else World()
     proto.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0}) + "\n")
     for line in sys.stdin:
         try:
@@ -215,7 +291,10 @@ def main() -> None:
             else:
                 reply = {"fatal": f"unknown op {op!r}"}
         except Exception as exc:  # noqa: BLE001 - report, keep serving
-            reply = {"fatal": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+            reply = {
+                "fatal": f"{type(exc).__name__}: {exc}",
+                "trace": traceback.format_exc()[-2000:],
+            }
         proto.write(json.dumps(reply, default=str) + "\n")
 
 
