@@ -27,7 +27,7 @@ def demo(
     game: str = typer.Option("coin", help="game inside the environment ('' = all)"),
     train_tasks: int = typer.Option(16, help="training tasks the oracle plays for demos"),
     test_tasks: int = typer.Option(6, help="held-out test tasks per configuration"),
-    max_steps: int = typer.Option(12, help="step budget per test episode"),
+    max_steps: int = typer.Option(15, help="step budget per test episode"),
     rule: str = typer.Option("unanimity:3", help="cascade acceptance rule"),
     temperature: float = typer.Option(0.5, help="student sampling temperature for votes"),
     margin: float = typer.Option(1.0, help="logprob-margin threshold (nightowl calibrate)"),

@@ -50,7 +50,7 @@ class DemoOptions(BaseModel):
     game: str | None = "coin"
     train_tasks: int = Field(16, ge=1)
     test_tasks: int = Field(6, ge=1)
-    max_steps: int = Field(12, ge=1)
+    max_steps: int = Field(15, ge=1)
     collect_max_steps: int = Field(40, ge=1)
     configs: list[str] = Field(
         default_factory=lambda: ["teacher", "student", "student+demos", "cascade", "margin"]

@@ -26,7 +26,11 @@ async def test_demo_end_to_end_with_fake_student(tmp_path):
     rep = await run_demo(s, opts, Console(record=True, width=160), embedder=HashingEmbedder())
     data = json.loads(out.read_text())
     assert [c["name"] for c in data["configs"]] == [
-        "teacher", "student", "student+demos", "cascade", "margin"
+        "teacher",
+        "student",
+        "student+demos",
+        "cascade",
+        "margin",
     ]
     assert data["demos"] == 3 and rep["configs"][0]["success_rate"] == 1.0
     assert out.with_suffix(".png").stat().st_size > 1000

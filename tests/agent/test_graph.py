@@ -16,7 +16,7 @@ from nightowl.agent.tiers import OracleTier, StudentTier
 from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES
 from nightowl.envs.registry import make_env
 from nightowl.ledger import MeteredModel
-from nightowl.llm.scripted import FunctionModel, ScriptedModel
+from nightowl.llm.scripted import FunctionModel
 from nightowl.memory.embedder import HashingEmbedder
 from nightowl.memory.store import DemoMemory
 
@@ -29,7 +29,9 @@ class Tok:
 
 
 def graph(ledger, run_id, student_fn, *, memory=None, saver=None, max_steps=25, rule=None, **loop):
-    student = MeteredModel(FunctionModel(student_fn), ledger, SMALL_HOSTED_PRICES, run_id=run_id, role="student")
+    student = MeteredModel(
+        FunctionModel(student_fn), ledger, SMALL_HOSTED_PRICES, run_id=run_id, role="student"
+    )
     ladder = Ladder(
         [
             StudentTier(student, prices=SMALL_HOSTED_PRICES, rule=rule or Unanimity(3)),
@@ -52,7 +54,9 @@ async def test_end_to_end_with_oracle_and_memory(ledger, tmp_path, twx_coin_task
     run = ledger.start_run("e2e", "test", {})
     # a garbage-talking student: every step escalates to the oracle, which wins
     g = graph(ledger, run, lambda req: "qqq zzz", memory=mem, store_escalations=True)
-    res = await g.run_many(run_id=run, task_ids=twx_coin_tasks["test"][:3], split="test", concurrency=3)
+    res = await g.run_many(
+        run_id=run, task_ids=twx_coin_tasks["test"][:3], split="test", concurrency=3
+    )
     assert all(r.success for r in res)
     assert all(r.stats["steps_teacher"] == r.steps for r in res)
     rep = ledger.run_report(run)
@@ -113,7 +117,9 @@ async def test_kill_and_resume_does_not_rebill(tmp_path, twx_coin_tasks):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(
         [sys.executable, str(child), str(tmp_path), run_id, task, "0.4"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     ledger = None
     try:

@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from nightowl.agent.acceptance import Majority, Sequential, Unanimity
 from nightowl.agent.budget import Budget
-from nightowl.agent.ladder import Ladder, StepContext, Tier, TierDecision, accept, escalate
+from nightowl.agent.ladder import Ladder, StepContext, Tier, accept, escalate
 from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
 from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES
 from nightowl.errors import ModelError
@@ -88,7 +88,9 @@ async def test_student_model_error_escalates():
 
 
 async def test_student_margin_rule_uses_scores():
-    model = ScriptedModel([], scores={" take coin\n": -0.1, " go north\n": -3.0, " look around\n": -4.0})
+    model = ScriptedModel(
+        [], scores={" take coin\n": -0.1, " go north\n": -3.0, " look around\n": -4.0}
+    )
     from nightowl.agent.acceptance import LogprobMargin
 
     d = await StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0)).decide(ctx())
@@ -149,8 +151,9 @@ async def test_oracle_bills_teacher_prompt(ledger):
     calls = ledger.model_calls(run)
     assert len(calls) == 1 and calls[0].role == "teacher" and calls[0].model == "oracle:fake"
     assert calls[0].completion_tokens == 60 and calls[0].meta == {"oracle": True}
-    assert calls[0].prompt_tokens == Tok().count_tokens(tier.builder.build(
-        goal=c.goal, observation=c.observation, valid_actions=VALID))
+    assert calls[0].prompt_tokens == Tok().count_tokens(
+        tier.builder.build(goal=c.goal, observation=c.observation, valid_actions=VALID)
+    )
 
 
 async def test_oracle_failures_escalate():
@@ -162,7 +165,11 @@ async def test_oracle_failures_escalate():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    outputs=st.lists(st.sampled_from(["take coin", "go north", "", "junk!!", "look around"]), min_size=1, max_size=40),
+    outputs=st.lists(
+        st.sampled_from(["take coin", "go north", "", "junk!!", "look around"]),
+        min_size=1,
+        max_size=40,
+    ),
     cost_limit=st.floats(0, 0.002),
     teacher_limit=st.integers(0, 3),
 )

@@ -6,7 +6,9 @@ def demo(task, first, n=3, goal="find the coin"):
         goal=goal,
         task_id=task,
         first_idx=first,
-        steps=tuple(DemoStepView(observation=f"room {task} {i}", action=f"move {i}") for i in range(n)),
+        steps=tuple(
+            DemoStepView(observation=f"room {task} {i}", action=f"move {i}") for i in range(n)
+        ),
     )
 
 
@@ -25,7 +27,9 @@ def test_fixed_prefix_and_stable_demo_order():
 def test_bounds():
     b = PromptBuilder(history=2, obs_chars=50, history_obs_chars=20, max_demo_steps=2, max_demos=1)
     hist = [(f"obs{i} " + "x" * 100, f"act{i}") for i in range(10)]
-    p = b.build(goal="g", observation="y" * 1000, history=hist, demos=[demo("a", 0, n=10), demo("b", 0)])
+    p = b.build(
+        goal="g", observation="y" * 1000, history=hist, demos=[demo("a", 0, n=10), demo("b", 0)]
+    )
     assert "act9" in p and "act8" in p and "act7" not in p
     assert "y" * 51 not in p
     assert p.count("move ") == 2 and "room b" not in p
