@@ -300,7 +300,18 @@ class TransformersBackend(ModelBackend):
         ids = self.encode(text)
         if not ids:
             raise ModelError("empty prompt", model=self.name)
+        if len(ids) >= self.context_length:
+            raise ModelError(
+                f"prompt has {len(ids)} tokens; {self.name} has a {self.context_length}-token "
+                "context",
+                model=self.name,
+            )
         return ids
+
+    @property
+    def context_length(self) -> int:
+        """Maximum tokens (prompt + completion) the model attends over."""
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
 
     # -- public async API ---------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -465,7 +476,7 @@ class TransformersBackend(ModelBackend):
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id
         kwargs: dict[str, Any] = {
-            "max_new_tokens": request.max_tokens,
+            "max_new_tokens": min(request.max_tokens, self.context_length - len(p_ids)),
             "do_sample": not greedy,
             "return_dict_in_generate": True,
             "output_logits": request.logprobs,
@@ -489,9 +500,12 @@ class TransformersBackend(ModelBackend):
                 if batch > 1:
                     cache.batch_repeat_interleave(batch)
                 kwargs[self._loaded.cache_kw] = cache
-            out = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
-            )
+            try:
+                out = self.model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+                )
+            except (RuntimeError, ValueError, IndexError) as exc:  # torch/HF failures
+                raise ModelError(f"{self.name}: generation failed: {exc}", model=self.name) from exc
         new = out.sequences[:, len(p_ids) :]
         completions: list[Completion] = []
         completion_tokens = 0
@@ -506,7 +520,7 @@ class TransformersBackend(ModelBackend):
             elif end < len(toks):
                 finish, used = "stop", end + 1  # the end-of-text token counts, as in vLLM
             else:
-                finish, used = ("length" if len(toks) >= request.max_tokens else "stop"), end
+                finish, used = "length", end  # max_tokens (or the context) ran out
             completion_tokens += used
             logprobs = None
             if request.logprobs:

@@ -172,3 +172,9 @@ async def test_prompt_logprobs_offsets(smollm2: TransformersBackend):
     assert rows[0][1] is None
     assert [r[2] for r in rows] == sorted(r[2] for r in rows)
     assert "".join(r[0] for r in rows) == "The capital of France is Paris"
+
+
+async def test_prompt_longer_than_context_is_a_clear_error(smollm2: TransformersBackend):
+    long = "word " * (smollm2.context_length + 10)
+    with pytest.raises(ModelError, match="context"):
+        await smollm2.generate(GenerationRequest(prompt=long, max_tokens=2))
