@@ -124,6 +124,16 @@ class World:
             out[app] = copy
         return out
 
+    def data_changed(self) -> bool:
+        """Whether app data changed since the last call (cheap when nothing was written)."""
+        total = sum(c.total_changes for c in self._conns().values())
+        if total == self._total:
+            return False
+        self._total = total
+        digest = self.digest()
+        changed, self._digest = digest != self._digest, digest
+        return changed
+
     def digest(self) -> int:
         """A hash of the apps' data, leaving out the user tables (login bookkeeping)."""
         h = 0
@@ -149,6 +159,8 @@ class World:
             supervisor_id=sup.Supervisor.all()[0].id, instruction=self.task.instruction
         )
         self.ns = {"apis": self.apis, "__builtins__": SAFE_BUILTINS}
+        self._total = sum(c.total_changes for c in self._conns().values())
+        self._digest = self.digest()
         return {
             "instruction": self.task.instruction,
             "reset_s": time.perf_counter() - t0,
@@ -157,7 +169,6 @@ class World:
 
     def exec(self, code: str, timeout: float) -> dict:
         """Run agent code with a time limit; report output, errors and task status."""
-        before = self.digest()
         out = io.StringIO()
         error = None
         refused = False
@@ -195,7 +206,7 @@ class World:
             "output": text or "Execution successful.",
             "error": error,
             "refused": refused,
-            "changed": self.digest() != before,
+            "changed": self.data_changed(),
             "completed": completed,
             "won": won,
             "reason": reason,
