@@ -262,7 +262,8 @@ class AppWorldEnv(Environment):
         sup = reply.get("supervisor") or pack.SUPERVISOR
         instruction = reply["instruction"]
         text = (
-            f"You work for {sup['first_name']} {sup['last_name']} ({sup['email']}).\n"
+            f"You work for {sup.get('first_name', '')} {sup.get('last_name', '')} "
+            f"({sup.get('email', '')}).\n"
             f"Task: {instruction}\n"
             "Act by writing Python code that calls the app APIs as `apis.<app>.<api>(...)` "
             f"(apps: {', '.join(pack.APPS) if task else 'see apis.api_docs'}, supervisor). "
