@@ -28,19 +28,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from nightowl.envs.alfworld_gen import TASK_TYPES
 from nightowl.envs.base import Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
-#: short game name -> ALFWorld task type
-TASK_TYPES: dict[str, str] = {
-    "pick": "pick_and_place_simple",
-    "look": "look_at_obj_in_light",
-    "clean": "pick_clean_then_place_in_recep",
-    "heat": "pick_heat_then_place_in_recep",
-    "cool": "pick_cool_then_place_in_recep",
-    "pick2": "pick_two_obj_and_place",
-}
 #: generated-game seeds per split
 SPLIT_SEEDS: dict[str, SeedRange] = {
     "train": SeedRange(start=0, count=500),
