@@ -25,6 +25,7 @@ is drawn. The number of candidates drawn is recorded, so the yield is measured.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ TASK_TYPES: dict[str, str] = {
 LAMP_RECEPTACLES = ("SideTable", "Desk", "Dresser")
 #: The appliance each transform task uses; the goal receptacle may not be it.
 TOOL_RECEPTACLE = {"clean": "SinkBasin", "heat": "Microwave", "cool": "Fridge"}
+#: seconds the planner may search a candidate before it counts as unsolvable
+PLANNER_TIMEOUT_S = 30.0
 #: Layout names that differ from the receptacle types the PDDL domain uses.
 RENAMED_RECEPTACLES = {"Sink": "SinkBasin", "Bathtub": "BathtubBasin"}
 
@@ -449,17 +452,40 @@ def generate(
     )
 
 
-def _plan(gamefile: Path) -> list[str] | None:
-    """The planner's walkthrough for a candidate game, or None if unsolvable."""
+def _plan(gamefile: Path, timeout: float = PLANNER_TIMEOUT_S) -> list[str] | None:
+    """The planner's walkthrough for a candidate game, or None (unsolvable or too slow).
+
+    Fast Downward runs in-process (ctypes) and can search for minutes on a crowded
+    candidate, so it runs in a forked child that is killed after ``timeout`` seconds.
+    """
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_plan_child, args=(str(gamefile), sender), daemon=True)
+    proc.start()
+    sender.close()
+    plan = None
+    try:
+        if receiver.poll(timeout):
+            plan = receiver.recv()
+    except (EOFError, OSError):
+        plan = None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receiver.close()
+    return plan or None
+
+
+def _plan_child(gamefile: str, sender: Any) -> None:
     import textworld
     from textworld.envs import PddlEnv
 
     env = PddlEnv(textworld.EnvInfos(policy_commands=True))
     try:
-        env.load(str(gamefile))
-        plan = list(env.reset()["policy_commands"] or [])
-        return plan or None
+        env.load(gamefile)
+        sender.send(list(env.reset()["policy_commands"] or []))
     except Exception:  # noqa: BLE001 - the planner rejects a bad candidate by raising
-        return None
+        sender.send(None)
     finally:
         env.close()
