@@ -85,7 +85,14 @@ def find_python(python: str | Path | None = None) -> Path:
             return Path(cand)
     if importlib.util.find_spec("appworld") is not None:
         return Path(sys.executable)
-    raise MissingExtraError("AppWorld", "appworld", "appworld")
+    err = MissingExtraError("AppWorld", "appworld", "appworld")
+    # Not "pip install nightowl[appworld]": in the main venv it downgrades pydantic/SQLAlchemy.
+    err.args = (
+        "AppWorld needs its own virtual environment (appworld pins pydantic<2): run "
+        "`make test-envs` or `bash scripts/install-extras.sh .venv/bin`, or set "
+        "NIGHTOWL_APPWORLD_PYTHON",
+    )
+    raise err
 
 
 def appworld_env_vars(cache_dir: Path) -> dict[str, str]:
