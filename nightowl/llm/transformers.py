@@ -6,9 +6,11 @@ process (module cache keyed by file and dtype); every use of the model holds a l
 runs in a worker thread (`asyncio.to_thread`), so the event loop stays responsive.
 
 Generation: the prompt is prefilled once and its KV cache is shared by the ``n``
-samples, which are drawn in one batched ``generate``. Chat requests use the model's chat
-template, raw prompts are tokenized as is. Stop strings cut the text (finish "stop");
-hitting ``max_tokens`` gives finish "length".
+samples, which are drawn in one batched ``generate``. A small LRU of prompt KV caches
+(prefix caching, as in vLLM) lets a call whose prompt starts with a recent prompt skip
+re-computing that prefix; the reused tokens are reported as ``cached_prompt_tokens``.
+Chat requests use the model's chat template, raw prompts are tokenized as is. Stop
+strings cut the text (finish "stop"); hitting ``max_tokens`` gives finish "length".
 
 ``choices=`` is exact: each allowed string (followed by its terminator: the end-of-turn
 token for chat, else the request's first stop string, else end-of-text) is scored with
@@ -39,6 +41,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +66,9 @@ if TYPE_CHECKING:
 _DTYPES = ("float32", "bfloat16", "float16")
 #: continuation tokens x prompt tokens per scoring forward (bounds the repeated KV cache)
 _SCORE_CHUNK_TOKENS = 24_000
+#: prefix KV cache: at most this many prompts and this many tokens (~46 kB per token)
+_PREFIX_ENTRIES = 4
+_PREFIX_TOKENS = 16_384
 
 
 @dataclass
@@ -73,6 +79,8 @@ class _Loaded:
     load_s: float
     cache_kw: str
     tok_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    #: token ids -> KV cache covering exactly them (LRU; use under ``lock``)
+    prefixes: OrderedDict[tuple[int, ...], Any] = dataclasses.field(default_factory=OrderedDict)
 
 
 def _quiet_gguf_progress() -> None:
@@ -341,7 +349,8 @@ class TransformersBackend(ModelBackend):
 
         Usage is billed as ``len(continuations)`` echo calls with prefix caching:
         prompt tokens = sum of (prompt + continuation) tokens, of which all but the
-        first copy of the prompt count as cached.
+        first copy of the prompt count as cached (plus any prefix reused from earlier
+        calls).
         """
         if not continuations:
             return ScoredContinuations(logprobs=(), token_counts=())
@@ -349,12 +358,12 @@ class TransformersBackend(ModelBackend):
         if not p_ids:
             raise ModelError("score_continuations needs a non-empty prompt", model=self.name)
         c_ids = [self.encode(c) for c in continuations]
-        per_token = await asyncio.to_thread(self._score_sync, p_ids, c_ids)
+        per_token, reused = await asyncio.to_thread(self._score_sync, p_ids, c_ids)
         counts = tuple(len(c) for c in c_ids)
         k = len(continuations)
         usage = Usage(
             prompt_tokens=k * len(p_ids) + sum(counts),
-            cached_prompt_tokens=(k - 1) * len(p_ids),
+            cached_prompt_tokens=(k - 1) * len(p_ids) + reused,
         )
         return ScoredContinuations(
             logprobs=tuple(sum(t) for t in per_token), token_counts=counts, usage=usage
@@ -390,24 +399,70 @@ class TransformersBackend(ModelBackend):
         ]
 
     # -- blocking work (worker threads, under the model lock) -----------------------
-    def _prefill(self, ids: list[int]) -> tuple[Any, torch.Tensor]:
-        """Run the prompt once: (KV cache, log-probs of the next token)."""
+    def _cache_of(self, out: Any) -> Any:
+        return out.cache if self._loaded.cache_kw == "cache" else out.past_key_values
+
+    def _cached_prefill(self, ids: list[int]) -> tuple[Any, int]:
+        """A KV cache covering ``ids`` (the caller's own copy) and how many were reused.
+
+        Prompts that start with a recently seen prompt (the same step sampled again,
+        scored after sampling, or the next step of an episode whose prompt only grew)
+        reuse its keys/values, like prefix caching in vLLM; the reused count is reported
+        as ``cached_prompt_tokens``. Call under ``lock``.
+        """
         import torch
 
-        x = torch.tensor([ids])
-        out = self.model(input_ids=x, use_cache=True)
-        cache = out.cache if self._loaded.cache_kw == "cache" else out.past_key_values
-        return cache, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        store = self._loaded.prefixes
+        best: tuple[int, ...] | None = None
+        for key in store:
+            if (best is None or len(key) > len(best)) and len(key) <= len(ids):
+                if list(key) == ids[: len(key)]:
+                    best = key
+        cache = None
+        reused = 0
+        if best is not None:
+            store.move_to_end(best)
+            cache, reused = copy.deepcopy(store[best]), len(best)
+        rest = ids[reused:]
+        if rest:
+            kw = {self._loaded.cache_kw: cache} if cache is not None else {}
+            cache = self._cache_of(self.model(input_ids=torch.tensor([rest]), use_cache=True, **kw))
+            store[tuple(ids)] = copy.deepcopy(cache)
+            while len(store) > _PREFIX_ENTRIES or (
+                len(store) > 1 and sum(len(k) for k in store) > _PREFIX_TOKENS
+            ):
+                store.popitem(last=False)
+        return cache, reused
 
-    def _score_sync(self, p_ids: list[int], c_ids: list[list[int]]) -> list[list[float]]:
-        """Per-token log-probs of each continuation after ``p_ids``, sharing its KV cache."""
+    def clear_prefix_cache(self) -> None:
+        """Forget cached prompt prefixes (tests use it to get cold usage numbers)."""
+        with self.lock:
+            self._loaded.prefixes.clear()
+
+    def _prefill(self, ids: list[int]) -> tuple[Any, torch.Tensor, int]:
+        """The prompt's KV cache, log-probs of the next token, and reused prefix tokens."""
+        import torch
+
+        cache, reused = (None, 0) if len(ids) < 2 else self._cached_prefill(ids[:-1])
+        kw = {self._loaded.cache_kw: cache} if cache is not None else {}
+        x = torch.tensor([ids[-1:]] if cache is not None else [ids])
+        out = self.model(input_ids=x, use_cache=True, **kw)
+        return self._cache_of(out), torch.log_softmax(out.logits[0, -1].float(), dim=-1), reused
+
+    def _score_sync(
+        self, p_ids: list[int], c_ids: list[list[int]]
+    ) -> tuple[list[list[float]], int]:
+        """Per-token log-probs of each continuation after ``p_ids``, and reused prefix tokens.
+
+        The continuations share the prompt's KV cache (one batched forward per chunk).
+        """
         import torch
 
         results: list[list[float]] = [[] for _ in c_ids]
         if any(not c for c in c_ids):
             raise ModelError("cannot score an empty continuation", model=self.name)
         with self.lock, torch.inference_mode():
-            cache, first = self._prefill(p_ids)
+            cache, first, reused = self._prefill(p_ids)
             chunk = max(1, _SCORE_CHUNK_TOKENS // max(len(p_ids), 1))
             for lo in range(0, len(c_ids), chunk):
                 group = c_ids[lo : lo + chunk]
@@ -424,7 +479,7 @@ class TransformersBackend(ModelBackend):
                     vals = [first[cont[0]].item()]
                     vals += [logp[j, t - 1, cont[t]].item() for t in range(1, len(cont))]
                     results[lo + j] = vals
-        return results
+        return results, reused
 
     def _terminator(self, request: GenerationRequest) -> list[int]:
         """Tokens that end a choice: end-of-turn (chat), first stop string, or end-of-text."""
@@ -442,7 +497,7 @@ class TransformersBackend(ModelBackend):
         p_ids = self.prompt_ids(request)
         term = self._terminator(request)
         c_tokens = [self.encode(c) for c in choices]
-        per_token = self._score_sync(p_ids, [c + term for c in c_tokens])
+        per_token, reused = self._score_sync(p_ids, [c + term for c in c_tokens])
         scores = torch.tensor([sum(t) for t in per_token], dtype=torch.float64)
         if request.temperature <= 0:
             picks = [int(scores.argmax())] * request.n
@@ -464,7 +519,12 @@ class TransformersBackend(ModelBackend):
                 for t, lp in zip(toks, per_token[i], strict=True)
             )
             completions.append(Completion(text=choices[i], finish_reason="stop", logprobs=lps))
-        return completions, Usage(prompt_tokens=len(p_ids), completion_tokens=completion_tokens)
+        usage = Usage(
+            prompt_tokens=len(p_ids),
+            cached_prompt_tokens=reused,
+            completion_tokens=completion_tokens,
+        )
+        return completions, usage
 
     def _generate_sync(self, request: GenerationRequest) -> tuple[list[Completion], Usage]:
         import torch
@@ -494,9 +554,10 @@ class TransformersBackend(ModelBackend):
             if request.seed is not None:
                 torch.manual_seed(request.seed)
             input_ids = torch.tensor([p_ids] * batch)
+            reused = 0
             if len(p_ids) > 1:
                 # Prefill the prompt once; the batch shares (a repeated copy of) its cache.
-                cache, _ = self._prefill(p_ids[:-1])
+                cache, reused = self._cached_prefill(p_ids[:-1])
                 if batch > 1:
                     cache.batch_repeat_interleave(batch)
                 kwargs[self._loaded.cache_kw] = cache
@@ -529,7 +590,12 @@ class TransformersBackend(ModelBackend):
         if greedy and request.n > 1:
             completions = completions * request.n
             completion_tokens *= request.n
-        return completions, Usage(prompt_tokens=len(p_ids), completion_tokens=completion_tokens)
+        usage = Usage(
+            prompt_tokens=len(p_ids),
+            cached_prompt_tokens=reused,
+            completion_tokens=completion_tokens,
+        )
+        return completions, usage
 
     def _token_logprobs(
         self, logits: tuple[torch.Tensor, ...], row: int, toks: list[int], top: int

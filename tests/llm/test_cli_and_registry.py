@@ -22,6 +22,7 @@ def home(tmp_path, monkeypatch):
 
 
 def test_models_try_prints_completion_usage_cost(smollm2, home):
+    smollm2.clear_prefix_cache()  # cold call: exact token and cost numbers
     result = runner.invoke(app, ["models", "try", "smollm2", "What is the capital of France?"])
     assert result.exit_code == 0, result.output
     out = result.output

@@ -15,6 +15,7 @@ FRANCE = (ChatMessage(role="user", content="What is the capital of France?"),)
 
 
 async def test_chat_answer_and_usage_by_tokenizer(smollm2: TransformersBackend):
+    smollm2.clear_prefix_cache()
     r = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=32))
     (c,) = r.completions
     assert "Paris" in c.text
@@ -28,6 +29,31 @@ async def test_chat_answer_and_usage_by_tokenizer(smollm2: TransformersBackend):
     # text tokens + the end-of-turn token that finished the sample
     assert r.usage.completion_tokens == smollm2.count_tokens(c.text) + 1
     assert r.usage.cached_prompt_tokens == 0
+    # the same prompt again: its prefix comes from the prefix KV cache, same answer
+    again = await smollm2.generate(GenerationRequest(messages=FRANCE, max_tokens=32))
+    assert again.texts == r.texts
+    assert again.usage.cached_prompt_tokens == r.usage.prompt_tokens - 1
+
+
+async def test_prefix_cache_reuses_a_grown_prompt_exactly(smollm2: TransformersBackend):
+    base = "Goal: find the coin.\nObservation: You are in the kitchen.\nAction: go north\n"
+    grown = base + "Observation: You are in the hallway.\nAction:"
+    smollm2.clear_prefix_cache()
+    cold = await smollm2.generate(GenerationRequest(prompt=grown, max_tokens=6))
+    cold_scores = await smollm2.score_continuations(grown, [" go south", " take coin"])
+    smollm2.clear_prefix_cache()
+    await smollm2.generate(GenerationRequest(prompt=base, max_tokens=1))
+    warm = await smollm2.generate(GenerationRequest(prompt=grown, max_tokens=6))
+    assert warm.texts == cold.texts
+    assert 0 < warm.usage.cached_prompt_tokens < warm.usage.prompt_tokens
+    warm_scores = await smollm2.score_continuations(grown, [" go south", " take coin"])
+    for a, b in zip(cold_scores.logprobs, warm_scores.logprobs, strict=True):
+        assert math.isclose(a, b, abs_tol=1e-4)
+    # choices on the same prompt reuse it too
+    r = await smollm2.generate(
+        GenerationRequest(prompt=grown, choices=(" go south", " take coin"), stop=("\n",))
+    )
+    assert r.usage.cached_prompt_tokens == r.usage.prompt_tokens - 1
 
 
 async def test_raw_prompt_usage_and_length(smollm2: TransformersBackend):
@@ -137,7 +163,7 @@ async def test_score_continuations_ordering(smollm2: TransformersBackend):
     assert s.logprobs[0] > s.logprobs[1]
     assert s.token_counts == (1, 1, 4)
     assert s.usage.prompt_tokens == 3 * 5 + 6
-    assert s.usage.cached_prompt_tokens == 2 * 5
+    assert 2 * 5 <= s.usage.cached_prompt_tokens <= 2 * 5 + 4
     # consistent with the generation logprob of the same token
     r = await smollm2.generate(
         GenerationRequest(prompt="The capital of France is", max_tokens=1, logprobs=True)
