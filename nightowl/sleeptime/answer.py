@@ -49,7 +49,6 @@ BUDGETS: dict[str, Budget] = {
 SYSTEM = "You answer questions about a text accurately."
 ANSWER_LINE = 'End with a final line "Answer: <answer>".'
 ANSWER_RE = re.compile(r"answer\s*[:=]\s*(.+)", re.IGNORECASE)
-NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,14 +81,12 @@ def budget_named(name: str | Budget) -> Budget:
 
 
 def extract_final(text: str) -> str:
-    """The answer part of a reply: after the last 'Answer:', else the last number."""
+    """The answer part of a reply: after the last 'Answer:', else its first line."""
     hits = ANSWER_RE.findall(text)
     if hits:
-        return hits[-1].strip().rstrip(".").strip()
-    numbers = NUMBER_RE.findall(text)
-    if numbers:
-        return numbers[-1]
-    return text.strip().splitlines()[0].strip() if text.strip() else ""
+        return str(hits[-1]).strip().rstrip(".").strip()
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def build_prompt(

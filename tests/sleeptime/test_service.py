@@ -203,3 +203,13 @@ def test_schedulable_skips_jobs_a_live_worker_holds(make_service) -> None:  # ty
     long_ago = utcnow() - timedelta(seconds=600)
     svc.store.claim(svc.store.get(dead.id), cfg, worker="x", lease_s=60, now=long_ago)
     assert svc.schedulable() == [dead.id, free.id]
+
+
+def test_extract_final() -> None:
+    from nightowl.sleeptime.answer import extract_final
+
+    assert extract_final("Ann has 3, Tom 3.\nSo 6 in all.\nAnswer: 6.") == "6"
+    assert extract_final("It opens at 11am on Saturdays.\nMore text") == (
+        "It opens at 11am on Saturdays."
+    )
+    assert extract_final("   ") == ""
