@@ -145,6 +145,7 @@ async def run(args: argparse.Namespace) -> dict:
                     "cost_usd": learned.cost_usd,
                     "seconds": time.perf_counter() - started,
                     "learned_chars": len(learned.text),
+                    "learned_text": learned.text,
                 }
             )
             bar.advance(task_s)
