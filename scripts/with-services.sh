@@ -171,11 +171,11 @@ full_page_writes = off
 shared_buffers = 64MB
 log_min_messages = warning
 EOF
+PG_STARTED=1 # before starting: an interrupt during start-up must still stop it
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 start >/dev/null 2>&1 || {
   tail -n 20 "$PG_DATA/server.log" >&2 2>/dev/null
   die "PostgreSQL did not start"
 }
-PG_STARTED=1
 PSQL=$PG_BIN/psql
 [[ -x $PSQL ]] || PSQL=$(command -v psql || true)
 [[ -n $PSQL ]] || die "psql not found"
@@ -185,10 +185,10 @@ log "PostgreSQL $("$PG_BIN/postgres" --version | grep -oE '[0-9]+(\.[0-9]+)+' | 
 
 # --- Redis -------------------------------------------------------------------------------
 REDIS_PORT=$(free_port)
+REDIS_STARTED=1
 "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save '' --appendonly no \
   --dir "$REDIS_DIR" --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" \
   --protected-mode yes >/dev/null || die "redis-server did not start"
-REDIS_STARTED=1
 for _ in $(seq 100); do
   [[ -s $REDIS_DIR/redis.pid ]] && break
   sleep 0.05
