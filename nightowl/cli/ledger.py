@@ -152,6 +152,38 @@ def runs(
         typer.echo("no runs recorded yet")
 
 
+@ledger_app.command("break-even")
+def break_even(
+    collection_run: Annotated[str, typer.Argument(help="the demo-collection run (its total cost)")],
+    teacher_only_run: Annotated[str, typer.Argument(help="a teacher-only run (cost per episode)")],
+    our_run: Annotated[str, typer.Argument(help="our run (cost per episode)")],
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Episodes until a one-off demo collection pays for itself.
+
+    n* = collection cost / (teacher-only cost per episode - our cost per episode).
+    """
+    from nightowl.ledger import Ledger
+
+    ledger = Ledger(_open(db))
+    ids = [ledger.resolve_run_id(r) for r in (collection_run, teacher_only_run, our_run)]
+    be = ledger.break_even(*ids)
+    if as_json:
+        typer.echo(be.model_dump_json(indent=2))
+        return
+    table = Table(title="break-even", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("collection cost", _usd(be.collection_cost))
+    table.add_row("teacher-only cost / episode", _usd(be.teacher_only_cost_per_episode))
+    table.add_row("our cost / episode", _usd(be.our_cost_per_episode))
+    table.add_row("saving / episode", _usd(be.saving_per_episode))
+    episodes = "never (not cheaper)" if math.isinf(be.episodes) else f"{be.episodes:,.1f}"
+    table.add_row("break-even episodes", episodes)
+    Console().print(table)
+
+
 @db_app.command("upgrade")
 def upgrade(db: DbOption = None) -> None:
     """Create or migrate the database to the newest schema (all heads)."""

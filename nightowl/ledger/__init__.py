@@ -28,6 +28,7 @@ from nightowl.ledger.metered import MeteredModel
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
     TEACHER_ROLE,
+    BreakEven,
     EpisodeCost,
     RoleStats,
     RunReport,
@@ -40,6 +41,7 @@ from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall
 __all__: Sequence[str] = (
     "ACTING_ROLES",
     "TEACHER_ROLE",
+    "BreakEven",
     "Episode",
     "EpisodeCost",
     "Ledger",

@@ -14,6 +14,7 @@ from nightowl.errors import UnknownNameError
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
     TEACHER_ROLE,
+    BreakEven,
     EpisodeCost,
     RoleStats,
     RunReport,
@@ -460,6 +461,28 @@ class Ledger:
             return out
 
         return self.db.read(_do)
+
+    def break_even(self, collection_run: str, teacher_only_run: str, our_run: str) -> BreakEven:
+        """Break-even episodes from recorded runs.
+
+        ``collection_cost`` is the total cost of ``collection_run``; the per-episode costs
+        are the ``cost_per_episode`` of ``teacher_only_run`` and ``our_run``.
+        """
+        collect = self.run_report(collection_run)
+        teacher = self.run_report(teacher_only_run)
+        ours = self.run_report(our_run)
+        return BreakEven(
+            collection_run=collect.run_id,
+            teacher_only_run=teacher.run_id,
+            our_run=ours.run_id,
+            collection_cost=collect.total_cost,
+            teacher_only_cost_per_episode=teacher.cost_per_episode,
+            our_cost_per_episode=ours.cost_per_episode,
+            saving_per_episode=teacher.cost_per_episode - ours.cost_per_episode,
+            episodes=break_even_episodes(
+                collect.total_cost, teacher.cost_per_episode, ours.cost_per_episode
+            ),
+        )
 
     break_even_episodes = staticmethod(break_even_episodes)
     cost_of_pass = staticmethod(cost_of_pass)

@@ -130,3 +130,16 @@ class RunSummary(BaseModel):
     total_cost: float
 
 
+class BreakEven(BaseModel):
+    """`break_even_episodes` computed from three recorded runs."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    collection_run: str
+    teacher_only_run: str
+    our_run: str
+    collection_cost: float
+    teacher_only_cost_per_episode: float
+    our_cost_per_episode: float
+    saving_per_episode: float
+    episodes: float

@@ -115,3 +115,22 @@ def test_malformed_config_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     code, _, err = _run_main(monkeypatch, capsys, "ledger", "runs")
     assert code == 2
     assert err.startswith("error: bad configuration") and err.count("\n") == 1
+
+
+def test_break_even_command(sqlite_db):
+    ledger = Ledger(sqlite_db)
+    runs = []
+    for name, tokens in (("collect", 100), ("teacher", 50), ("ours", 10)):
+        run = ledger.start_run(name, "eval")
+        eid = ledger.start_episode(run, "t/1")
+        ledger.record_model_call(run_id=run, episode_id=eid, role="teacher", model="m",
+                                 usage=Usage(prompt_tokens=tokens), latency_s=0,
+                                 prices=Prices(input=1_000_000))
+        runs.append(run)
+    result = runner.invoke(app, ["ledger", "break-even", *runs, "--db", sqlite_db.url])
+    assert result.exit_code == 0, result.output
+    assert "break-even episodes" in result.output and "2.5" in result.output
+    flipped = runner.invoke(
+        app, ["ledger", "break-even", runs[0], runs[2], runs[1], "--db", sqlite_db.url, "--json"]
+    )
+    assert '"episodes": Infinity' in flipped.output

@@ -246,3 +246,28 @@ def test_two_processes_write_concurrently(db_url):
         r = ledger.run_report(run)
         assert r.model_calls == n
         assert r.total_cost == float(n)
+
+
+def test_break_even_from_runs(sqlite_db):
+    ledger = Ledger(sqlite_db)
+    dollar = Prices(input=1_000_000)
+
+    def run_with(name: str, per_episode: list[int], overhead: int = 0) -> str:
+        run = ledger.start_run(name, "eval")
+        for i, tokens in enumerate(per_episode):
+            eid = ledger.start_episode(run, f"t/{i}")
+            ledger.record_model_call(run_id=run, episode_id=eid, role="teacher", model="m",
+                                     usage=Usage(prompt_tokens=tokens), latency_s=0, prices=dollar)
+            ledger.finish_episode(eid, success=True)
+        if overhead:
+            ledger.record_model_call(run_id=run, role="sleep", model="m",
+                                     usage=Usage(prompt_tokens=overhead), latency_s=0,
+                                     prices=dollar)
+        return run
+
+    collect = run_with("collect", [5, 5, 5], overhead=15)  # total 30
+    teacher = run_with("teacher-only", [4, 4])  # 4 per episode
+    ours = run_with("ours", [1, 1, 1, 1])  # 1 per episode
+    be = ledger.break_even(collect, teacher, ours)
+    assert (be.collection_cost, be.saving_per_episode, be.episodes) == (30.0, 3.0, 10.0)
+    assert math.isinf(ledger.break_even(collect, ours, teacher).episodes)
