@@ -409,8 +409,12 @@ def main() -> None:
     ap.add_argument("--real-steps", type=int, default=2000)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "retrieval.json"))
     ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--show", metavar="JSON", help="only print the tables of a results file")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=170) if not sys.stdout.isatty() else Console()
+    if args.show:
+        show(console, json.loads(Path(args.show).read_text()))
+        return
     k = {"k_episodes": 4, "k_steps": 2, "window": 2}
     settings = MemorySettings(threads=THREADS, save_interval_s=3600.0, refresh_interval_s=None)
     minilm = None if args.no_minilm else SentenceTransformerEmbedder(threads=THREADS)
@@ -451,6 +455,7 @@ def main() -> None:
             build.update(faiss_build(again, fake.dim))
             r["build"] = build
             results["sizes"][str(n)] = r
+            _save(args.out, results)  # partial results survive a later failure
             from nightowl import storage
 
             storage.forget(db.url)
@@ -470,18 +475,23 @@ def main() -> None:
                 e2e.append(time.perf_counter() - t)
             results["real_minilm_store"] = {
                 "build": build,
-                "texts_embedded": 1 + 2 * build["steps"] // 1,
+                "texts_embedded": build["episodes"] + 2 * build["steps"],
                 "retrieve_end_to_end": lat(e2e),
                 **{key: v for key, v in measure_retrieval(mem, qs, None, k).items()},
             }
             from nightowl import storage
 
             storage.forget(db.url)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = _save(args.out, results)
     show(console, results)
     console.print(f"wrote {out}")
+
+
+def _save(path: str, results: dict[str, Any]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return out
 
 
 def show(console: Console, res: dict[str, Any]) -> None:
