@@ -201,8 +201,10 @@ class Ledger:
 
     def resolve_run_id(self, run_id_or_prefix: str) -> str:
         """The full id of a run given its id or a unique prefix (at least 4 characters)."""
+        if self.run_exists(run_id_or_prefix):
+            return run_id_or_prefix
         key = run_id_or_prefix.strip().lower()
-        if self.run_exists(key):
+        if key != run_id_or_prefix and self.run_exists(key):
             return key
         if len(key) >= 4 and all(c in "0123456789abcdef" for c in key):
             ids = self.db.read(

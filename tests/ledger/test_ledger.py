@@ -154,10 +154,12 @@ def test_resolve_prefix_list_and_delete(db):
     b = ledger.start_run("second", "eval")
     assert ledger.resolve_run_id(a) == a
     assert ledger.resolve_run_id(a[:8].upper()) == a
+    custom = ledger.start_run("custom", "eval", run_id="My-Run")
+    assert ledger.resolve_run_id("My-Run") == custom
     with pytest.raises(UnknownNameError):
         ledger.resolve_run_id("zz")
     runs = ledger.list_runs()
-    assert [r.run_id for r in runs][:2] == [b, a]
+    assert [r.run_id for r in runs][:3] == [custom, b, a]
     assert [r.run_id for r in ledger.list_runs(kind="collect")] == [a]
     eid = ledger.start_episode(b, "t/1")
     ledger.record_model_call(run_id=b, episode_id=eid, role="student", model="m",
