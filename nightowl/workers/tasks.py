@@ -143,7 +143,7 @@ def collect_demos(payload: dict) -> dict:
             task_ids=ids,
             ladder="teacher",
             teacher=job.teacher,
-            budget=EpisodeBudget(max_steps=job.max_steps),
+            budget=EpisodeBudget.model_validate({"max_steps": job.max_steps}),
             retrieve=False,
             concurrency=job.concurrency,
             kind="collect",
