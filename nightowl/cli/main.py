@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 
-from nightowl.errors import UserError  # noqa: E402
+from nightowl.errors import NightowlError, UserError  # noqa: E402
 
 app = typer.Typer(
     name="nightowl",
@@ -50,6 +50,11 @@ def main() -> None:
     except UserError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except NightowlError as exc:
+        # A run-time failure (model server, store, environment): one line, exit 1;
+        # whatever was recorded before it stays recorded.
+        typer.secho(f"error: {type(exc).__name__}: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
