@@ -57,7 +57,7 @@ class ModelSpec(BaseModel):
 
     backend: BackendKind
     params: dict[str, Any] = Field(default_factory=dict)
-    prices: Prices = Field(default_factory=lambda: Prices())
+    prices: Prices = Field(default_factory=Prices)
     description: str = ""
 
 
