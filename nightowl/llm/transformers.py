@@ -20,10 +20,10 @@ renormalised over the choices (with temperature). ``json_schema=`` is not suppor
 (`ModelError`): use an OpenAI-compatible server (vLLM) for schema-constrained decoding.
 
 dtype: float32 by default, chosen by measurement (bench/backends.py, 1 thread): bfloat16
-speeds up prefill (~1.6-2x: 112 vs 70 tok/s on the loaded bench machine, 400 vs 200 in
-a quieter probe) but not decoding (3.2 vs 2.8 tok/s loaded, 12 vs 13 quieter: per-token
+speeds up prefill (~1.4-2x: 105 vs 74 tok/s on the loaded bench machine, 400 vs 200 in
+a quieter probe) but not decoding (2.8 vs 3.7 tok/s loaded, 12 vs 13 quieter: per-token
 overhead dominates a 135M model), and it moves the log-probabilities used for exact
-choice scoring and logprob margins (up to 0.14 nats on action choices, 0.4 over the
+choice scoring and logprob margins (up to 0.2 nats on action choices, 0.4 over the
 vocabulary). float32 is exact against the reference weights and fast on every CPU, while
 bfloat16 is only fast where the CPU has native bf16 (AVX512-BF16/AMX). Set
 ``params.dtype = "bfloat16"`` to trade that for faster long prompts on such CPUs.
