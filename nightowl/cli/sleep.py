@@ -114,10 +114,22 @@ def run(
         typer.echo("nothing to do: every context has a fresh learned context")
         return
     if svc.settings.broker_url and not in_process:
+        from kombu.exceptions import OperationalError
+
+        from nightowl.workers.app import app as celery_app
         from nightowl.workers.app import enqueue_learn
 
-        for ref in refs:
-            typer.echo(f"enqueued {ref[:12]} task {enqueue_learn(ref, config)}")
+        try:
+            with celery_app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+            for ref in refs:
+                typer.echo(f"enqueued {ref[:12]} task {enqueue_learn(ref, config)}")
+        except (OperationalError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cannot reach the broker {svc.settings.broker_url}: {first} "
+                "(start Redis, or run with --in-process)"
+            ) from None
         return
 
     def show(ev: RunnerEvent) -> None:
