@@ -23,11 +23,14 @@ def _settings(threads: int | None = None):  # type: ignore[no-untyped-def]
 
 
 def demo(
-    env: str = typer.Option("twx", help="environment (twx, tw, ...)"),
-    game: str = typer.Option("coin", help="game inside the environment ('' = all)"),
-    train_tasks: int = typer.Option(16, help="training tasks the oracle plays for demos"),
+    env: str = typer.Option("tw", help="environment (tw, twx, ...)"),
+    game: str = typer.Option("coin_collector", help="game inside the environment ('' = all)"),
+    train_tasks: int = typer.Option(12, help="training tasks the oracle plays for demos"),
     test_tasks: int = typer.Option(6, help="held-out test tasks per configuration"),
-    max_steps: int = typer.Option(15, help="step budget per test episode"),
+    max_steps: int = typer.Option(10, help="step budget per test episode"),
+    student_dtype: str = typer.Option(
+        "bfloat16", help="dtype of the in-process student ('' = the registry's)"
+    ),
     rule: str = typer.Option("unanimity:3", help="cascade acceptance rule"),
     temperature: float = typer.Option(0.5, help="student sampling temperature for votes"),
     margin: float = typer.Option(1.0, help="logprob-margin threshold (nightowl calibrate)"),
@@ -46,6 +49,7 @@ def demo(
         max_steps=max_steps, rule=rule, temperature=temperature, margin=margin,
         configs=[c.strip() for c in configs.split(",") if c.strip()],
         concurrency=concurrency, out=Path(out) if out else None, fresh=not keep,
+        student_dtype=student_dtype or None,
     )
     asyncio.run(run_demo(_settings(), opts, console))
 

@@ -46,11 +46,14 @@ CONFIG_LABELS: dict[str, str] = {
 class DemoOptions(BaseModel):
     """Knobs of `nightowl demo` (defaults sized to finish in minutes on 2 cores)."""
 
-    env: str = "twx"
-    game: str | None = "coin"
-    train_tasks: int = Field(16, ge=1)
+    env: str = "tw"
+    game: str | None = "coin_collector"
+    train_tasks: int = Field(12, ge=1)
     test_tasks: int = Field(6, ge=1)
-    max_steps: int = Field(15, ge=1)
+    max_steps: int = Field(10, ge=1)
+    student_dtype: str | None = Field(
+        "bfloat16", description="dtype for an in-process student (prefill ~1.6-2x faster)"
+    )
     collect_max_steps: int = Field(40, ge=1)
     configs: list[str] = Field(
         default_factory=lambda: ["teacher", "student", "student+demos", "cascade", "margin"]
@@ -154,11 +157,22 @@ async def run_demo(
     if opts.fresh and demo_home.exists():
         shutil.rmtree(demo_home)
     demo_home.mkdir(parents=True, exist_ok=True)
-    dsettings = settings.model_copy(update={"home": demo_home, "database_url": None})
+    update: dict[str, Any] = {"home": demo_home, "database_url": None}
+    sname = opts.student or settings.student_model
+    spec = settings.model(sname)
+    if opts.student_dtype and spec.backend == "transformers":
+        models = dict(settings.models)
+        models[sname] = spec.model_copy(
+            update={"params": {**spec.params, "dtype": opts.student_dtype}}
+        )
+        update["models"] = models
+    dsettings = settings.model_copy(update=update)
     wb = Workbench.open(dsettings, embedder=embedder)
     console.print(f"[bold]nightowl demo[/] on {opts.env}/{opts.game or '*'}: "
                   f"{opts.train_tasks} train tasks (oracle demos), {opts.test_tasks} test tasks")
     console.print(prices_line(settings, opts.student))
+    if "models" in update:
+        console.print(f"student {sname} runs in-process with dtype {opts.student_dtype}")
     train_ids = select_tasks(opts.env, "train", opts.train_tasks, game=opts.game)
     test_ids = select_tasks(opts.env, "test", opts.test_tasks, game=opts.game)
     rows: list[RunSummary] = []

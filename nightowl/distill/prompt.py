@@ -109,7 +109,7 @@ class PromptBuilder:
     instructions: str = DEFAULT_INSTRUCTIONS
     max_demos: int = 2
     max_demo_steps: int = 6
-    demo_obs_chars: int = 150
+    demo_obs_chars: int = 120
     history: int = 2
     history_obs_chars: int = 100
     obs_chars: int = 300

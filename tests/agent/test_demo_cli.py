@@ -22,7 +22,9 @@ def fake_settings(tmp_path):
 async def test_demo_end_to_end_with_fake_student(tmp_path):
     s = fake_settings(tmp_path)
     out = tmp_path / "demo.json"
-    opts = DemoOptions(train_tasks=3, test_tasks=2, max_steps=4, out=out, concurrency=2)
+    opts = DemoOptions(
+        env="twx", game="coin", train_tasks=3, test_tasks=2, max_steps=8, out=out, concurrency=2
+    )
     rep = await run_demo(s, opts, Console(record=True, width=160), embedder=HashingEmbedder())
     data = json.loads(out.read_text())
     assert [c["name"] for c in data["configs"]] == [
