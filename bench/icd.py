@@ -130,7 +130,9 @@ async def bench_overhead(tasks: int) -> dict[str, Any]:
     return out
 
 
-async def bench_sampling(tasks: int, real_runs: bool, test_tasks: int) -> dict[str, Any]:
+async def bench_sampling(
+    tasks: int, real_runs: bool, test_tasks: int, env: str, game: str
+) -> dict[str, Any]:
     from nightowl.agent.runner import RunSpec, Workbench, add_demos, run_tasks, select_tasks
     from nightowl.config import load_settings
     from nightowl.distill.calibrate import CalibrateOptions, collect_states, evaluate_rules
@@ -141,12 +143,12 @@ async def bench_sampling(tasks: int, real_runs: bool, test_tasks: int) -> dict[s
     from nightowl.agent.budget import EpisodeBudget
 
     t0 = time.perf_counter()
-    train = select_tasks("twx", "train", 12, game="coin")
-    coll = await run_tasks(wb, RunSpec(name="collect", env="twx", split="train", task_ids=train,
+    train = select_tasks(env, "train", 12, game=game)
+    coll = await run_tasks(wb, RunSpec(name="collect", env=env, split="train", task_ids=train,
                                        ladder="teacher", retrieve=False, kind="collect",
                                        budget=EpisodeBudget(max_steps=40)))
     n_demos = add_demos(wb, coll)
-    opts = CalibrateOptions(env="twx", game="coin", tasks=tasks, ns=[1, 3, 5],
+    opts = CalibrateOptions(env=env, game=game, tasks=tasks, ns=[1, 3, 5],
                             taus=[0.6, 1.0], temperatures=[0.3, 0.7])
     states = await collect_states(settings, opts, wb)
     t_states = time.perf_counter() - t0
@@ -161,7 +163,7 @@ async def bench_sampling(tasks: int, real_runs: bool, test_tasks: int) -> dict[s
                 if a and b:
                     pairs.append((a, b))
     t = Table(title=f"fixed-N vs sequential sampling, SmolLM2 student + {n_demos} demos, "
-                    f"{len(states)} dev states (twx coin)")
+                    f"{len(states)} dev states ({env} {game})")
     for col in ("fixed-N rule", "samples/step", "accepts", "pred. success",
                 "sequential rule", "samples/step", "accepts", "pred. success"):
         t.add_column(col, justify="right")
@@ -178,10 +180,10 @@ async def bench_sampling(tasks: int, real_runs: bool, test_tasks: int) -> dict[s
         "all_rules": rows,
     }
     if real_runs:
-        test = select_tasks("twx", "test", test_tasks, game="coin")
+        test = select_tasks(env, "test", test_tasks, game=game)
         real = {}
         for rule in ("unanimity:3", "sequential:3:1"):
-            s = await run_tasks(wb, RunSpec(name=rule, env="twx", split="test", task_ids=test,
+            s = await run_tasks(wb, RunSpec(name=rule, env=env, split="test", task_ids=test,
                                             ladder="cascade", rule=rule, temperature=0.5,
                                             budget=EpisodeBudget(max_steps=12), kind="bench"))
             real[rule] = json.loads(s.model_dump_json(exclude={"episodes_detail"}))
@@ -229,6 +231,8 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=4, help="dev tasks (sampling) / test (overhead)")
     ap.add_argument("--test-tasks", type=int, default=4)
     ap.add_argument("--real-runs", action="store_true")
+    ap.add_argument("--env", default="tw")
+    ap.add_argument("--game", default="coin_collector")
     ap.add_argument("--demo-report", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "icd.json")
     args = ap.parse_args()
@@ -239,7 +243,7 @@ def main() -> None:
         result["overhead"] = asyncio.run(bench_overhead(args.tasks))
     if "sampling" in parts:
         result["sampling"] = asyncio.run(
-            bench_sampling(args.tasks, args.real_runs, args.test_tasks))
+            bench_sampling(args.tasks, args.real_runs, args.test_tasks, args.env, args.game))
     if "cost" in parts:
         result["cost"] = bench_cost(args.demo_report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
