@@ -253,3 +253,35 @@ def test_step_cache_sees_rewritten_steps(make_mem, ledger, run_id):
     mem.record_steps(ep, changed)
     acts = [s.action for s in mem.retrieve(COIN[0], "garden", k_episodes=1, window=5)[0].steps]
     assert "pick up coin" in acts
+
+
+def test_concurrent_threads_retrieve_while_adding(make_mem, ledger, run_id):
+    import threading
+
+    mem = make_mem(refresh_interval_s=0.0)
+    eps = [ledger.start_episode(run_id, f"t{i}", "tw", "train") for i in range(12)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for w in mem.retrieve(COOKING[0], "kitchen fridge", k_episodes=3):
+                    assert w.steps and w.goal
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i, ep in enumerate(eps):
+            goal, pairs = (COOKING, COIN, KEY)[i % 3]
+            mem.add_episode(ep, f"{goal} #{i}", steps_of(pairs))
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors[0]
+    st = mem.stats()
+    assert st.demos == 12 and st.indexes["goal"]["rows"] == 12
