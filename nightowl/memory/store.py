@@ -249,7 +249,7 @@ class DemoMemory:
         self._by_episode: dict[str, int] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._dirty: set[str] = set()
-        self._last_save = 0.0
+        self._last_save = time.monotonic()
         self._last_refresh = time.monotonic()
         self._fingerprint: tuple[Any, ...] = ()
         self.last_open_report: dict[str, str] = {}
