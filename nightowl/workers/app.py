@@ -6,10 +6,11 @@ The reliability settings are the point of this module:
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only
   after its task returns, so a worker killed mid-job (even SIGKILL) leaves the message
   unacknowledged and Redis redelivers it.
-- ``visibility_timeout``: how long Redis waits for the ack before redelivering. It
-  must exceed the longest job (``NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S``, default 1 h),
-  otherwise a long job still running is handed to a second worker (harmless — jobs
-  are idempotent — but wasted compute).
+- ``visibility_timeout``: how long Redis waits for the ack before redelivering (a
+  sweep for expired messages runs at least every 10 s). It must exceed the longest
+  job (``NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S``, default 1 h), otherwise a long job
+  still running is handed to a second worker (harmless — jobs are idempotent — but
+  wasted compute).
 - ``worker_prefetch_multiplier=1``: a worker reserves one job at a time, so a killed
   worker strands at most one job per process.
 
@@ -56,7 +57,15 @@ def create_app(settings: Settings | None = None, sleep: SleepSettings | None = N
         else None
     )
     app = Celery("nightowl", broker=broker, backend=backend, include=["nightowl.workers.tasks"])
-    transport = {"visibility_timeout": sleep.visibility_timeout_s}
+    # kombu sweeps for expired unacked messages every interval x throttle seconds
+    # (default 10 x 10 = 100 s); one sweep per <= 10 s (and per half the visibility
+    # timeout when that is short) bounds redelivery after a worker dies to about
+    # visibility_timeout + 10 s.
+    transport = {
+        "visibility_timeout": sleep.visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, sleep.visibility_timeout_s // 2)),
+        "unacked_restore_throttle": 1,
+    }
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

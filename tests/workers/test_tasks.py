@@ -44,6 +44,9 @@ def test_reliability_settings_and_routes() -> None:
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] == 77
+    # expired unacked messages are swept every 10 s, not kombu's default ~100 s
+    assert conf.broker_transport_options["unacked_restore_interval"] == 10
+    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
     assert conf.result_backend == "redis://127.0.0.1:1/0"
     assert {q.name for q in conf.task_queues} == set(QUEUES)
     assert conf.task_routes == ROUTES
