@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import re
 import time
 from typing import Any
 
@@ -88,11 +89,17 @@ def repeats_without_progress(ctx: StepContext, action: str) -> bool:
     A confident student can loop ("look around" forever); acting the same way in the
     same state again is not progress, so a cascade escalates instead of accepting.
     """
-    obs = " ".join(ctx.observation.split())
+    obs = _state_key(ctx.observation)
     act = normalize_action(action)
-    return any(
-        " ".join(o.split()) == obs and normalize_action(a) == act for o, a in ctx.history
-    )
+    return any(_state_key(o) == obs and normalize_action(a) == act for o, a in ctx.history)
+
+
+def _state_key(observation: str) -> str:
+    """Observation text with whitespace collapsed and numbers masked.
+
+    Move counters and scores change on every step without the state changing.
+    """
+    return re.sub(r"\d+", "#", " ".join(observation.split()))
 
 
 class StudentTier(Tier):

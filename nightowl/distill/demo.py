@@ -67,7 +67,7 @@ class DemoOptions(BaseModel):
     plot: Path | None = None
     fresh: bool = True
     k_episodes: int = 2
-    window: int = 2
+    window: int = 3
 
 
 def _fmt_cost(x: float) -> str:

@@ -197,3 +197,13 @@ async def test_student_repeat_guard_escalates_loops():
     c.history = (("You are in the kitchen.", "look around"),)
     d = await tier.decide(c)
     assert not d.accepted and d.reason.startswith("repeat without progress")
+
+
+async def test_repeat_guard_ignores_move_counters():
+    model = ScriptedModel(["go north"] * 3)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    c = ctx()
+    c.observation = "-= Salon =- exit to the west. -= Salon =-0/5"
+    c.history = (("-= Salon =- exit to the west. -= Salon =-0/3", "go north"),)
+    d = await tier.decide(c)
+    assert not d.accepted and d.reason.startswith("repeat without progress")
