@@ -112,6 +112,8 @@ class World:
         self.apis = ApisProxy(self.real_apis, [*apps, "supervisor"])
         self.task: pack.PackTask | None = None
         self.ns: dict = {}
+        self._total = 0  # sqlite total_changes at the last data check
+        self._digest = 0  # app-data hash at the last data check
 
     def _conns(self) -> dict[str, sqlite3.Connection]:
         return {a: m.SQLModel.db.connection for a, m in self.models.items()}
