@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 from pathlib import Path
 
 import typer
@@ -12,7 +13,8 @@ from rich.console import Console
 
 from nightowl.config import get_settings
 
-console = Console()
+# wide enough for the demo table when output is captured (make demo | tee, CI logs)
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _settings(threads: int | None = None):  # type: ignore[no-untyped-def]
