@@ -58,6 +58,15 @@ def is_installed(name: str) -> bool:
     _check_name(name)
     module = ENVIRONMENTS[name].split(":", 1)[0]
     req = REQUIREMENTS.get(name)
+    if name == "appworld":
+        # AppWorld lives in its own venv (it pins pydantic<2); ask the adapter where.
+        from nightowl.envs.appworld import find_python
+
+        try:
+            find_python()
+        except MissingExtraError:
+            return False
+        return True
     try:
         if importlib.util.find_spec(module) is None:
             return False
