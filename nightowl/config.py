@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -72,13 +72,20 @@ def _default_models() -> dict[str, ModelSpec]:
         ),
         "vllm-local": ModelSpec(
             backend="openai",
-            params={"base_url": "http://127.0.0.1:8000/v1", "model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+            params={
+                "base_url": "http://127.0.0.1:8000/v1",
+                "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            },
             prices=SMALL_HOSTED_PRICES,
             description="example: a `vllm serve` endpoint on this machine",
         ),
         "frontier-api": ModelSpec(
             backend="openai",
-            params={"base_url": "https://api.openai.com/v1", "model": "gpt-4o", "api_key_env": "OPENAI_API_KEY"},
+            params={
+                "base_url": "https://api.openai.com/v1",
+                "model": "gpt-4o",
+                "api_key_env": "OPENAI_API_KEY",
+            },
             prices=FRONTIER_PRICES,
             description="example: a hosted frontier model (needs OPENAI_API_KEY)",
         ),
@@ -97,7 +104,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".nightowl"), description="folder for the SQLite db, indexes, caches")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in home")
-    broker_url: str | None = Field(None, description="Celery broker (redis://...); none = in-process")
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis://...); none = in-process"
+    )
     result_backend: str | None = None
     threads: int = Field(1, ge=1, le=256, description="torch/faiss/OpenMP threads")
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
@@ -109,6 +118,33 @@ class Settings(BaseSettings):
         60, ge=0, description="output tokens billed per oracle-teacher step (reasoning + action)"
     )
     embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _merge_default_models(cls, value: Any) -> Any:
+        """Entries given by the user override or extend the shipped registry, field by field.
+
+        So ``NIGHTOWL_MODELS__SMOLLM2__PRICES__INPUT=0.2`` changes one price, and a
+        ``[models.teacher]`` table in nightowl.toml adds a model without dropping the
+        embedded default.
+        """
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {
+            name: spec.model_dump() for name, spec in _default_models().items()
+        }
+        for name, spec in value.items():
+            given = spec.model_dump(exclude_unset=True) if isinstance(spec, BaseModel) else spec
+            base = merged.get(name)
+            if (
+                isinstance(base, dict)
+                and isinstance(given, dict)
+                and ("backend" not in given or given.get("backend") == base["backend"])
+            ):
+                merged[name] = _deep_merge(base, given)
+            else:
+                merged[name] = given
+        return merged
 
     @classmethod
     def settings_customise_sources(
@@ -140,6 +176,16 @@ class Settings(BaseSettings):
             return self.models[name]
         except KeyError:
             raise UnknownNameError("model", name, sorted(self.models)) from None
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, val in override.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], val)
+        else:
+            out[key] = val
+    return out
 
 
 def load_settings(**overrides: Any) -> Settings:
