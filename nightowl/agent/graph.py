@@ -307,7 +307,7 @@ class AgentGraph:
             step=state["step"],
             goal=state["goal"],
             observation=state["observation"],
-            valid_actions=tuple(state["valid_actions"]) if state.get("valid_actions") else None,
+            valid_actions=tuple(state.get("valid_actions") or ()) or None,
             history=hist,  # type: ignore[arg-type]
             demos=rt.demos.get(state["step"], ()),
             budget=self._budget(state),
@@ -528,7 +528,7 @@ class AgentGraph:
         """Run (or resume, or return the finished result of) one episode."""
         t0 = time.perf_counter()
         tid = thread_id or f"{run_id}/{task_id}"
-        cfg: dict[str, Any] = {
+        cfg: Any = {
             "configurable": {"thread_id": tid},
             "recursion_limit": self.config.recursion_limit,
         }

@@ -20,7 +20,6 @@ with the recorded reason.
 from __future__ import annotations
 
 import abc
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -198,11 +197,11 @@ class LadderOutcome:
 
 def best_supported(trail: Sequence[TierDecision]) -> tuple[str, float] | None:
     """The candidate with the highest total support across ``trail`` (ties: first seen)."""
-    support: Counter[str] = Counter()
+    support: dict[str, float] = {}
     order: dict[str, int] = {}
     for dec in trail:
         for act, s in dec.candidates:
-            support[act] += s
+            support[act] = support.get(act, 0.0) + s
             order.setdefault(act, len(order))
     if not support:
         return None

@@ -103,7 +103,7 @@ def select_tasks(
     env = make_env(env_name)
     try:
         try:
-            specs = env.tasks(split, game=game) if game else env.tasks(split)  # type: ignore[call-arg]
+            specs = env.tasks(split, game=game) if game else env.tasks(split)  # type: ignore[call-arg,arg-type]
         except TypeError:
             specs = env.tasks(split)  # type: ignore[arg-type]
         ids = [s.task_id for s in specs]

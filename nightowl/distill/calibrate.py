@@ -209,20 +209,20 @@ def evaluate_rules(
             ok = 1.0
             c = 0.0
             for r in recs:
-                a, w, s = simulate_state(r, rule, n, tau, t, m, rng, opts.mc_draws // 4)
+                a, w, drawn = simulate_state(r, rule, n, tau, t, m, rng, opts.mc_draws // 4)
                 ok *= 1.0 - w
-                calls = 1.0 if rule in ("unanimity", "majority", "margin") else s
+                calls = 1.0 if rule in ("unanimity", "majority", "margin") else drawn
                 if rule == "margin":
                     stud = student_prices.cost(
                         r.prompt_tokens + int(r.choice_tokens * len(r.actions)), 0, 0
                     )
                 else:
                     stud = student_prices.cost(
-                        int(r.prompt_tokens * calls), 0, int(r.choice_tokens * s)
+                        int(r.prompt_tokens * calls), 0, int(r.choice_tokens * drawn)
                     )
                 c += stud + (1 - a) * r.teacher_cost
                 acc_steps += a
-                samples += s
+                samples += drawn
                 steps += 1
             succ.append(ok)
             cost.append(c)
