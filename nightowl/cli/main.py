@@ -15,32 +15,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 
+from nightowl.cli.agent import register as register_agent  # noqa: E402
+from nightowl.cli.envs import envs_app  # noqa: E402
+from nightowl.cli.ledger import db_app, ledger_app  # noqa: E402
+from nightowl.cli.memory import memory_app  # noqa: E402
+from nightowl.cli.models import models_app  # noqa: E402
+from nightowl.cli.sleep import sleep_app  # noqa: E402
+from nightowl.cli.worker import worker  # noqa: E402
 from nightowl.errors import NightowlError, UserError  # noqa: E402
 
 app = typer.Typer(
     name="nightowl",
-    help="nightowl: cheap LLM agents via in-context distillation, escalation and sleep-time compute.",
+    help="nightowl: cheap LLM agents via in-context distillation, escalation and "
+    "sleep-time compute.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
-# --- sub-apps (one line each; keep alphabetical) ------------------------------------
-from nightowl.cli.agent import register as register_agent  # noqa: E402
+# One line per subsystem; each module keeps its commands thin.
 register_agent(app)  # demo, collect, run, report, calibrate
-from nightowl.cli.ledger import db_app  # noqa: E402
-app.add_typer(db_app, name="db")
-from nightowl.cli.envs import envs_app  # noqa: E402
-app.add_typer(envs_app, name="envs")
-from nightowl.cli.ledger import ledger_app  # noqa: E402
-app.add_typer(ledger_app, name="ledger")
-from nightowl.cli.memory import memory_app  # noqa: E402
-app.add_typer(memory_app, name="memory")
-from nightowl.cli.models import models_app  # noqa: E402
-app.add_typer(models_app, name="models")
-from nightowl.cli.sleep import sleep_app  # noqa: E402
-app.add_typer(sleep_app, name="sleep")
-from nightowl.cli.worker import worker  # noqa: E402
 app.command("worker")(worker)
+app.add_typer(db_app, name="db")
+app.add_typer(envs_app, name="envs")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(memory_app, name="memory")
+app.add_typer(models_app, name="models")
+app.add_typer(sleep_app, name="sleep")
 
 
 def main() -> None:
