@@ -2,7 +2,7 @@
 
 `Workbench` opens the database, ledger, demo memory and student backend once;
 `build_ladder` turns a preset name ("teacher", "student", "student+demos", "cascade",
-"margin") into tiers; `run_tasks` runs one ladder over tasks concurrently as one ledger
+"margin", "bavt") into tiers; `run_tasks` runs one ladder over tasks concurrently as one ledger
 run (with SQLite checkpoints, so an interrupted run resumes) and returns a `RunSummary`.
 """
 
@@ -33,6 +33,8 @@ LADDER_PRESETS: dict[str, str] = {
     "student+demos": "the student acts alone, greedy, with retrieved demos",
     "cascade": "student with demos + acceptance rule; disagreement escalates to the teacher",
     "margin": "student with demos + logprob-margin rule; low margin escalates to the teacher",
+    "bavt": "as cascade, but disagreement first escalates to a BAVT search (student as "
+    "proposer and critic), then to the teacher",
 }
 
 
@@ -185,6 +187,17 @@ def build_ladder(
             avoid_repeats=avoid_repeats,
         )
     )
+    if preset == "bavt":
+        from nightowl.agent.bavt_tier import BavtTier
+
+        tiers.append(
+            BavtTier(
+                smodel.with_role("bavt"),
+                critic_model=smodel.with_role("critic"),
+                prices=sprices,
+                ledger=wb.ledger,
+            )
+        )
     tiers.append(teacher_tier())
     if fallback not in ("best", "end"):
         raise ConfigError(f"fallback must be 'best' or 'end', not {fallback!r}")
@@ -341,7 +354,7 @@ async def run_tasks(
         temperature=spec.temperature,
     )
     config["tiers"] = ladder.describe()
-    uses_demos = spec.ladder in ("student+demos", "cascade", "margin") and spec.retrieve
+    uses_demos = spec.ladder in ("student+demos", "cascade", "margin", "bavt") and spec.retrieve
     memory = wb.memory if (uses_demos or spec.store_escalations) else None
     loop = LoopConfig(
         budget=spec.budget,

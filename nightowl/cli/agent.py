@@ -95,7 +95,7 @@ def run(
     split: str = typer.Option("test"),
     tasks: int = typer.Option(10),
     game: str = typer.Option(""),
-    ladder: str = typer.Option("cascade", help="teacher|student|student+demos|cascade|margin"),
+    ladder: str = typer.Option("cascade", help="teacher|student|student+demos|cascade|margin|bavt"),
     rule: str = typer.Option(
         "unanimity:3", help="unanimity:N | majority:N:TAU | sequential:N:TAU | margin:T"
     ),
