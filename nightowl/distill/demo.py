@@ -108,19 +108,25 @@ def plot_cost_vs_success(rows: Sequence[RunSummary], path: Path, title: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=120)
+    markers = "osD^vP*X"
+    for i, r in enumerate(rows):
         x = max(r.cost_per_episode, 1e-7)
-        ax.scatter([x], [r.success_rate], s=60)
-        ax.annotate(CONFIG_LABELS.get(r.name, r.name), (x, r.success_rate),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # A legend rather than labels at the points: configurations often sit on top of
+        # each other (e.g. teacher-only and a cascade at 100%).
+        ax.scatter([x], [r.success_rate], s=70, marker=markers[i % len(markers)],
+                   label=f"{CONFIG_LABELS.get(r.name, r.name)} (${x:.5f})", alpha=0.85)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"${v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("cost per episode (USD, log scale)")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
