@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nightowl.errors import NightowlError, UserError
+from nightowl.cli.errors import one_line_errors
 
 if TYPE_CHECKING:
     from nightowl.envs.base import Environment, Observation
@@ -24,19 +22,6 @@ envs_app = typer.Typer(
     help="Environments: list them with task counts, list tasks, play a task.",
     no_args_is_help=True,
 )
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """User mistakes exit 2, run failures exit 1; both as one line, no traceback."""
-    try:
-        yield
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    except NightowlError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
 
 
 def _short(text: str, n: int = 160) -> str:
@@ -51,7 +36,7 @@ def list_envs(
     """Every environment: games, tasks per split, expert, installed."""
     from nightowl.envs.service import describe_envs
 
-    with _one_line_errors():
+    with one_line_errors():
         rows = describe_envs()
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
@@ -87,7 +72,7 @@ def list_tasks(
     from nightowl.envs.registry import make_env
     from nightowl.errors import UnknownNameError
 
-    with _one_line_errors():
+    with one_line_errors():
         if split not in SPLITS:
             raise UnknownNameError("split", split, list(SPLITS))
         e = make_env(env)
@@ -114,7 +99,7 @@ def play(
     from nightowl.envs.registry import env_for_task
 
     console = Console()
-    with _one_line_errors():
+    with one_line_errors():
         env = env_for_task(task_id, max_steps=max_steps)
         try:
             if expert:

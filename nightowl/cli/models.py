@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.cli.errors import one_line_errors
 from nightowl.errors import NightowlError, UserError
 
 models_app = typer.Typer(
     help="Model registry: list entries, try one, serve one over the OpenAI protocol.",
     no_args_is_help=True,
 )
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """User mistakes exit 2, run failures exit 1; both as one line, no traceback."""
-    try:
-        yield
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    except NightowlError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
 
 
 def _usd(x: float) -> str:
@@ -44,7 +30,7 @@ def list_models(
     """Registry entries: backend, target, prices (USD per 1M tokens)."""
     from nightowl.config import load_settings
 
-    with _one_line_errors():
+    with one_line_errors():
         settings = load_settings()
         rows: list[dict[str, Any]] = []
         for name in sorted(settings.models):
@@ -107,7 +93,7 @@ def try_model(
     from nightowl.llm.base import ChatMessage, GenerationRequest, require_text
     from nightowl.llm.registry import build_backend
 
-    with _one_line_errors():
+    with one_line_errors():
         settings = load_settings()
         spec = settings.model(name)
         if not prompt.strip():
@@ -161,7 +147,7 @@ def serve(
     from nightowl.llm.registry import build_backend
     from nightowl.llm.serve import run_server
 
-    with _one_line_errors():
+    with one_line_errors():
         backend = build_backend(name, load_settings())
         typer.echo(f"serving {name!r} at http://{host}:{port}/v1", err=True)
         run_server(backend, host=host, port=port)
