@@ -44,7 +44,7 @@ async def bench_overhead(tasks: int) -> dict[str, Any]:
     from nightowl.agent.budget import EpisodeBudget
     from nightowl.agent.graph import AgentGraph, LoopConfig
     from nightowl.agent.ladder import Ladder
-    from nightowl.agent.runner import select_tasks
+    from nightowl.envs.registry import select_tasks
     from nightowl.agent.tiers import OracleTier, StudentTier
     from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES
     from nightowl.envs.registry import make_env
@@ -133,13 +133,14 @@ async def bench_overhead(tasks: int) -> dict[str, Any]:
 async def bench_sampling(
     tasks: int, real_runs: bool, test_tasks: int, env: str, game: str
 ) -> dict[str, Any]:
-    from nightowl.agent.runner import RunSpec, Workbench, add_demos, run_tasks, select_tasks
+    from nightowl.app import Nightowl, RunSpec, add_demos, collect_states, run_tasks
     from nightowl.config import load_settings
-    from nightowl.distill.calibrate import CalibrateOptions, collect_states, evaluate_rules
+    from nightowl.distill.calibrate import CalibrateOptions, evaluate_rules
+    from nightowl.envs.registry import select_tasks
 
     home = Path(tempfile.mkdtemp())
     settings = load_settings(home=home)
-    wb = Workbench.open(settings)
+    wb = Nightowl.open(settings)
     from nightowl.agent.budget import EpisodeBudget
 
     t0 = time.perf_counter()
@@ -150,7 +151,7 @@ async def bench_sampling(
     n_demos = add_demos(wb, coll)
     opts = CalibrateOptions(env=env, game=game, tasks=tasks, ns=[1, 3, 5],
                             taus=[0.6, 1.0], temperatures=[0.3, 0.7])
-    states = await collect_states(settings, opts, wb)
+    states = await collect_states(wb, opts)
     t_states = time.perf_counter() - t0
     rows = evaluate_rules(states, opts, settings.model(settings.student_model).prices)
     pairs = []

@@ -1,23 +1,26 @@
-"""Agent commands: `nightowl demo`, `collect`, `run`, `report`, `calibrate` (top level)."""
+"""Agent commands: `nightowl demo`, `collect`, `run`, `report`, `calibrate` (top level).
+
+Each command parses its options, calls one use case in `nightowl.app`, and renders.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from nightowl.config import get_settings
+from nightowl.cli import options as opt
+from nightowl.config import Settings, get_settings
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
-def _settings(threads: int | None = None):  # type: ignore[no-untyped-def]
+def _settings(threads: int | None = None) -> Settings:
     s = get_settings()
     if threads is not None:
         s = s.model_copy(update={"threads": threads})
@@ -31,109 +34,107 @@ def demo(
     test_tasks: int = typer.Option(6, help="held-out test tasks per configuration"),
     max_steps: int = typer.Option(10, help="step budget per test episode"),
     student_dtype: str = typer.Option(
-        "bfloat16", help="dtype of the in-process student ('' = the registry's)"
+        "", help="dtype of the in-process student ('' = the registry's, chosen per machine)"
     ),
     rule: str = typer.Option("unanimity:3", help="cascade acceptance rule"),
-    temperature: float = typer.Option(0.5, help="student sampling temperature for votes"),
+    temperature: float = opt.TEMPERATURE,
     margin: float = typer.Option(1.0, help="logprob-margin threshold (nightowl calibrate)"),
     configs: str = typer.Option(
         "teacher,student,student+demos,cascade,margin", help="comma-separated configurations"
     ),
-    concurrency: int = typer.Option(4, help="episodes in flight"),
+    concurrency: int = opt.CONCURRENCY,
     out: str = typer.Option("", help="JSON report path (default .nightowl/reports/demo-*.json)"),
     keep: bool = typer.Option(False, help="keep the previous demo database"),
 ) -> None:
     """Collect oracle demos, then compare teacher / student / demos / cascade on test tasks."""
-    from nightowl.distill.demo import DemoOptions, run_demo
+    from nightowl.app.showcase import ShowcaseOptions, run_showcase
+    from nightowl.cli.progress import rich_progress
+    from nightowl.cli.tables import summary_table
 
-    opts = DemoOptions(
+    opts = ShowcaseOptions(
         env=env, game=game or None, train_tasks=train_tasks, test_tasks=test_tasks,
         max_steps=max_steps, rule=rule, temperature=temperature, margin=margin,
         configs=[c.strip() for c in configs.split(",") if c.strip()],
         concurrency=concurrency, out=Path(out) if out else None, fresh=not keep,
         student_dtype=student_dtype or None,
     )
-    asyncio.run(run_demo(_settings(), opts, console))
+    with rich_progress(console) as sink:
+        rep = asyncio.run(run_showcase(_settings(), opts, progress=sink))
+    console.print(summary_table(rep.configs, rep.title))
+    c = rep.collection
+    console.print(f"demo collection cost: ${c.total_cost:.5f} for {c.episodes} episodes "
+                  f"({c.successes} successful -> {rep.demos} demos)")
+    for name in ("cascade", "margin"):
+        if name in rep.break_even_episodes:
+            n = rep.break_even_episodes[name]
+            shown = "never (not cheaper per episode)" if n is None else f"{n:.1f} episodes"
+            console.print(f"break-even n* for {name}: {shown}")
+    console.print(f"report: {rep.report_path}\nplot:   {rep.plot_path}\n"
+                  f"total wall time: {rep.wall_s:.0f} s")
 
 
 def collect(
-    env: str = typer.Option(..., help="environment name"),
-    teacher: str = typer.Option("oracle", help="'oracle' (the env's expert) or a model name"),
+    env: str = opt.ENV,
+    teacher: str = opt.TEACHER,
     split: str = typer.Option("train"),
-    tasks: int = typer.Option(20, help="how many tasks"),
-    game: str = typer.Option("", help="only this game"),
-    max_steps: int = typer.Option(40),
-    concurrency: int = typer.Option(4),
+    tasks: int = typer.Option(20, min=1, help="how many tasks"),
+    game: str = opt.GAME,
+    max_steps: int = opt.MAX_STEPS,
+    concurrency: int = opt.CONCURRENCY,
 ) -> None:
     """The teacher solves tasks concurrently; successful episodes become demos."""
-    from nightowl.agent.budget import EpisodeBudget
-    from nightowl.agent.runner import RunSpec, Workbench, add_demos, run_tasks, select_tasks
+    from nightowl.app import CollectRequest, Nightowl, collect_demos
+    from nightowl.cli.progress import rich_progress
 
-    s = _settings()
-    wb = Workbench.open(s)
-    ids = select_tasks(env, split, tasks, game=game or None)
-    summ = asyncio.run(
-        run_tasks(
-            wb,
-            RunSpec(
-                name=f"collect:{env}", env=env, split=split, task_ids=ids, ladder="teacher",
-                teacher=teacher, budget=EpisodeBudget(max_steps=max_steps), retrieve=False,
-                concurrency=concurrency, kind="collect",
-            ),
-        )
-    )
-    n = add_demos(wb, summ)
-    wb.close()
+    req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
+                         game=game or None, max_steps=max_steps, concurrency=concurrency)
+    with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
+        res = asyncio.run(collect_demos(app, req, progress=sink))
     console.print(
-        f"run {summ.run_id}: {summ.successes}/{summ.episodes} successful, {n} demos added, "
-        f"collection cost ${summ.total_cost:.5f}"
+        f"run {res.run_id}: {res.successes}/{res.episodes} successful, {res.demos_added} demos "
+        f"added, collection cost ${res.collection_cost:.5f}"
     )
 
 
 def run(
-    env: str = typer.Option(..., help="environment name"),
+    env: str = opt.ENV,
     split: str = typer.Option("test"),
-    tasks: int = typer.Option(10),
-    game: str = typer.Option(""),
+    tasks: int = typer.Option(10, min=1),
+    game: str = opt.GAME,
     ladder: str = typer.Option("cascade", help="teacher|student|student+demos|cascade|margin|bavt"),
-    rule: str = typer.Option(
-        "unanimity:3", help="unanimity:N | majority:N:TAU | sequential:N:TAU | margin:T"
-    ),
-    temperature: float = typer.Option(0.5),
-    teacher: str = typer.Option("oracle"),
-    student: str = typer.Option("", help="student model (default: settings.student_model)"),
-    max_steps: int = typer.Option(20),
+    rule: str = opt.RULE,
+    temperature: float = opt.TEMPERATURE,
+    teacher: str = opt.TEACHER,
+    student: str = opt.STUDENT,
+    max_steps: int = typer.Option(20, min=1, help="step budget per episode"),
     max_cost: float = typer.Option(0.0, help="USD per episode (0 = unlimited)"),
     max_teacher_calls: int = typer.Option(-1, help="per episode (-1 = unlimited)"),
-    concurrency: int = typer.Option(4),
+    concurrency: int = opt.CONCURRENCY,
     store_escalations: bool = typer.Option(True, help="successful escalated episodes become demos"),
     resume: str = typer.Option("", help="resume this run id (after a crash or kill)"),
 ) -> None:
     """Run a ladder over tasks as one ledger run (resumable)."""
     from nightowl.agent.budget import EpisodeBudget
-    from nightowl.agent.runner import RunSpec, Workbench, run_tasks, select_tasks
-    from nightowl.distill.demo import summary_table
+    from nightowl.app import Nightowl, RunSpec, run_tasks, validate_spec
+    from nightowl.cli.progress import rich_progress
+    from nightowl.cli.tables import summary_table
+    from nightowl.envs.registry import select_tasks
 
-    s = _settings()
-    wb = Workbench.open(s)
-    ids = select_tasks(env, split, tasks, game=game or None)
+    settings = _settings()
     budget = EpisodeBudget(
         max_steps=max_steps,
         max_cost_usd=max_cost or None,
         max_teacher_calls=None if max_teacher_calls < 0 else max_teacher_calls,
     )
     spec = RunSpec(
-        name=ladder, env=env, split=split, task_ids=ids, ladder=ladder, rule=rule,
+        name=ladder, env=env, split=split, task_ids=[], ladder=ladder, rule=rule or None,
         temperature=temperature, teacher=teacher, student=student or None, budget=budget,
         concurrency=concurrency, store_escalations=store_escalations, run_id=resume or None,
     )
-
-    def done(res) -> None:  # type: ignore[no-untyped-def]
-        outcome = "won" if res.success else "lost"
-        console.print(f"  {res.task_id}: {outcome} in {res.steps} steps ({res.reason})")
-
-    summ = asyncio.run(run_tasks(wb, spec, on_done=done))
-    wb.close()
+    validate_spec(settings, spec)  # before the environment starts or a run is recorded
+    spec.task_ids = select_tasks(env, split, tasks, game=game or None)
+    with Nightowl.open(settings) as app, rich_progress(console, episode_lines=True) as sink:
+        summ = asyncio.run(run_tasks(app, spec, progress=sink))
     console.print(summary_table([summ], f"run {summ.run_id}"))
 
 
@@ -141,28 +142,25 @@ def report(
     run_id: str = typer.Argument(..., help="run id (or a unique prefix)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Success, cost per episode, cost-of-pass and teacher-call fraction of a run."""
-    from nightowl.agent.runner import Workbench
+    """Success, cost per episode, cost-of-pass and teacher call share of a run."""
+    from nightowl.app import Nightowl
+    from nightowl.cli.tables import fmt_cost
 
-    wb = Workbench.open(_settings())
-    rid = wb.ledger.resolve_run_id(run_id)
-    rep = wb.ledger.run_report(rid)
+    with Nightowl.open(_settings()) as app:
+        rep = app.report(run_id)
     if json_out:
         console.print_json(rep.model_dump_json())
         return
-    from rich.table import Table
-
-    t = Table(title=f"run {rid}")
+    t = Table(title=f"run {rep.run_id}")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    cop = rep.cost_of_pass
     for k, v in (
         ("episodes", f"{rep.n_episodes}"),
         ("success rate", f"{rep.success_rate:.0%}"),
         ("total cost", f"${rep.total_cost:.5f}"),
         ("cost per episode", f"${rep.cost_per_episode:.5f}"),
-        ("cost-of-pass", "inf" if cop is None or math.isinf(cop) else f"${cop:.5f}"),
-        ("teacher-call fraction (ledger)", f"{rep.teacher_call_fraction:.2f}"),
+        ("cost-of-pass", fmt_cost(rep.cost_of_pass)),
+        ("teacher call share (of model calls)", f"{rep.teacher_call_fraction:.2f}"),
     ):
         t.add_row(k, v)
     for role, st in rep.roles.items():
@@ -171,23 +169,31 @@ def report(
 
 
 def calibrate(
-    env: str = typer.Option(..., help="environment name"),
+    env: str = opt.ENV,
     target: float = typer.Option(0.8, help="target success rate on the dev split"),
-    tasks: int = typer.Option(6, help="dev tasks"),
-    game: str = typer.Option(""),
+    tasks: int = typer.Option(6, min=1, help="dev tasks"),
+    game: str = opt.GAME,
     temperatures: str = typer.Option("0.3,0.5,0.7"),
     out: str = typer.Option("", help="write the calibration JSON here"),
 ) -> None:
     """Pick N, tau (and the logprob margin) on the dev split for a target success at least cost."""
-    from nightowl.distill.calibrate import CalibrateOptions, run_calibration
+    from nightowl.app import CalibrateOptions, Nightowl, calibrate_rules
+    from nightowl.cli.progress import rich_progress
+    from nightowl.cli.tables import calibration_table
 
     opts = CalibrateOptions(
         env=env, game=game or None, tasks=tasks, target=target,
         temperatures=[float(x) for x in temperatures.split(",") if x.strip()],
     )
-    res = asyncio.run(run_calibration(_settings(), opts, console))
+    with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
+        rep = asyncio.run(calibrate_rules(app, opts, progress=sink))
+    console.print(calibration_table(rep))
+    best = rep.chosen
+    verdict = "meets" if rep.target_met else "does NOT meet (best available)"
+    console.print(f"chosen: {best['rule']} ({verdict} target {opts.target:.0%}); "
+                  f"use --rule {best['spec']} --temperature {best['temperature']:g}")
     if out:
-        Path(out).write_text(json.dumps(res, indent=1, default=str))
+        Path(out).write_text(rep.model_dump_json(indent=1))
         console.print(f"written: {out}")
 
 

@@ -20,9 +20,9 @@ console = Console()
 
 
 def _service():  # type: ignore[no-untyped-def]
-    from nightowl.sleeptime.service import SleepService
+    from nightowl.app import Nightowl
 
-    return SleepService()
+    return Nightowl.open().sleep
 
 
 def _read(path: Path) -> str:
@@ -102,34 +102,22 @@ def run(
     max_wait: float = typer.Option(600.0, help="seconds to wait for an idle accelerator per job"),
 ) -> None:
     """Compute learned contexts: enqueue to workers, or run in-process with no broker."""
-    from nightowl.sleeptime.runner import RunnerEvent, run_jobs
+    from nightowl.app import Nightowl, contexts_to_learn, learn_contexts
+    from nightowl.sleeptime.runner import RunnerEvent
 
-    svc = _service()
+    app = Nightowl.open()
+    svc = app.sleep
     config = svc.sleep.generator(max_rounds=rounds or None, drafts=drafts or None)
-    if context:
-        refs = [svc.store.get(context).id]
-    else:
-        refs = [w.context.id for w in svc.plan(measure=svc.probe.check().idle)]
+    refs = contexts_to_learn(app, context or None)
     if not refs:
         typer.echo("nothing to do: every context has a fresh learned context")
         return
     if svc.settings.broker_url and not in_process:
-        from kombu.exceptions import OperationalError
+        from nightowl.workers.app import CeleryQueue
 
-        from nightowl.workers.app import app as celery_app
-        from nightowl.workers.app import enqueue_learn
-
-        try:
-            with celery_app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1)
-            for ref in refs:
-                typer.echo(f"enqueued {ref[:12]} task {enqueue_learn(ref, config)}")
-        except (OperationalError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(
-                f"cannot reach the broker {svc.settings.broker_url}: {first} "
-                "(start Redis, or run with --in-process)"
-            ) from None
+        ids, _ = learn_contexts(app, refs, config=config, queue=CeleryQueue())
+        for ref, task_id in zip(refs, ids, strict=True):
+            typer.echo(f"enqueued {ref[:12]} task {task_id}")
         return
 
     def show(ev: RunnerEvent) -> None:
@@ -143,7 +131,9 @@ def run(
             typer.echo(f"{o.context_id[:12]} {o.status}: {o.detail}; retry in {o.retry_in_s:.0f}s")
 
     with console.status(f"thinking about {len(refs)} context(s) with {config.model}"):
-        outcomes = run_jobs(svc, refs, config=config, max_wait_s=max_wait, on_event=show)
+        _, outcomes = learn_contexts(
+            app, refs, config=config, max_wait_s=max_wait, on_event=show
+        )
     left = [o for o in outcomes if o.status not in ("stored", "exists")]
     if left:
         typer.echo(f"{len(left)} job(s) still pending (run again when serving is idle)")

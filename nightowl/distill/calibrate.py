@@ -1,4 +1,6 @@
-r"""`nightowl calibrate`: choose the cascade's acceptance rule on the dev split.
+r"""Calibration math: simulate acceptance rules on scored dev states, choose the cheapest.
+
+The orchestration (walking dev tasks, scoring states) is `nightowl.app.calibrate`.
 
 Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
 
@@ -22,19 +24,13 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from rich.console import Console
-from rich.table import Table
 
-from nightowl.config import Settings
 from nightowl.distill.parser import normalize_action
-from nightowl.distill.prompt import PromptBuilder, continuation
 
 
 class CalibrateOptions(BaseModel):
@@ -67,63 +63,6 @@ class StateRecord(BaseModel):
     prompt_tokens: int
     choice_tokens: float
     teacher_cost: float
-
-
-async def collect_states(settings: Settings, opts: CalibrateOptions, wb: Any) -> list[StateRecord]:
-    """Walk the oracle's path on dev tasks, scoring the valid actions at every state."""
-    from nightowl.agent.runner import select_tasks
-    from nightowl.envs.registry import make_env
-
-    student = wb.student_backend()
-    tprices = settings.model(settings.teacher_price_model).prices
-    builder = PromptBuilder()
-    ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
-    env = make_env(opts.env)
-    memory = wb.memory
-    out: list[StateRecord] = []
-    try:
-        for tid in ids:
-            obs = await asyncio.to_thread(env.reset, tid)
-            goal, text, valid = obs.goal, obs.text, obs.valid_actions
-            hist: list[tuple[str, str]] = []
-            for step in range(opts.max_steps):
-                expert = await asyncio.to_thread(env.expert_action)
-                if not expert:
-                    break
-                if valid:
-                    demos = await asyncio.to_thread(
-                        memory.retrieve, goal, text, hist[-2:], k_episodes=opts.k_episodes,
-                        k_steps=2, window=opts.window, exclude_task_ids=(tid,),
-                    )
-                    prompt = builder.build(
-                        goal=goal, observation=text, history=hist, valid_actions=valid, demos=demos
-                    )
-                    conts = [continuation(a) + "\n" for a in valid]
-                    scored = await student.score_continuations(prompt, conts)
-                    tprompt = builder.build(
-                        goal=goal, observation=text, history=hist, valid_actions=valid
-                    )
-                    tp = student.count_tokens(tprompt)
-                    out.append(
-                        StateRecord(
-                            task_id=tid,
-                            step=step,
-                            actions=list(valid),
-                            logprobs=list(scored.logprobs),
-                            expert=expert,
-                            prompt_tokens=student.count_tokens(prompt),
-                            choice_tokens=float(np.mean(scored.token_counts)),
-                            teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens),
-                        )
-                    )
-                res = await asyncio.to_thread(env.step, expert)
-                hist.append((text, expert))
-                text, valid = res.text, res.valid_actions
-                if res.done:
-                    break
-    finally:
-        env.close()
-    return out
 
 
 def _probs(logps: np.ndarray, temperature: float) -> np.ndarray:
@@ -255,51 +194,3 @@ def choose(rows: list[dict[str, Any]], target: float) -> tuple[dict[str, Any], b
         return min(ok, key=lambda r: r["predicted_cost_per_episode"]), True
     best = max(rows, key=lambda r: (r["predicted_success"], -r["predicted_cost_per_episode"]))
     return best, False
-
-
-async def run_calibration(
-    settings: Settings, opts: CalibrateOptions, console: Console | None = None
-) -> dict[str, Any]:
-    """Collect dev states, simulate every candidate rule, print and return the choice."""
-    from nightowl.agent.runner import Workbench
-
-    console = console or Console()
-    t0 = time.perf_counter()
-    wb = Workbench.open(settings)
-    states = await collect_states(settings, opts, wb)
-    if not states:
-        from nightowl.errors import ConfigError
-
-        raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")
-    sp = settings.model(settings.student_model).prices
-    rows = evaluate_rules(states, opts, sp)
-    best, met = choose(rows, opts.target)
-    top1 = float(np.mean([
-        normalize_action(s.actions[int(np.argmax(s.logprobs))]) == normalize_action(s.expert)
-        for s in states
-    ]))
-    t = Table(title=f"calibration on {opts.env} {opts.split} ({len(states)} states, "
-                    f"student top-1 = expert {top1:.0%})")
-    for col in ("rule", "pred. success", "pred. cost/ep", "student accepts", "samples/step"):
-        t.add_column(col, justify="right")
-    for r in sorted(rows, key=lambda r: r["predicted_cost_per_episode"]):
-        mark = " *" if r is best else ""
-        t.add_row(
-            r["rule"] + mark, f"{r['predicted_success']:.2f}",
-            f"${r['predicted_cost_per_episode']:.5f}", f"{r['student_acceptance']:.2f}",
-            f"{r['samples_per_step']:.2f}",
-        )
-    console.print(t)
-    verdict = "meets" if met else "does NOT meet (best available)"
-    console.print(f"chosen: {best['rule']} ({verdict} target {opts.target:.0%}); "
-                  f"use --rule {best['spec']} --temperature {best['temperature']:g}")
-    wb.close()
-    return {
-        "options": opts.model_dump(),
-        "states": len(states),
-        "student_top1_agreement": top1,
-        "candidates": rows,
-        "chosen": best,
-        "target_met": met,
-        "wall_s": time.perf_counter() - t0,
-    }

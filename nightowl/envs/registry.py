@@ -37,6 +37,9 @@ class Requirement:
     package: str  # import name
     extra: str | None  # None: a core dependency
     feature: str
+    #: "module:function" that raises MissingExtraError when the package lives elsewhere
+    #: (e.g. AppWorld's own venv); when set it replaces the import check.
+    locate: str | None = None
 
 
 REQUIREMENTS: dict[str, Requirement] = {
@@ -44,7 +47,10 @@ REQUIREMENTS: dict[str, Requirement] = {
     "tw": Requirement(package="textworld", extra=None, feature="TextWorld"),
     "sciworld": Requirement(package="scienceworld", extra=None, feature="ScienceWorld"),
     "alfworld": Requirement(package="alfworld", extra="alfworld", feature="ALFWorld"),
-    "appworld": Requirement(package="appworld", extra="appworld", feature="AppWorld"),
+    "appworld": Requirement(
+        package="appworld", extra="appworld", feature="AppWorld",
+        locate="nightowl.envs.appworld:find_python",
+    ),
 }
 
 
@@ -58,12 +64,10 @@ def is_installed(name: str) -> bool:
     _check_name(name)
     module = ENVIRONMENTS[name].split(":", 1)[0]
     req = REQUIREMENTS.get(name)
-    if name == "appworld":
-        # AppWorld lives in its own venv (it pins pydantic<2); ask the adapter where.
-        from nightowl.envs.appworld import find_python
-
+    if req is not None and req.locate:
+        mod, _, fn = req.locate.partition(":")
         try:
-            find_python()
+            getattr(importlib.import_module(mod), fn)()
         except MissingExtraError:
             return False
         return True
@@ -143,3 +147,27 @@ def env_for_task(task_id: str, **kwargs: Any) -> Environment:
 def _check_name(name: str) -> None:
     if name not in ENVIRONMENTS:
         raise UnknownNameError("environment", name, env_names())
+
+
+def select_tasks(
+    env_name: str, split: str, n: int, *, game: str | None = None, offset: int = 0
+) -> list[str]:
+    """The first ``n`` task ids of a split (optionally one game), after ``offset``.
+
+    Raises:
+        UnknownNameError: the environment, or the game in that split, does not exist.
+    """
+    env = make_env(env_name)
+    try:
+        try:
+            specs = env.tasks(split, game=game) if game else env.tasks(split)  # type: ignore[call-arg,arg-type]
+        except TypeError:
+            specs = env.tasks(split)  # type: ignore[arg-type]
+        ids = [s.task_id for s in specs]
+        if game:
+            ids = [t for t in ids if f"/{game}/" in t]
+        if not ids:
+            raise UnknownNameError(f"{split} tasks of", f"{env_name}/{game or '*'}")
+        return ids[offset : offset + n]
+    finally:
+        env.close()

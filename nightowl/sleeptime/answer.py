@@ -27,7 +27,7 @@ MODES: tuple[str, ...] = ("with", "instead")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Budget:
+class AnswerBudget:
     """A test-time budget level."""
 
     name: str
@@ -35,14 +35,14 @@ class Budget:
     instruction: str
 
 
-BUDGETS: dict[str, Budget] = {
-    "low": Budget(
+BUDGETS: dict[str, AnswerBudget] = {
+    "low": AnswerBudget(
         name="low", max_tokens=24, instruction="Reply with only the final answer, no explanation."
     ),
-    "mid": Budget(
+    "mid": AnswerBudget(
         name="mid", max_tokens=96, instruction="Think briefly (one or two lines), then answer."
     ),
-    "high": Budget(
+    "high": AnswerBudget(
         name="high", max_tokens=256, instruction="Think step by step, then give the answer."
     ),
 }
@@ -68,11 +68,11 @@ class AnswerResult:
     query_id: int | None = None
 
 
-def budget_named(name: str | Budget) -> Budget:
-    """A budget level by name (a clear error otherwise); a `Budget` passes through."""
+def budget_named(name: str | AnswerBudget) -> AnswerBudget:
+    """A budget level by name (a clear error otherwise); an `AnswerBudget` passes through."""
     from nightowl.errors import UserError
 
-    if isinstance(name, Budget):
+    if isinstance(name, AnswerBudget):
         return name
     try:
         return BUDGETS[name]
@@ -90,7 +90,7 @@ def extract_final(text: str) -> str:
 
 
 def build_prompt(
-    context: str, learned: str | None, query: str, budget: Budget, mode: str
+    context: str, learned: str | None, query: str, budget: AnswerBudget, mode: str
 ) -> GenerationRequest:
     """The chat request for one query."""
     parts = []
@@ -116,7 +116,7 @@ async def answer(
     *,
     model: SleepModel,
     prices: Prices,
-    budget: str | Budget = "mid",
+    budget: str | AnswerBudget = "mid",
     mode: str = "with",
     use_learned: bool = True,
     config_hash: str | None = None,
@@ -130,7 +130,7 @@ async def answer(
         query: the question.
         model: the answering model (metered; calls are recorded in the ledger).
         prices: the answering model's prices.
-        budget: "low", "mid" or "high" (or a custom `Budget`).
+        budget: "low", "mid" or "high" (or a custom `AnswerBudget`).
         mode: "with" (c and c') or "instead" (c' only).
         use_learned: False forces the no-c' baseline (benchmarks).
         config_hash: prefer the c' made with this generator config.

@@ -22,14 +22,14 @@ from pydantic import BaseModel
 from nightowl.config import Prices, Settings, get_settings
 from nightowl.ledger import Ledger, MeteredModel
 from nightowl.llm.base import ModelBackend
-from nightowl.sleeptime.answer import AnswerResult, Budget, answer
+from nightowl.sleeptime.answer import AnswerBudget, AnswerResult, answer
 from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, rethink
+from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe, probe_for
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
 from nightowl.sleeptime.schema import utcnow
 from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress, as_utc
 from nightowl.storage import Database, open_db
-from nightowl.workers.probes import AlwaysIdle, IdleProbe, probe_for
 
 JobStatus = Literal["stored", "exists", "held", "busy", "yielded", "lost"]
 #: statuses after which the job must run again later (it is never dropped)
@@ -289,7 +289,7 @@ class SleepService:
         ref: str,
         query: str,
         *,
-        budget: str | Budget = "mid",
+        budget: str | AnswerBudget = "mid",
         mode: str = "with",
         use_learned: bool = True,
         record: bool = True,

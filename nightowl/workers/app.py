@@ -100,3 +100,34 @@ def enqueue_learn(
     payload = LearnPayload(context_id=context_id, config=config)
     target = app if app is not None else globals()["app"]
     return str(target.send_task("nightowl.sleep.learn", args=[payload.model_dump(mode="json")]).id)
+
+
+class CeleryQueue:
+    """The app layer's `JobQueue` over this Celery app (checks the broker first)."""
+
+    def __init__(self, target: Celery | None = None) -> None:
+        self.app = target if target is not None else globals()["app"]
+        self._checked = False
+
+    def _check(self) -> None:
+        from kombu.exceptions import OperationalError
+
+        from nightowl.errors import UserError
+
+        if self._checked:
+            return
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+        except (OperationalError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cannot reach the broker {self.app.conf.broker_url}: {first} "
+                "(start Redis, or run with --in-process)"
+            ) from None
+        self._checked = True
+
+    def enqueue_learn(self, context_id: str, config: GeneratorConfig | None = None) -> str:
+        """Send one sleep-time job (after checking the broker once)."""
+        self._check()
+        return enqueue_learn(context_id, config, app=self.app)

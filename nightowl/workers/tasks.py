@@ -9,11 +9,14 @@ real failures get (``autoretry_for`` with exponential backoff).
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
+from nightowl.app import Nightowl
+from nightowl.config import Settings, get_settings
 from nightowl.errors import RunError
 from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
 from nightowl.sleeptime.settings import load_sleep_settings
@@ -21,24 +24,42 @@ from nightowl.workers.app import LearnPayload, app, enqueue_learn
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = load_sleep_settings().max_retries
+#: options every job shares: ack after the task returns, redeliver when a worker dies,
+#: bounded retries with backoff on database hiccups
+_RELIABLE: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 5,
+    "max_retries": _MAX_RETRIES,
+}
 
 
-@lru_cache(maxsize=1)
+_ROOT: list[tuple[Settings, Nightowl]] = []
+
+
+def root() -> Nightowl:
+    """The worker process's composition root (built after fork, on first use).
+
+    Rebuilt only when the process's settings object changes (tests clear it).
+    """
+    settings = get_settings()
+    if not _ROOT or _ROOT[0][0] is not settings:
+        _ROOT[:] = [(settings, Nightowl.open(settings))]
+    return _ROOT[0][1]
+
+
 def service() -> SleepService:
-    """The worker process's service (built after fork, on first use)."""
-    return SleepService()
+    """The worker process's sleep-time service."""
+    return root().sleep
 
 
 @app.task(
     bind=True,
     name="nightowl.sleep.learn",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(RunError, OperationalError),
-    retry_backoff=5,
+    **{**_RELIABLE, "autoretry_for": (RunError, OperationalError)},
     retry_backoff_max=300,
     retry_jitter=True,
-    max_retries=_MAX_RETRIES,
 )
 def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
     """Compute the learned context of one context (idempotent)."""
@@ -61,8 +82,7 @@ def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
 @app.task(name="nightowl.sleep.scan", acks_late=True)
 def scan_contexts() -> dict:
     """Beat: enqueue a job for every context that needs a c', by priority."""
-    svc = service()
-    enqueued = [enqueue_learn(ctx_id, app=app) for ctx_id in svc.schedulable()]
+    enqueued = [enqueue_learn(ref, app=app) for ref in service().schedulable()]
     return {"enqueued": len(enqueued)}
 
 
@@ -74,88 +94,38 @@ class IndexRebuildPayload(BaseModel):
     embedder: str | None = None
 
 
-@app.task(
-    name="nightowl.index.rebuild",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=5,
-    max_retries=_MAX_RETRIES,
-)
+@app.task(name="nightowl.index.rebuild", **_RELIABLE)
 def rebuild_index(payload: dict) -> dict:
     """Rebuild every demo index from SQL (idempotent: SQL is the source of truth)."""
-    from nightowl.config import get_settings
-    from nightowl.memory import DemoMemory, build_embedder
-    from nightowl.storage import open_db
+    from nightowl.app import rebuild_index as rebuild
 
     job = IndexRebuildPayload.model_validate(payload)
-    settings = get_settings()
-    embedder = build_embedder(job.embedder or settings.embedder, threads=settings.threads)
-    memory = DemoMemory(open_db(settings), embedder, job.index_dir, settings)
+    base = root()
+    if job.index_dir is None and job.embedder is None:
+        return {"rebuilt": rebuild(base, reembed=job.reembed)}
+    from nightowl.memory import build_embedder
+
+    embedder = build_embedder(job.embedder or base.settings.embedder, threads=base.settings.threads)
+    other = Nightowl(settings=base.settings, db=base.db, ledger=base.ledger, embedder=embedder,
+                     memory_dir=Path(job.index_dir) if job.index_dir else None)
     try:
-        counts = memory.rebuild(reembed=job.reembed)
+        return {"rebuilt": rebuild(other, reembed=job.reembed)}
     finally:
-        memory.close()
-    return {"rebuilt": counts}
+        if other._memory is not None:
+            other._memory.close()
 
 
-class CollectPayload(BaseModel):
-    """Teacher demo collection: the same parameters as `nightowl collect`."""
-
-    env: str
-    teacher: str = "oracle"
-    split: str = "train"
-    tasks: int = 20
-    game: str | None = None
-    max_steps: int = 40
-    concurrency: int = 4
-
-
-@app.task(
-    name="nightowl.demos.collect",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=5,
-    max_retries=_MAX_RETRIES,
-)
+@app.task(name="nightowl.demos.collect", **_RELIABLE)
 def collect_demos(payload: dict) -> dict:
     """Run the teacher on tasks and add the successful episodes as demos.
 
-    Not idempotent like sleep-time jobs: a redelivered collection runs again as a new
-    run (its demos are added again); delete a run's demos with `nightowl memory
-    delete-run`.
+    Idempotent when the payload carries a ``run_id``: a redelivered message resumes
+    that ledger run from its checkpoints and re-adding a demo replaces it.
     """
     import asyncio
 
-    from nightowl.agent.budget import EpisodeBudget
-    from nightowl.agent.runner import RunSpec, Workbench, add_demos, run_tasks, select_tasks
-    from nightowl.config import get_settings
+    from nightowl.app import CollectRequest
+    from nightowl.app import collect_demos as collect
 
-    job = CollectPayload.model_validate(payload)
-    wb = Workbench.open(get_settings())
-    try:
-        ids = select_tasks(job.env, job.split, job.tasks, game=job.game)
-        spec = RunSpec(
-            name=f"collect:{job.env}",
-            env=job.env,
-            split=job.split,
-            task_ids=ids,
-            ladder="teacher",
-            teacher=job.teacher,
-            budget=EpisodeBudget.model_validate({"max_steps": job.max_steps}),
-            retrieve=False,
-            concurrency=job.concurrency,
-            kind="collect",
-        )
-        summary = asyncio.run(run_tasks(wb, spec))
-        added = add_demos(wb, summary)
-    finally:
-        wb.close()
-    return {
-        "run_id": summary.run_id,
-        "episodes": summary.episodes,
-        "successes": summary.successes,
-        "demos_added": added,
-        "collection_cost": summary.total_cost,
-    }
+    res = asyncio.run(collect(root(), CollectRequest.model_validate(payload)))
+    return res.model_dump(mode="json", exclude={"summary"})

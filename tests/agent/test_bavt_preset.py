@@ -1,7 +1,9 @@
 """The `bavt` ladder preset: student -> BAVT search -> teacher, on a real TWX game."""
 
-from nightowl.agent.runner import RunSpec, Workbench, build_ladder, run_tasks, select_tasks
+from nightowl.agent.runner import build_ladder
+from nightowl.app import Nightowl, RunSpec, run_tasks
 from nightowl.config import ModelSpec, load_settings
+from nightowl.envs.registry import select_tasks
 from nightowl.memory.embedder import HashingEmbedder
 
 
@@ -17,14 +19,14 @@ def _settings(tmp_path):
 
 
 def test_bavt_preset_has_three_tiers(tmp_path):
-    wb = Workbench.open(_settings(tmp_path), embedder=HashingEmbedder())
+    wb = Nightowl.open(_settings(tmp_path), embedder=HashingEmbedder())
     run_id = wb.ledger.start_run("t", "run", {})
     ladder = build_ladder("bavt", wb=wb, run_id=run_id)
     assert [t.name for t in ladder.tiers] == ["student", "bavt", "teacher"]
 
 
 async def test_bavt_preset_runs_episodes_and_bills_search(tmp_path):
-    wb = Workbench.open(_settings(tmp_path), embedder=HashingEmbedder())
+    wb = Nightowl.open(_settings(tmp_path), embedder=HashingEmbedder())
     ids = select_tasks("twx", "test", 1, game="coin")
     spec = RunSpec(
         name="bavt", env="twx", split="test", task_ids=ids, ladder="bavt", retrieve=False,

@@ -12,7 +12,7 @@ from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.service import SleepService
 from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.storage import open_db
-from nightowl.workers.probes import AlwaysIdle, IdleProbe
+from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe
 
 ServiceFactory = Callable[..., SleepService]
 

@@ -17,7 +17,7 @@ from nightowl.sleeptime.runner import run_jobs
 from nightowl.sleeptime.schema import utcnow
 from nightowl.sleeptime.settings import GeneratorConfig
 from nightowl.sleeptime.store import Progress
-from nightowl.workers.probes import ProbeReading
+from nightowl.sleeptime.idle import ProbeReading
 
 CTX = "Tom has 3 apples. Ann has twice as many apples as Tom."
 

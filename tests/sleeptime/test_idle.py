@@ -10,7 +10,7 @@ import pytest
 
 from nightowl.errors import ConfigError
 from nightowl.sleeptime.settings import load_sleep_settings
-from nightowl.workers.probes import (
+from nightowl.sleeptime.idle import (
     AlwaysIdle,
     NvidiaSmiProbe,
     PrometheusVllmProbe,

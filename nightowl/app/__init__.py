@@ -1,0 +1,38 @@
+"""The application layer: nightowl's use cases over one composition root.
+
+`Nightowl` owns settings, database, ledger, models and memory; the functions below
+are what the CLI, the Celery workers and user scripts call. Presentation (rich) stays
+in the CLI; progress comes out as events (`nightowl.app.events`).
+"""
+
+from nightowl.app.calibrate import CalibrationReport, collect_states
+from nightowl.app.calibrate import calibrate as calibrate_rules
+from nightowl.app.collect import CollectRequest, CollectResult, add_demos, collect_demos
+from nightowl.app.root import Nightowl
+from nightowl.app.runs import RunSpec, RunSummary, checkpoint_path, run_tasks, validate_spec
+from nightowl.app.showcase import ShowcaseOptions, ShowcaseReport, run_showcase
+from nightowl.app.sleep import contexts_to_learn, learn_contexts, rebuild_index
+from nightowl.distill.calibrate import CalibrateOptions
+
+__all__ = [
+    "CalibrateOptions",
+    "CalibrationReport",
+    "CollectRequest",
+    "CollectResult",
+    "Nightowl",
+    "RunSpec",
+    "RunSummary",
+    "ShowcaseOptions",
+    "ShowcaseReport",
+    "add_demos",
+    "calibrate_rules",
+    "checkpoint_path",
+    "collect_demos",
+    "collect_states",
+    "contexts_to_learn",
+    "learn_contexts",
+    "rebuild_index",
+    "run_showcase",
+    "run_tasks",
+    "validate_spec",
+]

@@ -1,0 +1,85 @@
+"""Progress events: how long-running use cases report what they are doing.
+
+Library code never draws anything. A use case takes an optional `ProgressSink` (any
+callable taking one event) and tells it when a phase starts, advances or finishes; the
+CLI turns these into rich progress bars, a worker into log lines, a test into a list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseStarted:
+    """A phase with ``total`` units of work began (``key`` identifies it)."""
+
+    key: str
+    label: str
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseAdvanced:
+    """``advance`` more units of a phase are done; ``note`` is a short status."""
+
+    key: str
+    advance: int = 1
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseNote:
+    """A new status note for a phase, with no progress."""
+
+    key: str
+    note: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeDone:
+    """One episode of phase ``key`` finished (a bar advances by one)."""
+
+    key: str
+    task_id: str
+    success: bool
+    steps: int
+    reason: str
+    wins: int  # episodes of this phase won so far
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """A line worth showing to the user (a result, a choice that was made)."""
+
+    text: str
+
+
+Event = PhaseStarted | PhaseAdvanced | PhaseNote | EpisodeDone | Message
+
+
+class ProgressSink(Protocol):
+    """Receives progress events (must not raise; must be cheap)."""
+
+    def __call__(self, event: Event) -> None:
+        """Handle one event."""
+
+
+def ignore(event: Event) -> None:
+    """The default sink: drop every event."""
+
+
+class Recorder:
+    """A sink that keeps every event (for tests and for replaying into a log)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        """Keep ``event``."""
+        self.events.append(event)
+
+    def messages(self) -> list[str]:
+        """The texts of the `Message` events, in order."""
+        return [e.text for e in self.events if isinstance(e, Message)]

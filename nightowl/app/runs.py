@@ -1,0 +1,265 @@
+"""Use case: run one ladder over a list of tasks as one ledger run.
+
+`run_tasks` validates the spec before anything starts or is recorded (ladder preset,
+acceptance rule, model names, environment), opens a ledger run (or resumes one),
+builds the ladder, runs the episodes concurrently in the LangGraph agent loop with
+checkpoints (an interrupted run resumes without re-billing finished steps), and
+returns a `RunSummary`. Progress goes to a `ProgressSink`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from pydantic import BaseModel
+
+from nightowl.agent.budget import EpisodeBudget
+from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
+from nightowl.agent.runner import LADDER_PRESETS, build_ladder, validate_ladder
+from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
+from nightowl.config import Settings
+from nightowl.envs.registry import env_class
+
+if TYPE_CHECKING:
+    from nightowl.app.root import Nightowl
+
+#: presets whose student retrieves demos
+DEMO_PRESETS: frozenset[str] = frozenset({"student+demos", "cascade", "margin", "bavt"})
+
+
+@dataclass(kw_only=True)
+class RunSpec:
+    """What to run: one ladder over a task list.
+
+    ``student=None`` means the settings' student (resolved once, by the root).
+    """
+
+    name: str
+    env: str
+    split: str
+    task_ids: list[str]
+    ladder: str = "cascade"
+    rule: str | None = None
+    temperature: float = 0.5
+    teacher: str = "oracle"
+    student: str | None = None
+    budget: EpisodeBudget = field(default_factory=EpisodeBudget)
+    retrieve: bool = True
+    concurrency: int = 4
+    store_escalations: bool = False
+    k_episodes: int = 2
+    window: int = 3
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    kind: str = "run"
+
+
+class RunSummary(BaseModel):
+    """One configuration's results over a task set (one ledger run).
+
+    ``teacher_share`` is the share of environment steps whose action the teacher chose
+    (docs/agent.md); ``teacher_call_share`` is the ledger's teacher generate calls over
+    all generate calls (a cost-side view of the same thing).
+    """
+
+    name: str
+    run_id: str
+    ladder: str
+    episodes: int
+    successes: int
+    success_rate: float
+    total_cost: float
+    cost_per_episode: float
+    cost_of_pass: float
+    teacher_share: float
+    teacher_call_share: float
+    student_samples_per_step: float
+    steps_per_episode: float
+    wall_s: float
+    overhead_ms_per_step: float
+    reasons: dict[str, int]
+    config: dict[str, Any]
+    episodes_detail: list[dict[str, Any]] = []
+
+
+def validate_spec(settings: Settings, spec: RunSpec) -> None:
+    """Reject a bad spec before anything starts or is recorded.
+
+    Raises:
+        UnknownNameError: unknown environment, ladder preset or model.
+        ConfigError: a rule that does not parse or does not fit the preset.
+    """
+    env_class(spec.env)  # unknown env / missing extra: a clear error now
+    validate_ladder(
+        spec.ladder, settings, rule=spec.rule, student=spec.student, teacher=spec.teacher
+    )
+
+
+def checkpoint_path(settings: Settings) -> Path:
+    """Where LangGraph checkpoints of agent runs live (one SQLite file per home)."""
+    return settings.home / "checkpoints.sqlite"
+
+
+async def run_tasks(
+    app: Nightowl,
+    spec: RunSpec,
+    *,
+    progress: ProgressSink | None = None,
+    checkpoint_db: Path | None = None,
+) -> RunSummary:
+    """Run ``spec`` as one ledger run (resuming it when ``spec.run_id`` exists)."""
+    validate_spec(app.settings, spec)
+    sink = progress or ignore
+    student = spec.student or app.student
+    config = {
+        "env": spec.env,
+        "split": spec.split,
+        "tasks": spec.task_ids,
+        "ladder": spec.ladder,
+        "rule": spec.rule,
+        "temperature": spec.temperature,
+        "teacher": spec.teacher,
+        "student": student,
+        "budget": spec.budget.model_dump(),
+        "retrieve": spec.retrieve,
+        "concurrency": spec.concurrency,
+    }
+    if spec.run_id and app.ledger.run_exists(spec.run_id):
+        run_id = spec.run_id
+    else:
+        run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
+    ladder = build_ladder(
+        spec.ladder,
+        wb=app,
+        run_id=run_id,
+        student=student,
+        teacher=spec.teacher,
+        rule=spec.rule,
+        temperature=spec.temperature,
+    )
+    config["tiers"] = ladder.describe()
+    uses_demos = spec.ladder in DEMO_PRESETS and spec.retrieve
+    memory = app.memory if (uses_demos or spec.store_escalations) else None
+    loop = LoopConfig(
+        budget=spec.budget,
+        retrieve=uses_demos,
+        k_episodes=spec.k_episodes,
+        window=spec.window,
+        store_escalations=spec.store_escalations,
+    )
+    ck = checkpoint_db or checkpoint_path(app.settings)
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    sink(PhaseStarted(key=spec.name, label=spec.name, total=len(spec.task_ids)))
+    wins = 0
+
+    def done(res: EpisodeResult) -> None:
+        nonlocal wins
+        wins += int(res.success)
+        sink(EpisodeDone(key=spec.name, task_id=res.task_id, success=res.success,
+                         steps=res.steps, reason=res.reason, wins=wins))
+
+    t0 = time.perf_counter()
+    async with AsyncSqliteSaver.from_conn_string(str(ck)) as saver:
+        graph = AgentGraph(
+            ladder=ladder,
+            env_factory=make_env_factory(spec.env, **spec.env_kwargs),
+            ledger=app.ledger,
+            memory=memory,
+            config=loop,
+            checkpointer=saver,
+            env_name=spec.env,
+        )
+        try:
+            results = await graph.run_many(
+                run_id=run_id,
+                task_ids=spec.task_ids,
+                split=spec.split,
+                concurrency=spec.concurrency,
+                on_done=done,
+            )
+        finally:
+            graph.close()
+    wall = time.perf_counter() - t0
+    return summarize(spec.name, spec.ladder, run_id, results, app.ledger, wall, config)
+
+
+def make_env_factory(env_name: str, **kw: Any) -> Callable[[], Any]:
+    """A factory of fresh environment instances."""
+    from nightowl.envs.registry import make_env
+
+    return lambda: make_env(env_name, **kw)
+
+
+def summarize(
+    name: str,
+    ladder_preset: str,
+    run_id: str,
+    results: Sequence[EpisodeResult],
+    ledger: Any,
+    wall_s: float,
+    config: dict[str, Any],
+) -> RunSummary:
+    """Aggregate episode results and the ledger's report into a `RunSummary`."""
+    rep = ledger.run_report(run_id)
+    n = len(results)
+    succ = sum(r.success for r in results)
+    steps = sum(r.steps for r in results)
+    samples = sum(r.stats.get("student_samples", 0.0) for r in results)
+    teacher_steps = sum(r.stats.get("teacher_calls", 0.0) for r in results)
+    overhead = sum(r.stats.get("node_s", 0.0) + r.stats.get("retrieve_s", 0.0) for r in results)
+    rate = succ / n if n else 0.0
+    cpe = rep.total_cost / n if n else 0.0
+    reasons: dict[str, int] = {}
+    for r in results:
+        key = r.reason.split(" (")[0][:60]
+        reasons[key] = reasons.get(key, 0) + 1
+    return RunSummary(
+        name=name,
+        run_id=run_id,
+        ladder=ladder_preset,
+        episodes=n,
+        successes=succ,
+        success_rate=rate,
+        total_cost=rep.total_cost,
+        cost_per_episode=cpe,
+        cost_of_pass=cpe / rate if rate > 0 else math.inf,
+        teacher_share=teacher_steps / steps if steps else 0.0,
+        teacher_call_share=float(rep.teacher_call_fraction or 0.0),
+        student_samples_per_step=samples / steps if steps else 0.0,
+        steps_per_episode=steps / n if n else 0.0,
+        wall_s=wall_s,
+        overhead_ms_per_step=1000 * overhead / steps if steps else 0.0,
+        reasons=reasons,
+        config=config,
+        episodes_detail=[
+            {
+                "task_id": r.task_id,
+                "episode_id": r.episode_id,
+                "success": r.success,
+                "steps": r.steps,
+                "reason": r.reason,
+                "teacher_calls": r.stats.get("teacher_calls", 0.0),
+                "student_samples": r.stats.get("student_samples", 0.0),
+                "cost_usd": r.stats.get("cost_usd", 0.0),
+            }
+            for r in results
+        ],
+    )
+
+
+__all__ = [
+    "DEMO_PRESETS",
+    "LADDER_PRESETS",
+    "RunSpec",
+    "RunSummary",
+    "checkpoint_path",
+    "run_tasks",
+    "summarize",
+    "validate_spec",
+]

@@ -1,0 +1,252 @@
+"""Use case: the showcase (`nightowl demo`) -- collect oracle demos, compare ladders.
+
+1. Collection: the oracle teacher plays ``train_tasks`` training tasks; its successful
+   episodes become demos (embedded into the demo memory). Billed to the ledger as a
+   teacher LLM would have been (prompt counted by the student's real tokenizer plus a
+   fixed output length, at the teacher's prices).
+2. Evaluation on ``test_tasks`` held-out test tasks, one ledger run per configuration:
+   teacher-only, student-only, student + retrieved demos, student + demos + cascade
+   (self-consistency votes), student + demos + logprob-margin cascade.
+3. A report (success, cost per episode, cost-of-pass, teacher share, student samples
+   per step, wall time), the break-even episode count n* of the collection cost, a JSON
+   file and a PNG of cost vs success. The CLI renders the table.
+
+The showcase uses its own SQLite database under ``<home>/demo/`` (wiped at the start
+unless ``fresh=False``) so earlier runs never leak demos into it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from nightowl.agent.budget import EpisodeBudget
+from nightowl.agent.runner import validate_ladder
+from nightowl.app.collect import CollectRequest, collect_demos
+from nightowl.app.events import Message, ProgressSink, ignore
+from nightowl.app.root import Nightowl
+from nightowl.app.runs import RunSpec, RunSummary, run_tasks
+from nightowl.config import Settings
+from nightowl.envs.registry import select_tasks
+
+CONFIG_LABELS: dict[str, str] = {
+    "teacher": "teacher only",
+    "student": "student only",
+    "student+demos": "student + demos",
+    "cascade": "student + demos + cascade",
+    "margin": "student + demos + margin cascade",
+}
+
+
+class ShowcaseOptions(BaseModel):
+    """Knobs of `nightowl demo` (defaults sized to finish in minutes on 2 cores)."""
+
+    env: str = "tw"
+    game: str | None = "coin_collector"
+    train_tasks: int = Field(12, ge=1)
+    test_tasks: int = Field(6, ge=1)
+    max_steps: int = Field(10, ge=1)
+    student_dtype: str | None = Field(
+        None, description="dtype for an in-process student (None: the registry's, "
+        "which picks one per machine)"
+    )
+    collect_max_steps: int = Field(40, ge=1)
+    configs: list[str] = Field(
+        default_factory=lambda: ["teacher", "student", "student+demos", "cascade", "margin"]
+    )
+    rule: str = "unanimity:3"
+    temperature: float = 0.5
+    margin: float = 1.0
+    concurrency: int = Field(4, ge=1)
+    student: str | None = None
+    out: Path | None = None
+    plot: Path | None = None
+    fresh: bool = True
+    k_episodes: int = 2
+    window: int = 3
+
+
+def plot_cost_vs_success(rows: Sequence[RunSummary], path: Path, title: str) -> Path:
+    """A PNG of cost per episode (x, log) vs success rate (y)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=120)
+    markers = "osD^vP*X"
+    for i, r in enumerate(rows):
+        x = max(r.cost_per_episode, 1e-7)
+        # A legend rather than labels at the points: configurations often sit on top of
+        # each other (e.g. teacher-only and a cascade at 100%).
+        ax.scatter([x], [r.success_rate], s=70, marker=markers[i % len(markers)],
+                   label=f"{CONFIG_LABELS.get(r.name, r.name)} (${x:.5f})", alpha=0.85)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"${v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("cost per episode (USD, log scale)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def prices_line(settings: Settings, student: str | None) -> str:
+    """The prices every report prints."""
+    sp = settings.model(student or settings.student_model).prices
+    tp = settings.model(settings.teacher_price_model).prices
+    return (
+        f"prices (USD per 1M tokens): student {student or settings.student_model} "
+        f"in {sp.input:g} / cached {sp.cached_input:g} / out {sp.output:g}; "
+        f"teacher ({settings.teacher_price_model}) in {tp.input:g} / cached "
+        f"{tp.cached_input:g} / out {tp.output:g}; oracle teacher billed as its prompt "
+        f"(student tokenizer) + {settings.oracle_output_tokens} output tokens per step"
+    )
+
+
+class ShowcaseReport(BaseModel):
+    """Everything the showcase measured (also written as JSON)."""
+
+    env: str
+    game: str | None
+    options: ShowcaseOptions
+    prices: str
+    student_dtype: str | None
+    train_tasks: list[str]
+    test_tasks: list[str]
+    collection: RunSummary
+    demos: int
+    configs: list[RunSummary]
+    break_even_episodes: dict[str, float | None]
+    wall_s: float
+    database: str
+    title: str
+    report_path: str
+    plot_path: str
+
+
+def _student_settings(settings: Settings, opts: ShowcaseOptions) -> tuple[Settings, str | None]:
+    """Settings for the showcase's own database, with the student's dtype applied."""
+    update: dict[str, Any] = {"home": settings.home / "demo", "database_url": None}
+    sname = opts.student or settings.student_model
+    spec = settings.model(sname)
+    dtype: str | None = None
+    if spec.backend == "transformers":
+        dtype = opts.student_dtype or str(spec.params.get("dtype") or "float32")
+        if opts.student_dtype:
+            models = dict(settings.models)
+            models[sname] = spec.model_copy(
+                update={"params": {**spec.params, "dtype": opts.student_dtype}}
+            )
+            update["models"] = models
+    return settings.model_copy(update=update), dtype
+
+
+async def run_showcase(
+    settings: Settings,
+    opts: ShowcaseOptions,
+    *,
+    progress: ProgressSink | None = None,
+    embedder: Any = None,
+) -> ShowcaseReport:
+    """Run the whole showcase; returns the report (also written to disk with a plot)."""
+    from nightowl.ledger import break_even_episodes
+
+    sink = progress or ignore
+    for cfg in opts.configs:  # bad input fails before anything starts or is recorded
+        rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
+        validate_ladder(cfg, settings, rule=rule, student=opts.student)
+    t_start = time.perf_counter()
+    demo_home = settings.home / "demo"
+    if opts.fresh and demo_home.exists():
+        shutil.rmtree(demo_home)
+    demo_home.mkdir(parents=True, exist_ok=True)
+    dsettings, dtype = _student_settings(settings, opts)
+    sink(Message(text=f"nightowl demo on {opts.env}/{opts.game or '*'}: {opts.train_tasks} "
+                      f"train tasks (oracle demos), {opts.test_tasks} test tasks"))
+    sink(Message(text=prices_line(settings, opts.student)))
+    if dtype:
+        sink(Message(text=f"student {opts.student or settings.student_model} runs in-process "
+                          f"with dtype {dtype}"))
+    train_ids = select_tasks(opts.env, "train", opts.train_tasks, game=opts.game)
+    test_ids = select_tasks(opts.env, "test", opts.test_tasks, game=opts.game)
+    rows: list[RunSummary] = []
+    with Nightowl.open(dsettings, embedder=embedder) as app:
+        collected = await collect_demos(
+            app,
+            CollectRequest(env=opts.env, max_steps=opts.collect_max_steps,
+                           concurrency=opts.concurrency, tasks=len(train_ids),
+                           name="collect demos (oracle, train)"),
+            task_ids=train_ids,
+            progress=sink,
+        )
+        collect = collected.summary
+        n_demos = collected.demos_added
+        sink(Message(text=f"  collection: {collect.successes}/{collect.episodes} won, "
+                          f"{n_demos} demos, ${collect.total_cost:.5f}, {collect.wall_s:.0f} s"))
+        for cfg in opts.configs:
+            rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
+            summ = await run_tasks(
+                app,
+                RunSpec(
+                    name=cfg, env=opts.env, split="test", task_ids=test_ids, ladder=cfg,
+                    rule=rule, temperature=opts.temperature,
+                    budget=EpisodeBudget(max_steps=opts.max_steps),
+                    concurrency=opts.concurrency, kind="eval", student=opts.student,
+                    k_episodes=opts.k_episodes, window=opts.window,
+                ),
+                progress=sink,
+            )
+            rows.append(summ)
+            sink(Message(text=f"  {CONFIG_LABELS.get(cfg, cfg)}: {summ.successes}/"
+                              f"{summ.episodes} won, ${summ.cost_per_episode:.5f}/episode, "
+                              f"{summ.wall_s:.0f} s"))
+    title = (f"{opts.env}/{opts.game or '*'}: {len(test_ids)} held-out test tasks, "
+             f"max {opts.max_steps} steps; {n_demos} oracle demos")
+    by = {r.name: r for r in rows}
+    break_even: dict[str, float | None] = {}
+    teacher = by.get("teacher")
+    for r in rows:
+        if teacher is not None and r.name != "teacher":
+            n = break_even_episodes(
+                collect.total_cost, teacher.cost_per_episode, r.cost_per_episode
+            )
+            break_even[r.name] = None if math.isinf(n) else n
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = opts.out or settings.home / "reports" / f"demo-{stamp}.json"
+    plot = opts.plot or out.with_suffix(".png")
+    report = ShowcaseReport(
+        env=opts.env,
+        game=opts.game,
+        options=opts,
+        prices=prices_line(settings, opts.student),
+        student_dtype=dtype,
+        train_tasks=train_ids,
+        test_tasks=test_ids,
+        collection=collect,
+        demos=n_demos,
+        configs=rows,
+        break_even_episodes=break_even,
+        wall_s=time.perf_counter() - t_start,
+        database=str(demo_home / "nightowl.db"),
+        title=title,
+        report_path=str(out),
+        plot_path=str(plot),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.model_dump_json(indent=1))
+    plot_cost_vs_success(rows, plot, title)
+    return report

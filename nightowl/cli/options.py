@@ -1,0 +1,18 @@
+"""CLI options shared by several commands (defined once)."""
+
+from __future__ import annotations
+
+import typer
+
+ENV = typer.Option(..., help="environment name (nightowl envs list)")
+GAME = typer.Option("", help="only this game inside the environment ('' = all)")
+MAX_STEPS = typer.Option(40, min=1, help="step budget per episode")
+CONCURRENCY = typer.Option(4, min=1, help="episodes in flight")
+TEACHER = typer.Option("oracle", help="'oracle' (the env's expert) or a registry model name")
+STUDENT = typer.Option("", help="student model (default: settings.student_model)")
+RULE = typer.Option(
+    "",
+    help="acceptance rule: unanimity:N | majority:N:TAU | sequential:N:TAU | margin:T "
+    "('' = the ladder's default)",
+)
+TEMPERATURE = typer.Option(0.5, help="student sampling temperature for votes")

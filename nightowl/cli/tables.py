@@ -1,0 +1,62 @@
+"""Rich tables for run summaries, calibration reports and ledger reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from nightowl.app.calibrate import CalibrationReport
+from nightowl.app.runs import RunSummary
+from nightowl.app.showcase import CONFIG_LABELS
+
+
+def fmt_cost(x: float | None) -> str:
+    """Dollars with 5 decimals; ``inf`` for an infinite cost-of-pass."""
+    return "inf" if x is None or math.isinf(x) else f"${x:.5f}"
+
+
+def summary_table(rows: Sequence[RunSummary], title: str) -> Table:
+    """The comparison table of run summaries."""
+    t = Table(title=title)
+    for col in (
+        "configuration",
+        "success",
+        "cost/episode",
+        "cost-of-pass",
+        "teacher share",
+        "student samples/step",
+        "steps/ep",
+        "wall s",
+    ):
+        t.add_column(col, justify="left" if col == "configuration" else "right")
+    for r in rows:
+        t.add_row(
+            CONFIG_LABELS.get(r.name, r.name),
+            f"{r.successes}/{r.episodes} ({r.success_rate:.0%})",
+            fmt_cost(r.cost_per_episode),
+            fmt_cost(r.cost_of_pass),
+            f"{r.teacher_share:.2f}",
+            f"{r.student_samples_per_step:.2f}",
+            f"{r.steps_per_episode:.1f}",
+            f"{r.wall_s:.1f}",
+        )
+    return t
+
+
+def calibration_table(rep: CalibrationReport) -> Table:
+    """Every candidate rule's prediction, cheapest first, the chosen one starred."""
+    o = rep.options
+    t = Table(title=f"calibration on {o.env} {o.split} ({rep.states} states, "
+                    f"student top-1 = expert {rep.student_top1_agreement:.0%})")
+    for col in ("rule", "pred. success", "pred. cost/ep", "student accepts", "samples/step"):
+        t.add_column(col, justify="right")
+    for r in sorted(rep.candidates, key=lambda r: r["predicted_cost_per_episode"]):
+        mark = " *" if r == rep.chosen else ""
+        t.add_row(
+            r["rule"] + mark, f"{r['predicted_success']:.2f}",
+            f"${r['predicted_cost_per_episode']:.5f}", f"{r['student_acceptance']:.2f}",
+            f"{r['samples_per_step']:.2f}",
+        )
+    return t

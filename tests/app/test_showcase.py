@@ -1,0 +1,72 @@
+import json
+
+from typer.testing import CliRunner
+
+from nightowl.app import ShowcaseOptions, run_showcase
+from nightowl.app.events import EpisodeDone, Message, PhaseStarted, Recorder
+from nightowl.config import ModelSpec, load_settings
+from nightowl.memory.embedder import HashingEmbedder
+
+
+def fake_settings(tmp_path):
+    base = load_settings(home=tmp_path)
+    models = dict(base.models)
+    models["fake"] = ModelSpec(
+        backend="scripted",
+        params={"function": "tests.agent.fakes:first_choice"},
+        prices=base.models["smollm2"].prices,
+    )
+    return load_settings(home=tmp_path, models=models, student_model="fake")
+
+
+async def test_showcase_end_to_end_with_fake_student(tmp_path):
+    s = fake_settings(tmp_path)
+    out = tmp_path / "demo.json"
+    opts = ShowcaseOptions(
+        env="twx", game="coin", train_tasks=3, test_tasks=2, max_steps=20, out=out, concurrency=2
+    )
+    events = Recorder()
+    rep = await run_showcase(s, opts, progress=events, embedder=HashingEmbedder())
+    data = json.loads(out.read_text())
+    assert [c["name"] for c in data["configs"]] == [
+        "teacher",
+        "student",
+        "student+demos",
+        "cascade",
+        "margin",
+    ]
+    assert data["demos"] == rep.demos == 3 and rep.configs[0].success_rate == 1.0
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "prices" in data and data["collection"]["total_cost"] > 0
+    student = data["configs"][1]
+    assert student["teacher_share"] == 0.0 and student["total_cost"] > 0
+    # progress came out as events, one phase per run, one EpisodeDone per episode
+    phases = [e.label for e in events.events if isinstance(e, PhaseStarted)]
+    assert phases[0] == "collect demos (oracle, train)" and len(phases) == 6
+    assert sum(isinstance(e, EpisodeDone) for e in events.events) == 3 + 5 * 2
+    assert any("collection: 3/3 won" in m.text for m in events.events if isinstance(m, Message))
+
+
+async def test_showcase_rejects_bad_config_before_recording(tmp_path):
+    import pytest
+
+    from nightowl.errors import UnknownNameError
+
+    s = fake_settings(tmp_path)
+    opts = ShowcaseOptions(env="twx", game="coin", configs=["teacher", "nope"])
+    with pytest.raises(UnknownNameError):
+        await run_showcase(s, opts, embedder=HashingEmbedder())
+    assert not (tmp_path / "demo").exists()
+
+
+def test_report_cli_unknown_run_exits_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIGHTOWL_HOME", str(tmp_path))
+    from nightowl.cli.main import app
+    from nightowl.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        r = CliRunner().invoke(app, ["report", "nope"])
+    finally:
+        get_settings.cache_clear()
+    assert r.exit_code != 0
