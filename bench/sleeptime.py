@@ -37,12 +37,12 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from nightowl.config import ModelSpec, Prices, load_settings  # noqa: E402
-from nightowl.sleeptime.answer import Budget  # noqa: E402
+from nightowl.sleeptime.answer import AnswerBudget  # noqa: E402
 from nightowl.sleeptime.gsm import is_correct, load_stateful_gsm  # noqa: E402
 from nightowl.sleeptime.service import SleepService  # noqa: E402
 from nightowl.sleeptime.settings import load_sleep_settings  # noqa: E402
 from nightowl.storage import open_db  # noqa: E402
-from nightowl.workers.probes import AlwaysIdle  # noqa: E402
+from nightowl.sleeptime.idle import AlwaysIdle  # noqa: E402
 
 #: bench budgets: same verbosity levels as `nightowl sleep ask`, smaller caps so the
 #: embedded CPU model finishes in minutes (override with --max-tokens)
@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace) -> dict:
     budget_names = [b for b in args.budgets.split(",") if b]
     caps = [int(x) for x in args.max_tokens.split(",")] if args.max_tokens else None
     budgets = [
-        Budget(
+        AnswerBudget(
             name=b,
             max_tokens=caps[i] if caps else DEFAULT_CAPS[b],
             instruction=INSTRUCTIONS[b],
