@@ -8,6 +8,7 @@ in the CLI; progress comes out as events (`nightowl.app.events`).
 from nightowl.app.calibrate import CalibrationReport, collect_states
 from nightowl.app.calibrate import calibrate as calibrate_rules
 from nightowl.app.collect import CollectRequest, CollectResult, add_demos, collect_demos
+from nightowl.app.distributed import EpisodeJob, run_episode_job, start_distributed_run
 from nightowl.app.root import Nightowl
 from nightowl.app.runs import RunSpec, RunSummary, checkpoint_path, run_tasks, validate_spec
 from nightowl.app.showcase import ShowcaseOptions, ShowcaseReport, run_showcase
@@ -19,6 +20,7 @@ __all__ = [
     "CalibrationReport",
     "CollectRequest",
     "CollectResult",
+    "EpisodeJob",
     "Nightowl",
     "RunSpec",
     "RunSummary",
@@ -33,6 +35,8 @@ __all__ = [
     "learn_contexts",
     "rebuild_index",
     "run_showcase",
+    "run_episode_job",
     "run_tasks",
+    "start_distributed_run",
     "validate_spec",
 ]

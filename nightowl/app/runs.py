@@ -101,6 +101,23 @@ def validate_spec(settings: Settings, spec: RunSpec) -> None:
     )
 
 
+def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
+    """What the ledger records about a run's configuration."""
+    return {
+        "env": spec.env,
+        "split": spec.split,
+        "tasks": spec.task_ids,
+        "ladder": spec.ladder,
+        "rule": spec.rule,
+        "temperature": spec.temperature,
+        "teacher": spec.teacher,
+        "student": spec.student or app.student,
+        "budget": spec.budget.model_dump(),
+        "retrieve": spec.retrieve,
+        "concurrency": spec.concurrency,
+    }
+
+
 def checkpoint_path(settings: Settings) -> Path:
     """Where LangGraph checkpoints of agent runs live (one SQLite file per home)."""
     return settings.home / "checkpoints.sqlite"
@@ -117,19 +134,7 @@ async def run_tasks(
     validate_spec(app.settings, spec)
     sink = progress or ignore
     student = spec.student or app.student
-    config = {
-        "env": spec.env,
-        "split": spec.split,
-        "tasks": spec.task_ids,
-        "ladder": spec.ladder,
-        "rule": spec.rule,
-        "temperature": spec.temperature,
-        "teacher": spec.teacher,
-        "student": student,
-        "budget": spec.budget.model_dump(),
-        "retrieve": spec.retrieve,
-        "concurrency": spec.concurrency,
-    }
+    config = run_config(app, spec)
     if spec.run_id and app.ledger.run_exists(spec.run_id):
         run_id = spec.run_id
     else:

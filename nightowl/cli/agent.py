@@ -15,6 +15,7 @@ from rich.table import Table
 
 from nightowl.cli import options as opt
 from nightowl.config import Settings, get_settings
+from nightowl.errors import ConfigError
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -112,8 +113,12 @@ def run(
     concurrency: int = opt.CONCURRENCY,
     store_escalations: bool = typer.Option(True, help="successful escalated episodes become demos"),
     resume: str = typer.Option("", help="resume this run id (after a crash or kill)"),
+    via: str = typer.Option(
+        "local", help="local: run here; celery: one message per episode on the 'episodes' "
+        "queue for `nightowl worker` processes (needs NIGHTOWL_BROKER_URL)",
+    ),
 ) -> None:
-    """Run a ladder over tasks as one ledger run (resumable)."""
+    """Run a ladder over tasks as one ledger run (resumable; or spread over workers)."""
     from nightowl.agent.budget import EpisodeBudget
     from nightowl.app import Nightowl, RunSpec, run_tasks, validate_spec
     from nightowl.cli.progress import rich_progress
@@ -131,8 +136,21 @@ def run(
         temperature=temperature, teacher=teacher, student=student or None, budget=budget,
         concurrency=concurrency, store_escalations=store_escalations, run_id=resume or None,
     )
+    if via not in ("local", "celery"):
+        raise ConfigError(f"--via must be 'local' or 'celery', not {via!r}")
+    if via == "celery" and not settings.broker_url:
+        raise ConfigError("--via celery needs a broker: set NIGHTOWL_BROKER_URL=redis://HOST:6379/0")
     validate_spec(settings, spec)  # before the environment starts or a run is recorded
     spec.task_ids = select_tasks(env, split, tasks, game=game or None)
+    if via == "celery":
+        from nightowl.app.distributed import start_distributed_run
+        from nightowl.workers.app import CeleryQueue
+
+        with Nightowl.open(settings) as app:
+            run_id = start_distributed_run(app, spec, CeleryQueue())
+        console.print(f"run {run_id}: {len(spec.task_ids)} episodes enqueued on 'episodes'; "
+                      f"follow it with `nightowl report {run_id}`")
+        return
     with Nightowl.open(settings) as app, rich_progress(console, episode_lines=True) as sink:
         summ = asyncio.run(run_tasks(app, spec, progress=sink))
     console.print(summary_table([summ], f"run {summ.run_id}"))

@@ -9,7 +9,7 @@ from nightowl.errors import ConfigError
 
 def worker(
     queues: str = typer.Option(
-        "sleep,demos,index", "--queues", "-Q", help="comma-separated queues to consume"
+        "sleep,demos,index,episodes", "--queues", "-Q", help="comma-separated queues to consume"
     ),
     beat: bool = typer.Option(False, "--beat", "-B", help="also run the scan schedule (beat)"),
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="worker processes"),

@@ -30,9 +30,10 @@ from pydantic import BaseModel
 from nightowl.config import Settings, get_settings
 from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
 
-QUEUES: tuple[str, ...] = ("sleep", "demos", "index")
+QUEUES: tuple[str, ...] = ("sleep", "demos", "index", "episodes")
 ROUTES: dict[str, dict[str, str]] = {
     "nightowl.sleep.*": {"queue": "sleep"},
+    "nightowl.episodes.*": {"queue": "episodes"},
     "nightowl.demos.*": {"queue": "demos"},
     "nightowl.index.*": {"queue": "index"},
 }
@@ -103,7 +104,7 @@ def enqueue_learn(
 
 
 class CeleryQueue:
-    """The app layer's `JobQueue` over this Celery app (checks the broker first)."""
+    """The app layer's job queues over this Celery app (checks the broker once)."""
 
     def __init__(self, target: Celery | None = None) -> None:
         self.app = target if target is not None else globals()["app"]
@@ -131,3 +132,10 @@ class CeleryQueue:
         """Send one sleep-time job (after checking the broker once)."""
         self._check()
         return enqueue_learn(context_id, config, app=self.app)
+
+    def enqueue_episode(self, job: BaseModel) -> str:
+        """Send one episode of a distributed run to the ``episodes`` queue."""
+        self._check()
+        return str(
+            self.app.send_task("nightowl.episodes.run", args=[job.model_dump(mode="json")]).id
+        )

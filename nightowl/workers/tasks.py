@@ -129,3 +129,14 @@ def collect_demos(payload: dict) -> dict:
 
     res = asyncio.run(collect(root(), CollectRequest.model_validate(payload)))
     return res.model_dump(mode="json", exclude={"summary"})
+
+
+@app.task(name="nightowl.episodes.run", **_RELIABLE)
+def run_episode(payload: dict) -> dict:
+    """Run one episode of a distributed run (resumes from its checkpoint on redelivery)."""
+    import asyncio
+
+    from nightowl.app.distributed import EpisodeJob, run_episode_job
+
+    job = EpisodeJob.model_validate(payload)
+    return asyncio.run(run_episode_job(root(), job)).model_dump(mode="json")

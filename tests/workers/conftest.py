@@ -66,7 +66,13 @@ class Worker:
     """A worker subprocess in its own process group (killed in `stop`)."""
 
     def __init__(
-        self, env: dict[str, str], log: Path, *, concurrency: int = 1, beat: bool = False
+        self,
+        env: dict[str, str],
+        log: Path,
+        *,
+        concurrency: int = 1,
+        beat: bool = False,
+        queues: str = "sleep",
     ) -> None:
         self.log = log
         self.fh = log.open("ab")
@@ -77,7 +83,7 @@ class Worker:
                 "nightowl.cli.main",
                 "worker",
                 "--queues",
-                "sleep",
+                queues,
                 "--concurrency",
                 str(concurrency),
                 "--loglevel",

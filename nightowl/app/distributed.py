@@ -1,0 +1,100 @@
+"""Use case: one run spread over workers -- one queued message per episode.
+
+`start_distributed_run` validates the spec, opens the ledger run and enqueues one
+`EpisodeJob` per task on a `EpisodeQueue` (the Celery app's ``episodes`` queue).
+Any number of workers, on any number of hosts sharing the broker and the database,
+call `run_episode_job`: it refreshes the worker's FAISS index from SQL, then runs the
+episode inside the same ledger run. The episode's LangGraph thread id is
+``run_id/task_id``, so a job redelivered after its worker died resumes from that
+thread's last checkpoint (checkpoints live where the database is), and a finished
+episode is returned as is: no finished step is run or billed twice.
+`nightowl report RUN_ID` reads the run while it is in flight.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, Field
+
+from nightowl.agent.budget import EpisodeBudget
+from nightowl.app.runs import DEMO_PRESETS, RunSpec, run_config, run_tasks, validate_spec
+
+if TYPE_CHECKING:
+    from nightowl.app.root import Nightowl
+
+
+class EpisodeJob(BaseModel):
+    """One episode of a distributed run (the Celery payload)."""
+
+    run_id: str
+    name: str
+    env: str
+    split: str
+    task_id: str
+    ladder: str = "cascade"
+    rule: str | None = None
+    temperature: float = 0.5
+    teacher: str = "oracle"
+    student: str | None = None
+    budget: EpisodeBudget = Field(default_factory=EpisodeBudget)
+    retrieve: bool = True
+    store_escalations: bool = False
+    k_episodes: int = 2
+    window: int = 3
+
+    def spec(self) -> RunSpec:
+        """The one-task `RunSpec` this job runs inside its run."""
+        return RunSpec(
+            name=self.name, env=self.env, split=self.split, task_ids=[self.task_id],
+            ladder=self.ladder, rule=self.rule, temperature=self.temperature,
+            teacher=self.teacher, student=self.student, budget=self.budget,
+            retrieve=self.retrieve, concurrency=1, store_escalations=self.store_escalations,
+            k_episodes=self.k_episodes, window=self.window, run_id=self.run_id,
+        )
+
+
+class EpisodeOutcome(BaseModel):
+    """What one episode job did (the Celery task's JSON result)."""
+
+    run_id: str
+    task_id: str
+    success: bool
+    steps: int
+    reason: str
+
+
+class EpisodeQueue(Protocol):
+    """Where episode jobs go (the Celery app in `nightowl.workers` is one)."""
+
+    def enqueue_episode(self, job: EpisodeJob) -> str:
+        """Send one job; returns its task id (raises UserError when unreachable)."""
+
+
+def start_distributed_run(app: Nightowl, spec: RunSpec, queue: EpisodeQueue) -> str:
+    """Validate, open the ledger run, enqueue one job per task; returns the run id."""
+    validate_spec(app.settings, spec)
+    config = {**run_config(app, spec), "via": "queue"}
+    run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
+    for task_id in spec.task_ids:
+        queue.enqueue_episode(
+            EpisodeJob(
+                run_id=run_id, name=spec.name, env=spec.env, split=spec.split, task_id=task_id,
+                ladder=spec.ladder, rule=spec.rule, temperature=spec.temperature,
+                teacher=spec.teacher, student=spec.student, budget=spec.budget,
+                retrieve=spec.retrieve, store_escalations=spec.store_escalations,
+                k_episodes=spec.k_episodes, window=spec.window,
+            )
+        )
+    return run_id
+
+
+async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
+    """Run (or resume, or return the finished result of) one queued episode."""
+    spec = job.spec()
+    if spec.ladder in DEMO_PRESETS and spec.retrieve:
+        app.memory.refresh()  # demos other workers or hosts added since this index was built
+    summary = await run_tasks(app, spec)
+    ep = next(e for e in summary.episodes_detail if e["task_id"] == job.task_id)
+    return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=bool(ep["success"]),
+                          steps=int(ep["steps"]), reason=str(ep["reason"]))
