@@ -104,12 +104,12 @@ def plot_cost_vs_success(rows: Sequence[RunSummary], path: Path, title: str) -> 
     return path
 
 
-def prices_line(settings: Settings, student: str | None) -> str:
+def prices_line(settings: Settings, student: str) -> str:
     """The prices every report prints."""
-    sp = settings.model(student or settings.student_model).prices
+    sp = settings.model(student).prices
     tp = settings.model(settings.teacher_price_model).prices
     return (
-        f"prices (USD per 1M tokens): student {student or settings.student_model} "
+        f"prices (USD per 1M tokens): student {student} "
         f"in {sp.input:g} / cached {sp.cached_input:g} / out {sp.output:g}; "
         f"teacher ({settings.teacher_price_model}) in {tp.input:g} / cached "
         f"{tp.cached_input:g} / out {tp.output:g}; oracle teacher billed as its prompt "
@@ -138,10 +138,11 @@ class ShowcaseReport(BaseModel):
     plot_path: str
 
 
-def _student_settings(settings: Settings, opts: ShowcaseOptions) -> tuple[Settings, str | None]:
+def _student_settings(
+    settings: Settings, opts: ShowcaseOptions, sname: str
+) -> tuple[Settings, str | None]:
     """Settings for the showcase's own database, with the student's dtype applied."""
     update: dict[str, Any] = {"home": settings.home / "demo", "database_url": None}
-    sname = opts.student or settings.student_model
     spec = settings.model(sname)
     dtype: str | None = None
     if spec.backend == "transformers":
@@ -166,20 +167,21 @@ async def run_showcase(
     from nightowl.ledger import break_even_episodes
 
     sink = progress or ignore
+    student = opts.student or settings.student_model  # resolved once, passed down
     for cfg in opts.configs:  # bad input fails before anything starts or is recorded
         rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
-        validate_ladder(cfg, settings, rule=rule, student=opts.student)
+        validate_ladder(cfg, settings, rule=rule, student=student)
     t_start = time.perf_counter()
     demo_home = settings.home / "demo"
     if opts.fresh and demo_home.exists():
         shutil.rmtree(demo_home)
     demo_home.mkdir(parents=True, exist_ok=True)
-    dsettings, dtype = _student_settings(settings, opts)
+    dsettings, dtype = _student_settings(settings, opts, student)
     sink(Message(text=f"nightowl demo on {opts.env}/{opts.game or '*'}: {opts.train_tasks} "
                       f"train tasks (oracle demos), {opts.test_tasks} test tasks"))
-    sink(Message(text=prices_line(settings, opts.student)))
+    sink(Message(text=prices_line(settings, student)))
     if dtype:
-        sink(Message(text=f"student {opts.student or settings.student_model} runs in-process "
+        sink(Message(text=f"student {student} runs in-process "
                           f"with dtype {dtype}"))
     train_ids = select_tasks(opts.env, "train", opts.train_tasks, game=opts.game)
     test_ids = select_tasks(opts.env, "test", opts.test_tasks, game=opts.game)
@@ -205,7 +207,7 @@ async def run_showcase(
                     name=cfg, env=opts.env, split="test", task_ids=test_ids, ladder=cfg,
                     rule=rule, temperature=opts.temperature,
                     budget=EpisodeBudget(max_steps=opts.max_steps),
-                    concurrency=opts.concurrency, kind="eval", student=opts.student,
+                    concurrency=opts.concurrency, kind="eval", student=student,
                     k_episodes=opts.k_episodes, window=opts.window,
                 ),
                 progress=sink,
@@ -232,7 +234,7 @@ async def run_showcase(
         env=opts.env,
         game=opts.game,
         options=opts,
-        prices=prices_line(settings, opts.student),
+        prices=prices_line(settings, student),
         student_dtype=dtype,
         train_tasks=train_ids,
         test_tasks=test_ids,
