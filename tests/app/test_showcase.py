@@ -23,7 +23,7 @@ async def test_showcase_end_to_end_with_fake_student(tmp_path):
     s = fake_settings(tmp_path)
     out = tmp_path / "demo.json"
     opts = ShowcaseOptions(
-        env="twx", game="coin", train_tasks=3, test_tasks=2, max_steps=20, out=out, concurrency=2
+        env="twx", game="coin", train_tasks=3, test_tasks=2, max_steps=30, out=out, concurrency=2
     )
     events = Recorder()
     rep = await run_showcase(s, opts, progress=events, embedder=HashingEmbedder())
