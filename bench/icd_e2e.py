@@ -1,0 +1,153 @@
+"""End-to-end ICD table per environment family: teacher-only vs the calibrated cascade.
+
+    python bench/icd_e2e.py [--families twx/coin,twx/simonsays,tw/coin_collector]
+                            [--demos 10] [--dev 3] [--test 5] [--target 0.9]
+
+Per family (an environment and one game): the oracle teacher plays ``--demos`` train
+tasks (collection, billed), `calibrate` scores the student on ``--dev`` dev tasks and
+chooses the cheapest acceptance rule whose predicted success reaches ``--target`` -- or
+says the student cannot pay, and then the recommended setting is teacher-only. Both the
+teacher-only baseline and the recommended setting then run on the same ``--test`` test
+tasks. The choice is made on dev, never by looking at test. Reports success, cost per
+episode, cost-of-pass, teacher share, the ratio of costs and the break-even episode
+count of the collection. Prints a table and writes bench/results/icd_e2e.json with the
+CPU model and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nightowl.agent.budget import EpisodeBudget  # noqa: E402
+from nightowl.app import (  # noqa: E402
+    CalibrateOptions,
+    CollectRequest,
+    Nightowl,
+    RunSpec,
+    calibrate_rules,
+    collect_demos,
+    run_tasks,
+)
+from nightowl.config import load_settings  # noqa: E402
+from nightowl.envs.registry import select_tasks  # noqa: E402
+from nightowl.ledger import break_even_episodes  # noqa: E402
+
+DEFAULT_FAMILIES = ("twx/coin,twx/simonsays,twx/peckingorder,twx/mapreader,twx/sorting,"
+                    "twx/arithmetic,twx/cookingworld,twx/twc,tw/coin_collector,tw/cooking")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Collect, calibrate on dev, run teacher-only and the recommendation on test."""
+    env, _, game = fam.partition("/")
+    settings = load_settings(home=Path(tempfile.mkdtemp(prefix="icd-e2e-")))
+    t0 = time.perf_counter()
+    with Nightowl.open(settings) as app:
+        coll = await collect_demos(app, CollectRequest(env=env, game=game, tasks=args.demos,
+                                                       max_steps=args.collect_steps))
+        cal = await calibrate_rules(app, CalibrateOptions(
+            env=env, game=game, tasks=args.dev, target=args.target, max_steps=args.collect_steps))
+        chosen = cal.chosen if cal.target_met else None
+        test_ids = select_tasks(env, "test", args.test, game=game)
+        budget = EpisodeBudget(max_steps=args.max_steps)
+        teacher = await run_tasks(app, RunSpec(name="teacher", env=env, split="test",
+                                               task_ids=test_ids, ladder="teacher",
+                                               budget=budget, concurrency=args.concurrency))
+        if chosen is not None:
+            ladder = "margin" if chosen["spec"].startswith("margin") else "cascade"
+            rec = await run_tasks(app, RunSpec(
+                name=f"{ladder} {chosen['spec']}", env=env, split="test", task_ids=test_ids,
+                ladder=ladder, rule=chosen["spec"], temperature=chosen["temperature"],
+                budget=budget, concurrency=args.concurrency))
+        else:
+            rec = teacher
+    ratio = teacher.cost_per_episode / rec.cost_per_episode if rec.cost_per_episode else math.inf
+    n_star = break_even_episodes(coll.collection_cost, teacher.cost_per_episode,
+                                 rec.cost_per_episode)
+    return {
+        "family": fam,
+        "demos": coll.demos_added,
+        "collection_cost": coll.collection_cost,
+        "dev_states": cal.states,
+        "student_top1_dev": cal.student_top1_agreement,
+        "calibrate_choice": chosen["spec"] if chosen else "teacher (student cannot pay)",
+        "calibrate_predicted_success": cal.chosen["predicted_success"],
+        "teacher": teacher.model_dump(exclude={"episodes_detail", "config"}),
+        "recommended": rec.model_dump(exclude={"episodes_detail", "config"}),
+        "cost_ratio_teacher_over_recommended": ratio,
+        "equal_success": rec.successes >= teacher.successes - 1,
+        "break_even_episodes": None if math.isinf(n_star) else n_star,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def _c(x: float) -> str:
+    return "inf" if math.isinf(x) else f"${x:.5f}"
+
+
+async def main() -> None:
+    """Run every family, print the table, write the JSON."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--families", default=DEFAULT_FAMILIES)
+    ap.add_argument("--demos", type=int, default=10)
+    ap.add_argument("--dev", type=int, default=3)
+    ap.add_argument("--test", type=int, default=5)
+    ap.add_argument("--target", type=float, default=0.9)
+    ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--collect-steps", type=int, default=40)
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_e2e.json"))
+    args = ap.parse_args()
+    load_before = os.getloadavg()
+    rows = []
+    for fam in args.families.split(","):
+        row = await family(fam.strip(), args)
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("family", "calibrate_choice",
+                                              "cost_ratio_teacher_over_recommended")}),
+              flush=True)
+        Path(args.out).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=1))
+    machine = {"cpu": _cpu(), "cores": os.cpu_count(), "load_before": load_before,
+               "load_after": os.getloadavg()}
+    t = Table(title=f"ICD end to end, test split ({machine['cpu']}, load "
+                    f"{load_before[0]:.1f} -> {machine['load_after'][0]:.1f})")
+    for col in ("family", "dev top-1", "calibrate chose", "teacher success", "teacher $/ep",
+                "rec. success", "rec. $/ep", "rec. cost-of-pass", "teacher share", "x cheaper",
+                "break-even"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        te, re_ = r["teacher"], r["recommended"]
+        t.add_row(r["family"], f"{r['student_top1_dev']:.0%}", r["calibrate_choice"],
+                  f"{te['successes']}/{te['episodes']}", _c(te["cost_per_episode"]),
+                  f"{re_['successes']}/{re_['episodes']}", _c(re_["cost_per_episode"]),
+                  _c(re_["cost_of_pass"]), f"{re_['teacher_share']:.2f}",
+                  f"{r['cost_ratio_teacher_over_recommended']:.2f}",
+                  "-" if r["break_even_episodes"] is None else f"{r['break_even_episodes']:.0f}")
+    Console(width=200).print(t)
+    Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows, "args": vars(args)},
+                                         indent=1, default=str))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
