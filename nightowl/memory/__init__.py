@@ -1,6 +1,7 @@
 """Demo memory: recorded steps, demo episodes, embeddings, FAISS indexes, retrieval.
 
-The agent codes against `DemoMemory` (see `nightowl.memory.store`)::
+The agent codes against the `DemoStore` interface (`nightowl.memory.base`);
+`DemoMemory` (`nightowl.memory.store`) is the SQL + FAISS implementation::
 
     mem = DemoMemory(db, embedder)            # embedder defaults to all-MiniLM-L6-v2
     mem.record_steps(episode_id, steps)       # any episode, for replay/audit
@@ -8,6 +9,7 @@ The agent codes against `DemoMemory` (see `nightowl.memory.store`)::
     windows = mem.retrieve(goal, observation, history, k_episodes=4, k_steps=2, window=2)
 """
 
+from nightowl.memory.base import DemoStore
 from nightowl.memory.embedder import (
     Embedder,
     HashingEmbedder,
@@ -25,6 +27,7 @@ from nightowl.memory.store import (
 
 __all__ = [
     "DemoMemory",
+    "DemoStore",
     "DemoWindow",
     "Embedder",
     "EpisodeDemo",

@@ -22,8 +22,25 @@ def test_minilm_shape_norm_and_bf16_quality(minilm):
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
     assert minilm.embed([]).shape == (0, 384)
     ref = SentenceTransformerEmbedder(dtype="float32").embed(texts)
-    cos = np.sum(ref * v, axis=1)
+    bf16 = SentenceTransformerEmbedder(dtype="bfloat16").embed(texts)
+    cos = np.sum(ref * bf16, axis=1)
     assert cos.min() > 0.99, cos  # bf16 keeps the fp32 geometry
+
+
+def test_dtype_follows_the_cpu_unless_overridden(monkeypatch):
+    from nightowl.memory import embedder as emb
+
+    monkeypatch.delenv("NIGHTOWL_EMBEDDER_DTYPE", raising=False)
+    flags = open("/proc/cpuinfo").read()
+    native = "amx_bf16" in flags or "avx512_bf16" in flags
+    dtype, why = emb.choose_dtype()
+    assert dtype == ("bfloat16" if native else "float32"), why
+    monkeypatch.setattr(emb, "cpu_has_native_bf16", lambda: (True, "scripted"))
+    assert emb.choose_dtype() == ("bfloat16", "scripted")
+    assert emb.choose_dtype("float32") == ("float32", "requested")
+    monkeypatch.setenv("NIGHTOWL_EMBEDDER_DTYPE", "float32")
+    assert emb.choose_dtype() == ("float32", "requested")
+    assert emb.choose_dtype("auto")[0] == "float32"
 
 
 def test_cooking_demo_for_cooking_goal_not_coin(sqlite_db, tmp_path, minilm):

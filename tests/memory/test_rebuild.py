@@ -116,7 +116,7 @@ def test_rows_added_elsewhere_are_caught_up(filled, make_mem, add_demo):
 
 
 def test_flat_switches_to_hnsw_above_threshold(make_mem, add_demo, run_id):
-    mem = make_mem(hnsw_threshold=8)
+    mem = make_mem(hnsw_threshold=8, step_hnsw_threshold=8)
     add_demo(mem, "cook-1", *COOKING)
     assert mem.stats().indexes["obs"]["type"] == "flat"
     add_demo(mem, "coin-1", *COIN)
@@ -131,12 +131,23 @@ def test_flat_switches_to_hnsw_above_threshold(make_mem, add_demo, run_id):
     assert mem.retrieve(KEY[0], "x") == []
 
 
+def test_step_keys_stay_flat_by_default(make_mem, add_demo):
+    # Retrieval reads step vectors by id only: the step keys need no HNSW graph.
+    mem = make_mem(hnsw_threshold=2)
+    for i, (goal, pairs) in enumerate([COOKING, COIN, KEY]):
+        add_demo(mem, f"t{i}", goal, pairs)
+    st = mem.stats()
+    assert st.indexes["goal"]["type"] == "hnsw"
+    assert st.indexes["obs"]["type"] == st.indexes["hist"]["type"] == "flat"
+    assert st.indexes["obs"]["rows"] == 14
+
+
 def test_hnsw_index_persists_and_reloads(make_mem, add_demo):
-    mem = make_mem(hnsw_threshold=4)
+    mem = make_mem(hnsw_threshold=4, step_hnsw_threshold=4)
     for i, (goal, pairs) in enumerate([COOKING, COIN, KEY]):
         add_demo(mem, f"t{i}", goal, pairs)
     mem.close()
-    again = make_mem(hnsw_threshold=4)
+    again = make_mem(hnsw_threshold=4, step_hnsw_threshold=4)
     assert again.last_open_report["obs"] == "loaded"
     assert again.stats().indexes["obs"]["type"] == "hnsw"
 
