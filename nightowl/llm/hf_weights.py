@@ -121,6 +121,27 @@ def _source(directory: str, gguf_file: str | None) -> tuple[str, dict[str, Any]]
     return directory, {}
 
 
+def _tokenizer_copy_dir(directory: str, gguf_file: str | None) -> Path | None:
+    """Where a tokenizer-only copy of a GGUF's tokenizer is kept (None: caching off)."""
+    conv = converted_dir(directory, gguf_file) if gguf_file else None
+    return None if conv is None else conv.with_name(conv.name + "-tokenizer")
+
+
+def _save_atomically(target: Path, write: Any) -> None:
+    """Call ``write(folder)`` on a temporary folder renamed to ``target`` (best effort)."""
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        tmp.chmod(0o755)
+        write(tmp)
+        os.replace(tmp, target)
+    except (OSError, RuntimeError, ValueError, TypeError):
+        # another process won the race, or the disk is read-only: load from GGUF next time
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _quiet_hf() -> None:
     """Silence HF progress bars, including GGUF de-quantization's (tqdm ignores HF's switch)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,10 +168,17 @@ def _load_tokenizer_locked(directory: str, gguf_file: str | None) -> LoadedToken
 
     started = time.perf_counter()
     source, kwargs = _source(directory, gguf_file)
+    # Without a converted copy, reading the tokenizer out of a GGUF parses the whole file
+    # (~10-30 s); a tokenizer-only copy beside the weights cache makes that once.
+    tok_copy = _tokenizer_copy_dir(directory, gguf_file) if kwargs else None
+    if tok_copy is not None and (tok_copy / "tokenizer_config.json").is_file():
+        source, kwargs = str(tok_copy), {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load tokenizer from {source}/{gguf_file or ''}: {exc}") from exc
+    if tok_copy is not None and kwargs:
+        _save_atomically(tok_copy, tokenizer.save_pretrained)
     loaded = LoadedTokenizer(tokenizer=tokenizer, load_s=time.perf_counter() - started)
     _tokenizers[key] = loaded
     return loaded
@@ -219,11 +247,7 @@ def save_converted(model: Any, tokenizer: Any, target: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-        tmp.chmod(0o755)
+    def write(tmp: Path) -> None:
         state = {
             k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()
         }
@@ -237,13 +261,8 @@ def save_converted(model: Any, tokenizer: Any, target: Path) -> None:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    except (OSError, RuntimeError, ValueError, TypeError):
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _save_atomically(target, write)
 
 
 __all__ = [

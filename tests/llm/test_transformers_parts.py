@@ -87,3 +87,22 @@ def test_registry_default_dtype_is_auto():
     backend = create_backend("smollm2", load_settings().model("smollm2"))
     assert isinstance(backend, TransformersBackend)
     assert (backend.dtype, backend.dtype_reason) == dtype_mod.choose_dtype()
+
+
+@pytest.mark.slow
+def test_tokenizer_from_gguf_is_copied_once(tmp_path, monkeypatch):
+    from nightowl.llm import hf_weights
+
+    monkeypatch.setenv("NIGHTOWL_MODEL_CACHE", str(tmp_path))
+    directory, gguf = hf_weights.resolve_weights(dict(load_settings().model("smollm2").params))
+    monkeypatch.setattr(hf_weights, "_tokenizers", {})
+    first = hf_weights.load_tokenizer(directory, gguf)  # parses the GGUF, keeps a copy
+    conv = hf_weights.converted_dir(directory, gguf)
+    assert conv is not None
+    assert [p.name for p in tmp_path.iterdir()] == [conv.name + "-tokenizer"]
+    monkeypatch.setattr(hf_weights, "_tokenizers", {})
+    second = hf_weights.load_tokenizer(directory, gguf)
+    assert str(tmp_path) in second.tokenizer.name_or_path
+    text = "Observation: You are in the kitchen.\nAction: take coin"
+    assert first.tokenizer(text)["input_ids"] == second.tokenizer(text)["input_ids"]
+    assert not hf_weights.is_model_loaded(directory, gguf, "float16")
