@@ -36,11 +36,8 @@ from rich.table import Table  # noqa: E402
 
 from nightowl.config import load_settings  # noqa: E402
 from nightowl.llm.base import ChatMessage, GenerationRequest  # noqa: E402
-from nightowl.llm.transformers import (  # noqa: E402
-    TransformersBackend,
-    _converted_dir,
-    resolve_weights,
-)
+from nightowl.llm.hf_weights import converted_dir, resolve_weights  # noqa: E402
+from nightowl.llm.transformers import TransformersBackend  # noqa: E402
 
 PASSAGE = (
     "The kitchen has a wooden table with a red apple, a knife and a cookbook on it. "
@@ -157,7 +154,7 @@ def build(dtype: str, threads: int) -> TransformersBackend:
     return TransformersBackend(
         name=f"smollm2-{dtype}", directory=directory, gguf_file=gguf_file, dtype=dtype,
         threads=threads,
-    )  # fmt: skip
+    ).load()  # fmt: skip
 
 
 async def main() -> int:
@@ -169,7 +166,7 @@ async def main() -> int:
     threads = int(os.environ.get("NIGHTOWL_THREADS", "1"))
     spec = load_settings().model("smollm2")
     directory, gguf_file = resolve_weights(dict(spec.params))
-    conv = _converted_dir(directory, gguf_file) if gguf_file else None
+    conv = converted_dir(directory, gguf_file) if gguf_file else None
     load_source = "converted safetensors cache" if conv and conv.exists() else "GGUF (de-quantized)"
 
     fp32 = build("float32", threads)

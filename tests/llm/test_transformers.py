@@ -172,15 +172,14 @@ async def test_score_continuations_ordering(smollm2: TransformersBackend):
     assert math.isclose(r.completions[0].logprobs[0].logprob, s.logprobs[0], abs_tol=1e-3)
 
 
-async def test_score_many_continuations_in_chunks(smollm2: TransformersBackend, monkeypatch):
-    import nightowl.llm.transformers as tb
-
+async def test_score_many_continuations_in_chunks(smollm2: TransformersBackend):
     conts = [f" item {i}" for i in range(7)]
     whole = await smollm2.score_continuations("A list:", conts)
-    monkeypatch.setattr(tb, "_SCORE_CHUNK_TOKENS", 2)  # one continuation per forward
-    chunked = await smollm2.score_continuations("A list:", conts)
-    for a, b in zip(whole.logprobs, chunked.logprobs, strict=True):
-        assert math.isclose(a, b, abs_tol=1e-3)
+    p_ids = smollm2.encode("A list:")
+    c_ids = [smollm2.encode(c) for c in conts]
+    chunked, _ = smollm2.score_tokens(p_ids, c_ids, chunk_tokens=2)  # one per forward
+    for a, b in zip(whole.logprobs, chunked, strict=True):
+        assert math.isclose(a, sum(b), abs_tol=1e-3)
 
 
 async def test_json_schema_is_refused_clearly(smollm2: TransformersBackend):
@@ -204,3 +203,46 @@ async def test_prompt_longer_than_context_is_a_clear_error(smollm2: Transformers
     long = "word " * (smollm2.context_length + 10)
     with pytest.raises(ModelError, match="context"):
         await smollm2.generate(GenerationRequest(prompt=long, max_tokens=2))
+
+
+STEP_HEAD = (
+    "You are playing a text game. Reply with one valid action.\n\n"
+    "Example:\nGoal: find the coin.\nObservation: You are in the kitchen. A door leads north.\n"
+    "Action: go north\nObservation: You are in the hallway. You see a coin.\nAction: take coin\n\n"
+)
+ACTIONS = ["go north", "take coin", "open the wooden door", "look", "inventory"]
+
+
+def _step_prompt(observation: str) -> str:
+    return STEP_HEAD + f"Goal: find the coin.\nObservation: {observation}\nAction:"
+
+
+async def test_batched_scores_equal_one_at_a_time(smollm2: TransformersBackend):
+    prompt = _step_prompt("You are in the pantry. There is a shelf and a door to the east.")
+    conts = [f" {a}\n" for a in ACTIONS]
+    batched = await smollm2.score_continuations(prompt, conts)
+    p_ids = smollm2.encode(prompt)
+    for cont, got in zip(conts, batched.logprobs, strict=True):
+        c_ids = smollm2.encode(cont)
+        with smollm2.lock, torch.inference_mode():  # plain forward: no cache, no batch
+            logits = smollm2.model(input_ids=torch.tensor([p_ids + c_ids])).logits[0]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        alone = sum(logp[len(p_ids) + i - 1, t].item() for i, t in enumerate(c_ids))
+        assert math.isclose(got, alone, abs_tol=1e-3), (cont, got, alone)
+
+
+async def test_next_step_hits_the_shared_demo_prefix(smollm2: TransformersBackend):
+    smollm2.clear_prefix_cache()
+    first = _step_prompt("You are in the kitchen.")
+    second = _step_prompt("You are in the garden. A path leads west.")
+    conts = [f" {a}\n" for a in ACTIONS]
+    cold = await smollm2.score_continuations(second, conts)
+    smollm2.clear_prefix_cache()
+    await smollm2.score_continuations(first, conts)
+    warm = await smollm2.score_continuations(second, conts)
+    head = len(smollm2.encode(STEP_HEAD + "Goal: find the coin.\nObservation: You are in the"))
+    k = len(conts)
+    reused = warm.usage.cached_prompt_tokens - (k - 1) * len(smollm2.encode(second))
+    assert head - 1 <= reused < len(smollm2.encode(second))
+    for a, b in zip(cold.logprobs, warm.logprobs, strict=True):
+        assert math.isclose(a, b, abs_tol=1e-4)

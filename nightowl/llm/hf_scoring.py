@@ -1,0 +1,119 @@
+"""Exact scoring for the in-process transformers backend: log p(continuation | prompt).
+
+All continuations of one prompt are scored in ONE batched forward on top of the
+prompt's KV cache: the cache of all prompt tokens but the last (taken from the prefix
+cache where possible) is repeated across the batch, and each row is the prompt's last
+token followed by one right-padded continuation. Row j's logits at position t give
+log p(continuation_j[t] | prompt + continuation_j[:t]); real tokens never attend to the
+padding after them, so no attention mask is needed. Very many continuations are split
+into chunks that bound the repeated cache (`SCORE_CHUNK_TOKENS`).
+
+This gives `choices=` (pick or sample among allowed strings) and
+`score_continuations` (logprob margins, log p(q|c)) the same numbers as scoring each
+continuation alone (tested within 1e-3 nats), at the cost of one forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any
+
+from nightowl.llm.base import TokenLogprob
+from nightowl.llm.prefix_cache import PrefixCache, cached_prefill
+
+if TYPE_CHECKING:
+    import torch
+
+#: continuation rows x prompt tokens per scoring forward (bounds the repeated KV cache)
+SCORE_CHUNK_TOKENS = 24_000
+
+
+def score_batched(
+    model: Any,
+    cache_kw: str,
+    prefixes: PrefixCache,
+    p_ids: list[int],
+    c_ids: list[list[int]],
+    pad_id: int,
+    *,
+    chunk_tokens: int | None = None,
+) -> tuple[list[list[float]], int]:
+    """Per-token log-probs of each continuation after ``p_ids``, and reused prefix tokens.
+
+    Call under the model's lock. ``p_ids`` and every continuation must be non-empty.
+    """
+    import torch
+
+    budget = SCORE_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
+    results: list[list[float]] = [[] for _ in c_ids]
+    with torch.inference_mode():
+        base, reused = (None, 0)
+        if len(p_ids) > 1:
+            base, reused = cached_prefill(model, cache_kw, prefixes, p_ids[:-1])
+        last = p_ids[-1]
+        chunk = max(1, budget // len(p_ids))
+        for lo in range(0, len(c_ids), chunk):
+            group = c_ids[lo : lo + chunk]
+            width = 1 + max(len(c) for c in group)
+            rows = [[last, *c] + [pad_id] * (width - 1 - len(c)) for c in group]
+            kw: dict[str, Any] = {}
+            if base is not None:
+                # the last chunk may consume the base cache; earlier ones work on copies
+                kv = base if lo + chunk >= len(c_ids) else copy.deepcopy(base)
+                if len(group) > 1:
+                    kv.batch_repeat_interleave(len(group))
+                kw[cache_kw] = kv
+            logits = model(input_ids=torch.tensor(rows), use_cache=base is not None, **kw).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for j, cont in enumerate(group):
+                idx = torch.tensor(cont)
+                picked = logp[j, torch.arange(len(cont)), idx]
+                results[lo + j] = picked.tolist()
+    return results, reused
+
+
+def pick_choices(scores: list[float], n: int, temperature: float, seed: int | None) -> list[int]:
+    """Indices of ``n`` picks: argmax at temperature 0, else samples from softmax(s/T)."""
+    import torch
+
+    values = torch.tensor(scores, dtype=torch.float64)
+    if temperature <= 0:
+        return [int(values.argmax())] * n
+    probs = torch.softmax(values / temperature, dim=0)
+    gen = torch.Generator()
+    if seed is not None:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()
+    picks: list[int] = torch.multinomial(probs, n, replacement=True, generator=gen).tolist()
+    return picks
+
+
+def token_logprobs(
+    tokenizer: Any, logits: tuple[torch.Tensor, ...], row: int, toks: list[int], top: int
+) -> tuple[TokenLogprob, ...]:
+    """Token log-probs (and ``top`` alternatives) of one generated row from its logits."""
+    import torch
+
+    result = []
+    for step, tok in enumerate(toks):
+        logp = torch.log_softmax(logits[step][row].float(), dim=-1)
+        alts: tuple[tuple[str, float], ...] = ()
+        if top > 0:
+            vals, idx = logp.topk(top)
+            alts = tuple(
+                (tokenizer.decode([i]), v) for i, v in zip(idx.tolist(), vals.tolist(), strict=True)
+            )
+        lp = logp[tok].item()
+        result.append(
+            TokenLogprob(
+                token=tokenizer.decode([tok]),
+                logprob=lp if math.isfinite(lp) else -1e9,
+                top=alts,
+            )
+        )
+    return tuple(result)
+
+
+__all__ = ["SCORE_CHUNK_TOKENS", "pick_choices", "score_batched", "token_logprobs"]

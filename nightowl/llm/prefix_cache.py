@@ -1,0 +1,117 @@
+"""Prompt-prefix KV caching for the in-process transformers backend (as vLLM does).
+
+An agent's prompts repeat themselves: the same step is sampled again, its action
+choices are scored after sampling, and the next step's prompt starts with the same
+instructions and retrieved demonstrations. `PrefixCache` keeps the keys/values of the
+last few prompts; `cached_prefill` finds the stored prompt sharing the longest common
+token prefix with a new one, copies its cache cut to that prefix, and runs the model
+only over the tokens that differ. The reused count is reported as
+``cached_prompt_tokens`` and billed at the cached-input price.
+
+The cache is not thread-safe on its own: use it under the model's lock.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Any
+
+#: prefix KV cache: at most this many prompts and this many tokens (~46 kB per token
+#: for SmolLM2-135M in float32: 30 layers x keys+values x 3 heads x 64 dims x 4 bytes)
+PREFIX_ENTRIES = 4
+PREFIX_TOKENS = 16_384
+
+
+def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
+    """Length of the common token prefix of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class PrefixCache:
+    """An LRU of prompt KV caches, looked up by longest common token prefix."""
+
+    def __init__(self, max_entries: int = PREFIX_ENTRIES, max_tokens: int = PREFIX_TOKENS) -> None:
+        """Keep at most ``max_entries`` prompts and ``max_tokens`` tokens of keys/values."""
+        self.max_entries = max_entries
+        self.max_tokens = max_tokens
+        self._store: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Number of cached prompts."""
+        return len(self._store)
+
+    def clear(self) -> None:
+        """Forget every cached prompt."""
+        self._store.clear()
+
+    def longest(self, ids: list[int]) -> tuple[Any | None, int]:
+        """A private copy of the cache covering the longest stored prefix of ``ids``.
+
+        Returns (cache, reused tokens); (None, 0) when no stored prompt shares a token.
+        """
+        best: tuple[int, ...] | None = None
+        best_len = 0
+        for key in self._store:
+            n = common_prefix(key, ids)
+            if n > best_len:
+                best, best_len = key, n
+        if best is None:
+            return None, 0
+        self._store.move_to_end(best)
+        cache = copy.deepcopy(self._store[best])
+        if best_len < len(best):
+            # negative = tokens to drop (the form every transformers version accepts)
+            cache.crop(best_len - len(best))
+        return cache, best_len
+
+    def put(self, ids: list[int], cache: Any) -> None:
+        """Store a copy of ``cache`` (covering exactly ``ids``); evict the oldest."""
+        key = tuple(ids)
+        # a stored prompt that is a prefix of this one adds nothing any more
+        for old in [k for k in self._store if len(k) <= len(key) and key[: len(k)] == k]:
+            del self._store[old]
+        self._store[key] = copy.deepcopy(cache)
+        while len(self._store) > self.max_entries or (
+            len(self._store) > 1 and sum(len(k) for k in self._store) > self.max_tokens
+        ):
+            self._store.popitem(last=False)
+
+
+def cache_of(out: Any, cache_kw: str) -> Any:
+    """The KV cache a forward pass returned (named after the model's argument)."""
+    return out.cache if cache_kw == "cache" else out.past_key_values
+
+
+def cached_prefill(
+    model: Any, cache_kw: str, prefixes: PrefixCache, ids: list[int]
+) -> tuple[Any, int]:
+    """A KV cache covering ``ids`` (the caller's own copy) and how many tokens were reused.
+
+    Runs the model over the tokens after the longest cached prefix and stores the
+    result for later calls. Call under the model's lock, inside ``torch.inference_mode``.
+    """
+    import torch
+
+    cache, reused = prefixes.longest(ids)
+    rest = ids[reused:]
+    if rest:
+        kw = {cache_kw: cache} if cache is not None else {}
+        out = model(input_ids=torch.tensor([rest]), use_cache=True, **kw)
+        cache = cache_of(out, cache_kw)
+        prefixes.put(ids, cache)
+    return cache, reused
+
+
+__all__ = [
+    "PREFIX_ENTRIES",
+    "PREFIX_TOKENS",
+    "PrefixCache",
+    "cache_of",
+    "cached_prefill",
+    "common_prefix",
+]

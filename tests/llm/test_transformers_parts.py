@@ -1,0 +1,108 @@
+"""The transformers backend's parts: dtype choice, prefix-cache bookkeeping, lazy loading."""
+
+from __future__ import annotations
+
+import pytest
+
+from nightowl.config import load_settings
+from nightowl.errors import ConfigError
+from nightowl.llm import dtype as dtype_mod
+from nightowl.llm.prefix_cache import PrefixCache, common_prefix
+from nightowl.llm.registry import create_backend
+from nightowl.llm.transformers import TransformersBackend
+
+EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+SAPPHIRE = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+GRAVITON = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU part\t: 0xd4f\n"
+
+
+def test_auto_dtype_follows_native_bf16():
+    d, why = dtype_mod.choose_dtype_for(dtype_mod.cpu_flags(EPYC), "AVX2")
+    assert d == "float32" and "no native bf16" in why and "AVX2" in why
+    d, why = dtype_mod.choose_dtype_for(dtype_mod.cpu_flags(SAPPHIRE), "AVX512")
+    assert d == "bfloat16" and "amx_bf16" in why and "avx512_bf16" in why
+    assert dtype_mod.choose_dtype_for(dtype_mod.cpu_flags(GRAVITON), "DEFAULT")[0] == "bfloat16"
+    assert dtype_mod.cpu_model(EPYC) == "AMD EPYC"
+
+
+def test_explicit_dtype_wins_and_bad_dtype_is_a_config_error():
+    assert dtype_mod.resolve_dtype("bfloat16") == ("bfloat16", "set explicitly")
+    assert dtype_mod.resolve_dtype("auto") == dtype_mod.choose_dtype()
+    assert dtype_mod.resolve_dtype(None) == dtype_mod.choose_dtype()
+    with pytest.raises(ConfigError, match="unknown dtype 'fp8'"):
+        dtype_mod.resolve_dtype("fp8")
+
+
+def test_this_machine_gets_what_its_flags_say():
+    flags = dtype_mod.cpu_flags()
+    native = {"amx_bf16", "avx512_bf16", "bf16"} & flags
+    assert dtype_mod.choose_dtype()[0] == ("bfloat16" if native else "float32")
+
+
+class FakeKV:
+    """Scripted stand-in for a KV cache: records its length and crops (control logic only)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def crop(self, delta: int) -> None:
+        assert delta < 0
+        self.n += delta
+
+
+def test_prefix_cache_longest_common_prefix_and_eviction():
+    assert common_prefix((1, 2, 3), [1, 2, 4]) == 2
+    pc = PrefixCache(max_entries=2, max_tokens=100)
+    assert pc.longest([1, 2]) == (None, 0)
+    pc.put([1, 2, 3, 4], FakeKV(4))
+    kv, n = pc.longest([1, 2, 3, 9, 9])  # shares the instructions, not the end
+    assert n == 3 and kv.n == 3
+    kv, n = pc.longest([1, 2, 3, 4, 5])
+    assert n == 4 and kv.n == 4
+    assert pc.longest([1, 2, 3, 4, 5])[0] is not pc.longest([1, 2, 3, 4, 5])[0]  # copies
+    pc.put([1, 2, 3, 4, 5], FakeKV(5))  # supersedes its own prefix [1, 2, 3, 4]
+    assert len(pc) == 1
+    pc.put([7, 8], FakeKV(2))
+    pc.put([9], FakeKV(1))  # third entry: the oldest goes
+    assert len(pc) == 2 and pc.longest([1, 2])[1] == 0
+    big = PrefixCache(max_entries=8, max_tokens=5)
+    big.put([1, 2, 3], FakeKV(3))
+    big.put([4, 5, 6], FakeKV(3))  # 6 tokens > 5: the older one goes
+    assert len(big) == 1 and big.longest([4])[1] == 1
+
+
+def test_count_tokens_loads_only_the_tokenizer():
+    # float16 is a dtype no other test loads, so its weights cannot be in this process
+    spec = load_settings().model("smollm2")
+    spec = spec.model_copy(update={"params": {**spec.params, "dtype": "float16"}})
+    backend = create_backend("smollm2", spec)
+    assert isinstance(backend, TransformersBackend)
+    assert backend.dtype == "float16" and backend.dtype_reason == "set explicitly"
+    assert not backend.weights_loaded
+    assert backend.count_tokens("The capital of France is") == 5
+    assert not backend.weights_loaded
+
+
+def test_registry_default_dtype_is_auto():
+    backend = create_backend("smollm2", load_settings().model("smollm2"))
+    assert isinstance(backend, TransformersBackend)
+    assert (backend.dtype, backend.dtype_reason) == dtype_mod.choose_dtype()
+
+
+@pytest.mark.slow
+def test_tokenizer_from_gguf_is_copied_once(tmp_path, monkeypatch):
+    from nightowl.llm import hf_weights
+
+    monkeypatch.setenv("NIGHTOWL_MODEL_CACHE", str(tmp_path))
+    directory, gguf = hf_weights.resolve_weights(dict(load_settings().model("smollm2").params))
+    monkeypatch.setattr(hf_weights, "_tokenizers", {})
+    first = hf_weights.load_tokenizer(directory, gguf)  # parses the GGUF, keeps a copy
+    conv = hf_weights.converted_dir(directory, gguf)
+    assert conv is not None
+    assert [p.name for p in tmp_path.iterdir()] == [conv.name + "-tokenizer"]
+    monkeypatch.setattr(hf_weights, "_tokenizers", {})
+    second = hf_weights.load_tokenizer(directory, gguf)
+    assert str(tmp_path) in second.tokenizer.name_or_path
+    text = "Observation: You are in the kitchen.\nAction: take coin"
+    assert first.tokenizer(text)["input_ids"] == second.tokenizer(text)["input_ids"]
+    assert not hf_weights.is_model_loaded(directory, gguf, "float16")
