@@ -69,6 +69,8 @@ class ModelCapabilities(BaseModel):
             from the URL (``json_schema`` for api.openai.com, else ``structured_outputs``).
         echo: returns prompt logprobs with ``echo=true`` on ``/completions`` (needed for
             ``score_continuations`` over HTTP).
+        prompt_lists: ``/completions`` takes a list of prompts in one call (else scoring
+            sends one call per continuation).
         prefix_caching: reuses shared prompt prefixes and reports
             ``prompt_tokens_details.cached_tokens`` (billed at the cached price).
         chat_template: how chat messages become one prompt on a ``completions``-only
@@ -82,6 +84,7 @@ class ModelCapabilities(BaseModel):
     n: bool = True
     constraints: ConstraintStyle | None = None
     echo: bool = True
+    prompt_lists: bool = True
     prefix_caching: bool = False
     chat_template: str = "chatml"
 
@@ -119,6 +122,19 @@ def _default_models() -> dict[str, ModelSpec]:
                 api="both", constraints="structured_outputs", prefix_caching=True
             ),
             description="example: a `vllm serve` endpoint on this machine",
+        ),
+        "llama-cpp-local": ModelSpec(
+            backend="openai",
+            params={"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2"},
+            prices=SMALL_HOSTED_PRICES,
+            # What llama-cpp-python 0.3.36's server does (make test-servers checks it):
+            # ignores n, takes one prompt per /completions call, constrains with GBNF
+            # grammars, returns logprobs (with --logits_all) but no cached-token counts.
+            capabilities=ModelCapabilities(
+                api="both", n=False, constraints="grammar", prompt_lists=False
+            ),
+            description="example: `python -m llama_cpp.server` on this machine serving the "
+            "embedded SmolLM2 GGUF (scripts/test-servers.sh starts one)",
         ),
         "frontier-api": ModelSpec(
             backend="openai",

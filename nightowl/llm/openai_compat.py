@@ -398,23 +398,31 @@ class OpenAICompatBackend(ModelBackend):
             )
         if not continuations:
             return ScoredContinuations(logprobs=(), token_counts=())
-        body = {
-            "model": self.model,
-            "prompt": [prompt + c for c in continuations],
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "echo": True,
-            "logprobs": 0,
-            **self.extra_body,
-        }
-        data = await self.post("/completions", body)
-        raw = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        if len(raw) != len(continuations):
-            raise ModelOutputError(
-                f"{self.name}: echo scoring returned {len(raw)} choices for "
-                f"{len(continuations)} prompts",
-                model=self.name,
-            )
+        prompts = [prompt + c for c in continuations]
+        # Servers that take one prompt per call (llama.cpp) get one call per continuation.
+        batches = [prompts] if self.capabilities.prompt_lists else [[p] for p in prompts]
+        raw: list[dict[str, Any]] = []
+        usage = Usage()
+        for batch in batches:
+            body = {
+                "model": self.model,
+                "prompt": batch if len(batch) > 1 else batch[0],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "echo": True,
+                "logprobs": 0,
+                **self.extra_body,
+            }
+            data = await self.post("/completions", body)
+            got = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+            if len(got) != len(batch):
+                raise ModelOutputError(
+                    f"{self.name}: echo scoring returned {len(got)} choices for "
+                    f"{len(batch)} prompts",
+                    model=self.name,
+                )
+            raw += got
+            usage = usage + parse_usage(data.get("usage"))
         values: list[float] = []
         counts: list[int] = []
         for cont, choice in zip(continuations, raw, strict=True):
@@ -434,9 +442,7 @@ class OpenAICompatBackend(ModelBackend):
             ]
             values.append(float(sum(picked)))
             counts.append(len(picked))
-        return ScoredContinuations(
-            logprobs=tuple(values), token_counts=tuple(counts), usage=parse_usage(data.get("usage"))
-        )
+        return ScoredContinuations(logprobs=tuple(values), token_counts=tuple(counts), usage=usage)
 
     async def aclose(self) -> None:
         """Close the HTTP client of the current loop (others are dropped)."""
