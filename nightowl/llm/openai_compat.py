@@ -1,16 +1,28 @@
 """OpenAI-protocol HTTP backend: vLLM and llama.cpp servers, hosted APIs.
 
-Chat requests go to ``POST {base_url}/chat/completions``, raw prompts to
-``POST {base_url}/completions``. ``n``, ``seed``, ``stop``, ``logprobs``/``top_logprobs``
-are passed through; usage (with ``prompt_tokens_details.cached_tokens`` when the server
-reports it) comes from the server, i.e. from the model's own tokenizer.
+Every caller sends one request shape (`GenerationRequest`: chat ``messages`` or a raw
+``prompt``); the entry's `ModelCapabilities` say what the server speaks and this backend
+maps the request onto it (docs/servers.md has the table):
 
-Constraints: ``choices=`` is sent as vLLM structured outputs
-(``{"structured_outputs": {"choice": [...]}}``, vLLM >= 0.10), as ``guided_choice``
-(older vLLM), or, for servers without either (hosted APIs), as a JSON-schema enum
-(``response_format``) whose answer is unwrapped; pick with ``params.choice_style``.
-``json_schema=`` becomes ``response_format: {"type": "json_schema", ...}``. Answers
-outside the allowed choices raise `ModelOutputError` (the server ignored the constraint).
+- endpoint: messages go to ``/chat/completions`` and prompts to ``/completions`` when the
+  server has both; a prompt for a chat-only server is sent as one user message; messages
+  for a completions-only server are rendered with ``capabilities.chat_template``.
+- ``n > 1`` without server support: ``n`` sequential calls (seeds ``seed, seed+1, ...``).
+- ``logprobs`` without server support: not requested; ``Completion.logprobs`` is None.
+- ``choices=``: sent in the server's constraint style (vLLM ``structured_outputs`` /
+  ``guided_choice``, an OpenAI JSON-schema enum whose answer is unwrapped, llama.cpp GBNF
+  ``grammar``). With ``constraints = "none"``: on a completions server with echo logprobs
+  each choice is scored and the pick is greedy or sampled from softmax(log p / T); else the
+  model answers freely and the answer is mapped to the nearest choice (`nearest_choice`;
+  ``Completion.raw_text`` keeps the model's text; nothing near -> `ModelOutputError`).
+  A constrained answer outside the choices raises `ModelOutputError` (server ignored it).
+- ``json_schema=`` without server support: the first JSON value in the answer is kept
+  (not validated against the schema); none -> `ModelOutputError`.
+- `score_continuations` needs ``/completions`` with echo prompt logprobs; otherwise it
+  raises `NotImplementedError`, which every caller treats as "cannot score".
+
+Usage (with ``prompt_tokens_details.cached_tokens`` when the server reports it) comes
+from the server, i.e. from the model's own tokenizer.
 
 Failures: 429, 5xx, timeouts and connection errors are retried with exponential backoff
 and jitter (bounded by ``max_retries``; ``Retry-After`` honoured up to ``backoff_max_s``);
@@ -19,40 +31,57 @@ other 4xx raise `ModelError` at once, carrying the status and body.
 Registry params: ``base_url`` (required), ``model`` (served model name; defaults to the
 registry name), ``api_key_env`` (name of the env var holding the key), ``timeout_s``,
 ``connect_timeout_s``, ``max_retries``, ``backoff_s``, ``backoff_max_s``,
-``choice_style``, ``max_tokens_field`` ("max_tokens" or "max_completion_tokens"),
-``extra_body`` (dict merged into every request), ``headers``.
+``choice_style`` (overrides ``capabilities.constraints``), ``max_tokens_field``
+("max_tokens" or "max_completion_tokens"), ``extra_body`` (dict merged into every
+request), ``headers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, get_args
 
 import httpx
 
+from nightowl.config import ConstraintStyle, ModelCapabilities
 from nightowl.errors import ConfigError, ModelError, ModelOutputError
 from nightowl.llm.base import (
     Completion,
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelBackend,
     ScoredContinuations,
-    TokenLogprob,
     Usage,
+)
+from nightowl.llm.openai_protocol import (
+    EndpointPlan,
+    chat_logprobs,
+    completion_logprobs,
+    constraint_fields,
+    error_message,
+    extract_json,
+    finish_reason,
+    nearest_choice,
+    parse_usage,
+    plan_endpoint,
 )
 
 if TYPE_CHECKING:
     from nightowl.config import ModelSpec, Settings
 
-ChoiceStyle = Literal["structured_outputs", "guided_choice", "json_schema"]
-_CHOICE_STYLES = ("structured_outputs", "guided_choice", "json_schema")
+#: kept for callers of the old name; the styles are `ConstraintStyle`
+ChoiceStyle = ConstraintStyle
+_CHOICE_STYLES: tuple[str, ...] = get_args(ConstraintStyle)
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+__all__ = ["ChoiceStyle", "OpenAICompatBackend", "from_spec", "parse_usage"]
 
 
 class OpenAICompatBackend(ModelBackend):
@@ -75,9 +104,13 @@ class OpenAICompatBackend(ModelBackend):
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        capabilities: ModelCapabilities | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"model {name!r}: base_url must start with http:// or https://")
+        self.capabilities = capabilities or ModelCapabilities()
+        if choice_style is None:
+            choice_style = self.capabilities.constraints
         if choice_style is None:
             choice_style = "json_schema" if "api.openai.com" in base_url else "structured_outputs"
         if choice_style not in _CHOICE_STYLES:
@@ -167,12 +200,12 @@ class OpenAICompatBackend(ModelBackend):
                     if status in (401, 403):
                         hint = " (check the API key / api_key_env)"
                     raise ModelError(
-                        f"{self.name}: HTTP {status} from {url}{hint}: {_error_message(text)}",
+                        f"{self.name}: HTTP {status} from {url}{hint}: {error_message(text)}",
                         model=self.name,
                         status=status,
                         body=text,
                     )
-                last = f"{self.name}: HTTP {status} from {url}: {_error_message(text)}"
+                last = f"{self.name}: HTTP {status} from {url}: {error_message(text)}"
             if attempt < self.max_retries:
                 await asyncio.sleep(self._delay(attempt, response))
         raise ModelError(
@@ -183,102 +216,171 @@ class OpenAICompatBackend(ModelBackend):
         )
 
     # -- requests ----------------------------------------------------------------
-    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
-        chat = request.messages is not None
+    def _body(
+        self, request: GenerationRequest, plan: EndpointPlan, constraint: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        caps = self.capabilities
         body: dict[str, Any] = {
             "model": self.model,
-            "n": request.n,
             self.max_tokens_field: request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
         }
-        if request.stop:
-            body["stop"] = list(request.stop)
+        if caps.n:  # servers without n may reject the field
+            body["n"] = request.n
+        stop = list(dict.fromkeys((*request.stop, *plan.extra_stop)))
+        if stop:
+            body["stop"] = stop
         if request.seed is not None:
             body["seed"] = request.seed
-        if chat:
-            body["messages"] = [
-                {"role": m.role, "content": m.content} for m in request.messages or ()
-            ]
-            if request.logprobs:
+        wants_logprobs = request.logprobs and caps.logprobs
+        if plan.endpoint == "chat":
+            body["messages"] = [{"role": m.role, "content": m.content} for m in plan.messages or ()]
+            if wants_logprobs:
                 body["logprobs"] = True
                 if request.top_logprobs:
                     body["top_logprobs"] = request.top_logprobs
         else:
-            body["prompt"] = request.prompt
-            if request.logprobs:
+            body["prompt"] = plan.prompt
+            if wants_logprobs:
                 body["logprobs"] = max(request.top_logprobs, 0)
-        if request.choices is not None:
-            choices = list(request.choices)
-            if self.choice_style == "structured_outputs":
-                body["structured_outputs"] = {"choice": choices}
-            elif self.choice_style == "guided_choice":
-                body["guided_choice"] = choices
-            else:
-                body["response_format"] = _json_schema_format(
-                    "choice",
-                    {
-                        "type": "object",
-                        "properties": {"choice": {"type": "string", "enum": choices}},
-                        "required": ["choice"],
-                        "additionalProperties": False,
-                    },
-                )
-        if request.json_schema is not None:
-            if chat:
-                body["response_format"] = _json_schema_format("output", request.json_schema)
-            elif self.choice_style == "guided_choice":
-                body["guided_json"] = request.json_schema
-            else:
-                body["structured_outputs"] = {"json": request.json_schema}
+        body.update(constraint)
         body.update(self.extra_body)
-        return ("/chat/completions" if chat else "/completions"), body
+        return ("/chat/completions" if plan.endpoint == "chat" else "/completions"), body
+
+    def plan(self, request: GenerationRequest) -> EndpointPlan:
+        """The endpoint and shape this request takes on this server (see openai_protocol)."""
+        caps = self.capabilities
+        return plan_endpoint(request, caps.api, caps.chat_template)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """One HTTP call for all ``n`` samples."""
+        """Generate ``request.n`` samples, mapped onto what the server speaks.
+
+        One HTTP call for all samples where the server supports ``n``, else ``n``
+        sequential calls (seeds ``seed, seed+1, ...``). Choices the server cannot
+        constrain are scored (completions servers with echo logprobs) or generated
+        freely and mapped to the nearest choice (``Completion.raw_text`` keeps the text).
+        """
         started = time.perf_counter()
-        path, body = self._body(request)
-        data = await self.post(path, body)
-        raw = data.get("choices")
-        if not isinstance(raw, list) or not raw:
-            raise ModelOutputError(
-                f"{self.name}: response has no choices", model=self.name, body=str(data)[:2000]
-            )
-        raw = sorted(raw, key=lambda c: c.get("index", 0))
-        chat = request.messages is not None
-        completions = [self._completion(c, chat, request) for c in raw]
+        plan = self.plan(request)
+        constraint = constraint_fields(request, self.choice_style, plan.endpoint)
+        if constraint is None and request.choices is not None and self._can_score(plan):
+            return await self._pick_by_score(request, plan, started)
+        if self.capabilities.n or request.n == 1:
+            subs = [request]
+        else:
+            subs = [
+                replace(request, n=1, seed=None if request.seed is None else request.seed + i)
+                for i in range(request.n)
+            ]
+        completions: list[Completion] = []
+        usage = Usage()
+        model = self.name
+        for sub in subs:
+            path, body = self._body(sub, plan, constraint or {})
+            data = await self.post(path, body)
+            raw = data.get("choices")
+            if not isinstance(raw, list) or not raw:
+                raise ModelOutputError(
+                    f"{self.name}: response has no choices",
+                    model=self.name,
+                    body=str(data)[:2000],
+                )
+            raw = sorted(raw, key=lambda c: c.get("index", 0))[: sub.n]
+            completions += [
+                self._completion(c, plan.endpoint, request, constrained=constraint is not None)
+                for c in raw
+            ]
+            usage = usage + parse_usage(data.get("usage"))
+            model = str(data.get("model") or self.name)
         return GenerationResult(
             completions=tuple(completions),
-            usage=parse_usage(data.get("usage")),
-            model=str(data.get("model") or self.name),
+            usage=usage,
+            model=model,
             latency_s=time.perf_counter() - started,
         )
 
-    def _completion(self, c: dict[str, Any], chat: bool, request: GenerationRequest) -> Completion:
-        if chat:
+    def _completion(
+        self, c: dict[str, Any], endpoint: str, request: GenerationRequest, *, constrained: bool
+    ) -> Completion:
+        wants_logprobs = request.logprobs and self.capabilities.logprobs
+        if endpoint == "chat":
             text = (c.get("message") or {}).get("content") or ""
-            logprobs = _chat_logprobs(c.get("logprobs")) if request.logprobs else None
+            logprobs = chat_logprobs(c.get("logprobs")) if wants_logprobs else None
         else:
             text = c.get("text") or ""
-            logprobs = _completion_logprobs(c.get("logprobs")) if request.logprobs else None
+            logprobs = completion_logprobs(c.get("logprobs")) if wants_logprobs else None
+        finish = finish_reason(c.get("finish_reason"))
+        raw_text: str | None = None
         if request.choices is not None:
-            if self.choice_style == "json_schema":
+            original = text
+            if constrained and self.choice_style == "json_schema":
                 try:
                     text = str(json.loads(text)["choice"])
                 except (json.JSONDecodeError, KeyError, TypeError):
                     pass
-            if text not in request.choices:
-                stripped = text.strip()
-                if stripped not in request.choices:
+            if constrained:
+                if text.strip() not in request.choices:
                     raise ModelOutputError(
                         f"{self.name}: answer {text[:80]!r} is not one of the allowed choices "
-                        "(does the server support the choice constraint? see choice_style)",
+                        "(does the server support the choice constraint? see "
+                        "capabilities.constraints)",
                         model=self.name,
                         body=text[:2000],
                     )
-                text = stripped
-        return Completion(
-            text=text, finish_reason=_finish(c.get("finish_reason")), logprobs=logprobs
+                text = text if text in request.choices else text.strip()
+            else:
+                picked = nearest_choice(text, request.choices)
+                if picked is None:
+                    raise ModelOutputError(
+                        f"{self.name}: free answer {text[:80]!r} is close to none of the "
+                        f"allowed choices (the server cannot constrain output)",
+                        model=self.name,
+                        body=text[:2000],
+                    )
+                text = picked
+            raw_text = original if text != original else None
+        elif request.json_schema is not None and not constrained:
+            found = extract_json(text)
+            if found is None:
+                raise ModelOutputError(
+                    f"{self.name}: no JSON in the answer {text[:80]!r} (the server cannot "
+                    "constrain output to a schema)",
+                    model=self.name,
+                    body=text[:2000],
+                )
+            raw_text = text if found != text else None
+            text = found
+        return Completion(text=text, finish_reason=finish, logprobs=logprobs, raw_text=raw_text)
+
+    def _can_score(self, plan: EndpointPlan) -> bool:
+        return plan.endpoint == "completions" and self.capabilities.echo
+
+    async def _pick_by_score(
+        self, request: GenerationRequest, plan: EndpointPlan, started: float
+    ) -> GenerationResult:
+        """Choices on a server without constraints: score each, pick (greedy) or sample.
+
+        Exact for the model's distribution over the listed choices: greedy takes the
+        most likely one; with temperature T it samples from softmax(log p / T).
+        """
+        prompt = plan.prompt or ""
+        choices = list(request.choices or ())
+        sep = "" if not prompt or prompt[-1].isspace() else " "
+        scored = await self.score_continuations(prompt, [sep + c for c in choices])
+        if request.temperature <= 0:
+            best = max(range(len(choices)), key=lambda i: scored.logprobs[i])
+            picks = [best] * request.n
+        else:
+            top = max(scored.logprobs)
+            weights = [math.exp((lp - top) / request.temperature) for lp in scored.logprobs]
+            rng = random.Random(request.seed)  # noqa: S311 - sampling, not crypto
+            picks = rng.choices(range(len(choices)), weights=weights, k=request.n)
+        return GenerationResult(
+            completions=tuple(Completion(text=choices[i]) for i in picks),
+            usage=scored.usage,
+            model=self.name,
+            latency_s=time.perf_counter() - started,
         )
 
     async def score_continuations(
@@ -289,25 +391,38 @@ class OpenAICompatBackend(ModelBackend):
         Needs a server that returns prompt logprobs with ``echo=true`` (vLLM, nightowl's
         own server); tokens whose text offset falls inside the continuation are summed.
         """
+        if self.capabilities.api == "chat" or not self.capabilities.echo:
+            raise NotImplementedError(
+                f"{self.name}: the server returns no prompt logprobs (capabilities: "
+                f"api={self.capabilities.api}, echo={self.capabilities.echo})"
+            )
         if not continuations:
             return ScoredContinuations(logprobs=(), token_counts=())
-        body = {
-            "model": self.model,
-            "prompt": [prompt + c for c in continuations],
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "echo": True,
-            "logprobs": 0,
-            **self.extra_body,
-        }
-        data = await self.post("/completions", body)
-        raw = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        if len(raw) != len(continuations):
-            raise ModelOutputError(
-                f"{self.name}: echo scoring returned {len(raw)} choices for "
-                f"{len(continuations)} prompts",
-                model=self.name,
-            )
+        prompts = [prompt + c for c in continuations]
+        # Servers that take one prompt per call (llama.cpp) get one call per continuation.
+        batches = [prompts] if self.capabilities.prompt_lists else [[p] for p in prompts]
+        raw: list[dict[str, Any]] = []
+        usage = Usage()
+        for batch in batches:
+            body = {
+                "model": self.model,
+                "prompt": batch if len(batch) > 1 else batch[0],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "echo": True,
+                "logprobs": 0,
+                **self.extra_body,
+            }
+            data = await self.post("/completions", body)
+            got = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+            if len(got) != len(batch):
+                raise ModelOutputError(
+                    f"{self.name}: echo scoring returned {len(got)} choices for "
+                    f"{len(batch)} prompts",
+                    model=self.name,
+                )
+            raw += got
+            usage = usage + parse_usage(data.get("usage"))
         values: list[float] = []
         counts: list[int] = []
         for cont, choice in zip(continuations, raw, strict=True):
@@ -327,9 +442,7 @@ class OpenAICompatBackend(ModelBackend):
             ]
             values.append(float(sum(picked)))
             counts.append(len(picked))
-        return ScoredContinuations(
-            logprobs=tuple(values), token_counts=tuple(counts), usage=parse_usage(data.get("usage"))
-        )
+        return ScoredContinuations(logprobs=tuple(values), token_counts=tuple(counts), usage=usage)
 
     async def aclose(self) -> None:
         """Close the HTTP client of the current loop (others are dropped)."""
@@ -338,67 +451,6 @@ class OpenAICompatBackend(ModelBackend):
         for owner, client in clients.values():
             if owner is loop:
                 await client.aclose()
-
-
-# -- response parsing -------------------------------------------------------------
-def _json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-
-
-def _finish(reason: Any) -> FinishReason:
-    if reason == "length":
-        return "length"
-    if reason in (None, "stop", "eos", "tool_calls", "function_call", "abort"):
-        return "stop"
-    return "error"  # e.g. content_filter
-
-
-def _error_message(body: str) -> str:
-    """The server's error message if the body is OpenAI-style JSON, else the body."""
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return body[:300]
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        return str(err)[:300]
-    return body[:300]
-
-
-def parse_usage(raw: Any) -> Usage:
-    """OpenAI usage object -> `Usage` (cached tokens from ``prompt_tokens_details``)."""
-    if not isinstance(raw, dict):
-        return Usage()
-    details = raw.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        cached_prompt_tokens=int(cached or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-    )
-
-
-def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...] | None:
-    if not isinstance(raw, dict) or raw.get("content") is None:
-        return None
-    out = []
-    for item in raw["content"]:
-        top = tuple((t["token"], float(t["logprob"])) for t in item.get("top_logprobs") or ())
-        out.append(TokenLogprob(token=item["token"], logprob=float(item["logprob"]), top=top))
-    return tuple(out)
-
-
-def _completion_logprobs(raw: Any) -> tuple[TokenLogprob, ...] | None:
-    if not isinstance(raw, dict) or not raw.get("tokens"):
-        return None
-    tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
-    out = []
-    for tok, lp, top in zip(raw["tokens"], raw.get("token_logprobs") or [], tops, strict=False):
-        alts = tuple((k, float(v)) for k, v in (top or {}).items())
-        out.append(TokenLogprob(token=tok, logprob=float(lp if lp is not None else 0.0), top=alts))
-    return tuple(out)
 
 
 def from_spec(name: str, spec: ModelSpec, settings: Settings) -> OpenAICompatBackend:
@@ -446,4 +498,5 @@ def from_spec(name: str, spec: ModelSpec, settings: Settings) -> OpenAICompatBac
         max_tokens_field=str(params.get("max_tokens_field", "max_tokens")),
         extra_body=params.get("extra_body"),
         headers=params.get("headers"),
+        capabilities=spec.capabilities,
     )

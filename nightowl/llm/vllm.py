@@ -1,25 +1,31 @@
-"""In-process vLLM backend (``pip install 'nightowl[gpu]'``).
+"""In-process vLLM backend on its async engine (``pip install 'nightowl[gpu]'``).
 
-Wraps ``vllm.LLM`` (the offline engine). vLLM batches the ``n`` samples itself and keeps
-prefix caching on, so cached prompt tokens are reported when the engine exposes them.
-Blocking engine calls run in a worker thread under a lock.
+Wraps ``vllm.AsyncLLMEngine`` (the V1 ``AsyncLLM`` on current vLLM): every `generate`
+call submits one request and awaits its final output, so concurrent episodes are batched
+by vLLM's scheduler (continuous batching) instead of queueing behind a lock. Prefix
+caching stays on, so cached prompt tokens are reported when the engine exposes them. A
+cancelled caller aborts its engine request.
 
 ``choices=`` and ``json_schema=`` use vLLM's structured outputs
 (`StructuredOutputsParams` on vLLM >= 0.10, `GuidedDecodingParams` before).
-`score_continuations` uses prompt logprobs. vLLM is imported only when a backend is
-built; without it, building raises `MissingExtraError` naming the ``gpu`` extra.
+`score_continuations` uses prompt logprobs, one engine request per continuation, all in
+flight at once. vLLM is imported only when a backend is built; without it, building
+raises `MissingExtraError` naming the ``gpu`` extra.
+
+The engine binds to the event loop that first uses it: use one backend per loop.
 
 Registry params: ``model`` (a local path or served name; vLLM cannot load this GGUF on
-CPU, so point it at a safetensors directory), plus any ``vllm.LLM`` keyword arguments
-under ``engine`` (e.g. ``{"gpu_memory_utilization": 0.5, "max_model_len": 4096}``).
+CPU, so point it at a safetensors directory), plus any ``AsyncEngineArgs`` keyword
+arguments under ``engine`` (e.g. ``{"gpu_memory_utilization": 0.5, "max_model_len": 4096}``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nightowl.errors import ConfigError, MissingExtraError, ModelError
@@ -49,21 +55,59 @@ def require_vllm() -> None:
         raise MissingExtraError("in-process vLLM", "gpu", "vllm")
 
 
-class VLLMBackend(ModelBackend):
-    """A model run in this process by vLLM's offline engine."""
+def _final_only(params: Any) -> Any:
+    """Ask the engine for the final output only (no per-token streaming objects)."""
+    try:
+        from vllm.sampling_params import RequestOutputKind
 
-    def __init__(self, *, name: str, model: str, engine: dict[str, Any] | None = None) -> None:
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+    except (ImportError, AttributeError):  # older vLLM: cumulative outputs, last one kept
+        pass
+    return params
+
+
+class VLLMBackend(ModelBackend):
+    """A model run in this process by vLLM's async engine.
+
+    Args:
+        name: registry name.
+        engine: an async engine with ``generate(prompt, sampling_params, request_id)``
+            (an async iterator of request outputs) and ``abort(request_id)``.
+        tokenizer: a Hugging Face tokenizer of the same model.
+        sampling_params: ``vllm.SamplingParams`` (or a compatible factory).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        engine: Any,
+        tokenizer: Any,
+        sampling_params: Callable[..., Any],
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self._sampling_params = sampling_params
+
+    @classmethod
+    def from_model(
+        cls, *, name: str, model: str, engine: dict[str, Any] | None = None
+    ) -> VLLMBackend:
+        """Start vLLM's async engine on ``model`` (``engine``: AsyncEngineArgs kwargs)."""
         require_vllm()
         import vllm
+        from transformers import AutoTokenizer
 
-        self.name = name
-        self._vllm = vllm
-        self._lock = threading.Lock()
         try:
-            self.llm = vllm.LLM(model=model, **(engine or {}))
+            args = vllm.AsyncEngineArgs(model=model, **(engine or {}))
+            async_engine = vllm.AsyncLLMEngine.from_engine_args(args)
+            tokenizer = AutoTokenizer.from_pretrained(model)
         except Exception as exc:  # noqa: BLE001 - engine start failures vary widely
             raise ModelError(f"vLLM could not load {model!r}: {exc}", model=name) from exc
-        self.tokenizer = self.llm.get_tokenizer()
+        return cls(
+            name=name, engine=async_engine, tokenizer=tokenizer, sampling_params=vllm.SamplingParams
+        )
 
     def count_tokens(self, text: str) -> int:
         """Tokens by the engine's tokenizer."""
@@ -85,7 +129,7 @@ class VLLMBackend(ModelBackend):
             return {"guided_decoding": GuidedDecodingParams(**kw)}
 
     def _params(self, request: GenerationRequest) -> Any:
-        return self._vllm.SamplingParams(
+        return self._sampling_params(
             n=request.n,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
@@ -105,11 +149,24 @@ class VLLMBackend(ModelBackend):
         )
         return text
 
-    def _generate_sync(self, request: GenerationRequest) -> tuple[list[Completion], Usage]:
-        with self._lock:
-            out = self.llm.generate([self._prompt(request)], self._params(request), use_tqdm=False)[
-                0
-            ]
+    async def _run(self, prompt: Any, params: Any) -> Any:
+        """Submit one engine request and return its final output (abort if cancelled)."""
+        request_id = f"nightowl-{uuid.uuid4().hex}"
+        final = None
+        try:
+            async for out in self.engine.generate(prompt, _final_only(params), request_id):
+                final = out
+        except asyncio.CancelledError:
+            await self.engine.abort(request_id)
+            raise
+        if final is None:
+            raise ModelError("vLLM returned no output", model=self.name)
+        return final
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Generate ``n`` samples (one engine request; batched with concurrent callers)."""
+        started = time.perf_counter()
+        out = await self._run(self._prompt(request), self._params(request))
         completions = []
         completion_tokens = 0
         for o in out.outputs:
@@ -137,12 +194,6 @@ class VLLMBackend(ModelBackend):
             cached_prompt_tokens=int(getattr(out, "num_cached_tokens", 0) or 0),
             completion_tokens=completion_tokens,
         )
-        return completions, usage
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Generate ``n`` samples with the engine."""
-        started = time.perf_counter()
-        completions, usage = await asyncio.to_thread(self._generate_sync, request)
         return GenerationResult(
             completions=tuple(completions),
             usage=usage,
@@ -150,28 +201,17 @@ class VLLMBackend(ModelBackend):
             latency_s=time.perf_counter() - started,
         )
 
-    def _score_sync(self, prompt: str, continuations: list[str]) -> list[tuple[float, int]]:
-        p_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
-        inputs = []
-        spans = []
-        for c in continuations:
-            c_ids = self.tokenizer.encode(c, add_special_tokens=False)
-            inputs.append({"prompt_token_ids": p_ids + c_ids})
-            spans.append((len(p_ids), c_ids))
-        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        with self._lock:
-            outs = self.llm.generate(inputs, params, use_tqdm=False)
-        results = []
-        for out, (start, c_ids) in zip(outs, spans, strict=True):
-            plp = out.prompt_logprobs or []
-            total = 0.0
-            for i, tok in enumerate(c_ids):
-                entry = plp[start + i]
-                if entry is None or tok not in entry:
-                    raise ModelError("vLLM returned no prompt logprob", model=self.name)
-                total += float(entry[tok].logprob)
-            results.append((total, len(c_ids)))
-        return results
+    async def _score_one(self, p_ids: list[int], c_ids: list[int]) -> float:
+        params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        out = await self._run({"prompt_token_ids": p_ids + c_ids}, params)
+        plp = out.prompt_logprobs or []
+        total = 0.0
+        for i, tok in enumerate(c_ids):
+            entry = plp[len(p_ids) + i]
+            if entry is None or tok not in entry:
+                raise ModelError("vLLM returned no prompt logprob", model=self.name)
+            total += float(entry[tok].logprob)
+        return total
 
     async def score_continuations(
         self, prompt: str, continuations: list[str]
@@ -179,16 +219,21 @@ class VLLMBackend(ModelBackend):
         """Log p(continuation | prompt) from prompt logprobs (prefix cache shares the prompt)."""
         if not continuations:
             return ScoredContinuations(logprobs=(), token_counts=())
-        scored = await asyncio.to_thread(self._score_sync, prompt, continuations)
-        p_len = self.count_tokens(prompt)
-        counts = tuple(n for _, n in scored)
+        p_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        c_ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in continuations]
+        values = await asyncio.gather(*(self._score_one(p_ids, ids) for ids in c_ids))
+        counts = tuple(len(ids) for ids in c_ids)
         usage = Usage(
-            prompt_tokens=len(continuations) * p_len + sum(counts),
-            cached_prompt_tokens=(len(continuations) - 1) * p_len,
+            prompt_tokens=len(continuations) * len(p_ids) + sum(counts),
+            cached_prompt_tokens=(len(continuations) - 1) * len(p_ids),
         )
-        return ScoredContinuations(
-            logprobs=tuple(v for v, _ in scored), token_counts=counts, usage=usage
-        )
+        return ScoredContinuations(logprobs=tuple(values), token_counts=counts, usage=usage)
+
+    async def aclose(self) -> None:
+        """Shut the engine down (its background loop and workers)."""
+        shutdown = getattr(self.engine, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
 
 
 def from_spec(name: str, spec: ModelSpec, settings: Settings) -> VLLMBackend:
@@ -199,5 +244,7 @@ def from_spec(name: str, spec: ModelSpec, settings: Settings) -> VLLMBackend:
         raise ConfigError(f"model {name!r}: the vllm backend needs params.model (a path)")
     engine = params.get("engine") or {}
     if not isinstance(engine, dict):
-        raise ConfigError(f"model {name!r}: params.engine must be a table of vllm.LLM arguments")
-    return VLLMBackend(name=name, model=str(params["model"]), engine=engine)
+        raise ConfigError(
+            f"model {name!r}: params.engine must be a table of vllm AsyncEngineArgs arguments"
+        )
+    return VLLMBackend.from_model(name=name, model=str(params["model"]), engine=engine)

@@ -1,0 +1,127 @@
+"""LangGraph checkpoints stored next to nightowl's database, so a run can move between hosts.
+
+`open_checkpointer(settings)` is an async context manager yielding a ready checkpointer:
+
+- PostgreSQL database URL (``postgresql[+driver]://...``): LangGraph's `AsyncPostgresSaver`
+  on a small `psycopg_pool.AsyncConnectionPool` (concurrent episodes do not queue on one
+  connection), in the same database and ``search_path`` as nightowl's tables. Any worker
+  that reaches the database sees every checkpoint: an episode started on one host
+  resumes on another.
+- anything else (the embedded SQLite default): `AsyncSqliteSaver` on ``checkpoints.sqlite``
+  in the folder of the SQLite database file (``settings.home`` for an in-memory database).
+
+Tables are created on open (``setup()``; idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from nightowl.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    from nightowl.config import Settings
+
+SQLITE_FILE = "checkpoints.sqlite"
+
+
+def is_postgres(url: str) -> bool:
+    """Whether a SQLAlchemy URL names a PostgreSQL database."""
+    try:
+        return make_url(url).get_backend_name() == "postgresql"
+    except ArgumentError:
+        raise ConfigError(f"bad database URL {url!r}") from None
+
+
+def postgres_conninfo(url: str) -> str:
+    """A libpq URI for psycopg from a SQLAlchemy URL (drops the ``+driver`` part)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def sqlite_checkpoint_path(settings: Settings) -> Path:
+    """The SQLite checkpoint file: beside the SQLite database file, else in ``home``."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / SQLITE_FILE
+    return settings.home.resolve() / SQLITE_FILE
+
+
+def checkpoint_location(settings: Settings) -> str:
+    """Where checkpoints go, for messages and reports (password hidden)."""
+    url = settings.resolved_database_url
+    if is_postgres(url):
+        return f"postgresql: {make_url(url).render_as_string(hide_password=True)}"
+    return f"sqlite: {sqlite_checkpoint_path(settings)}"
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    settings: Settings,
+    *,
+    sqlite_path: Path | None = None,
+    pool_size: int = 4,
+    connect_timeout_s: float = 30.0,
+) -> AsyncIterator[BaseCheckpointSaver[str]]:
+    """Open the checkpointer that follows ``settings``' database (see module docstring).
+
+    Args:
+        settings: nightowl settings; ``resolved_database_url`` decides the store.
+        sqlite_path: override the SQLite file (ignored for PostgreSQL).
+        pool_size: most PostgreSQL connections held at once.
+        connect_timeout_s: how long to wait for the first PostgreSQL connection.
+
+    Raises:
+        StoreError: the database cannot be reached or its checkpoint tables not created.
+    """
+    url = settings.resolved_database_url
+    if is_postgres(url):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        # The keyword arguments are what AsyncPostgresSaver.from_conn_string uses.
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            postgres_conninfo(url),
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - psycopg_pool raises PoolTimeout and others
+            await pool.close()
+            shown = make_url(url).render_as_string(hide_password=True)
+            raise StoreError(f"cannot open checkpoints on {shown}: {exc}") from exc
+        try:
+            pg_saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await pg_saver.setup()
+            yield pg_saver
+        finally:
+            await pool.close()
+        return
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = sqlite_path or sqlite_checkpoint_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as sqlite_saver:
+        await sqlite_saver.setup()
+        yield sqlite_saver
+
+
+__all__ = [
+    "checkpoint_location",
+    "is_postgres",
+    "open_checkpointer",
+    "postgres_conninfo",
+    "sqlite_checkpoint_path",
+]
