@@ -16,7 +16,7 @@ from pathlib import Path
 LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "db"},
-    {"storage", "llm", "envs"},
+    {"storage", "checkpoints", "llm", "envs"},
     {"ledger"},
     {"memory"},
     {"distill", "sleeptime"},

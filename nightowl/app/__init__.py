@@ -10,7 +10,7 @@ from nightowl.app.calibrate import calibrate as calibrate_rules
 from nightowl.app.collect import CollectRequest, CollectResult, add_demos, collect_demos
 from nightowl.app.distributed import EpisodeJob, run_episode_job, start_distributed_run
 from nightowl.app.root import Nightowl
-from nightowl.app.runs import RunSpec, RunSummary, checkpoint_path, run_tasks, validate_spec
+from nightowl.app.runs import RunSpec, RunSummary, run_tasks, validate_spec
 from nightowl.app.showcase import ShowcaseOptions, ShowcaseReport, run_showcase
 from nightowl.app.sleep import contexts_to_learn, learn_contexts, rebuild_index
 from nightowl.distill.calibrate import CalibrateOptions
@@ -28,7 +28,6 @@ __all__ = [
     "ShowcaseReport",
     "add_demos",
     "calibrate_rules",
-    "checkpoint_path",
     "collect_demos",
     "collect_states",
     "contexts_to_learn",

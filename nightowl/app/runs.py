@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel
 
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
 from nightowl.agent.runner import LADDER_PRESETS, build_ladder, validate_ladder
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
+from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
 from nightowl.envs.registry import env_class
 
@@ -118,11 +118,6 @@ def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def checkpoint_path(settings: Settings) -> Path:
-    """Where LangGraph checkpoints of agent runs live (one SQLite file per home)."""
-    return settings.home / "checkpoints.sqlite"
-
-
 async def run_tasks(
     app: Nightowl,
     spec: RunSpec,
@@ -158,8 +153,6 @@ async def run_tasks(
         window=spec.window,
         store_escalations=spec.store_escalations,
     )
-    ck = checkpoint_db or checkpoint_path(app.settings)
-    ck.parent.mkdir(parents=True, exist_ok=True)
     sink(PhaseStarted(key=spec.name, label=spec.name, total=len(spec.task_ids)))
     wins = 0
 
@@ -170,7 +163,7 @@ async def run_tasks(
                          steps=res.steps, reason=res.reason, wins=wins))
 
     t0 = time.perf_counter()
-    async with AsyncSqliteSaver.from_conn_string(str(ck)) as saver:
+    async with open_checkpointer(app.settings, sqlite_path=checkpoint_db) as saver:
         graph = AgentGraph(
             ladder=ladder,
             env_factory=make_env_factory(spec.env, **spec.env_kwargs),
@@ -263,7 +256,6 @@ __all__ = [
     "LADDER_PRESETS",
     "RunSpec",
     "RunSummary",
-    "checkpoint_path",
     "run_tasks",
     "summarize",
     "validate_spec",
