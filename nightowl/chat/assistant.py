@@ -214,6 +214,7 @@ class Assistant:
         temperature: float | None = None,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        mode: Mode | None = None,
     ) -> ChatReply:
         """Answer the last user message (of ``messages``, continuing ``thread`` if given)."""
         started = time.perf_counter()
@@ -261,7 +262,7 @@ class Assistant:
             stop=tuple(stop),
             seed=seed,
         )
-        outcome = await self.cascade.run(prompt, question, sampling)
+        outcome = await self.cascade.run(prompt, question, sampling, mode=mode)
         reply = outcome.reply
         revision = len(history)
         if tid is not None:

@@ -185,10 +185,10 @@ class ChatCascade:
         self.mode = mode
 
     async def sample(
-        self, messages: tuple[ChatMessage, ...], sampling: Sampling
+        self, messages: tuple[ChatMessage, ...], sampling: Sampling, *, mode: Mode | None = None
     ) -> tuple[list[TierReply], Agreement, Usage, float]:
         """The student's ``n`` replies (one batched call) and their agreement."""
-        n = 1 if self.mode == "student" else self.n
+        n = 1 if (mode or self.mode) == "student" else self.n
         temperature = self.sample_temperature if n > 1 else sampling.temperature
         result = await self.student.generate(
             GenerationRequest(
@@ -218,18 +218,20 @@ class ChatCascade:
         return replies, agreement, u, cost
 
     async def run(
-        self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
+        self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling,
+        *, mode: Mode | None = None,
     ) -> CascadeOutcome:
-        """Answer one turn."""
+        """Answer one turn (``mode`` overrides the cascade's own for this turn)."""
+        mode = mode or self.mode
         usage, cost = Usage(), 0.0
         agreement: Agreement | None = None
         texts: tuple[str, ...] = ()
         fallback: TierReply | None = None
-        if self.mode != "teacher" or self.teacher is None:
-            replies, agreement, usage, cost = await self.sample(messages, sampling)
+        if mode != "teacher" or self.teacher is None:
+            replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
             texts = tuple(r.text for r in replies)
             fallback = replies[agreement.winner]
-            if self.mode == "student" or self.teacher is None or agreement.share >= self.tau:
+            if mode == "student" or self.teacher is None or agreement.share >= self.tau:
                 return CascadeOutcome(
                     reply=fallback,
                     agreement=agreement,
@@ -240,7 +242,7 @@ class ChatCascade:
         answer = await self.teacher.reply(messages, question, sampling)
         if answer is None:
             if fallback is None:  # teacher-only mode and the oracle has no answer
-                replies, agreement, usage, cost = await self.sample(messages, sampling)
+                replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
                 fallback = replies[agreement.winner]
             return CascadeOutcome(
                 reply=fallback, agreement=agreement, usage=usage, cost_usd=cost, student_texts=texts
