@@ -195,6 +195,7 @@ def test_concurrency_limit_gives_429_with_retry_after(served: Served) -> None:
     assert "vllm:num_requests_waiting 0" in metrics
 
 
+@pytest.mark.slow
 def test_thread_survives_restart(served: Served) -> None:
     hdr = served.headers(**{"X-Nightowl-Thread": "conv-1"})
     first = httpx.post(f"{served.url}/chat/completions", headers=hdr, timeout=120, json={
