@@ -26,6 +26,7 @@ def serve(
     demos: Annotated[bool, typer.Option(help="keep teacher replies as tenant demos")] = True,
     sleep: Annotated[bool, typer.Option(help="rethink idle threads in the background")] = False,
     sleep_idle_s: Annotated[float, typer.Option(min=0.0)] = 30.0,
+    thread_budget: Annotated[float | None, typer.Option(help="USD budget per thread")] = None,
     auth: Annotated[bool, typer.Option(help="require bearer API keys")] = True,
     max_concurrency: Annotated[int, typer.Option(min=1)] = 8,
     max_body_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
@@ -49,6 +50,7 @@ def serve(
                 demos=demos,
                 sleep=sleep,
                 sleep_idle_s=sleep_idle_s,
+                thread_budget_usd=thread_budget,
             ),
             ServerConfig(
                 require_key=auth,
