@@ -128,3 +128,45 @@ def test_sync_wrappers(make_assistant) -> None:  # type: ignore[no-untyped-def]
     assert a.chat_sync([{"role": "user", "content": "q"}]).text == "The answer is 12."
     assert "".join(a.stream_sync([{"role": "user", "content": "q"}])) == "The answer is 12."
     assert isinstance(a.ledger, Ledger)
+
+
+async def test_dev_points_then_calibrate(make_assistant) -> None:  # type: ignore[no-untyped-def]
+    from nightowl.chat import calibrate_tau
+    from nightowl.chat.cascade import Sampling, dev_points
+    from nightowl.llm.base import ChatMessage
+
+    def fn(request: GenerationRequest) -> list[str]:
+        q = last_user_message(request)
+        return ["The answer is 4."] * request.n if "easy" in q else split(request)
+
+    a = make_assistant(FunctionModel(fn), None, n=3)
+    items = [
+        ((ChatMessage(role="user", content="easy: 2+2"),), lambda t: "4" in t),
+        ((ChatMessage(role="user", content="hard: 17*23"),), lambda t: "391" in t),
+    ]
+    points = await dev_points(a.cascade, items, Sampling(max_tokens=16))
+    assert [p.share for p in points] == [1.0, pytest.approx(1 / 3)]
+    assert [p.student_correct for p in points] == [True, False]
+    choice = calibrate_tau(points, 1.0)
+    assert choice.reached and choice.teacher_share == 0.5
+
+
+async def test_background_sleep_loop_rethinks_idle_threads(make_assistant) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    def fn(request: GenerationRequest) -> list[str]:
+        if "Write the notes" in (request.messages or ())[-1].content:
+            return ["NOTES: facts."] * request.n
+        return ["The answer is 1."] * request.n
+
+    a = make_assistant(FunctionModel(fn), None, n=1, sleep=True, sleep_idle_s=0.0)
+    await a.chat([{"role": "user", "content": "Facts: a=1."}], thread="idle")
+    a.start_sleep(poll_s=0.05)
+    rec = a.threads.open("default", "idle")
+    for _ in range(100):
+        if a.threads.latest_context(rec.id) is not None:
+            break
+        await asyncio.sleep(0.05)
+    await a.aclose()
+    learned = a.threads.latest_context(rec.id)
+    assert learned is not None and learned.revision == 2
