@@ -102,12 +102,12 @@ async def test_learned_context_replaces_old_messages(make_assistant) -> None:  #
     assert "sleep" in roles
 
 
-async def test_budgets_per_thread_and_key(make_assistant, sqlite_db) -> None:  # type: ignore[no-untyped-def]
+async def test_budgets_per_thread_and_key(make_assistant, db) -> None:  # type: ignore[no-untyped-def]
     a = make_assistant(FunctionModel(agreeing), None, n=1, thread_budget_usd=1e-9)
     await a.chat([{"role": "user", "content": "hi"}], thread="b")
     with pytest.raises(BudgetExceededError):
         await a.chat([{"role": "user", "content": "again"}], thread="b")
-    keys = KeyStore(sqlite_db)
+    keys = KeyStore(db)
     _, key = keys.create("k", budget_usd=1e-9)
     a2 = make_assistant(FunctionModel(agreeing), None, n=1)
     await a2.chat([{"role": "user", "content": "hi"}], key=key)
