@@ -20,6 +20,7 @@ from nightowl.cli.envs import envs_app  # noqa: E402
 from nightowl.cli.ledger import db_app, ledger_app  # noqa: E402
 from nightowl.cli.memory import memory_app  # noqa: E402
 from nightowl.cli.models import models_app  # noqa: E402
+from nightowl.cli.serve import register as register_serve  # noqa: E402
 from nightowl.cli.sleep import sleep_app  # noqa: E402
 from nightowl.cli.worker import worker  # noqa: E402
 from nightowl.errors import NightowlError, UserError  # noqa: E402
@@ -41,6 +42,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(memory_app, name="memory")
 app.add_typer(models_app, name="models")
 app.add_typer(sleep_app, name="sleep")
+register_serve(app)  # serve, keys
 
 
 def main() -> None:

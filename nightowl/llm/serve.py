@@ -7,19 +7,32 @@ prompts, ``echo`` with prompt logprobs. ``nightowl models serve smollm2`` runs i
 the embedded model, so any OpenAI client (and nightowl's own `OpenAICompatBackend`)
 can talk to it; the tests use it as a real server on 127.0.0.1.
 
-Errors follow the OpenAI shape ``{"error": {"message", "type", "code"}}``: bad requests
-and unsupported features are 400, backend failures 500.
+Chat requests may set ``stream=true``: the reply comes back as server-sent events in
+the ``chat.completion.chunk`` format, ending with ``data: [DONE]`` (and a usage chunk
+before it when ``stream_options.include_usage``). Backends without token streaming
+generate the whole reply first and send it as one content chunk per choice, so clients
+see the same protocol either way. Message content may be a string or a list of text
+parts; image/audio parts and ``tools`` are refused with 400 (this server has no
+vision or tool-calling path; silently dropping them would give wrong answers).
+
+Errors follow the OpenAI shape ``{"error": {"message", "type", "code"}}``: bad requests,
+unsupported features and prompts longer than the model's context are 400, backend
+failures 500. Requests are not serialised here: each backend decides how much runs at
+once (the embedded model holds its own lock; HTTP backends run concurrently).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.errors import ModelError, UserError
@@ -27,9 +40,14 @@ from nightowl.llm.base import (
     ChatMessage,
     Completion,
     GenerationRequest,
+    GenerationResult,
     ModelBackend,
     Usage,
 )
+
+
+class PromptTooLongError(UserError):
+    """The prompt does not fit in the model's context (a 400, never a retryable 5xx)."""
 
 # -- wire formats -------------------------------------------------------------------
 
@@ -83,13 +101,51 @@ class CompletionBody(_Constrained):
     echo: bool = False
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content list; only ``text`` parts can be served."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
 class ChatTurn(BaseModel):
-    """One chat message (string content only)."""
+    """One chat message: content as a string or a list of text parts."""
 
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "developer"]
-    content: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        """The message text; non-text parts raise `UserError` (refused, not dropped)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        texts: list[str] = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise UserError(
+                    f"content part of type {part.type!r} is not supported: this server is "
+                    "text-only (send text parts or a string)"
+                )
+            texts.append(part.text)
+        return "\n".join(texts)
+
+    def chat_message(self) -> ChatMessage:
+        """As a backend `ChatMessage` (``developer`` is treated as ``system``)."""
+        role = "system" if self.role == "developer" else self.role
+        return ChatMessage(role=role, content=self.text())
+
+
+class StreamOptions(BaseModel):
+    """``stream_options`` of a streaming chat request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
 
 
 class ChatBody(_Constrained):
@@ -99,6 +155,27 @@ class ChatBody(_Constrained):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    functions: list[dict[str, Any]] | None = None
+
+    def refuse_unsupported(self, served: str) -> None:
+        """Fields this server cannot honour raise `UserError` (400) instead of being ignored."""
+        if self.tools or self.functions:
+            raise UserError(
+                f"tools/function calling is not supported by {served}; "
+                "remove `tools` or use a server whose model supports tool calls"
+            )
+        if self.tool_choice not in (None, "none"):
+            raise UserError(f"tool_choice is not supported by {served} (no tools)")
+        if self.stream_options is not None and not self.stream:
+            raise UserError("stream_options is only allowed with stream=true")
+
+    def chat_messages(self) -> tuple[ChatMessage, ...]:
+        """The messages as backend `ChatMessage`s."""
+        return tuple(t.chat_message() for t in self.messages)
 
 
 def _usage(u: Usage) -> dict[str, Any]:
@@ -113,6 +190,90 @@ def _usage(u: Usage) -> dict[str, Any]:
 def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"error": {"message": message, "type": kind, "code": status}}
+    )
+
+
+def check_prompt_fits(backend: ModelBackend, request: GenerationRequest) -> int | None:
+    """Raise `PromptTooLongError` when the rendered prompt exceeds the model's context.
+
+    Works for backends that expose ``render``, ``count_tokens`` and ``context_length``
+    (the in-process ones); others are left to their server, whose 4xx passes through.
+    Returns the prompt's token count when it could be measured.
+    """
+    render = getattr(backend, "render", None)
+    limit = getattr(backend, "context_length", None)
+    if render is None or not isinstance(limit, int) or limit <= 0:
+        return None
+    tokens = backend.count_tokens(render(request))
+    if tokens >= limit:
+        raise PromptTooLongError(
+            f"prompt has {tokens} tokens but {backend.name} has a {limit}-token context; "
+            "shorten the messages"
+        )
+    return tokens
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    """One server-sent event line pair (``data: ...``)."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+def chunk_events(
+    result: GenerationResult,
+    *,
+    completion_id: str,
+    model: str,
+    include_usage: bool,
+    extra: dict[str, Any] | None = None,
+) -> list[str]:
+    """A finished result as ``chat.completion.chunk`` SSE events, ``[DONE]`` last.
+
+    Per choice: a role chunk, one content chunk, a finish chunk (OpenAI's order); then,
+    with ``include_usage``, a chunk with empty ``choices`` and the usage. ``extra`` is
+    merged into the final chunk (the nightowl extension of `nightowl serve`).
+    """
+    created = int(time.time())
+
+    def chunk(choices: list[dict[str, Any]], **more: Any) -> str:
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if include_usage:
+            body["usage"] = None
+        body.update(more)
+        return sse(body)
+
+    events: list[str] = []
+    for i, c in enumerate(result.completions):
+        events.append(chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
+                              "finish_reason": None}]))
+        events.append(chunk([{"index": i, "delta": {"content": c.text}, "finish_reason": None}]))
+        events.append(chunk([{"index": i, "delta": {}, "finish_reason": c.finish_reason}]))
+    if include_usage:
+        events.append(chunk([], usage=_usage(result.usage), **(extra or {})))
+    elif extra:
+        events.append(chunk([], **extra))
+    events.append(sse("[DONE]"))
+    return events
+
+
+async def stream_events(events: list[str]) -> AsyncIterator[str]:
+    """Yield prepared SSE events (a generator for `StreamingResponse`)."""
+    for event in events:
+        yield event
+
+
+def sse_response(events: list[str]) -> StreamingResponse:
+    """A ``text/event-stream`` response over prepared events."""
+    return StreamingResponse(
+        stream_events(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
@@ -163,14 +324,12 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
         if requested is not None and requested != name:
             raise UserError(f"model {requested!r} is not served here; this server has {name!r}")
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody) -> dict[str, Any]:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatBody) -> dict[str, Any] | StreamingResponse:
         _check_model(body.model)
+        body.refuse_unsupported(name)
         request = GenerationRequest(
-            messages=tuple(
-                ChatMessage(role="system" if t.role == "developer" else t.role, content=t.content)
-                for t in body.messages
-            ),
+            messages=body.chat_messages(),
             n=body.n,
             max_tokens=body.max_completion_tokens or body.max_tokens or 256,
             temperature=body.temperature,
@@ -182,7 +341,15 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
             choices=body.choices(),
             json_schema=body.schema_constraint(),
         )
+        await asyncio.to_thread(check_prompt_fits, backend, request)
         result = await backend.generate(request)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            return sse_response(
+                chunk_events(result, completion_id=completion_id, model=name,
+                             include_usage=include)
+            )
         choices = []
         for i, c in enumerate(result.completions):
             choices.append(
@@ -194,7 +361,7 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
                 }
             )
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": completion_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": name,
@@ -224,6 +391,7 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
                 choices=body.choices(),
                 json_schema=body.schema_constraint(),
             )
+            await asyncio.to_thread(check_prompt_fits, backend, request)
             result = await backend.generate(request)
             usage = usage + result.usage
             echoed = await _echo(backend, prompt, body) if body.echo else None

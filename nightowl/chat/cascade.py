@@ -1,0 +1,319 @@
+"""The chat cascade: student samples, agreement, accept or escalate to the teacher.
+
+The student draws ``n`` replies in one batched call (the embedded backend prefills the
+prompt once and decodes the samples together). Their agreement (`measure_agreement`)
+is compared with ``tau``: at or above it the representative student reply is
+accepted; below it the request goes to the teacher (a registry model) or, for data
+sets with gold answers, to the oracle, billed at the teacher price model's rates. Every
+call is recorded in the cost ledger (through `MeteredModel`, or `Ledger` directly for
+the oracle). `calibrate_tau` picks the smallest tau that reaches a target accuracy on
+a dev set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from nightowl.chat.agreement import Agreement, measure_agreement
+from nightowl.config import Prices
+from nightowl.ledger import Ledger, MeteredModel
+from nightowl.llm.base import ChatMessage, GenerationRequest, Usage
+from nightowl.memory import Embedder
+
+Tier = Literal["student", "teacher", "oracle"]
+Mode = Literal["cascade", "teacher", "student"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Per-request generation limits (from the client)."""
+
+    max_tokens: int = 192
+    temperature: float = 0.7
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierReply:
+    """What one tier produced for a turn."""
+
+    text: str
+    tier: Tier
+    usage: Usage
+    cost_usd: float
+    finish_reason: str = "stop"
+
+
+class Teacher(Protocol):
+    """Answers a turn the student was unsure about; None when it cannot."""
+
+    tier: Tier
+
+    async def reply(
+        self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
+    ) -> TierReply | None:
+        """The teacher's reply, recorded in the ledger."""
+        ...
+
+
+class ModelTeacher:
+    """A registry model as teacher (any backend), metered."""
+
+    tier: Tier = "teacher"
+
+    def __init__(self, model: MeteredModel) -> None:
+        self.model = model
+
+    async def reply(
+        self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
+    ) -> TierReply | None:
+        """One greedy-or-client-temperature completion of the full prompt."""
+        result = await self.model.generate(
+            GenerationRequest(
+                messages=messages,
+                n=1,
+                max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature,
+                stop=sampling.stop,
+                seed=sampling.seed,
+            )
+        )
+        c = result.completions[0]
+        cost = self.model.prices.cost(
+            result.usage.prompt_tokens,
+            result.usage.cached_prompt_tokens,
+            result.usage.completion_tokens,
+        )
+        return TierReply(
+            text=c.text,
+            tier="teacher",
+            usage=result.usage,
+            cost_usd=cost,
+            finish_reason=c.finish_reason,
+        )
+
+
+class OracleTeacher:
+    """Gold answers of a data set as the teacher, billed as if a priced model answered.
+
+    The prompt is counted with the student's tokenizer; ``output_tokens`` are billed per
+    answer (`Settings.oracle_output_tokens`), at ``prices`` (`Settings.teacher_price_model`).
+    """
+
+    tier: Tier = "oracle"
+
+    def __init__(
+        self,
+        gold: Callable[[str], str | None],
+        *,
+        ledger: Ledger,
+        run_id: str,
+        prices: Prices,
+        count_tokens: Callable[[str], int],
+        output_tokens: int = 60,
+        model: str = "oracle",
+    ) -> None:
+        self.gold = gold
+        self.ledger = ledger
+        self.run_id = run_id
+        self.prices = prices
+        self.count_tokens = count_tokens
+        self.output_tokens = output_tokens
+        self.model = model
+
+    async def reply(
+        self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
+    ) -> TierReply | None:
+        """The gold answer for ``question`` (None when the data set has none)."""
+        import asyncio
+
+        answer = self.gold(question)
+        if answer is None:
+            return None
+        prompt = sum(self.count_tokens(m.content) for m in messages)
+        usage = Usage(prompt_tokens=prompt, completion_tokens=self.output_tokens)
+        cost = await asyncio.to_thread(
+            lambda: self.ledger.record_model_call(
+                run_id=self.run_id,
+                role="teacher",
+                model=self.model,
+                usage=usage,
+                latency_s=0.0,
+                prices=self.prices,
+                meta={"oracle": True},
+            )
+        )
+        return TierReply(text=answer, tier="oracle", usage=usage, cost_usd=float(cost))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CascadeOutcome:
+    """The accepted reply, the tier that gave it, and what the turn cost in all."""
+
+    reply: TierReply
+    agreement: Agreement | None
+    usage: Usage
+    cost_usd: float
+    student_texts: tuple[str, ...] = ()
+
+
+class ChatCascade:
+    """Student samples -> agreement -> accept, or escalate to the teacher."""
+
+    def __init__(
+        self,
+        student: MeteredModel,
+        teacher: Teacher | None,
+        embedder: Embedder | None,
+        *,
+        n: int = 3,
+        tau: float = 0.67,
+        sample_temperature: float = 0.7,
+        sim: float = 0.8,
+        mode: Mode = "cascade",
+    ) -> None:
+        self.student = student
+        self.teacher = teacher
+        self.embedder = embedder
+        self.n = n
+        self.tau = tau
+        self.sample_temperature = sample_temperature
+        self.sim = sim
+        self.mode = mode
+
+    async def sample(
+        self, messages: tuple[ChatMessage, ...], sampling: Sampling, *, mode: Mode | None = None
+    ) -> tuple[list[TierReply], Agreement, Usage, float]:
+        """The student's ``n`` replies (one batched call) and their agreement."""
+        n = 1 if (mode or self.mode) == "student" else self.n
+        temperature = self.sample_temperature if n > 1 else sampling.temperature
+        result = await self.student.generate(
+            GenerationRequest(
+                messages=messages,
+                n=n,
+                max_tokens=sampling.max_tokens,
+                temperature=temperature,
+                stop=sampling.stop,
+                seed=sampling.seed,
+            )
+        )
+        u = result.usage
+        cost = self.student.prices.cost(
+            u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens
+        )
+        replies = [
+            TierReply(
+                text=c.text,
+                tier="student",
+                usage=Usage(),
+                cost_usd=0.0,
+                finish_reason=c.finish_reason,
+            )
+            for c in result.completions
+        ]
+        agreement = measure_agreement([r.text for r in replies], self.embedder, sim=self.sim)
+        return replies, agreement, u, cost
+
+    async def run(
+        self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling,
+        *, mode: Mode | None = None,
+    ) -> CascadeOutcome:
+        """Answer one turn (``mode`` overrides the cascade's own for this turn)."""
+        mode = mode or self.mode
+        usage, cost = Usage(), 0.0
+        agreement: Agreement | None = None
+        texts: tuple[str, ...] = ()
+        fallback: TierReply | None = None
+        if mode != "teacher" or self.teacher is None:
+            replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
+            texts = tuple(r.text for r in replies)
+            fallback = replies[agreement.winner]
+            if mode == "student" or self.teacher is None or agreement.share >= self.tau:
+                return CascadeOutcome(
+                    reply=fallback,
+                    agreement=agreement,
+                    usage=usage,
+                    cost_usd=cost,
+                    student_texts=texts,
+                )
+        answer = await self.teacher.reply(messages, question, sampling)
+        if answer is None:
+            if fallback is None:  # teacher-only mode and the oracle has no answer
+                replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
+                fallback = replies[agreement.winner]
+            return CascadeOutcome(
+                reply=fallback, agreement=agreement, usage=usage, cost_usd=cost, student_texts=texts
+            )
+        return CascadeOutcome(
+            reply=answer,
+            agreement=agreement,
+            usage=usage + answer.usage,
+            cost_usd=cost + answer.cost_usd,
+            student_texts=texts,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevPoint:
+    """One dev question: the student's agreement and whether its reply / the teacher's is right."""
+
+    share: float
+    student_correct: bool
+    teacher_correct: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class TauChoice:
+    """A calibrated threshold with the dev accuracy and teacher share it gives."""
+
+    tau: float
+    accuracy: float
+    teacher_share: float
+    reached: bool
+
+
+async def dev_points(
+    cascade: ChatCascade,
+    items: Sequence[tuple[tuple[ChatMessage, ...], Callable[[str], bool]]],
+    sampling: Sampling,
+) -> list[DevPoint]:
+    """Sample the student on dev items (prompt, checker) and grade its accepted reply.
+
+    The teacher is assumed right (``teacher_correct`` True): pass the points through
+    `dataclasses.replace` when the teacher's own accuracy is known per item.
+    """
+    points = []
+    for messages, check in items:
+        replies, agreement, _, _ = await cascade.sample(messages, sampling, mode="cascade")
+        points.append(
+            DevPoint(share=agreement.share, student_correct=check(replies[agreement.winner].text))
+        )
+    return points
+
+
+def evaluate_tau(points: Sequence[DevPoint], tau: float) -> tuple[float, float]:
+    """(accuracy, teacher share) on ``points`` if replies with share >= tau are accepted."""
+    if not points:
+        return 0.0, 0.0
+    right = sum(p.student_correct if p.share >= tau else p.teacher_correct for p in points)
+    escalated = sum(p.share < tau for p in points)
+    return right / len(points), escalated / len(points)
+
+
+def calibrate_tau(points: Sequence[DevPoint], target_accuracy: float) -> TauChoice:
+    """The smallest tau (fewest escalations) whose dev accuracy reaches the target.
+
+    Candidates are the observed shares plus "always escalate" (tau above 1). When no
+    candidate reaches the target, the most accurate one is returned (``reached`` False).
+    """
+    candidates = sorted({p.share for p in points} | {0.0, 1.0 + 1e-9})
+    scored = [(t, *evaluate_tau(points, t)) for t in candidates]
+    ok = [s for s in scored if s[1] >= target_accuracy]
+    if ok:
+        t, acc, share = min(ok, key=lambda s: s[0])
+        return TauChoice(tau=t, accuracy=acc, teacher_share=share, reached=True)
+    t, acc, share = max(scored, key=lambda s: (s[1], -s[0]))
+    return TauChoice(tau=t, accuracy=acc, teacher_share=share, reached=False)

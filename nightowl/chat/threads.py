@@ -1,0 +1,306 @@
+"""Thread store: conversations in SQL, reconciled with what clients send.
+
+OpenAI-style clients resend the whole history every turn; others send only the new
+message and rely on the server's copy. `ThreadStore.sync` accepts both: when the
+incoming messages continue the stored ones they are appended; a single new user
+message is appended to the stored history; anything else is an edit, which keeps the
+common prefix and drops learned contexts past it (an append never drops them).
+
+All methods are blocking SQL; async callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from nightowl.chat.tables import MessageRow, ThreadContextRow, ThreadRow
+from nightowl.errors import BudgetExceededError, UserError
+from nightowl.llm.base import ChatMessage
+from nightowl.storage import Database
+
+
+def utcnow() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(UTC)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThreadRecord:
+    """A thread's identity, revision (message count) and spend."""
+
+    id: str
+    tenant: str
+    external_id: str
+    revision: int
+    budget_usd: float | None
+    spent_usd: float
+    last_active_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearnedThreadContext:
+    """c': what sleep-time learned from messages 1..``revision``."""
+
+    thread_id: str
+    revision: int
+    text: str
+    cost_usd: float
+
+
+def _record(row: ThreadRow) -> ThreadRecord:
+    return ThreadRecord(
+        id=row.id,
+        tenant=row.tenant,
+        external_id=row.external_id,
+        revision=row.revision,
+        budget_usd=row.budget_usd,
+        spent_usd=row.spent_usd,
+        last_active_at=_aware(row.last_active_at),
+    )
+
+
+class ThreadStore:
+    """SQL access to threads, their messages and learned contexts."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def open(
+        self, tenant: str, external_id: str, *, budget_usd: float | None = None
+    ) -> ThreadRecord:
+        """The thread ``external_id`` of ``tenant``, created on first use."""
+        if not external_id or len(external_id) > 200:
+            raise UserError("a thread id must be 1-200 characters")
+
+        def find(s: Session) -> ThreadRow | None:
+            return s.scalars(
+                select(ThreadRow).where(
+                    ThreadRow.tenant == tenant, ThreadRow.external_id == external_id
+                )
+            ).first()
+
+        def create(s: Session) -> ThreadRecord:
+            row = find(s)
+            if row is None:
+                now = utcnow()
+                row = ThreadRow(
+                    id=uuid.uuid4().hex,
+                    tenant=tenant,
+                    external_id=external_id,
+                    revision=0,
+                    budget_usd=budget_usd,
+                    spent_usd=0.0,
+                    created_at=now,
+                    last_active_at=now,
+                )
+                s.add(row)
+                s.flush()
+            return _record(row)
+
+        found = self.db.read(find)
+        return _record(found) if found is not None else self.db.write(create)
+
+    def get(self, thread_id: str) -> ThreadRecord:
+        """A thread by its internal id."""
+        row = self.db.read(lambda s: s.get(ThreadRow, thread_id))
+        if row is None:
+            raise UserError(f"unknown thread {thread_id!r}")
+        return _record(row)
+
+    def messages(self, thread_id: str, *, after: int = 0) -> list[ChatMessage]:
+        """Stored messages with ``seq > after``, in order."""
+
+        def q(s: Session) -> list[ChatMessage]:
+            rows = s.execute(
+                select(MessageRow.role, MessageRow.content)
+                .where(MessageRow.thread_id == thread_id, MessageRow.seq > after)
+                .order_by(MessageRow.seq)
+            ).all()
+            return [ChatMessage(role=r, content=c) for r, c in rows]  # type: ignore[arg-type]
+
+        return self.db.read(q)
+
+    def sync(self, thread_id: str, incoming: list[ChatMessage]) -> list[ChatMessage]:
+        """Reconcile ``incoming`` with the stored history; returns the full history."""
+        stored = self.messages(thread_id)
+        convo = [m for m in incoming if m.role != "system"]
+        if convo[: len(stored)] == stored:
+            keep, new = len(stored), convo[len(stored) :]
+        elif len(convo) == 1 and convo[0].role == "user":
+            keep, new = len(stored), convo
+        else:
+            keep = 0
+            while keep < min(len(stored), len(convo)) and stored[keep] == convo[keep]:
+                keep += 1
+            new = convo[keep:]
+        self._write_from(thread_id, keep, new, truncate=keep < len(stored))
+        return stored[:keep] + new
+
+    def append(
+        self, thread_id: str, message: ChatMessage, *, tier: str = "", cost: float = 0.0
+    ) -> int:
+        """Append one message (e.g. the assistant's reply); returns its seq."""
+
+        def w(s: Session) -> int:
+            rev = s.scalar(select(ThreadRow.revision).where(ThreadRow.id == thread_id)) or 0
+            seq = int(rev) + 1
+            s.add(
+                MessageRow(
+                    thread_id=thread_id,
+                    seq=seq,
+                    role=message.role,
+                    content=message.content,
+                    tier=tier,
+                    cost_usd=cost,
+                    created_at=utcnow(),
+                )
+            )
+            s.execute(
+                update(ThreadRow)
+                .where(ThreadRow.id == thread_id)
+                .values(revision=seq, last_active_at=utcnow())
+            )
+            return seq
+
+        return self.db.write(w)
+
+    def _write_from(
+        self, thread_id: str, keep: int, new: list[ChatMessage], *, truncate: bool
+    ) -> None:
+        def w(s: Session) -> None:
+            if truncate:
+                s.execute(
+                    delete(MessageRow).where(
+                        MessageRow.thread_id == thread_id, MessageRow.seq > keep
+                    )
+                )
+                s.execute(
+                    delete(ThreadContextRow).where(
+                        ThreadContextRow.thread_id == thread_id, ThreadContextRow.revision > keep
+                    )
+                )
+            now = utcnow()
+            for i, m in enumerate(new, start=keep + 1):
+                s.add(
+                    MessageRow(
+                        thread_id=thread_id,
+                        seq=i,
+                        role=m.role,
+                        content=m.content,
+                        tier="client",
+                        cost_usd=0.0,
+                        created_at=now,
+                    )
+                )
+            s.execute(
+                update(ThreadRow)
+                .where(ThreadRow.id == thread_id)
+                .values(revision=keep + len(new), last_active_at=now)
+            )
+
+        self.db.write(w)
+
+    # --- budgets -------------------------------------------------------------------
+    def check_budget(self, thread_id: str) -> None:
+        """`BudgetExceededError` when the thread's budget is spent."""
+        t = self.get(thread_id)
+        if t.budget_usd is not None and t.spent_usd >= t.budget_usd:
+            raise BudgetExceededError(f"thread {t.external_id} cost", t.budget_usd, t.spent_usd)
+
+    def add_spend(self, thread_id: str, cost: float) -> None:
+        """Add ``cost`` USD to the thread's spend (atomic increment)."""
+        self.db.write(
+            lambda s: s.execute(
+                update(ThreadRow)
+                .where(ThreadRow.id == thread_id)
+                .values(spent_usd=ThreadRow.spent_usd + cost)
+            )
+        )
+
+    # --- learned contexts -------------------------------------------------------------
+    def latest_context(self, thread_id: str) -> LearnedThreadContext | None:
+        """The newest c' of the thread (valid: revisions past an edit were deleted)."""
+
+        def q(s: Session) -> ThreadContextRow | None:
+            return s.scalars(
+                select(ThreadContextRow)
+                .where(ThreadContextRow.thread_id == thread_id)
+                .order_by(ThreadContextRow.revision.desc(), ThreadContextRow.id.desc())
+            ).first()
+
+        row = self.db.read(q)
+        if row is None:
+            return None
+        return LearnedThreadContext(
+            thread_id=thread_id, revision=row.revision, text=row.text, cost_usd=row.cost_usd
+        )
+
+    def save_context(
+        self,
+        thread_id: str,
+        revision: int,
+        text: str,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Store a finished c' in one transaction (a killed job writes nothing)."""
+
+        def w(s: Session) -> None:
+            # The thread may have been edited below ``revision`` while we were thinking.
+            current = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(MessageRow)
+                    .where(MessageRow.thread_id == thread_id, MessageRow.seq <= revision)
+                )
+                or 0
+            )
+            if int(current) < revision:
+                return
+            s.add(
+                ThreadContextRow(
+                    thread_id=thread_id,
+                    revision=revision,
+                    text=text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=cost_usd,
+                    created_at=utcnow(),
+                )
+            )
+
+        self.db.write(w)
+
+    def idle_threads(self, idle_s: float, *, min_new: int = 2) -> list[ThreadRecord]:
+        """Threads idle for ``idle_s`` with >= ``min_new`` messages past their newest c'."""
+        cutoff = utcnow() - timedelta(seconds=idle_s)
+
+        def q(s: Session) -> list[ThreadRow]:
+            latest = (
+                select(ThreadContextRow.thread_id, func.max(ThreadContextRow.revision).label("rev"))
+                .group_by(ThreadContextRow.thread_id)
+                .subquery()
+            )
+            stmt = (
+                select(ThreadRow)
+                .outerjoin(latest, latest.c.thread_id == ThreadRow.id)
+                .where(
+                    ThreadRow.last_active_at <= cutoff,
+                    ThreadRow.revision - func.coalesce(latest.c.rev, 0) >= min_new,
+                )
+                .order_by(ThreadRow.last_active_at)
+            )
+            return list(s.scalars(stmt))
+
+        return [_record(r) for r in self.db.read(q)]

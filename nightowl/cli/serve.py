@@ -1,0 +1,115 @@
+"""`nightowl serve` (the chat assistant over the OpenAI protocol) and `nightowl keys`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nightowl.cli.errors import one_line_errors
+
+keys_app = typer.Typer(
+    help="API keys of `nightowl serve` (stored hashed in SQL).", no_args_is_help=True
+)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    student: Annotated[str | None, typer.Option(help="registry name (default: settings)")] = None,
+    teacher: Annotated[str | None, typer.Option(help="registry name of the teacher")] = None,
+    oracle: Annotated[Path | None, typer.Option(help="JSON {question: answer} oracle")] = None,
+    n: Annotated[int, typer.Option(min=1, max=16, help="student samples per turn")] = 3,
+    tau: Annotated[float, typer.Option(min=0.0, max=1.01, help="agreement to accept")] = 0.67,
+    max_tokens: Annotated[int, typer.Option(min=1, help="default reply tokens")] = 192,
+    demos: Annotated[bool, typer.Option(help="keep teacher replies as tenant demos")] = True,
+    sleep: Annotated[bool, typer.Option(help="rethink idle threads in the background")] = False,
+    sleep_idle_s: Annotated[float, typer.Option(min=0.0)] = 30.0,
+    thread_budget: Annotated[float | None, typer.Option(help="USD budget per thread")] = None,
+    auth: Annotated[bool, typer.Option(help="require bearer API keys")] = True,
+    max_concurrency: Annotated[int, typer.Option(min=1)] = 8,
+    max_body_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
+    max_prompt_chars: Annotated[int, typer.Option(min=100)] = 32_000,
+) -> None:
+    """Serve the chat cascade at /v1/chat/completions (+ /v1/models, /health, /metrics)."""
+    with one_line_errors():
+        from nightowl.chat import AssistantConfig
+        from nightowl.config import load_settings
+        from nightowl.server import build_app
+        from nightowl.server.service import ServerConfig
+
+        app = build_app(
+            load_settings(),
+            AssistantConfig(
+                student=student,
+                teacher=teacher,
+                n=n,
+                tau=tau,
+                max_tokens=max_tokens,
+                demos=demos,
+                sleep=sleep,
+                sleep_idle_s=sleep_idle_s,
+                thread_budget_usd=thread_budget,
+            ),
+            ServerConfig(
+                require_key=auth,
+                max_concurrency=max_concurrency,
+                max_body_bytes=max_body_bytes,
+                max_prompt_chars=max_prompt_chars,
+            ),
+            oracle_path=oracle,
+        )
+        import uvicorn
+
+        typer.echo(f"nightowl serve at http://{host}:{port}/v1", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="a label for the key")],
+    tenant: Annotated[str | None, typer.Option(help="namespace for threads and demos")] = None,
+    budget: Annotated[float | None, typer.Option(help="USD budget of the key")] = None,
+) -> None:
+    """Create a key; prints it once (only its hash is stored)."""
+    with one_line_errors():
+        from nightowl.chat import KeyStore
+        from nightowl.storage import open_db
+
+        plaintext, key = KeyStore(open_db()).create(name, tenant=tenant, budget_usd=budget)
+        typer.echo(plaintext)
+        typer.echo(f"id {key.id[:12]}  tenant {key.tenant}", err=True)
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """Keys: id, prefix, name, tenant, spend / budget, state."""
+    with one_line_errors():
+        from nightowl.chat import KeyStore
+        from nightowl.storage import open_db
+
+        for k in KeyStore(open_db()).list():
+            budget = "-" if k.budget_usd is None else f"{k.budget_usd:g}"
+            state = "revoked" if k.revoked else "active"
+            typer.echo(
+                f"{k.id[:12]}  {k.prefix}…  {k.name}  {k.tenant}  "
+                f"${k.spent_usd:.6f}/{budget}  {state}"
+            )
+
+
+@keys_app.command("revoke")
+def revoke(key: Annotated[str, typer.Argument(help="key id (prefix) or key prefix")]) -> None:
+    """Revoke a key (requests with it get 401 from then on)."""
+    with one_line_errors():
+        from nightowl.chat import KeyStore
+        from nightowl.storage import open_db
+
+        k = KeyStore(open_db()).revoke(key)
+        typer.echo(f"revoked {k.id[:12]} ({k.name})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and `keys` to the root app."""
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")

@@ -1,0 +1,58 @@
+"""`nightowl serve`: the chat assistant over the OpenAI protocol (FastAPI + uvicorn).
+
+`build_app` is the composition root: settings -> `Assistant` -> `ChatService` -> app.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nightowl.errors import ConfigError, MissingExtraError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from nightowl.chat import AssistantConfig
+    from nightowl.config import Settings
+    from nightowl.server.service import ServerConfig
+
+
+def load_oracle(path: Path) -> dict[str, str]:
+    """A JSON object {question: gold answer} (the oracle teacher for data sets)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read oracle file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError(f"oracle file {path} must be a JSON object of question -> answer")
+    return data
+
+
+def build_app(
+    settings: Settings,
+    assistant_config: AssistantConfig,
+    server_config: ServerConfig,
+    *,
+    oracle_path: Path | None = None,
+) -> FastAPI:
+    """Settings -> Assistant -> ChatService -> FastAPI app."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("nightowl serve", "server", exc.name or "fastapi") from None
+    from nightowl.chat import Assistant
+    from nightowl.server.app import create_app
+    from nightowl.server.service import ChatService
+
+    gold = load_oracle(oracle_path) if oracle_path is not None else None
+    oracle = (lambda q: gold.get(q.strip())) if gold is not None else None
+    assistant = Assistant.from_settings(settings, assistant_config, oracle=oracle)
+    service = ChatService(
+        assistant,
+        server_config,
+        has_teacher=gold is not None or assistant_config.teacher is not None,
+    )
+    return create_app(service, sleep=assistant_config.sleep)

@@ -1,0 +1,250 @@
+"""`ChatService`: the logic behind `nightowl serve`'s routes.
+
+It authenticates bearer keys (sha256 lookup in SQL, in a worker thread), admits
+requests under a concurrency limit (over it: `OverloadedError`, a 429 with
+Retry-After), checks the prompt size, maps model names to cascade modes, runs the
+`Assistant` and renders OpenAI responses (JSON or SSE chunks) with the nightowl
+extension. Routes in `nightowl.server.app` only parse and call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from nightowl.chat import ApiKey, Assistant, ChatReply
+from nightowl.chat.cascade import Mode
+from nightowl.errors import NightowlError, UnknownNameError, UserError
+from nightowl.llm.base import Completion, FinishReason, GenerationResult, Usage
+from nightowl.llm.serve import chunk_events
+from nightowl.server.metrics import Metrics
+from nightowl.server.protocol import (
+    CASCADE_MODEL,
+    AgreementOut,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceOut,
+    MessageOut,
+    ModelCard,
+    ModelList,
+    NightowlExtension,
+    UsageOut,
+)
+
+
+class ServerConfig(BaseModel):
+    """Limits and access rules of the server."""
+
+    require_key: bool = True
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_prompt_chars: int = Field(32_000, ge=100)
+    max_concurrency: int = Field(8, ge=1)
+    retry_after_s: int = Field(2, ge=1)
+    tenant: str = Field("default", description="tenant when keys are not required")
+
+
+class AuthError(NightowlError):
+    """Missing or invalid API key (401)."""
+
+
+class OverloadedError(NightowlError):
+    """Too many requests in flight (429 + Retry-After)."""
+
+
+class TooLargeError(NightowlError):
+    """Request body over the limit (413)."""
+
+
+class ModelNotFoundError(UnknownNameError):
+    """A model name this server does not serve (404)."""
+
+
+class ClientGoneError(NightowlError):
+    """The client disconnected; its generation was cancelled."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """A finished request: the JSON body, or SSE events when streaming."""
+
+    json: dict[str, Any] | None = None
+    events: list[str] | None = None
+
+
+class ChatService:
+    """Serves an `Assistant` over the OpenAI chat-completions protocol."""
+
+    def __init__(self, assistant: Assistant, config: ServerConfig, *, has_teacher: bool) -> None:
+        self.assistant = assistant
+        self.config = config
+        self.metrics = Metrics()
+        self._inflight = 0
+        self.models: dict[str, Mode] = {CASCADE_MODEL: "cascade", "nightowl-student": "student"}
+        if has_teacher:
+            self.models["nightowl-teacher"] = "teacher"
+
+    # --- access --------------------------------------------------------------------------
+    async def authenticate(self, authorization: str | None) -> ApiKey | None:
+        """The key of a ``Bearer`` header (None when keys are not required)."""
+        if not self.config.require_key:
+            return None
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        key = await asyncio.to_thread(self.assistant.keys.authenticate, authorization[7:].strip())
+        if key is None:
+            raise AuthError("invalid or revoked API key")
+        return key
+
+    @asynccontextmanager
+    async def admitted(self):  # type: ignore[no-untyped-def]
+        """Hold one of ``max_concurrency`` slots, or raise `OverloadedError` at once."""
+        if self._inflight >= self.config.max_concurrency:
+            raise OverloadedError(
+                f"server busy: {self._inflight} requests in flight (limit "
+                f"{self.config.max_concurrency}); retry after {self.config.retry_after_s}s"
+            )
+        self._inflight += 1
+        self.metrics.in_flight = self._inflight
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            self.metrics.in_flight = self._inflight
+
+    def model_list(self) -> ModelList:
+        """The cascade and its tiers as model names."""
+        return ModelList(data=[ModelCard(id=m) for m in self.models])
+
+    # --- one request ----------------------------------------------------------------------
+    async def complete(
+        self,
+        body: ChatCompletionRequest,
+        *,
+        key: ApiKey | None,
+        thread_header: str | None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Answer:
+        """Run a chat completion; errors are `NightowlError`s the app maps to statuses."""
+        mode = self.models.get(body.model)
+        if mode is None:
+            raise ModelNotFoundError("model", body.model, sorted(self.models))
+        body.refuse_unsupported()
+        messages = body.chat_messages()
+        size = sum(len(m.content) for m in messages)
+        if size > self.config.max_prompt_chars:
+            raise UserError(
+                f"prompt has {size} characters; this server accepts at most "
+                f"{self.config.max_prompt_chars}"
+            )
+        thread = body.thread_id(thread_header)
+        if thread is not None and body.n > 1:
+            raise UserError("n > 1 cannot be combined with a thread (a thread has one history)")
+        kw: dict[str, Any] = {
+            "thread": thread,
+            "tenant": self.config.tenant,
+            "key": key,
+            "mode": mode,
+            "max_tokens": body.max_completion_tokens or body.max_tokens,
+            "temperature": body.temperature,
+            "stop": body.stops(),
+            "seed": body.seed,
+        }
+        started = time.perf_counter()
+        replies = await _cancellable(
+            asyncio.gather(*[self.assistant.chat(messages, **kw) for _ in range(body.n)]),
+            disconnected,
+        )
+        for r in replies:
+            self.metrics.reply(r.tier, r.cost_usd)
+        return self._render(body, replies, time.perf_counter() - started)
+
+    def _render(
+        self, body: ChatCompletionRequest, replies: list[ChatReply], latency_s: float
+    ) -> Answer:
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        exts = [_extension(r) for r in replies]
+        ext: Any = exts[0] if len(exts) == 1 else exts
+        usage = Usage()
+        for r in replies:
+            usage = usage + r.usage
+        if body.stream:
+            result = GenerationResult(
+                completions=tuple(
+                    Completion(text=r.text, finish_reason=_finish(r)) for r in replies
+                ),
+                usage=usage,
+                model=body.model,
+                latency_s=latency_s,
+            )
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            ext_json = (
+                ext.model_dump() if isinstance(ext, BaseModel) else [e.model_dump() for e in exts]
+            )
+            return Answer(
+                events=chunk_events(
+                    result,
+                    completion_id=cid,
+                    model=body.model,
+                    include_usage=include,
+                    extra={"nightowl": ext_json},
+                )
+            )
+        resp = ChatCompletionResponse(
+            id=cid,
+            created=int(time.time()),
+            model=body.model,
+            choices=[
+                ChoiceOut(index=i, message=MessageOut(content=r.text), finish_reason=_finish(r))
+                for i, r in enumerate(replies)
+            ],
+            usage=UsageOut(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                prompt_tokens_details={"cached_tokens": usage.cached_prompt_tokens},
+            ),
+            nightowl=ext,
+        )
+        return Answer(json=resp.model_dump())
+
+
+def _finish(r: ChatReply) -> FinishReason:
+    return "length" if r.finish_reason == "length" else "stop"
+
+
+def _extension(r: ChatReply) -> NightowlExtension:
+    agreement = None
+    if r.agreement is not None:
+        agreement = AgreementOut(method=r.agreement.method, share=round(r.agreement.share, 4))
+    return NightowlExtension(
+        tier=r.tier,
+        cost_usd=r.cost_usd,
+        agreement=agreement,
+        thread=r.thread,
+        revision=r.revision,
+        demos_used=r.demos_used,
+        learned_revision=r.learned_revision,
+    )
+
+
+async def _cancellable(
+    pending: Awaitable[list[ChatReply]], disconnected: Callable[[], Awaitable[bool]] | None
+) -> list[ChatReply]:
+    """Await ``pending``, cancelling it when the client goes away (polled twice a second)."""
+    task = asyncio.ensure_future(pending)
+    if disconnected is None:
+        return await task
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if done:
+            return task.result()
+        if await disconnected():
+            task.cancel()
+            raise ClientGoneError("client disconnected; generation cancelled")
