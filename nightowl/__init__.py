@@ -47,13 +47,20 @@ _EXPORTS: dict[str, str] = {
     "Ledger": "nightowl.ledger",
     "RunReport": "nightowl.ledger",
     "SleepService": "nightowl.sleeptime.service",
+    # chat assistants
+    "Assistant": "nightowl.chat",
+    "AssistantConfig": "nightowl.chat",
+    "ChatReply": "nightowl.chat",
     "NightowlError": "nightowl.errors",
     "UserError": "nightowl.errors",
 }
 
 __all__ = [
+    "Assistant",
+    "AssistantConfig",
     "CalibrateOptions",
     "CalibrationReport",
+    "ChatReply",
     "CollectRequest",
     "CollectResult",
     "EpisodeBudget",
@@ -107,6 +114,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         run_showcase,
         run_tasks,
     )
+    from nightowl.chat import Assistant, AssistantConfig, ChatReply
     from nightowl.config import Settings, get_settings, load_settings
     from nightowl.envs.registry import select_tasks
     from nightowl.errors import NightowlError, UserError
