@@ -73,6 +73,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "both": {"valid_actions_in": "both"},
 }
 SCORINGS = ("sum", "mean", "calibrated", "calibrated-mean")
+#: margin thresholds whose acceptance coverage/precision is reported
+MARGINS = (0.5, 1.0, 2.0, 4.0)
 #: retrieval settings (k_episodes, window) tried by --sweep
 SWEEP = ((1, 1), (1, 3), (2, 1), (2, 3), (3, 2))
 
@@ -270,6 +272,8 @@ async def score_family(
 def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
     """Top-1 agreement and margins (right vs wrong) for one scoring method."""
     right, margins_r, margins_w, hint_ok, hint_agree, hint_n = 0, [], [], 0, 0, 0
+    agree_right = 0
+    accepts: dict[str, list[int]] = {}  # signal -> [accepted, accepted and right]
     for s in states:
         v = np.array(rank_scores(s["raw"], s["tokens"], method, s["cf"]))
         order = np.argsort(-v)
@@ -278,12 +282,23 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
         ok = top == s["expert_i"]
         right += ok
         (margins_r if ok else margins_w).append(m)
+        agree = False
         if s["hint"] is not None:
             hint_n += 1
             hn = normalize_action(s["hint"])
             ex = s["expert_i"]
             hint_ok += int(ex >= 0 and hn == normalize_action(s["actions"][ex]))
-            hint_agree += int(hn == normalize_action(s["actions"][top]))
+            agree = hn == normalize_action(s["actions"][top])
+            hint_agree += int(agree)
+            agree_right += int(agree and ok)
+        # coverage and precision of one-pass acceptance signals on these states
+        for name, acc in (("demo-agree", agree),
+                          *((f"margin>={t:g}", m >= t) for t in MARGINS),
+                          *((f"demo and margin>={t:g}", agree and m >= t) for t in MARGINS),
+                          *((f"demo or margin>={t:g}", agree or m >= t) for t in MARGINS)):
+            a = accepts.setdefault(name, [0, 0])
+            a[0] += int(acc)
+            a[1] += int(acc and ok)
 
     def q(xs: list[float]) -> list[float] | None:
         return [round(float(x), 2) for x in np.percentile(xs, [10, 50, 90])] if xs else None
@@ -292,7 +307,10 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
     return {"states": n, "top1": right / n if n else 0.0,
             "margin_right_p10_50_90": q(margins_r), "margin_wrong_p10_50_90": q(margins_w),
             "demo_hint_states": hint_n, "demo_hint_is_expert": hint_ok / hint_n if hint_n else None,
-            "demo_hint_is_student_top1": hint_agree / hint_n if hint_n else None}
+            "demo_hint_is_student_top1": hint_agree / hint_n if hint_n else None,
+            "signals": {k: {"coverage": a / n if n else 0.0,
+                            "precision": (r / a) if a else None}
+                        for k, (a, r) in accepts.items()}}
 
 
 def analyse(states: list[dict[str, Any]], retrieval: tuple[int, int]) -> dict[str, Any]:
@@ -412,6 +430,23 @@ def print_tables(report: dict[str, Any]) -> None:
                        f"{mr[1]:.2f}" if mr else "-", f"{mw[1]:.2f}" if mw else "-",
                        f"{h:.0%}" if h is not None else "-")
     console.print(t2)
+    t4 = Table(title="acceptance signals with demos (variant plain, sum scoring): "
+                     "coverage = share of states accepted / precision = accepted and right")
+    t4.add_column("family")
+    shown = ("demo-agree", "margin>=1", "margin>=2", "margin>=4", "demo and margin>=1",
+             "demo or margin>=4")
+    for c in shown:
+        t4.add_column(c, justify="right")
+    for name, f in fams.items():
+        cell = f["default"].get("plain|demos")
+        if not cell:
+            continue
+        sig = cell["sum"]["signals"]
+        t4.add_row(name, *[
+            f"{sig[c]['coverage']:.0%} / "
+            + (f"{sig[c]['precision']:.0%}" if sig[c]["precision"] is not None else "-")
+            for c in shown])
+    console.print(t4)
     if any(len(f["by_retrieval"]) > 1 for f in fams.values()):
         t3 = Table(title="retrieval sweep: top-1 with demos (variant plain if run, sum)")
         t3.add_column("family")
