@@ -341,7 +341,8 @@ async def run_calibration(
         raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")
     sp = settings.model(settings.student_model).prices
     rows = evaluate_rules(states, opts, sp)
-    best, met = choose(rows, opts.target)
+    rec = recommend(rows, opts.target)
+    best, met = rec["chosen"], rec["target_met"]
     top1 = float(np.mean([
         normalize_action(s.actions[int(np.argmax(s.logprobs))]) == normalize_action(s.expert)
         for s in states
@@ -358,9 +359,9 @@ async def run_calibration(
             f"{r['samples_per_step']:.2f}",
         )
     console.print(t)
-    verdict = "meets" if met else "does NOT meet (best available)"
-    console.print(f"chosen: {best['rule']} ({verdict} target {opts.target:.0%}); "
-                  f"use --rule {best['spec']} --temperature {best['temperature']:g}")
+    console.print(rec["verdict"])
+    if rec["student_pays"]:
+        console.print(f"use --rule {best['spec']} --temperature {best['temperature']:g}")
     wb.close()
     return {
         "options": opts.model_dump(),
@@ -369,5 +370,7 @@ async def run_calibration(
         "candidates": rows,
         "chosen": best,
         "target_met": met,
+        "student_pays": rec["student_pays"],
+        "verdict": rec["verdict"],
         "wall_s": time.perf_counter() - t0,
     }
