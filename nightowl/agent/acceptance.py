@@ -12,6 +12,15 @@ and "go north" vote together; a parse failure (None) is a vote for nobody.
 - `LogprobMargin(threshold)`: score every valid action once with the model
   (log p(" action" | prompt)); act if top-1 minus top-2 log-probability >= threshold.
   Deterministic and one pass; the threshold is calibrated on the dev split.
+- `DemoAgreement(threshold, mode)`: the same scores plus a second opinion that costs no
+  model call: the action the nearest retrieved demo step took, mapped onto this state's
+  valid actions (`nightowl.distill.signals.demo_hint`). ``demo-agree`` accepts the
+  top-scored action iff the demo did the same; ``margin+demo:T`` iff it agrees *and*
+  the margin is >= T (precision); ``margin|demo:T`` iff it agrees *or* the margin is
+  >= T (coverage). Which one, and T, are chosen by `nightowl calibrate` on dev.
+
+Rules that use demos say so (``uses_demos``); the student tier then passes
+``demo_action=`` to `judge_scores`.
 """
 
 from __future__ import annotations
@@ -68,13 +77,21 @@ class AcceptanceRule:  # noqa: B024 - subclasses implement judge or judge_scores
     max_samples: int = 1
     #: True: the rule needs `judge_scores` (log-probabilities of the valid actions)
     uses_scores: bool = False
+    #: True: the rule needs ``demo_action=`` (the nearest demo step's mapped action)
+    uses_demos: bool = False
 
     async def judge(self, draw: Draw) -> Verdict:
         """Decide from samples drawn with ``draw``."""
         raise NotImplementedError(f"{self.name} judges scores, not samples")
 
-    def judge_scores(self, actions: Sequence[str], logprobs: Sequence[float]) -> Verdict:
-        """Decide from log-probabilities of candidate actions."""
+    def judge_scores(
+        self,
+        actions: Sequence[str],
+        logprobs: Sequence[float],
+        *,
+        demo_action: str | None = None,
+    ) -> Verdict:
+        """Decide from scores of candidate actions (and the demo's action, if used)."""
         raise NotImplementedError(f"{self.name} judges samples, not scores")
 
     def describe(self) -> dict[str, Any]:
@@ -201,6 +218,30 @@ def _logsumexp(xs: Sequence[float]) -> float:
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
 
+def rank_actions(
+    actions: Sequence[str], logprobs: Sequence[float]
+) -> tuple[str, float, tuple[tuple[str, float], ...]] | None:
+    """(top action, top-1 minus top-2 score, normalised probabilities) or None.
+
+    Actions equal after normalisation are merged (log-sum-exp); non-finite scores dropped.
+    """
+    pairs = [
+        (normalize_action(a), float(lp))
+        for a, lp in zip(actions, logprobs, strict=True)
+        if normalize_action(a) and math.isfinite(lp)
+    ]
+    if not pairs:
+        return None
+    merged: dict[str, list[float]] = {}
+    for a, lp in pairs:
+        merged.setdefault(a, []).append(lp)
+    ranked = sorted(((a, _logsumexp(v)) for a, v in merged.items()), key=lambda p: -p[1])
+    z = _logsumexp([lp for _, lp in ranked])
+    probs = tuple((a, math.exp(lp - z)) for a, lp in ranked)
+    margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else math.inf
+    return ranked[0][0], margin, probs
+
+
 class LogprobMargin(AcceptanceRule):
     """Accept the top-scored action when log p(top1) - log p(top2) >= ``threshold``.
 
@@ -215,26 +256,20 @@ class LogprobMargin(AcceptanceRule):
         self.max_samples = 1
         self.name = f"margin(>={threshold:g})"
 
-    def judge_scores(self, actions: Sequence[str], logprobs: Sequence[float]) -> Verdict:
-        """Rank actions by log-probability and compare the top-2 margin."""
-        pairs = [
-            (normalize_action(a), float(lp))
-            for a, lp in zip(actions, logprobs, strict=True)
-            if normalize_action(a) and math.isfinite(lp)
-        ]
-        if not pairs:
+    def judge_scores(
+        self,
+        actions: Sequence[str],
+        logprobs: Sequence[float],
+        *,
+        demo_action: str | None = None,
+    ) -> Verdict:
+        """Rank actions by score and compare the top-2 margin."""
+        ranked = rank_actions(actions, logprobs)
+        if ranked is None:
             return Verdict(
                 action=None, confidence=0.0, samples=1, candidates=(), reason="no scores"
             )
-        # merge duplicates after normalisation (log-sum-exp)
-        merged: dict[str, list[float]] = {}
-        for a, lp in pairs:
-            merged.setdefault(a, []).append(lp)
-        ranked = sorted(((a, _logsumexp(v)) for a, v in merged.items()), key=lambda p: -p[1])
-        z = _logsumexp([lp for _, lp in ranked])
-        probs = tuple((a, math.exp(lp - z)) for a, lp in ranked)
-        margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else math.inf
-        top = ranked[0][0]
+        top, margin, probs = ranked
         ok = margin >= self.threshold
         return Verdict(
             action=top if ok else None,
@@ -249,10 +284,76 @@ class LogprobMargin(AcceptanceRule):
         return {"rule": "margin", "threshold": self.threshold}
 
 
+class DemoAgreement(AcceptanceRule):
+    """Accept the top-scored action by agreement with the nearest demo step's action.
+
+    Args:
+        threshold: the margin threshold combined with agreement (None: agreement only).
+        mode: "and" -- agree and margin >= threshold; "or" -- agree or margin >= threshold.
+    """
+
+    uses_scores = True
+    uses_demos = True
+
+    def __init__(self, threshold: float | None = None, mode: str = "and") -> None:
+        if mode not in ("and", "or"):
+            raise ValueError("mode must be 'and' or 'or'")
+        if mode == "or" and threshold is None:
+            raise ValueError("margin|demo needs a threshold")
+        self.threshold = None if threshold is None else float(threshold)
+        self.mode = mode
+        self.max_samples = 1
+        if threshold is None:
+            self.name = "demo-agree"
+        else:
+            self.name = f"margin{'+' if mode == 'and' else '|'}demo(>={threshold:g})"
+
+    def judge_scores(
+        self,
+        actions: Sequence[str],
+        logprobs: Sequence[float],
+        *,
+        demo_action: str | None = None,
+    ) -> Verdict:
+        """Accept by agreement (and/or margin)."""
+        ranked = rank_actions(actions, logprobs)
+        if ranked is None:
+            return Verdict(
+                action=None, confidence=0.0, samples=1, candidates=(), reason="no scores"
+            )
+        top, margin, probs = ranked
+        agree = demo_action is not None and normalize_action(demo_action) == top
+        sure = self.threshold is not None and margin >= self.threshold
+        if self.threshold is None:
+            ok = agree
+        elif self.mode == "and":
+            ok = agree and sure
+        else:
+            ok = agree or sure
+        why = "demo agrees" if agree else (
+            "no demo action" if demo_action is None else f"demo did {demo_action!r}"
+        )
+        if self.threshold is not None:
+            why += f", margin {margin:.2f} {'>=' if sure else '<'} {self.threshold:g}"
+        return Verdict(
+            action=top if ok else None,
+            confidence=probs[0][1],
+            samples=1,
+            candidates=probs,
+            reason=why,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters."""
+        return {"rule": "demo", "threshold": self.threshold, "mode": self.mode}
+
+
 def parse_rule(spec: str) -> AcceptanceRule:
     """Build a rule from a short spec.
 
-    Specs: ``unanimity:3``, ``majority:5:0.6``, ``sequential:5:1.0``, ``margin:1.5``.
+    Specs: ``unanimity:3``, ``majority:5:0.6``, ``sequential:5:1.0``, ``margin:1.5``,
+    ``demo-agree``, ``margin+demo:1.0`` (agree and margin), ``margin|demo:3.0``
+    (agree or margin).
     """
     parts = spec.strip().lower().split(":")
     kind, args = parts[0], parts[1:]
@@ -267,6 +368,12 @@ def parse_rule(spec: str) -> AcceptanceRule:
             )
         if kind == "margin":
             return LogprobMargin(float(args[0]) if args else 1.0)
+        if kind in ("demo-agree", "demo"):
+            return DemoAgreement(None)
+        if kind in ("margin+demo", "demo+margin"):
+            return DemoAgreement(float(args[0]) if args else 0.0, "and")
+        if kind in ("margin|demo", "demo|margin"):
+            return DemoAgreement(float(args[0]) if args else 3.0, "or")
     except (ValueError, IndexError) as exc:
         from nightowl.errors import ConfigError
 
@@ -275,5 +382,5 @@ def parse_rule(spec: str) -> AcceptanceRule:
 
     raise ConfigError(
         f"unknown acceptance rule {spec!r}; use unanimity:N, majority:N:TAU, "
-        "sequential:N:TAU or margin:THRESHOLD"
+        "sequential:N:TAU, margin:THRESHOLD, demo-agree, margin+demo:T or margin|demo:T"
     )

@@ -19,11 +19,12 @@ from nightowl.app.events import PhaseAdvanced, PhaseStarted, ProgressSink, ignor
 from nightowl.distill.calibrate import (
     CalibrateOptions,
     StateRecord,
-    choose,
     evaluate_rules,
+    recommend,
 )
 from nightowl.distill.parser import normalize_action
 from nightowl.distill.prompt import PromptBuilder, continuation
+from nightowl.distill.signals import demo_hint
 from nightowl.envs.registry import make_env, select_tasks
 from nightowl.errors import ConfigError
 
@@ -40,6 +41,8 @@ class CalibrationReport(BaseModel):
     candidates: list[dict[str, Any]]
     chosen: dict[str, Any]
     target_met: bool
+    student_pays: bool
+    verdict: str
     wall_s: float
 
 
@@ -76,7 +79,8 @@ async def collect_states(
                     )
                     conts = [continuation(a) + "\n" for a in valid]
                     scored = await student.score_continuations(prompt, conts)
-                    tprompt = builder.build(
+                    hint = demo_hint(demos, text, valid)
+                    tprompt = builder.for_teacher().build(
                         goal=goal, observation=text, history=hist, valid_actions=valid
                     )
                     tp = student.count_tokens(tprompt)
@@ -90,6 +94,7 @@ async def collect_states(
                             prompt_tokens=student.count_tokens(prompt),
                             choice_tokens=float(np.mean(scored.token_counts)),
                             teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens),
+                            demo_action=hint.action if hint else None,
                         )
                     )
                 res = await asyncio.to_thread(env.step, expert)
@@ -112,7 +117,7 @@ async def calibrate(
     if not states:
         raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")
     rows = evaluate_rules(states, opts, app.prices(app.student))
-    best, met = choose(rows, opts.target)
+    rec = recommend(rows, opts.target)
     top1 = float(np.mean([
         normalize_action(s.actions[int(np.argmax(s.logprobs))]) == normalize_action(s.expert)
         for s in states
@@ -122,7 +127,9 @@ async def calibrate(
         states=len(states),
         student_top1_agreement=top1,
         candidates=rows,
-        chosen=best,
-        target_met=met,
+        chosen=rec["chosen"],
+        target_met=rec["target_met"],
+        student_pays=rec["student_pays"],
+        verdict=rec["verdict"],
         wall_s=time.perf_counter() - t0,
     )

@@ -207,9 +207,9 @@ def calibrate(
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink))
     console.print(calibration_table(rep))
     best = rep.chosen
-    verdict = "meets" if rep.target_met else "does NOT meet (best available)"
-    console.print(f"chosen: {best['rule']} ({verdict} target {opts.target:.0%}); "
-                  f"use --rule {best['spec']} --temperature {best['temperature']:g}")
+    console.print(rep.verdict)
+    if rep.student_pays:
+        console.print(f"use --rule {best['spec']} --temperature {best['temperature']:g}")
     if out:
         Path(out).write_text(rep.model_dump_json(indent=1))
         console.print(f"written: {out}")

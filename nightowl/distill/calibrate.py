@@ -11,15 +11,20 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
    scores with the temperature), so voting rules can be simulated without sampling the
    model again.
 2. For each candidate rule -- unanimity / majority / sequential with N samples at each
-   temperature, and logprob-margin thresholds -- and each state: the probability of
+   temperature, logprob-margin thresholds, agreement with the nearest demo step's action
+   (``demo-agree``) alone, and with a margin (``margin+demo:T``: both;
+   ``margin|demo:T``: either) -- and each state: the probability of
    accepting, of accepting a wrong action (not the expert's), and the expected number of
    samples drawn (exact for unanimity and margin, Monte Carlo for majority/sequential).
 3. Predicted episode success = mean over dev episodes of prod(1 - P(wrong accept)) along
    the path (a wrong accepted action is counted as fatal: conservative); predicted cost
    per episode = student calls + escalations x the oracle teacher's bill, with the real
    token counts and prices.
-4. The cheapest rule whose predicted success >= target is recommended (if none reaches
-   it, the most successful one, and the report says so).
+4. Teacher-only is a candidate too (predicted success 1: the oracle is the reference;
+   cost: the teacher's bill at every state). The cheapest candidate whose predicted
+   success >= target is recommended. When that is teacher-only, the student cannot pay
+   on this family: every student rule either misses the target or costs more, and the
+   report says so (`recommend`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from nightowl.distill.parser import normalize_action
+
+#: rules decided from one scoring pass (deterministic per state)
+SCORE_RULES: tuple[str, ...] = ("margin", "demo", "margin+demo", "margin|demo")
 
 
 class CalibrateOptions(BaseModel):
@@ -63,6 +71,8 @@ class StateRecord(BaseModel):
     prompt_tokens: int
     choice_tokens: float
     teacher_cost: float
+    #: the nearest retrieved demo step's action mapped to this state's valid actions
+    demo_action: str | None = None
 
 
 def _probs(logps: np.ndarray, temperature: float) -> np.ndarray:
@@ -80,10 +90,17 @@ def simulate_state(
     norm = [normalize_action(a) for a in rec.actions]
     lp = np.array(rec.logprobs, dtype=np.float64)
     exp_i = norm.index(normalize_action(rec.expert)) if normalize_action(rec.expert) in norm else -1
-    if rule == "margin":
+    if rule == "teacher":
+        return 0.0, 0.0, 0.0
+    if rule in SCORE_RULES:
         order = np.argsort(-lp)
         m = lp[order[0]] - lp[order[1]] if len(lp) > 1 else math.inf
-        acc = float(m >= margin)
+        sure = bool(m >= margin)
+        demo = normalize_action(rec.demo_action) if rec.demo_action else None
+        agree = demo is not None and demo == norm[int(order[0])]
+        ok = {"margin": sure, "demo": agree, "margin+demo": agree and sure,
+              "margin|demo": agree or sure}[rule]
+        acc = float(ok)
         wrong = acc * float(order[0] != exp_i)
         return acc, wrong, 1.0
     p = _probs(lp, temperature)
@@ -138,6 +155,12 @@ def evaluate_rules(
                     cands.append(("sequential", n, tau, t, 0.0))
     for m in opts.margins:
         cands.append(("margin", 1, 1.0, 0.0, m))
+    if any(s.demo_action for s in states):
+        cands.append(("demo", 1, 1.0, 0.0, 0.0))
+        for m in opts.margins:
+            cands.append(("margin+demo", 1, 1.0, 0.0, m))
+            cands.append(("margin|demo", 1, 1.0, 0.0, m))
+    cands.append(("teacher", 0, 1.0, 0.0, 0.0))
     by_task: dict[str, list[StateRecord]] = {}
     for s in states:
         by_task.setdefault(s.task_id, []).append(s)
@@ -150,8 +173,10 @@ def evaluate_rules(
             for r in recs:
                 a, w, drawn = simulate_state(r, rule, n, tau, t, m, rng, opts.mc_draws // 4)
                 ok *= 1.0 - w
-                calls = 1.0 if rule in ("unanimity", "majority", "margin") else drawn
-                if rule == "margin":
+                calls = 1.0 if rule in ("unanimity", "majority", *SCORE_RULES) else drawn
+                if rule == "teacher":
+                    stud = 0.0
+                elif rule in SCORE_RULES:
                     stud = student_prices.cost(
                         r.prompt_tokens + int(r.choice_tokens * len(r.actions)), 0, 0
                     )
@@ -165,14 +190,7 @@ def evaluate_rules(
                 steps += 1
             succ.append(ok)
             cost.append(c)
-        name = (
-            f"margin>={m:g}" if rule == "margin"
-            else f"{rule}:{n}" + (f":{tau:g}" if rule != "unanimity" else "") + f" @T={t:g}"
-        )
-        spec = (
-            f"margin:{m:g}" if rule == "margin"
-            else f"{rule}:{n}" + (f":{tau:g}" if rule != "unanimity" else "")
-        )
+        name, spec = _rule_names(rule, n, tau, t, m)
         rows.append(
             {
                 "rule": name,
@@ -187,10 +205,57 @@ def evaluate_rules(
     return rows
 
 
+def _rule_names(rule: str, n: int, tau: float, t: float, m: float) -> tuple[str, str]:
+    """(table name, ``--rule`` spec) of a candidate."""
+    if rule == "teacher":
+        return "teacher only", "teacher"
+    if rule == "margin":
+        return f"margin>={m:g}", f"margin:{m:g}"
+    if rule == "demo":
+        return "demo-agree", "demo-agree"
+    if rule in ("margin+demo", "margin|demo"):
+        word = "and" if rule == "margin+demo" else "or"
+        return f"demo {word} margin>={m:g}", f"{rule}:{m:g}"
+    tail = f":{tau:g}" if rule != "unanimity" else ""
+    return f"{rule}:{n}{tail} @T={t:g}", f"{rule}:{n}{tail}"
+
+
 def choose(rows: list[dict[str, Any]], target: float) -> tuple[dict[str, Any], bool]:
-    """Cheapest rule meeting the target (or the most successful one)."""
+    """Cheapest rule meeting the target (or the most successful one).
+
+    With the teacher-only row present (`evaluate_rules` adds it) the target is always
+    met; `recommend` says whether the choice is a student rule.
+    """
     ok = [r for r in rows if r["predicted_success"] >= target]
     if ok:
         return min(ok, key=lambda r: r["predicted_cost_per_episode"]), True
     best = max(rows, key=lambda r: (r["predicted_success"], -r["predicted_cost_per_episode"]))
     return best, False
+
+
+def recommend(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The choice with a verdict: does the student pay here, and by how much?
+
+    Returns a dict with ``chosen`` (a row), ``student_pays`` (a student rule meets the
+    target and is cheaper than teacher-only), ``teacher_cost_per_episode``,
+    ``saving`` (teacher-only cost / chosen cost) and a one-line ``verdict``.
+    """
+    best, met = choose(rows, target)
+    teacher = next((r for r in rows if r["spec"] == "teacher"), None)
+    tcost = teacher["predicted_cost_per_episode"] if teacher else math.inf
+    pays = met and best["spec"] != "teacher" and best["predicted_cost_per_episode"] < tcost
+    cost = best["predicted_cost_per_episode"]
+    saving = tcost / cost if cost > 0 and math.isfinite(tcost) else math.inf
+    if pays:
+        verdict = (f"student pays: {best['rule']} meets {target:.0%} (predicted "
+                   f"{best['predicted_success']:.0%}) at {saving:.2f}x lower cost than "
+                   "teacher-only")
+    else:
+        students = [r for r in rows if r["spec"] != "teacher"]
+        top = max(students, key=lambda r: r["predicted_success"]) if students else None
+        best_s = (f"best student rule {top['rule']} predicts {top['predicted_success']:.0%}"
+                  if top else "no student rule")
+        verdict = (f"student cannot pay at {target:.0%}: {best_s}; "
+                   "recommended: teacher only (--ladder teacher)")
+    return {"chosen": best, "target_met": met, "student_pays": pays,
+            "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}

@@ -6,9 +6,21 @@ SmolLM2 rambles under its chat template but continues such trajectories well):
 1. a fixed instruction block (identical for every call: the longest shared prefix),
 2. retrieved demos, formatted as trajectories, in a deterministic order (by task id,
    then first step), each window and observation cut to a bound,
-3. the current goal, the last ``history`` (observation, action) pairs, the current
-   observation, and the valid actions when known,
+3. the current goal, the last ``history`` (observation, action) pairs and the current
+   observation, in exactly the demos' format,
 4. ``Action:`` -- the model continues with " <action>".
+
+The current step has the same shape as every demo step. A small model copies the
+pattern of its examples; a last block that differs from them (e.g. an extra
+``Valid actions:`` line the demos lack) breaks the copy: on TextWorld-Express dev states
+removing only that line took the student's top-1 agreement with the expert from 22% to
+100% on simonsays and 26% to 83% on mapreader (issue 13; ``bench/icd_matrix.py``).
+Validity is enforced by scoring only the valid actions, not by listing them; where they
+are listed (``valid_actions_in="both"``) the demo steps list theirs the same way.
+
+``scoring`` says how the scored valid actions are ranked (see `nightowl.distill.scoring`):
+the summed log-probability, its per-token mean, or either minus the same action's
+log-probability after a content-free prompt (contextual calibration).
 
 Everything is bounded (characters per observation, steps per demo, number of demos,
 history length), so prompts do not grow with episode length. Putting the fixed parts
@@ -19,8 +31,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from nightowl.errors import ConfigError
+
+#: where valid actions are listed: nowhere (scoring enforces them), only in the current
+#: step (the old format, which breaks the demo pattern), or in demos and current step
+ValidShown = Literal["none", "current", "both"]
+#: how scored actions are ranked (`nightowl.distill.scoring.rank_scores`)
+Scoring = Literal["sum", "mean", "calibrated", "calibrated-mean"]
+SCORINGS: tuple[str, ...] = ("sum", "mean", "calibrated", "calibrated-mean")
 
 DEFAULT_INSTRUCTIONS = (
     "You are an agent in a text game. Read the goal and the observation, then answer "
@@ -50,6 +71,7 @@ class DemoStepView:
 
     observation: str
     action: str
+    valid_actions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +100,14 @@ def as_demo_view(window: Any) -> DemoView:
         obs = get(s, "observation", None)
         if obs is None:
             obs = get(s, "obs", "")
-        steps.append(DemoStepView(observation=str(obs or ""), action=str(get(s, "action", ""))))
+        valid = get(s, "valid_actions", None) or ()
+        steps.append(
+            DemoStepView(
+                observation=str(obs or ""),
+                action=str(get(s, "action", "")),
+                valid_actions=tuple(str(a) for a in valid),
+            )
+        )
         idx = get(s, "idx", None)
         if idx is not None and first is None:
             first = int(idx)
@@ -94,16 +123,24 @@ def as_demo_view(window: Any) -> DemoView:
 class PromptBuilder:
     """Builds the student's (and the oracle teacher's billing) prompt.
 
+    Defaults are the benchmark's best on TextWorld-Express and TextWorld dev states
+    (``bench/icd_matrix.py``, docs/icd.md): demos and current step in one format, no
+    valid-action list, summed log-probabilities.
+
     Attributes:
         instructions: the fixed first block.
         max_demos: demo windows kept (after stable ordering).
         max_demo_steps: steps kept per demo window.
-        demo_obs_chars: characters kept per demo observation (the tail).
+        demo_obs_chars: characters kept per demo observation.
         history: recent (observation, action) pairs of the current episode kept.
         history_obs_chars: characters kept per history observation.
         obs_chars: characters kept of the current observation.
         max_valid_actions: valid actions listed (the rest are summarised by count).
-        list_valid_actions: whether to list valid actions at all.
+        valid_actions_in: where valid actions are listed ("none", "current", "both").
+        scoring: how scored valid actions are ranked (`nightowl.distill.scoring`).
+        k_episodes: demo episodes to retrieve (advice for the loop's retrieval).
+        window: demo steps either side of a retrieved step (advice for retrieval).
+        variant: a label for run records (e.g. the benchmark variant it came from).
     """
 
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -114,7 +151,59 @@ class PromptBuilder:
     history_obs_chars: int = 100
     obs_chars: int = 300
     max_valid_actions: int = 40
-    list_valid_actions: bool = True
+    valid_actions_in: ValidShown = "none"
+    scoring: Scoring = "sum"
+    k_episodes: int = 2
+    window: int = 3
+    variant: str = "plain"
+
+    def __post_init__(self) -> None:
+        if self.valid_actions_in not in ("none", "current", "both"):
+            raise ConfigError(
+                f"valid_actions_in must be none, current or both, not {self.valid_actions_in!r}"
+            )
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, not {self.scoring!r}")
+
+    @property
+    def list_valid_actions(self) -> bool:
+        """Whether the current step lists its valid actions (old name, read-only)."""
+        return self.valid_actions_in != "none"
+
+    def describe(self) -> dict[str, Any]:
+        """The prompt and scoring configuration, for run metadata."""
+        return {
+            "variant": self.variant,
+            "valid_actions_in": self.valid_actions_in,
+            "scoring": self.scoring,
+            "max_demos": self.max_demos,
+            "max_demo_steps": self.max_demo_steps,
+            "demo_obs_chars": self.demo_obs_chars,
+            "history": self.history,
+            "history_obs_chars": self.history_obs_chars,
+            "obs_chars": self.obs_chars,
+            "k_episodes": self.k_episodes,
+            "window": self.window,
+        }
+
+    def with_options(self, **changes: Any) -> PromptBuilder:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes)
+
+    def for_teacher(self) -> PromptBuilder:
+        """The same builder listing the current step's valid actions.
+
+        A teacher LLM (and the oracle teacher's bill) gets the valid actions in its
+        prompt: it reads instructions instead of copying patterns.
+        """
+        shown: ValidShown = "both" if self.valid_actions_in == "both" else "current"
+        return replace(self, valid_actions_in=shown)
+
+    def _valid_line(self, valid_actions: Sequence[str]) -> str:
+        acts = sorted(valid_actions)
+        shown = acts[: self.max_valid_actions]
+        more = f" (+{len(acts) - len(shown)} more)" if len(acts) > len(shown) else ""
+        return "Valid actions: " + ", ".join(shown) + more
 
     def demo_block(self, demos: Sequence[Any]) -> str:
         """The demos, deterministically ordered and bounded."""
@@ -126,6 +215,8 @@ class PromptBuilder:
             lines = [f"Goal: {squash(v.goal, 300)}"]
             for s in v.steps[: self.max_demo_steps]:
                 lines.append(f"Observation: {squash(s.observation, self.demo_obs_chars)}")
+                if self.valid_actions_in == "both" and s.valid_actions:
+                    lines.append(self._valid_line(s.valid_actions))
                 lines.append(f"Action: {squash(s.action, 100)}")
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
@@ -150,14 +241,19 @@ class PromptBuilder:
             cur.append(f"Observation: {squash(obs, self.history_obs_chars)}")
             cur.append(f"Action: {squash(act, 100)}")
         cur.append(f"Observation: {squash(observation, self.obs_chars)}")
-        if valid_actions and self.list_valid_actions:
-            acts = sorted(valid_actions)
-            shown = acts[: self.max_valid_actions]
-            more = f" (+{len(acts) - len(shown)} more)" if len(acts) > len(shown) else ""
-            cur.append("Valid actions: " + ", ".join(shown) + more)
+        if valid_actions and self.valid_actions_in != "none":
+            cur.append(self._valid_line(valid_actions))
         cur.append("Action:")
         parts.append("\n".join(cur))
         return "\n\n".join(parts)
+
+    def content_free(self, demos: Sequence[Any] = ()) -> str:
+        """The prompt with a content-free current step ("N/A"), for calibrated scoring.
+
+        It shares the real prompt's prefix (instructions and demos), so a backend with
+        prefix caching pays only for the short last block.
+        """
+        return self.build(goal="N/A", observation="N/A", demos=demos)
 
 
 def continuation(action: str) -> str:

@@ -95,3 +95,21 @@ def test_parse_rule():
         parse_rule("bogus")
     with pytest.raises(ConfigError):
         parse_rule("majority:x")
+
+
+def test_demo_agreement_rules():
+    from nightowl.agent.acceptance import DemoAgreement, parse_rule
+
+    acts, lps = ["take coin", "go north"], [-0.2, -0.9]
+    agree = parse_rule("demo-agree")
+    assert agree.uses_demos and agree.uses_scores
+    assert agree.judge_scores(acts, lps, demo_action="Take coin.").action == "take coin"
+    assert not agree.judge_scores(acts, lps, demo_action="go north").accepted
+    assert not agree.judge_scores(acts, lps).accepted  # no demo: escalate
+    both = parse_rule("margin+demo:1.0")
+    assert isinstance(both, DemoAgreement) and both.mode == "and"
+    assert not both.judge_scores(acts, lps, demo_action="take coin").accepted
+    either = parse_rule("margin|demo:0.5")
+    assert either.judge_scores(acts, lps, demo_action=None).accepted  # margin 0.7 >= 0.5
+    assert either.judge_scores(acts, [-0.5, -0.6], demo_action="take coin").accepted
+    assert not either.judge_scores(acts, [-0.5, -0.6], demo_action="go north").accepted

@@ -1,3 +1,5 @@
+import pytest
+
 from nightowl.distill.prompt import DemoStepView, DemoView, PromptBuilder, as_demo_view
 
 
@@ -35,9 +37,53 @@ def test_bounds():
     assert p.count("move ") == 2 and "room b" not in p
 
 
-def test_valid_actions_listed_sorted():
-    p = PromptBuilder().build(goal="g", observation="o", valid_actions=["b", "a"])
+def test_valid_actions_not_listed_by_default_current_step_in_demo_format():
+    b = PromptBuilder()
+    p = b.build(goal="g", observation="o", valid_actions=["b", "a"], demos=[demo("t/a", 0)])
+    assert "Valid actions" not in p
+    # the current step is shaped exactly like a demo step: Observation line, Action line
+    demo_lines = p.split("\n\n")[1].splitlines()
+    cur_lines = p.split("\n\n")[-1].splitlines()
+    assert [x.split(":")[0] for x in cur_lines] == [x.split(":")[0] for x in demo_lines[:3]]
+    assert b.describe()["valid_actions_in"] == "none"
+
+
+def test_valid_actions_listed_sorted_when_asked():
+    p = PromptBuilder(valid_actions_in="current").build(
+        goal="g", observation="o", valid_actions=["b", "a"]
+    )
     assert "Valid actions: a, b\nAction:" in p
+
+
+def test_valid_actions_in_both_lists_them_in_demo_steps_the_same_way():
+    d = DemoView(goal="G", task_id="t", steps=(
+        DemoStepView(observation="x", action="go", valid_actions=("go", "eat")),))
+    p = PromptBuilder(valid_actions_in="both").build(
+        goal="g", observation="o", valid_actions=["b", "a"], demos=[d]
+    )
+    assert "Observation: x\nValid actions: eat, go\nAction: go" in p
+    assert "Observation: o\nValid actions: a, b\nAction:" in p
+
+
+def test_teacher_builder_lists_valid_actions_and_bad_options_fail():
+    from nightowl.errors import ConfigError
+
+    t = PromptBuilder().for_teacher()
+    assert "Valid actions: a" in t.build(goal="g", observation="o", valid_actions=["a"])
+    with pytest.raises(ConfigError):
+        PromptBuilder(valid_actions_in="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        PromptBuilder(scoring="max")  # type: ignore[arg-type]
+
+
+def test_content_free_prompt_shares_the_demo_prefix():
+    b = PromptBuilder()
+    ds = [demo("t/a", 0)]
+    p = b.build(goal="find it", observation="a room", demos=ds)
+    cf = b.content_free(ds)
+    cut = p.rindex("\n\nGoal:")
+    assert cf[:cut] == p[:cut]
+    assert cf.endswith("Goal: N/A\nObservation: N/A\nAction:")
 
 
 def test_duck_typed_windows():
