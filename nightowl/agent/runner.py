@@ -188,7 +188,7 @@ def build_ladder(
         )
     )
     if preset == "bavt":
-        from nightowl.agent.bavt_tier import BavtTier
+        from nightowl.agent.search.tier import BavtTier
 
         tiers.append(
             BavtTier(

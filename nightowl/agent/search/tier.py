@@ -26,12 +26,12 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from nightowl.agent.bavt import BavtConfig, BavtSearch, GenerateFn, ToolCallHook
 from nightowl.agent.budget import COST_USD, TOKENS, TOOL_CALLS
-from nightowl.agent.critic import ScoreFn
 from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
-from nightowl.agent.search_budget import settle, sub_budget
-from nightowl.agent.search_space import SearchSpace
+from nightowl.agent.search.bavt import BavtConfig, BavtSearch, GenerateFn, ToolCallHook
+from nightowl.agent.search.critic import ScoreFn
+from nightowl.agent.search.space import SearchSpace
+from nightowl.agent.search.step_budget import settle, sub_budget
 from nightowl.config import Prices
 from nightowl.errors import EnvError
 from nightowl.llm.base import ModelBackend
