@@ -18,24 +18,16 @@ from typing import Any
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel
 
-from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
+from nightowl.agent import presets
+from nightowl.agent.acceptance import AcceptanceRule
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
-from nightowl.agent.ladder import Ladder, Tier
-from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
-from nightowl.config import Prices, Settings
+from nightowl.agent.ladder import Ladder
+from nightowl.agent.presets import LADDER_PRESETS, validate_ladder  # noqa: F401 - re-exported
+from nightowl.agent.state import checkpoint_path
+from nightowl.config import Settings
 from nightowl.distill.prompt import PromptBuilder
-from nightowl.errors import ConfigError, UnknownNameError
-
-LADDER_PRESETS: dict[str, str] = {
-    "teacher": "the teacher acts at every step (teacher-only baseline)",
-    "student": "the student acts alone, greedy, no demos",
-    "student+demos": "the student acts alone, greedy, with retrieved demos",
-    "cascade": "student with demos + acceptance rule; disagreement escalates to the teacher",
-    "margin": "student with demos + logprob-margin rule; low margin escalates to the teacher",
-    "bavt": "as cascade, but disagreement first escalates to a BAVT search (student as "
-    "proposer and critic), then to the teacher",
-}
+from nightowl.errors import UnknownNameError
 
 
 @dataclass(kw_only=True)
@@ -131,88 +123,16 @@ def build_ladder(
     fallback: str = "best",
     avoid_repeats: bool = True,
 ) -> Ladder:
-    """Tiers for a preset (see `LADDER_PRESETS`)."""
-    from nightowl.ledger import MeteredModel
+    """`nightowl.agent.presets.build_ladder` with the workbench's settings, ledger, models."""
+    from nightowl.llm.registry import build_backend
 
-    if preset not in LADDER_PRESETS:
-        raise UnknownNameError("ladder", preset, sorted(LADDER_PRESETS))
-    settings = wb.settings
-    builder = builder or PromptBuilder()
-    tiers: list[Tier] = []
-
-    def teacher_tier() -> Tier:
-        if teacher == "oracle":
-            return OracleTier(
-                ledger=wb.ledger,
-                prices=settings.model(settings.teacher_price_model).prices,
-                tokenizer=_Tokenizer(wb, student),
-                output_tokens=settings.oracle_output_tokens,
-                builder=builder,
-            )
-        from nightowl.llm.registry import build_backend
-
-        spec = settings.model(teacher)
-        model = MeteredModel(
-            build_backend(teacher, settings), wb.ledger, spec.prices, run_id=run_id, role="teacher"
-        )
-        return TeacherTier(model, prices=spec.prices, builder=builder)
-
-    if preset == "teacher":
-        return Ladder([teacher_tier()], fallback="end")
-    sname = student or settings.student_model
-    sprices: Prices = settings.model(sname).prices
-    smodel = MeteredModel(
-        wb.student_backend(sname), wb.ledger, sprices, run_id=run_id, role="student"
+    return presets.build_ladder(
+        preset, settings=wb.settings, ledger=wb.ledger, run_id=run_id,
+        student_backend=wb.student_backend,
+        teacher_backend=lambda name: build_backend(name, wb.settings),
+        student=student, teacher=teacher, rule=rule, temperature=temperature,
+        builder=builder, fallback=fallback, avoid_repeats=avoid_repeats,
     )
-    if preset in ("student", "student+demos"):
-        tiers.append(
-            StudentTier(
-                smodel,
-                prices=sprices,
-                rule=Unanimity(1),
-                builder=builder,
-                use_demos=preset == "student+demos",
-                temperature=0.0,
-            )
-        )
-        return Ladder(tiers, fallback="best")
-    if isinstance(rule, str):
-        rule = parse_rule(rule)
-    if preset == "margin":
-        rule = rule if (rule is not None and rule.uses_scores) else parse_rule("margin:1.0")
-    rule = rule or parse_rule("unanimity:3")
-    tiers.append(
-        StudentTier(
-            smodel, prices=sprices, rule=rule, builder=builder, temperature=temperature,
-            avoid_repeats=avoid_repeats,
-        )
-    )
-    if preset == "bavt":
-        from nightowl.agent.search.tier import BavtTier
-
-        tiers.append(
-            BavtTier(
-                smodel.with_role("bavt"),
-                critic_model=smodel.with_role("critic"),
-                prices=sprices,
-                ledger=wb.ledger,
-            )
-        )
-    tiers.append(teacher_tier())
-    if fallback not in ("best", "end"):
-        raise ConfigError(f"fallback must be 'best' or 'end', not {fallback!r}")
-    return Ladder(tiers, fallback=fallback)  # type: ignore[arg-type]
-
-
-class _Tokenizer:
-    """A real tokenizer for billing the oracle teacher (the student model's)."""
-
-    def __init__(self, wb: Workbench, student: str | None) -> None:
-        self.wb = wb
-        self.student = student
-
-    def count_tokens(self, text: str) -> int:
-        return int(self.wb.student_backend(self.student).count_tokens(text))
 
 
 class RunSummary(BaseModel):
@@ -340,6 +260,8 @@ async def run_tasks(
         "retrieve": spec.retrieve,
         "concurrency": spec.concurrency,
     }
+    # bad inputs fail here, before a run row is written or an environment starts
+    validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, wb.settings)
     if spec.run_id and wb.ledger.run_exists(spec.run_id):
         run_id = spec.run_id
     else:
@@ -363,7 +285,7 @@ async def run_tasks(
         window=spec.window,
         store_escalations=spec.store_escalations,
     )
-    ck = checkpoint_db or (wb.settings.home / "checkpoints.sqlite")
+    ck = checkpoint_db or checkpoint_path(wb.settings.home)
     ck.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     async with AsyncSqliteSaver.from_conn_string(str(ck)) as saver:

@@ -13,6 +13,8 @@ from nightowl.config import Prices
 from nightowl.errors import UnknownNameError
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
+    ENV_TOOL_PREFIX,
+    TEACHER_ACTORS,
     TEACHER_ROLE,
     BreakEven,
     EpisodeCost,
@@ -21,6 +23,7 @@ from nightowl.ledger.metrics import (
     RunSummary,
     break_even_episodes,
     cost_of_pass,
+    teacher_share,
 )
 from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _jsonable, _new_id, _now, _utc
 from nightowl.llm.base import Usage
@@ -110,7 +113,7 @@ class Ledger:
         self.db.write(_do)
 
     # calls
-    def record_model_call(
+    def model_call_row(
         self,
         *,
         run_id: str,
@@ -124,15 +127,15 @@ class Ledger:
         meta: dict[str, Any] | None = None,
         kind: str = "generate",
         ok: bool = True,
-    ) -> float:
-        """Record one model call; returns its cost in USD (``prices`` per 1M tokens)."""
+    ) -> ModelCall:
+        """The (unsaved) row for one model call, priced (``prices`` per 1M tokens)."""
         cost = prices.cost(
             usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens
         )
         meta = dict(meta or {})
         if "error" in meta and meta["error"]:
             ok = False
-        row = ModelCall(
+        return ModelCall(
             run_id=run_id,
             episode_id=episode_id,
             step=step,
@@ -148,10 +151,14 @@ class Ledger:
             meta=_jsonable(meta) or None,
             created_at=_now(),
         )
-        self._write_fk(lambda s: s.add(row), run_id=run_id, episode_id=episode_id)
-        return cost
 
-    def record_tool_call(
+    def record_model_call(self, **kw: Any) -> float:
+        """Record one model call (arguments of `model_call_row`); returns its cost in USD."""
+        row = self.model_call_row(**kw)
+        self._write_fk(lambda s: s.add(row), run_id=row.run_id, episode_id=row.episode_id)
+        return float(row.cost_usd)
+
+    def tool_call_row(
         self,
         *,
         run_id: str,
@@ -162,12 +169,12 @@ class Ledger:
         cost: float = 0.0,
         meta: dict[str, Any] | None = None,
         ok: bool = True,
-    ) -> float:
-        """Record one tool/environment call; returns its cost in USD."""
+    ) -> ToolCall:
+        """The (unsaved) row for one tool/environment call."""
         meta = dict(meta or {})
         if "error" in meta and meta["error"]:
             ok = False
-        row = ToolCall(
+        return ToolCall(
             run_id=run_id,
             episode_id=episode_id,
             step=step,
@@ -178,8 +185,26 @@ class Ledger:
             meta=_jsonable(meta) or None,
             created_at=_now(),
         )
-        self._write_fk(lambda s: s.add(row), run_id=run_id, episode_id=episode_id)
-        return float(cost)
+
+    def record_tool_call(self, **kw: Any) -> float:
+        """Record one tool/environment call (arguments of `tool_call_row`); its cost."""
+        row = self.tool_call_row(**kw)
+        self._write_fk(lambda s: s.add(row), run_id=row.run_id, episode_id=row.episode_id)
+        return float(row.cost_usd)
+
+    def write_rows(self, rows: list[Any], extra: Any = None) -> None:
+        """Write queued rows (and ``extra(session)``, if given) in one transaction."""
+        if not rows and extra is None:
+            return
+        run_id = next((r.run_id for r in rows), "")
+        episode_id = next((r.episode_id for r in rows if r.episode_id), None)
+
+        def _do(s: Session) -> None:
+            s.add_all(rows)
+            if extra is not None:
+                extra(s)
+
+        self._write_fk(_do, run_id=run_id, episode_id=episode_id)
 
     def _write_fk(self, fn: Any, *, run_id: str, episode_id: str | None = None) -> None:
         """Write, turning a foreign-key violation into an `UnknownNameError`."""
@@ -348,6 +373,14 @@ class Ledger:
             )
         ).scalar_one()
 
+        env_steps = teacher_steps = 0
+        for (meta,) in s.execute(
+            select(ToolCall.meta).where(
+                ToolCall.run_id == run_id, ToolCall.tool.startswith(ENV_TOOL_PREFIX)
+            )
+        ):
+            env_steps += 1
+            teacher_steps += bool(meta and meta.get("actor") in TEACHER_ACTORS)
         n_ep, n_fin, n_succ = int(n_ep), int(n_fin), int(n_succ)
         model_cost = sum(r.cost_usd for r in roles.values())
         total = model_cost + float(tool_cost)
@@ -377,7 +410,10 @@ class Ledger:
             tool_calls=int(n_tool),
             teacher_calls=teacher,
             acting_calls=acting,
-            teacher_call_fraction=teacher / acting if acting else 0.0,
+            teacher_call_share=teacher / acting if acting else 0.0,
+            env_steps=env_steps,
+            teacher_steps=teacher_steps,
+            teacher_share=teacher_share(teacher_steps, env_steps),
             prompt_tokens=sum(r.prompt_tokens for r in roles.values()),
             cached_prompt_tokens=sum(r.cached_prompt_tokens for r in roles.values()),
             completion_tokens=sum(r.completion_tokens for r in roles.values()),

@@ -50,7 +50,7 @@ def test_ledger_show_renders_tables(db):
                    "teacher-call fraction", "tw/g/dev/1", "episodes"):
         assert needle in out, needle
     as_json = runner.invoke(app, ["ledger", "show", run, "--db", db.url, "--json"])
-    assert as_json.exit_code == 0 and '"teacher_call_fraction": 0.5' in as_json.output
+    assert as_json.exit_code == 0 and '"teacher_call_share": 0.5' in as_json.output
 
 
 def test_ledger_show_unknown_run_exits_2(sqlite_db, monkeypatch, capsys):
