@@ -2,27 +2,27 @@
 
 Nodes (one episode = one graph thread)::
 
-    start --> decide --accepted--> act --+--> decide
-                |                       |
-                +--no action / done-----+--> finish -> END
+    start --> step --+--> step ...
+                     +--done / no action--> finish -> END
 
-``decide`` retrieves demos and runs the ladder (`Ladder.decide`, the one escalation
-loop: tiers in order until one accepts, then the fallback rule); ``act`` steps the
-environment and records the step. Each node writes its ledger and step rows in one
-transaction before it returns (`StepRecorder`), so a node's checkpoint never claims
-rows that are not on disk.
+``step`` is one environment step: retrieve demos, run the ladder (`Ladder.decide`, the
+one escalation loop: tiers in order until one accepts, then the fallback rule), step the
+environment, record. Its ledger rows (model calls, the environment step as a tool call)
+and the step row are written in one transaction at the end of the node, and LangGraph
+then checkpoints it: one write of each kind per step, the least a durable step needs.
 
 Durability: with a checkpointer the graph runs with ``durability="sync"``. A killed run
-resumes from the last finished node: the environment is restored by replaying the
-recorded actions (no model calls), and finished steps are never billed again; only the
-node that was interrupted runs again (a ``decide`` re-asks its tiers).
+resumes from the last finished step: the environment is restored by replaying the
+recorded actions (no model calls), finished steps are never billed again, and the step
+that was in flight runs again from its start (its calls were not yet written, so they
+are recorded once, by the rerun).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from nightowl.agent.state import (
     step_counter,
 )
 from nightowl.envs.base import Environment
+from nightowl.ledger.pending import PendingWrites
 
 __all__ = ["AgentGraph", "EpisodeResult", "EpisodeState", "LoopConfig"]
 
@@ -87,19 +88,18 @@ class AgentGraph:
         self.envs = EnvPool(env_factory)
         self.recorder = StepRecorder(ledger, record_steps=self.config.record_steps)
         self._live: dict[str, _Live] = {}
+        self._in_flight = 0
         self.graph = self._build().compile(checkpointer=checkpointer)
 
     def _build(self) -> StateGraph:
         g = StateGraph(EpisodeState)
         g.add_node("start", self._start)
-        g.add_node("decide", self._decide)
-        g.add_node("act", self._act)
+        g.add_node("step", self._step)
         g.add_node("finish", self._finish)
         g.set_entry_point("start")
-        onward: dict[Hashable, str] = {"finish": "finish", "decide": "decide", "act": "act"}
-        g.add_conditional_edges("start", _route_after("decide"), onward)
-        g.add_conditional_edges("decide", _route_after("act"), onward)
-        g.add_conditional_edges("act", _route_after("decide"), onward)
+        onward: dict[Hashable, str] = {"finish": "finish", "step": "step"}
+        g.add_conditional_edges("start", _route_after("step"), onward)
+        g.add_conditional_edges("step", _route_after("step"), onward)
         g.add_edge("finish", END)
         return g
 
@@ -117,6 +117,19 @@ class AgentGraph:
             live.budget = Budget.from_dict(state["budget"])
         return live.budget
 
+    async def _blocking(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run a blocking call (environment, retrieval).
+
+        In a worker thread only when several episodes run at once: with one in flight
+        the hop is pure overhead.
+        """
+        threaded = self.config.env_in_thread
+        if threaded is None:
+            threaded = self._in_flight > 1
+        if threaded:
+            return await asyncio.to_thread(fn, *args, **kw)
+        return fn(*args, **kw)
+
     async def _env(self, state: EpisodeState) -> Environment:
         """The live environment of this episode; after a restart, restored by replay."""
         live = self._live_of(state)
@@ -131,7 +144,7 @@ class AgentGraph:
         live.env = await self.envs.acquire()
         t0 = time.perf_counter()
         try:
-            obs = await asyncio.to_thread(live.env.reset, state["task_id"])
+            obs = await self._blocking(live.env.reset, state["task_id"])
         except Exception as exc:  # noqa: BLE001 - recorded as the episode's end
             return {"done": True, "won": False, "reason": f"env reset failed: {exc}", "goal": ""}
         stats = dict(state["stats"])
@@ -149,7 +162,7 @@ class AgentGraph:
             return (), 0.0
         t0 = time.perf_counter()
         try:
-            demos = await asyncio.to_thread(
+            demos = await self._blocking(
                 self.memory.retrieve,
                 state["goal"],
                 state["observation"],
@@ -182,70 +195,62 @@ class AgentGraph:
             pending=self.recorder.pending(),
         )
 
-    async def _decide(self, state: EpisodeState) -> dict[str, Any]:
-        """Retrieve demos and run the ladder; the accepted action or the end."""
-        t0 = time.perf_counter()
-        await self._env(state)
-        budget = self._budget(state)
-        stats = dict(state["stats"])
-        if not budget.can_afford(**{STEPS: 1}):
-            return {"done": True, "won": False, "reason": f"budget: {STEPS} exhausted"}
-        demos, retrieve_s = await self._retrieve(state)
-        stats["retrieve_s"] += retrieve_s
-        ctx = self.context(state, demos)
-        t1 = time.perf_counter()
-        outcome = await self.ladder.decide(ctx)
-        model_s = time.perf_counter() - t1
-        _count_decisions(stats, outcome.trail)
-        stats["model_s"] += model_s
-        assert ctx.pending is not None
-        await self.recorder.flush(ctx.pending)
-        dec = outcome.decision
-        upd: dict[str, Any] = {
-            "trail": [_short(d) for d in outcome.trail],
-            "budget": budget.to_dict(),
-            "stats": stats,
-        }
-        if dec.accepted:
-            actor = dec.actor if dec.tier != "fallback" else "fallback:" + dec.actor
-            upd.update(action=dec.action, actor=actor)
-        else:
-            upd.update(done=True, won=False, reason=dec.reason, action=None)
-        stats["node_s"] += time.perf_counter() - t0 - model_s - retrieve_s
-        return upd
-
-    async def _act(self, state: EpisodeState) -> dict[str, Any]:
-        """Step the environment with the decided action and record the step."""
+    async def _step(self, state: EpisodeState) -> dict[str, Any]:
+        """One step: decide (retrieve + ladder), act, record; one transaction, one checkpoint."""
         t0 = time.perf_counter()
         env = await self._env(state)
         budget = self._budget(state)
+        if not budget.can_afford(**{STEPS: 1}):
+            return {"done": True, "won": False, "reason": f"budget: {STEPS} exhausted"}
+        stats = dict(state["stats"])
+        demos, retrieve_s = await self._retrieve(state)
+        stats["retrieve_s"] += retrieve_s
+        ctx = self.context(state, demos)
+        pending = ctx.pending
+        assert pending is not None
+        t1 = time.perf_counter()
+        outcome = await self.ladder.decide(ctx)
+        model_s = time.perf_counter() - t1
+        stats["model_s"] += model_s
+        _count_decisions(stats, outcome.trail)
+        trail = [_short(d) for d in outcome.trail]
+        dec = outcome.decision
+        upd: dict[str, Any] = {"trail": trail, "budget": budget.to_dict(), "stats": stats}
+        env_s = 0.0
+        if not dec.accepted:
+            upd.update(done=True, won=False, reason=dec.reason, action=None)
+            await self.recorder.flush(pending)
+        else:
+            actor = dec.actor if dec.tier != "fallback" else "fallback:" + dec.actor
+            env_s = await self._act(state, env, budget, dec.action or "", actor, pending, upd)
+        stats["node_s"] += time.perf_counter() - t0 - model_s - retrieve_s - env_s
+        return upd
+
+    async def _act(
+        self, state: EpisodeState, env: Environment, budget: Budget, action: str, actor: str,
+        pending: PendingWrites, upd: dict[str, Any],
+    ) -> float:
+        """Step the environment with ``action``, record the step; fills ``upd``; env seconds."""
         budget.charge(**{STEPS: 1})
-        action = state.get("action") or ""
-        actor = state.get("actor") or ""
         t1 = time.perf_counter()
         try:
-            res = await asyncio.to_thread(env.step, action)
+            res = await self._blocking(env.step, action)
             err = None
         except Exception as exc:  # noqa: BLE001 - the env crashed: end, recorded
             res, err = None, f"{type(exc).__name__}: {exc}"
         env_s = time.perf_counter() - t1
-        pending = self.recorder.pending()
-        self.recorder.env_step(
-            pending, run_id=state["run_id"], episode_id=state["episode_id"],
-            step=state["step"], env_name=state.get("env_name", ""), latency_s=env_s,
-            action=action, actor=actor, error=err,
-        )
-        stats = dict(state["stats"])
+        stats = upd["stats"]
         stats[step_counter(actor)] += 1
         stats["env_s"] += env_s
         hist = list(state.get("history") or []) + [[state["observation"], action]]
-        upd: dict[str, Any] = {
-            "actions": list(state.get("actions") or []) + [action],
-            "history": hist[-HISTORY_KEEP:],
-            "budget": budget.to_dict(),
-            "stats": stats,
-            "step": state["step"] + 1,
-        }
+        upd.update(
+            action=action,
+            actor=actor,
+            actions=list(state.get("actions") or []) + [action],
+            history=hist[-HISTORY_KEEP:],
+            budget=budget.to_dict(),
+            step=state["step"] + 1,
+        )
         step_row = None
         if res is None:
             upd.update(done=True, won=False, reason=f"env error: {err}")
@@ -273,13 +278,17 @@ class AgentGraph:
                 "actor": actor.split(":")[-1] or "student",
                 "valid_actions": state.get("valid_actions"),
                 "meta": {
-                    "trail": list(state.get("trail") or []),
+                    "trail": upd["trail"],
                     **({"goal": state["goal"]} if state["step"] == 0 else {}),
                 },
             }
+        self.recorder.env_step(
+            pending, run_id=state["run_id"], episode_id=state["episode_id"],
+            step=state["step"], env_name=state.get("env_name", ""), latency_s=env_s,
+            action=action, actor=actor, error=err,
+        )
         await self.recorder.flush(pending, episode_id=state["episode_id"], step_row=step_row)
-        stats["node_s"] += time.perf_counter() - t0 - env_s
-        return upd
+        return env_s
 
     async def _finish(self, state: EpisodeState) -> dict[str, Any]:
         """Record the outcome, store a won escalated episode as a demo, free the env."""
@@ -330,6 +339,15 @@ class AgentGraph:
             "configurable": {"thread_id": tid},
             "recursion_limit": self.config.recursion_limit,
         }
+        self._in_flight += 1
+        try:
+            return await self._run_episode(run_id, task_id, split, tid, cfg, t0)
+        finally:
+            self._in_flight -= 1
+
+    async def _run_episode(
+        self, run_id: str, task_id: str, split: str, tid: str, cfg: Any, t0: float
+    ) -> EpisodeResult:
         durability: dict[str, Any] = {}
         values: dict[str, Any] | None = None
         if self.graph.checkpointer is not None:
@@ -374,8 +392,9 @@ class AgentGraph:
         return list(await asyncio.gather(*(one(t) for t in task_ids)))
 
 
-def _route_after(onward: str) -> Callable[[EpisodeState], str]:
-    def route(state: EpisodeState) -> str:
+def _route_after(onward: str) -> Callable[[EpisodeState], Awaitable[str]]:
+    # async on purpose: LangGraph runs a sync router of an async graph in a worker thread
+    async def route(state: EpisodeState) -> str:
         return "finish" if state.get("done") else onward
 
     return route

@@ -10,9 +10,13 @@ costs less than a hop to a worker thread; other databases are written from a thr
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import functools
+from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nightowl.ledger.pending import PendingWrites
@@ -88,12 +92,37 @@ class StepRecorder:
             )
 
 
+@functools.cache
+def _step_insert(dialect: str) -> Any:
+    """The step-row ``INSERT`` for a dialect, built once (so SQLAlchemy compiles it once).
+
+    SQLite and PostgreSQL skip an existing (episode, idx) in the same statement.
+    """
+    from nightowl.memory.schema import StepRow
+
+    table = cast(Table, StepRow.__table__)
+    ins: Any
+    if dialect == "sqlite":
+        ins = sqlite_insert(table)
+    elif dialect == "postgresql":
+        ins = pg_insert(table)
+    else:
+        return None
+    return ins.on_conflict_do_nothing(index_elements=["episode_id", "idx"])
+    return None
+
+
 def _upsert_step(s: Session, episode_id: str, row: dict[str, Any]) -> None:
     """Insert the step unless (episode, idx) exists (a resumed node writes it again)."""
     from nightowl.memory.schema import StepRow
 
+    values = {"episode_id": episode_id, "reasoning": None, "created_at": datetime.now(UTC), **row}
+    stmt = _step_insert(s.get_bind().dialect.name)
+    if stmt is not None:
+        s.execute(stmt, [values])
+        return
     exists = s.execute(
         select(StepRow.id).where(StepRow.episode_id == episode_id, StepRow.idx == row["idx"])
     ).first()
     if exists is None:
-        s.add(StepRow(episode_id=episode_id, **row))
+        s.execute(insert(cast(Table, StepRow.__table__)), [values])

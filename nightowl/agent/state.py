@@ -58,6 +58,9 @@ class LoopConfig:
     store_escalations: bool = True
     record_steps: bool = True
     recursion_limit: int = 100_000
+    #: run environment and retrieval calls in a worker thread: None = only while several
+    #: episodes run at once (with one in flight the thread hop is pure overhead)
+    env_in_thread: bool | None = None
 
 
 @dataclass(kw_only=True)

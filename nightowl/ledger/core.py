@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nightowl.config import Prices
@@ -113,7 +113,7 @@ class Ledger:
         self.db.write(_do)
 
     # calls
-    def model_call_row(
+    def model_call_values(
         self,
         *,
         run_id: str,
@@ -127,38 +127,38 @@ class Ledger:
         meta: dict[str, Any] | None = None,
         kind: str = "generate",
         ok: bool = True,
-    ) -> ModelCall:
-        """The (unsaved) row for one model call, priced (``prices`` per 1M tokens)."""
+    ) -> dict[str, Any]:
+        """The column values of one model call, priced (``prices`` per 1M tokens)."""
         cost = prices.cost(
             usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens
         )
         meta = dict(meta or {})
         if "error" in meta and meta["error"]:
             ok = False
-        return ModelCall(
-            run_id=run_id,
-            episode_id=episode_id,
-            step=step,
-            role=role,
-            kind=kind,
-            model=model,
-            prompt_tokens=int(usage.prompt_tokens),
-            cached_prompt_tokens=int(usage.cached_prompt_tokens),
-            completion_tokens=int(usage.completion_tokens),
-            latency_s=float(latency_s),
-            cost_usd=cost,
-            ok=ok,
-            meta=_jsonable(meta) or None,
-            created_at=_now(),
-        )
+        return {
+            "run_id": run_id,
+            "episode_id": episode_id,
+            "step": step,
+            "role": role,
+            "kind": kind,
+            "model": model,
+            "prompt_tokens": int(usage.prompt_tokens),
+            "cached_prompt_tokens": int(usage.cached_prompt_tokens),
+            "completion_tokens": int(usage.completion_tokens),
+            "latency_s": float(latency_s),
+            "cost_usd": cost,
+            "ok": ok,
+            "meta": _jsonable(meta) or None,
+            "created_at": _now(),
+        }
 
     def record_model_call(self, **kw: Any) -> float:
-        """Record one model call (arguments of `model_call_row`); returns its cost in USD."""
-        row = self.model_call_row(**kw)
-        self._write_fk(lambda s: s.add(row), run_id=row.run_id, episode_id=row.episode_id)
-        return float(row.cost_usd)
+        """Record one model call (arguments of `model_call_values`); its cost in USD."""
+        values = self.model_call_values(**kw)
+        self.write_rows([(ModelCall, values)])
+        return float(values["cost_usd"])
 
-    def tool_call_row(
+    def tool_call_values(
         self,
         *,
         run_id: str,
@@ -169,38 +169,46 @@ class Ledger:
         cost: float = 0.0,
         meta: dict[str, Any] | None = None,
         ok: bool = True,
-    ) -> ToolCall:
-        """The (unsaved) row for one tool/environment call."""
+    ) -> dict[str, Any]:
+        """The column values of one tool/environment call."""
         meta = dict(meta or {})
         if "error" in meta and meta["error"]:
             ok = False
-        return ToolCall(
-            run_id=run_id,
-            episode_id=episode_id,
-            step=step,
-            tool=tool,
-            latency_s=float(latency_s),
-            cost_usd=float(cost),
-            ok=ok,
-            meta=_jsonable(meta) or None,
-            created_at=_now(),
-        )
+        return {
+            "run_id": run_id,
+            "episode_id": episode_id,
+            "step": step,
+            "tool": tool,
+            "latency_s": float(latency_s),
+            "cost_usd": float(cost),
+            "ok": ok,
+            "meta": _jsonable(meta) or None,
+            "created_at": _now(),
+        }
 
     def record_tool_call(self, **kw: Any) -> float:
-        """Record one tool/environment call (arguments of `tool_call_row`); its cost."""
-        row = self.tool_call_row(**kw)
-        self._write_fk(lambda s: s.add(row), run_id=row.run_id, episode_id=row.episode_id)
-        return float(row.cost_usd)
+        """Record one tool/environment call (arguments of `tool_call_values`); its cost."""
+        values = self.tool_call_values(**kw)
+        self.write_rows([(ToolCall, values)])
+        return float(values["cost_usd"])
 
-    def write_rows(self, rows: list[Any], extra: Any = None) -> None:
-        """Write queued rows (and ``extra(session)``, if given) in one transaction."""
+    def write_rows(self, rows: list[tuple[Any, dict[str, Any]]], extra: Any = None) -> None:
+        """Write ``(table class, values)`` rows, and ``extra(session)``, in one transaction.
+
+        Core ``INSERT``s, one statement per table (no ORM unit of work): this is the
+        agent loop's per-step write, so it is kept to the few statements it needs.
+        """
         if not rows and extra is None:
             return
-        run_id = next((r.run_id for r in rows), "")
-        episode_id = next((r.episode_id for r in rows if r.episode_id), None)
+        by_table: dict[Any, list[dict[str, Any]]] = {}
+        for table, values in rows:
+            by_table.setdefault(table, []).append(values)
+        run_id = next((v["run_id"] for _, v in rows), "")
+        episode_id = next((v["episode_id"] for _, v in rows if v.get("episode_id")), None)
 
         def _do(s: Session) -> None:
-            s.add_all(rows)
+            for table, values in by_table.items():
+                s.execute(insert(table.__table__), values)  # Core, not ORM bulk
             if extra is not None:
                 extra(s)
 

@@ -182,7 +182,7 @@ async def record_call(
     """Record one model call made at ``site`` (the single write path of metering).
 
     Queued in ``site.pending`` when the site has a buffer, else written at once from a
-    worker thread. ``kw`` are `Ledger.model_call_row`'s remaining arguments (model,
+    worker thread. ``kw`` are `Ledger.model_call_values`'s remaining arguments (model,
     usage, latency_s, meta, kind, ok). Nothing happens without a ledger.
     """
     if ledger is None:

@@ -17,23 +17,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class PendingWrites:
-    """Ledger rows (ORM objects) waiting for one transaction."""
+    """Ledger rows, as ``(table class, column values)``, waiting for one transaction."""
 
-    rows: list[Any] = field(default_factory=list)
+    rows: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
 
     def model_call(self, ledger: Ledger, **kw: Any) -> float:
         """Queue a model call (same arguments as `Ledger.record_model_call`); its cost."""
-        row = ledger.model_call_row(**kw)
-        self.rows.append(row)
-        return float(row.cost_usd)
+        from nightowl.ledger.tables import ModelCall
+
+        values = ledger.model_call_values(**kw)
+        self.rows.append((ModelCall, values))
+        return float(values["cost_usd"])
 
     def tool_call(self, ledger: Ledger, **kw: Any) -> float:
         """Queue a tool call (same arguments as `Ledger.record_tool_call`); its cost."""
-        row = ledger.tool_call_row(**kw)
-        self.rows.append(row)
-        return float(row.cost_usd)
+        from nightowl.ledger.tables import ToolCall
 
-    def take(self) -> list[Any]:
+        values = ledger.tool_call_values(**kw)
+        self.rows.append((ToolCall, values))
+        return float(values["cost_usd"])
+
+    def take(self) -> list[tuple[Any, dict[str, Any]]]:
         """The queued rows, leaving the buffer empty."""
         rows, self.rows = self.rows, []
         return rows
