@@ -39,12 +39,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.agent.bavt import BavtConfig, BavtSearch, SearchResult
-from nightowl.agent.bavt_tier import BavtTier
 from nightowl.agent.budget import Budget
 from nightowl.agent.ladder import Ladder, StepContext
-from nightowl.agent.search_baseline import MajorityVote, VoteConfig
-from nightowl.agent.search_space import SearchSpace, Step, format_demo
+from nightowl.agent.search.baseline import MajorityVote, VoteConfig
+from nightowl.agent.search.bavt import BavtConfig, BavtSearch, SearchResult
+from nightowl.agent.search.space import SearchSpace, Step, format_demo
+from nightowl.agent.search.tier import BavtTier
 from nightowl.envs.multihop import MultiHopEnv, parse_action
 from nightowl.envs.multihop_kb import exact_match, f1_score
 from nightowl.llm.base import GenerationRequest, ModelBackend

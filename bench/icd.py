@@ -44,10 +44,9 @@ async def bench_overhead(tasks: int) -> dict[str, Any]:
     from nightowl.agent.budget import EpisodeBudget
     from nightowl.agent.graph import AgentGraph, LoopConfig
     from nightowl.agent.ladder import Ladder
-    from nightowl.envs.registry import select_tasks
     from nightowl.agent.tiers import OracleTier, StudentTier
     from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES
-    from nightowl.envs.registry import make_env
+    from nightowl.envs.registry import make_env, select_tasks
     from nightowl.ledger import Ledger, MeteredModel
     from nightowl.llm.scripted import FunctionModel
     from nightowl.memory.embedder import HashingEmbedder, build_embedder

@@ -156,8 +156,7 @@ def walk(env: Any, task_id: str, max_steps: int) -> dict[str, Any]:
 def cached_walks(env_name: str, game: str, split: str, n: int, max_steps: int,
                  cache: Path) -> list[dict[str, Any]]:
     """Oracle walks of the first ``n`` tasks of a split (cached as JSON)."""
-    from nightowl.agent.runner import select_tasks
-    from nightowl.envs.registry import make_env
+    from nightowl.envs.registry import make_env, select_tasks
 
     path = cache / f"walks-{env_name}-{game}-{split}-{n}-{max_steps}.json"
     if path.exists():

@@ -39,10 +39,10 @@ from rich.table import Table  # noqa: E402
 from nightowl.config import ModelSpec, Prices, load_settings  # noqa: E402
 from nightowl.sleeptime.answer import AnswerBudget  # noqa: E402
 from nightowl.sleeptime.gsm import is_correct, load_stateful_gsm  # noqa: E402
+from nightowl.sleeptime.idle import AlwaysIdle  # noqa: E402
 from nightowl.sleeptime.service import SleepService  # noqa: E402
 from nightowl.sleeptime.settings import load_sleep_settings  # noqa: E402
 from nightowl.storage import open_db  # noqa: E402
-from nightowl.sleeptime.idle import AlwaysIdle  # noqa: E402
 
 #: bench budgets: same verbosity levels as `nightowl sleep ask`, smaller caps so the
 #: embedded CPU model finishes in minutes (override with --max-tokens)

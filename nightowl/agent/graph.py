@@ -1,129 +1,59 @@
-"""The agent loop as a LangGraph `StateGraph`, with a SQLite checkpointer.
+"""The agent loop as a LangGraph `StateGraph`, checkpointed after every node.
 
 Nodes (one episode = one graph thread)::
 
-    observe -> retrieve -> propose -> decide --accepted--> act -> record --+--> observe
-                              ^          |                                  |
-                              |          +--disagree--> escalate --+        +--> finish -> END
-                              +------------------------------------+
-                                         +--all tiers escalated: fallback (act or finish)
+    start --> step --+--> step ...
+                     +--done / no action--> finish -> END
 
-State holds ids and small values (task id, step, current observation and valid actions,
-a bounded history, the action list for replay, the budget as plain numbers, counters):
-transcripts are never accumulated there. Live objects (the environment, retrieved demo
-windows, tiers, the ledger) live in the runner, keyed by episode id.
+``step`` is one environment step: retrieve demos, run the ladder (`Ladder.decide`, the
+one escalation loop: tiers in order until one accepts, then the fallback rule), step the
+environment, record. Its ledger rows (model calls, the environment step as a tool call)
+and the step row are written in one transaction at the end of the node, and LangGraph
+then checkpoints it: one write of each kind per step, the least a durable step needs.
 
-Durability: the graph runs with ``durability="sync"`` on an `AsyncSqliteSaver`, so each
-node's result is on disk before the next node starts. A killed run resumes from the last
-finished node: the environment is restored by replaying the recorded actions (no model
-calls), and finished steps are never re-billed (only the node that was interrupted runs
-again).
+Durability: with a checkpointer the graph runs with ``durability="sync"``. A killed run
+resumes from the last finished step: the environment is restored by replaying the
+recorded actions (no model calls), finished steps are never billed again, and the step
+that was in flight runs again from its start (its calls were not yet written, so they
+are recorded once, by the rerun).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from langgraph.graph import END, StateGraph
 
-from nightowl.agent.budget import STEPS, Budget, EpisodeBudget
+from nightowl.agent.budget import STEPS, Budget
+from nightowl.agent.env_pool import EnvPool
 from nightowl.agent.ladder import Ladder, StepContext, TierDecision
-from nightowl.envs.base import Environment, Snapshot
+from nightowl.agent.recording import StepRecorder
+from nightowl.agent.state import (
+    HISTORY_KEEP,
+    EpisodeResult,
+    EpisodeState,
+    LoopConfig,
+    new_counters,
+    result_from_state,
+    step_counter,
+)
+from nightowl.envs.base import Environment
+from nightowl.ledger.pending import PendingWrites
 
-#: how many (observation, action) pairs of history the state keeps
-HISTORY_KEEP = 6
-
-
-class EpisodeState(TypedDict, total=False):
-    """Checkpointed per-episode state (small values only)."""
-
-    run_id: str
-    episode_id: str
-    task_id: str
-    env_name: str
-    split: str
-    step: int
-    goal: str
-    observation: str
-    valid_actions: list[str] | None
-    history: list[list[str]]
-    actions: list[str]
-    n_demos: int
-    tier_index: int
-    trail: list[dict[str, Any]]
-    action: str | None
-    actor: str
-    route: str
-    done: bool
-    won: bool
-    score: float
-    reason: str
-    budget: dict[str, dict[str, float]]
-    stats: dict[str, float]
-    finished: bool
-
-
-@dataclass(kw_only=True)
-class LoopConfig:
-    """Knobs of the loop that are not tier-specific."""
-
-    budget: EpisodeBudget = field(default_factory=EpisodeBudget)
-    history: int = 3
-    retrieve: bool = True
-    k_episodes: int = 2
-    k_steps: int = 2
-    window: int = 3
-    store_escalations: bool = True
-    record_steps: bool = True
-    recursion_limit: int = 100_000
-
-
-@dataclass(kw_only=True)
-class EpisodeResult:
-    """What one episode produced (also rebuilt from a finished checkpoint)."""
-
-    run_id: str
-    episode_id: str
-    task_id: str
-    success: bool
-    score: float
-    steps: int
-    reason: str
-    stats: dict[str, float]
-    budget: dict[str, dict[str, float]]
-    wall_s: float = 0.0
-    resumed: bool = False
+__all__ = ["AgentGraph", "EpisodeResult", "EpisodeState", "LoopConfig"]
 
 
 @dataclass
-class _Runtime:
+class _Live:
+    """Per-episode live objects (never checkpointed)."""
+
     env: Environment | None = None
-    demos: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     budget: Budget | None = None
-    step_rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _counters() -> dict[str, float]:
-    return {
-        "student_samples": 0.0,
-        "student_calls": 0.0,
-        "teacher_calls": 0.0,
-        "escalations": 0.0,
-        "steps_student": 0.0,
-        "steps_teacher": 0.0,
-        "steps_fallback": 0.0,
-        "cost_usd": 0.0,
-        "model_s": 0.0,
-        "env_s": 0.0,
-        "retrieve_s": 0.0,
-        "node_s": 0.0,
-        "parse_failures": 0.0,
-    }
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentGraph:
@@ -136,6 +66,7 @@ class AgentGraph:
         memory: the demo memory (`DemoMemory`), or None for no retrieval.
         config: loop knobs.
         checkpointer: a LangGraph checkpointer (e.g. `AsyncSqliteSaver`), or None.
+        env_name: recorded with episodes and environment steps.
     """
 
     def __init__(
@@ -150,140 +81,92 @@ class AgentGraph:
         env_name: str = "",
     ) -> None:
         self.ladder = ladder
-        self.env_factory = env_factory
         self.ledger = ledger
         self.memory = memory
         self.config = config or LoopConfig()
         self.env_name = env_name
-        self._rt: dict[str, _Runtime] = {}
-        self._env_pool: list[Environment] = []
-        self._pool_lock = asyncio.Lock()
+        self.envs = EnvPool(env_factory)
+        self.recorder = StepRecorder(ledger, record_steps=self.config.record_steps)
+        self._live: dict[str, _Live] = {}
+        self._in_flight = 0
         self.graph = self._build().compile(checkpointer=checkpointer)
 
-    # --- graph ----------------------------------------------------------------------
     def _build(self) -> StateGraph:
         g = StateGraph(EpisodeState)
-        g.add_node("observe", self._observe)
-        g.add_node("retrieve", self._retrieve)
-        g.add_node("propose", self._propose)
-        g.add_node("decide", self._decide)
-        g.add_node("escalate", self._escalate)
-        g.add_node("act", self._act)
-        g.add_node("record", self._record)
+        g.add_node("start", self._start)
+        g.add_node("step", self._step)
         g.add_node("finish", self._finish)
-        g.set_entry_point("observe")
-        g.add_conditional_edges(
-            "observe", lambda s: "finish" if s.get("done") else "retrieve",
-            {"finish": "finish", "retrieve": "retrieve"},
-        )
-        g.add_edge("retrieve", "propose")
-        g.add_edge("propose", "decide")
-        g.add_conditional_edges(
-            "decide", lambda s: s["route"],
-            {"act": "act", "escalate": "escalate", "finish": "finish"},
-        )
-        g.add_edge("escalate", "propose")
-        g.add_edge("act", "record")
-        g.add_conditional_edges(
-            "record", lambda s: "finish" if s.get("done") else "observe",
-            {"finish": "finish", "observe": "observe"},
-        )
+        g.set_entry_point("start")
+        onward: dict[Hashable, str] = {"finish": "finish", "step": "step"}
+        g.add_conditional_edges("start", _route_after("step"), onward)
+        g.add_conditional_edges("step", _route_after("step"), onward)
         g.add_edge("finish", END)
         return g
 
-    # --- runtime helpers --------------------------------------------------------------
-    async def _acquire_env(self) -> Environment:
-        async with self._pool_lock:
-            if self._env_pool:
-                return self._env_pool.pop()
-        return await asyncio.to_thread(self.env_factory)
-
-    def _release_env(self, env: Environment) -> None:
-        self._env_pool.append(env)
-
     def close(self) -> None:
         """Close pooled environments."""
-        for env in self._env_pool:
-            try:
-                env.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-        self._env_pool.clear()
+        self.envs.close()
 
-    def _runtime(self, state: EpisodeState) -> _Runtime:
-        return self._rt.setdefault(state["episode_id"], _Runtime())
+    # --- live objects -----------------------------------------------------------------
+    def _live_of(self, state: EpisodeState) -> _Live:
+        return self._live.setdefault(state["episode_id"], _Live())
 
     def _budget(self, state: EpisodeState) -> Budget:
-        rt = self._runtime(state)
-        if rt.budget is None:
-            rt.budget = Budget.from_dict(state["budget"])
-        return rt.budget
+        live = self._live_of(state)
+        if live.budget is None:
+            live.budget = Budget.from_dict(state["budget"])
+        return live.budget
 
-    async def _ensure_env(self, state: EpisodeState) -> Environment:
+    async def _blocking(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run a blocking call (environment, retrieval).
+
+        In a worker thread only when several episodes run at once: with one in flight
+        the hop is pure overhead.
+        """
+        threaded = self.config.env_in_thread
+        if threaded is None:
+            threaded = self._in_flight > 1
+        if threaded:
+            return await asyncio.to_thread(fn, *args, **kw)
+        return fn(*args, **kw)
+
+    async def _env(self, state: EpisodeState) -> Environment:
         """The live environment of this episode; after a restart, restored by replay."""
-        rt = self._runtime(state)
-        if rt.env is None:
-            env = await self._acquire_env()
-            actions = tuple(state.get("actions") or ())
-            if state.get("goal") is not None and actions:
-                if env.can_snapshot:
-                    await asyncio.to_thread(
-                        env.restore, Snapshot(task_id=state["task_id"], actions=actions)
-                    )
-                else:
-                    await asyncio.to_thread(env.reset, state["task_id"])
-                    for a in actions:
-                        await asyncio.to_thread(env.step, a)
-            elif state.get("goal") is not None:
-                await asyncio.to_thread(env.reset, state["task_id"])
-            rt.env = env
-        return rt.env
+        live = self._live_of(state)
+        if live.env is None:
+            live.env = await self.envs.restored(state["task_id"], state.get("actions") or ())
+        return live.env
 
-    # --- nodes --------------------------------------------------------------------------
-    async def _observe(self, state: EpisodeState) -> dict[str, Any]:
+    # --- nodes ------------------------------------------------------------------------
+    async def _start(self, state: EpisodeState) -> dict[str, Any]:
+        """Reset the task (first visit only; a resumed episode skips this node)."""
+        live = self._live_of(state)
+        live.env = await self.envs.acquire()
         t0 = time.perf_counter()
-        rt = self._runtime(state)
-        upd: dict[str, Any] = {"tier_index": 0, "trail": [], "action": None, "actor": ""}
-        if state.get("goal") is None:  # first visit: reset the task
-            env = await self._acquire_env()
-            rt.env = env
-            t1 = time.perf_counter()
-            try:
-                obs = await asyncio.to_thread(env.reset, state["task_id"])
-            except Exception as exc:  # noqa: BLE001 - recorded as the episode's end
-                upd.update(done=True, won=False, reason=f"env reset failed: {exc}", goal="")
-                return upd
-            env_s = time.perf_counter() - t1
-            upd.update(
-                goal=obs.goal,
-                observation=obs.text,
-                valid_actions=list(obs.valid_actions) if obs.valid_actions else None,
-            )
-            stats = dict(state["stats"])
-            stats["env_s"] += env_s
-            stats["node_s"] += time.perf_counter() - t0 - env_s
-            upd["stats"] = stats
-        else:
-            await self._ensure_env(state)
-        budget = self._budget(state)
-        if not budget.can_afford(**{STEPS: 1}):
-            upd.update(done=True, won=False, reason=f"budget: {STEPS} exhausted")
-        return upd
-
-    async def _retrieve(self, state: EpisodeState) -> dict[str, Any]:
-        rt = self._runtime(state)
-        step = state["step"]
-        if self.memory is None or not self.config.retrieve:
-            rt.demos[step] = ()
-            return {"n_demos": 0}
-        t0 = time.perf_counter()
-        hist = [tuple(h) for h in (state.get("history") or [])][-self.config.history :]
         try:
-            demos = await asyncio.to_thread(
+            obs = await self._blocking(live.env.reset, state["task_id"])
+        except Exception as exc:  # noqa: BLE001 - recorded as the episode's end
+            return {"done": True, "won": False, "reason": f"env reset failed: {exc}", "goal": ""}
+        stats = dict(state["stats"])
+        stats["env_s"] += time.perf_counter() - t0
+        return {
+            "goal": obs.goal,
+            "observation": obs.text,
+            "valid_actions": list(obs.valid_actions) if obs.valid_actions else None,
+            "stats": stats,
+        }
+
+    async def _retrieve(self, state: EpisodeState) -> tuple[tuple[Any, ...], float]:
+        """Demo windows for the current step, and the seconds retrieval took."""
+        if self.memory is None or not self.config.retrieve:
+            return (), 0.0
+        t0 = time.perf_counter()
+        try:
+            demos = await self._blocking(
                 self.memory.retrieve,
                 state["goal"],
                 state["observation"],
-                hist,
+                [tuple(h) for h in (state.get("history") or [])][-self.config.history :],
                 k_episodes=self.config.k_episodes,
                 k_steps=self.config.k_steps,
                 window=self.config.window,
@@ -291,133 +174,101 @@ class AgentGraph:
             )
         except Exception:  # noqa: BLE001 - no demos is a valid (worse) prompt
             demos = []
-        rt.demos[step] = tuple(demos)
-        stats = dict(state["stats"])
-        stats["retrieve_s"] += time.perf_counter() - t0
-        return {"n_demos": len(demos), "stats": stats}
+        return tuple(demos), time.perf_counter() - t0
 
-    def context(self, state: EpisodeState) -> StepContext:
+    def context(self, state: EpisodeState, demos: tuple[Any, ...] = ()) -> StepContext:
         """The tier context for the current step."""
-        rt = self._runtime(state)
         hist = tuple(tuple(h) for h in (state.get("history") or []))[-self.config.history :]
         return StepContext(
             run_id=state["run_id"],
             episode_id=state["episode_id"],
             task_id=state["task_id"],
             step=state["step"],
-            goal=state["goal"],
+            goal=state["goal"] or "",
             observation=state["observation"],
             valid_actions=tuple(state.get("valid_actions") or ()) or None,
             history=hist,  # type: ignore[arg-type]
-            demos=rt.demos.get(state["step"], ()),
+            demos=demos,
             budget=self._budget(state),
-            env=rt.env,
+            env=self._live_of(state).env,
             env_name=state.get("env_name", ""),
-            previous=tuple(TierDecision.from_dict(d) for d in state.get("trail") or []),
+            pending=self.recorder.pending(),
         )
 
-    async def _propose(self, state: EpisodeState) -> dict[str, Any]:
+    async def _step(self, state: EpisodeState) -> dict[str, Any]:
+        """One step: decide (retrieve + ladder), act, record; one transaction, one checkpoint."""
         t0 = time.perf_counter()
-        rt = self._runtime(state)
-        if state["step"] not in rt.demos:  # resumed mid-step: retrieve again (deterministic)
-            await self._retrieve(state)
-        tier = self.ladder.tier(state["tier_index"])
-        ctx = self.context(state)
-        t1 = time.perf_counter()
-        dec = await tier.decide(ctx)
-        model_s = time.perf_counter() - t1
-        stats = dict(state["stats"])
-        if dec.actor == "student":
-            stats["student_samples"] += dec.samples
-            stats["student_calls"] += int(dec.meta.get("calls", 1))
-            stats["parse_failures"] += int(dec.meta.get("parse_failures", 0))
-        stats["teacher_calls"] += dec.teacher_calls
-        stats["cost_usd"] += dec.cost_usd
-        stats["model_s"] += model_s
-        stats["node_s"] += time.perf_counter() - t0 - model_s
-        return {
-            "trail": list(state.get("trail") or []) + [dec.to_dict()],
-            "budget": ctx.budget.to_dict(),
-            "stats": stats,
-        }
-
-    async def _decide(self, state: EpisodeState) -> dict[str, Any]:
-        trail = [TierDecision.from_dict(d) for d in state["trail"]]
-        last = trail[-1]
-        if last.accepted:
-            return {"route": "act", "action": last.action, "actor": last.actor}
-        if state["tier_index"] + 1 < len(self.ladder.tiers):
-            return {"route": "escalate"}
-        final = self.ladder.resolve(trail)
-        if final.accepted:
-            return {"route": "act", "action": final.action, "actor": "fallback:" + final.actor}
-        return {"route": "finish", "done": True, "won": False, "reason": final.reason}
-
-    async def _escalate(self, state: EpisodeState) -> dict[str, Any]:
-        stats = dict(state["stats"])
-        stats["escalations"] += 1
-        return {"tier_index": state["tier_index"] + 1, "stats": stats}
-
-    async def _act(self, state: EpisodeState) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        env = await self._ensure_env(state)
+        env = await self._env(state)
         budget = self._budget(state)
+        if not budget.can_afford(**{STEPS: 1}):
+            return {"done": True, "won": False, "reason": f"budget: {STEPS} exhausted"}
+        stats = dict(state["stats"])
+        demos, retrieve_s = await self._retrieve(state)
+        stats["retrieve_s"] += retrieve_s
+        ctx = self.context(state, demos)
+        pending = ctx.pending
+        assert pending is not None
+        t1 = time.perf_counter()
+        outcome = await self.ladder.decide(ctx)
+        model_s = time.perf_counter() - t1
+        stats["model_s"] += model_s
+        _count_decisions(stats, outcome.trail)
+        trail = [_short(d) for d in outcome.trail]
+        dec = outcome.decision
+        upd: dict[str, Any] = {"trail": trail, "budget": budget.to_dict(), "stats": stats}
+        env_s = 0.0
+        if not dec.accepted:
+            upd.update(done=True, won=False, reason=dec.reason, action=None)
+            await self.recorder.flush(pending)
+        else:
+            actor = dec.actor if dec.tier != "fallback" else "fallback:" + dec.actor
+            env_s = await self._act(state, env, budget, dec.action or "", actor, pending, upd)
+        stats["node_s"] += time.perf_counter() - t0 - model_s - retrieve_s - env_s
+        return upd
+
+    async def _act(
+        self, state: EpisodeState, env: Environment, budget: Budget, action: str, actor: str,
+        pending: PendingWrites, upd: dict[str, Any],
+    ) -> float:
+        """Step the environment with ``action``, record the step; fills ``upd``; env seconds."""
         budget.charge(**{STEPS: 1})
-        action = state["action"] or ""
         t1 = time.perf_counter()
         try:
-            res = await asyncio.to_thread(env.step, action)
+            res = await self._blocking(env.step, action)
             err = None
         except Exception as exc:  # noqa: BLE001 - the env crashed: end, recorded
-            res = None
-            err = f"{type(exc).__name__}: {exc}"
+            res, err = None, f"{type(exc).__name__}: {exc}"
         env_s = time.perf_counter() - t1
-        if self.ledger is not None:
-            await asyncio.to_thread(
-                self.ledger.record_tool_call,
-                run_id=state["run_id"],
-                episode_id=state["episode_id"],
-                step=state["step"],
-                tool=f"env:{state.get('env_name', '')}",
-                latency_s=env_s,
-                meta={"action": action[:200], **({"error": err} if err else {})},
-            )
-        stats = dict(state["stats"])
-        actor = state.get("actor") or ""
-        key = (
-            "steps_fallback" if actor.startswith("fallback")
-            else "steps_student" if actor == "student" else "steps_teacher"
-        )
-        stats[key] = stats.get(key, 0.0) + 1
+        stats = upd["stats"]
+        stats[step_counter(actor)] += 1
         stats["env_s"] += env_s
         hist = list(state.get("history") or []) + [[state["observation"], action]]
-        upd: dict[str, Any] = {
-            "actions": list(state.get("actions") or []) + [action],
-            "history": hist[-HISTORY_KEEP:],
-            "budget": budget.to_dict(),
-            "stats": stats,
-        }
+        upd.update(
+            action=action,
+            actor=actor,
+            actions=list(state.get("actions") or []) + [action],
+            history=hist[-HISTORY_KEEP:],
+            budget=budget.to_dict(),
+            step=state["step"] + 1,
+        )
+        step_row = None
         if res is None:
             upd.update(done=True, won=False, reason=f"env error: {err}")
-            stats["node_s"] += time.perf_counter() - t0 - env_s
-            return upd
-        upd.update(
-            observation=res.text,
-            valid_actions=list(res.valid_actions) if res.valid_actions else None,
-            score=float(res.score),
-            won=bool(res.won),
-            done=bool(res.done),
-        )
-        if res.done:
-            if res.won:
-                upd["reason"] = "won"
-            else:
-                upd["reason"] = "env step limit" if res.info.get("truncated") else "lost"
-        elif budget.exhausted():
-            upd.update(done=True, reason=f"budget: {budget.exhausted()} exhausted")
-        rt = self._runtime(state)
-        rt.step_rows.append(
-            {
+        else:
+            upd.update(
+                observation=res.text,
+                valid_actions=list(res.valid_actions) if res.valid_actions else None,
+                score=float(res.score),
+                won=bool(res.won),
+                done=bool(res.done),
+            )
+            if res.done:
+                upd["reason"] = "won" if res.won else (
+                    "env step limit" if res.info.get("truncated") else "lost"
+                )
+            elif budget.exhausted():
+                upd.update(done=True, reason=f"budget: {budget.exhausted()} exhausted")
+            step_row = {
                 "idx": state["step"],
                 "observation": state["observation"],
                 "action": action,
@@ -427,100 +278,56 @@ class AgentGraph:
                 "actor": actor.split(":")[-1] or "student",
                 "valid_actions": state.get("valid_actions"),
                 "meta": {
-                    "trail": [_short(d) for d in state.get("trail") or []],
+                    "trail": upd["trail"],
                     **({"goal": state["goal"]} if state["step"] == 0 else {}),
                 },
             }
+        self.recorder.env_step(
+            pending, run_id=state["run_id"], episode_id=state["episode_id"],
+            step=state["step"], env_name=state.get("env_name", ""), latency_s=env_s,
+            action=action, actor=actor, error=err,
         )
-        stats["node_s"] += time.perf_counter() - t0 - env_s
-        return upd
-
-    async def _record(self, state: EpisodeState) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        rt = self._runtime(state)
-        rows = [r for r in rt.step_rows if r["idx"] == state["step"]]
-        if self.config.record_steps and rows:
-            if self.memory is not None:
-                await asyncio.to_thread(self.memory.record_steps, state["episode_id"], rows[-1:])
-            else:
-                await asyncio.to_thread(_write_steps, self.ledger, state["episode_id"], rows[-1:])
-        rt.demos.pop(state["step"], None)
-        stats = dict(state["stats"])
-        stats["node_s"] += time.perf_counter() - t0
-        return {"step": state["step"] + 1, "stats": stats}
+        await self.recorder.flush(pending, episode_id=state["episode_id"], step_row=step_row)
+        return env_s
 
     async def _finish(self, state: EpisodeState) -> dict[str, Any]:
-        rt = self._runtime(state)
+        """Record the outcome, store a won escalated episode as a demo, free the env."""
+        live = self._live_of(state)
         won = bool(state.get("won"))
         reason = state.get("reason") or ("won" if won else "ended")
-        if self.ledger is not None:
-            await asyncio.to_thread(
-                self.ledger.finish_episode,
-                state["episode_id"],
-                won,
-                float(state.get("score") or 0.0),
-                int(state.get("step") or 0),
-                reason,
-            )
-        stats = state["stats"]
-        escalated = stats.get("steps_teacher", 0) > 0
-        if (
-            won
-            and escalated
-            and self.config.store_escalations
-            and self.memory is not None
-            and state.get("goal")
-        ):
+        await self.recorder.finish_episode(
+            state["episode_id"], won, float(state.get("score") or 0.0),
+            int(state.get("step") or 0), reason,
+        )
+        escalated = state["stats"].get("steps_teacher", 0) > 0
+        if won and escalated and self.config.store_escalations and self.memory is not None \
+                and state.get("goal"):
             try:
                 await asyncio.to_thread(self._store_escalation, state)
             except Exception:  # noqa: BLE001 - a failed store never fails the episode
                 pass
-        if rt.env is not None:
-            self._release_env(rt.env)
-            rt.env = None
-        self._rt.pop(state["episode_id"], None)
+        if live.env is not None:
+            self.envs.release(live.env)
+        self._live.pop(state["episode_id"], None)
         return {"finished": True, "done": True, "reason": reason}
 
     def _store_escalation(self, state: EpisodeState) -> None:
         steps = self.memory.episode_steps(state["episode_id"])
-        if not steps:
-            return
-        self.memory.add_episode(state["episode_id"], state["goal"], steps, source="escalation")
+        if steps:
+            self.memory.add_episode(state["episode_id"], state["goal"], steps, source="escalation")
 
-    # --- running ------------------------------------------------------------------------
+    # --- running ----------------------------------------------------------------------
     def initial_state(
         self, *, run_id: str, episode_id: str, task_id: str, split: str
     ) -> EpisodeState:
         """The state a fresh episode starts from."""
         return EpisodeState(
-            run_id=run_id,
-            episode_id=episode_id,
-            task_id=task_id,
-            env_name=self.env_name,
-            split=split,
-            step=0,
-            goal=None,  # type: ignore[typeddict-item]
-            observation="",
-            valid_actions=None,
-            history=[],
-            actions=[],
-            n_demos=0,
-            tier_index=0,
-            trail=[],
-            action=None,
-            actor="",
-            route="",
-            done=False,
-            won=False,
-            score=0.0,
-            reason="",
-            budget=self.config.budget.make().to_dict(),
-            stats=_counters(),
+            run_id=run_id, episode_id=episode_id, task_id=task_id, env_name=self.env_name,
+            split=split, step=0, goal=None, observation="", valid_actions=None, history=[],
+            actions=[], trail=[], action=None, actor="", done=False, won=False, score=0.0,
+            reason="", budget=self.config.budget.make().to_dict(), stats=new_counters(),
             finished=False,
         )
-
-    def _durability(self) -> dict[str, Any]:
-        return {"durability": "sync"} if self.graph.checkpointer is not None else {}
 
     async def run_episode(
         self, *, run_id: str, task_id: str, split: str, thread_id: str | None = None
@@ -532,27 +339,36 @@ class AgentGraph:
             "configurable": {"thread_id": tid},
             "recursion_limit": self.config.recursion_limit,
         }
-        resumed = False
+        self._in_flight += 1
+        try:
+            return await self._run_episode(run_id, task_id, split, tid, cfg, t0)
+        finally:
+            self._in_flight -= 1
+
+    async def _run_episode(
+        self, run_id: str, task_id: str, split: str, tid: str, cfg: Any, t0: float
+    ) -> EpisodeResult:
+        durability: dict[str, Any] = {}
         values: dict[str, Any] | None = None
         if self.graph.checkpointer is not None:
+            durability = {"durability": "sync"}
             snap = await self.graph.aget_state(cfg)
             values = dict(snap.values) if snap and snap.values else None
         if values and values.get("finished"):
-            return _result(values, 0.0, resumed=True)
+            return result_from_state(values, 0.0, resumed=True)
         if values:
-            resumed = True
-            final = await self.graph.ainvoke(None, cfg, **self._durability())
+            final = await self.graph.ainvoke(None, cfg, **durability)
         else:
             episode_id = (
-                self.ledger.start_episode(run_id, task_id, self.env_name, split)
+                await self.recorder.start_episode(run_id, task_id, self.env_name, split)
                 if self.ledger is not None
                 else f"{abs(hash(tid)):x}"
             )
             init = self.initial_state(
                 run_id=run_id, episode_id=episode_id, task_id=task_id, split=split
             )
-            final = await self.graph.ainvoke(init, cfg, **self._durability())
-        return _result(dict(final), time.perf_counter() - t0, resumed=resumed)
+            final = await self.graph.ainvoke(init, cfg, **durability)
+        return result_from_state(dict(final), time.perf_counter() - t0, resumed=bool(values))
 
     async def run_many(
         self,
@@ -576,81 +392,33 @@ class AgentGraph:
         return list(await asyncio.gather(*(one(t) for t in task_ids)))
 
 
-def _short(d: dict[str, Any]) -> dict[str, Any]:
+def _route_after(onward: str) -> Callable[[EpisodeState], Awaitable[str]]:
+    # async on purpose: LangGraph runs a sync router of an async graph in a worker thread
+    async def route(state: EpisodeState) -> str:
+        return "finish" if state.get("done") else onward
+
+    return route
+
+
+def _count_decisions(stats: dict[str, float], trail: Sequence[TierDecision]) -> None:
+    """Add one step's tier decisions to the episode counters."""
+    stats["escalations"] += max(0, len(trail) - 1)
+    for dec in trail:
+        if dec.actor == "student":
+            stats["student_samples"] += dec.samples
+            stats["student_calls"] += int(dec.meta.get("calls", 1))
+            stats["parse_failures"] += int(dec.meta.get("parse_failures", 0))
+        stats["teacher_calls"] += dec.teacher_calls
+        stats["cost_usd"] += dec.cost_usd
+
+
+def _short(dec: TierDecision) -> dict[str, Any]:
+    """A decision as the few fields the step row and the checkpoint keep."""
     return {
-        "tier": d.get("tier"),
-        "action": d.get("action"),
-        "reason": (d.get("reason") or "")[:160],
-        "samples": d.get("samples"),
-        "confidence": round(float(d.get("confidence") or 0.0), 4),
-        "candidates": (d.get("candidates") or [])[:4],
+        "tier": dec.tier,
+        "action": dec.action,
+        "reason": dec.reason[:160],
+        "samples": dec.samples,
+        "confidence": round(float(dec.confidence), 4),
+        "candidates": [list(c) for c in dec.candidates[:4]],
     }
-
-
-def _result(values: dict[str, Any], wall: float, *, resumed: bool) -> EpisodeResult:
-    return EpisodeResult(
-        run_id=values["run_id"],
-        episode_id=values["episode_id"],
-        task_id=values["task_id"],
-        success=bool(values.get("won")),
-        score=float(values.get("score") or 0.0),
-        steps=int(values.get("step") or 0),
-        reason=str(values.get("reason") or ""),
-        stats=dict(values.get("stats") or {}),
-        budget=dict(values.get("budget") or {}),
-        wall_s=wall,
-        resumed=resumed,
-    )
-
-
-def _write_steps(ledger: Any, episode_id: str, rows: list[dict[str, Any]]) -> None:
-    """Append step rows to the ``steps`` table (idempotent on (episode, idx))."""
-    if ledger is None:
-        return
-    from sqlalchemy import select
-
-    from nightowl.memory.schema import StepRow
-
-    def _do(s: Any) -> None:
-        for r in rows:
-            exists = s.execute(
-                select(StepRow.id).where(
-                    StepRow.episode_id == episode_id, StepRow.idx == r["idx"]
-                )
-            ).first()
-            if exists is None:
-                s.add(StepRow(episode_id=episode_id, **r))
-
-    ledger.db.write(_do)
-
-
-def _read_steps(ledger: Any, episode_id: str) -> list[Any]:
-    from sqlalchemy import select
-
-    from nightowl.memory.schema import StepRow
-
-    def _do(s: Any) -> list[dict[str, Any]]:
-        rows = s.execute(
-            select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.idx)
-        ).scalars()
-        return [
-            {
-                "idx": r.idx,
-                "observation": r.observation,
-                "action": r.action,
-                "reward": r.reward,
-                "score": r.score,
-                "done": r.done,
-                "actor": r.actor,
-                "valid_actions": r.valid_actions,
-                "step_id": r.id,
-            }
-            for r in rows
-        ]
-
-    return list(ledger.db.read(_do))
-
-
-def checkpoint_path(home: Path) -> Path:
-    """Where the loop's SQLite checkpoints live."""
-    return home / "checkpoints.sqlite"

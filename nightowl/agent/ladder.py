@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from nightowl.agent.budget import Budget
+from nightowl.ledger.pending import CallSite, PendingWrites
 from nightowl.llm.base import Usage
 
 Fallback = Literal["best", "end"]
@@ -45,6 +46,8 @@ class StepContext:
         env: the live environment (for oracle teachers and tree search); may be None.
         previous: decisions of lower tiers at this step, in order.
         extras: free-form per-step values tiers may share (e.g. a built prompt).
+        pending: where the step's ledger rows are queued (the loop writes them with the
+            step); None: metered models write their rows at once.
     """
 
     run_id: str
@@ -61,6 +64,14 @@ class StepContext:
     env_name: str = ""
     previous: tuple[TierDecision, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+    pending: PendingWrites | None = None
+
+    def call_site(self, role: str = "") -> CallSite:
+        """Where a tier's model calls for this step are recorded (``role`` "": the model's)."""
+        return CallSite(
+            run_id=self.run_id, role=role, episode_id=self.episode_id or None, step=self.step,
+            pending=self.pending,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,9 +273,9 @@ class Ladder:
         )
 
     async def decide(self, ctx: StepContext) -> LadderOutcome:
-        """Run tiers in order until one accepts.
+        """Run tiers in order until one accepts, else apply the fallback rule.
 
-        The graph runs tiers node by node; this is the same logic in one call, for
+        The one escalation loop: the agent graph's ``decide`` node calls it, and so do
         benches and other callers.
         """
         trail: list[TierDecision] = []

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
-from nightowl.agent.runner import LADDER_PRESETS, build_ladder, validate_ladder
+from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, build_ladder, validate_ladder
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
@@ -28,9 +28,6 @@ from nightowl.envs.registry import env_class
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
-
-#: presets whose student retrieves demos
-DEMO_PRESETS: frozenset[str] = frozenset({"student+demos", "cascade", "margin", "bavt"})
 
 
 @dataclass(kw_only=True)
@@ -96,9 +93,7 @@ def validate_spec(settings: Settings, spec: RunSpec) -> None:
         ConfigError: a rule that does not parse or does not fit the preset.
     """
     env_class(spec.env)  # unknown env / missing extra: a clear error now
-    validate_ladder(
-        spec.ladder, settings, rule=spec.rule, student=spec.student, teacher=spec.teacher
-    )
+    validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, settings)
 
 
 def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
@@ -136,7 +131,9 @@ async def run_tasks(
         run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
     ladder = build_ladder(
         spec.ladder,
-        wb=app,
+        settings=app.settings,
+        ledger=app.ledger,
+        student_backend=app.backend,
         run_id=run_id,
         student=student,
         teacher=spec.teacher,
@@ -209,7 +206,6 @@ def summarize(
     succ = sum(r.success for r in results)
     steps = sum(r.steps for r in results)
     samples = sum(r.stats.get("student_samples", 0.0) for r in results)
-    teacher_steps = sum(r.stats.get("teacher_calls", 0.0) for r in results)
     overhead = sum(r.stats.get("node_s", 0.0) + r.stats.get("retrieve_s", 0.0) for r in results)
     rate = succ / n if n else 0.0
     cpe = rep.total_cost / n if n else 0.0
@@ -227,8 +223,8 @@ def summarize(
         total_cost=rep.total_cost,
         cost_per_episode=cpe,
         cost_of_pass=cpe / rate if rate > 0 else math.inf,
-        teacher_share=teacher_steps / steps if steps else 0.0,
-        teacher_call_share=float(rep.teacher_call_fraction or 0.0),
+        teacher_share=rep.teacher_share,
+        teacher_call_share=rep.teacher_call_share,
         student_samples_per_step=samples / steps if steps else 0.0,
         steps_per_episode=steps / n if n else 0.0,
         wall_s=wall_s,

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from nightowl.agent.budget import EpisodeBudget
-from nightowl.agent.runner import validate_ladder
+from nightowl.agent.presets import validate_ladder
 from nightowl.app.collect import CollectRequest, collect_demos
 from nightowl.app.events import Message, ProgressSink, ignore
 from nightowl.app.root import Nightowl
@@ -170,7 +170,7 @@ async def run_showcase(
     student = opts.student or settings.student_model  # resolved once, passed down
     for cfg in opts.configs:  # bad input fails before anything starts or is recorded
         rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
-        validate_ladder(cfg, settings, rule=rule, student=student)
+        validate_ladder(cfg, rule, student, "oracle", settings)
     t_start = time.perf_counter()
     demo_home = settings.home / "demo"
     if opts.fresh and demo_home.exists():

@@ -178,7 +178,8 @@ def report(
         ("total cost", f"${rep.total_cost:.5f}"),
         ("cost per episode", f"${rep.cost_per_episode:.5f}"),
         ("cost-of-pass", fmt_cost(rep.cost_of_pass)),
-        ("teacher call share (of model calls)", f"{rep.teacher_call_fraction:.2f}"),
+        ("teacher share (teacher-acted steps)", f"{rep.teacher_share:.2f}"),
+        ("teacher call share (of model calls)", f"{rep.teacher_call_share:.2f}"),
     ):
         t.add_row(k, v)
     for role, st in rep.roles.items():

@@ -72,9 +72,10 @@ def show(
     head.add_row("  outside episodes", _usd(report.overhead_cost))
     head.add_row("cost per episode", _usd(report.cost_per_episode))
     head.add_row("cost-of-pass", _usd(report.cost_of_pass))
+    head.add_row("teacher share (teacher-acted steps)", f"{report.teacher_share:.2f}")
     head.add_row(
-        "teacher-call fraction",
-        f"{report.teacher_call_fraction:.1%} ({report.teacher_calls}/{report.acting_calls})",
+        "teacher call share",
+        f"{report.teacher_call_share:.1%} ({report.teacher_calls}/{report.acting_calls})",
     )
     head.add_row("model calls (failed)", f"{report.model_calls} ({report.failed_model_calls})")
     head.add_row("tool calls", str(report.tool_calls))

@@ -132,7 +132,7 @@ class MultiHopEnv(Environment):
 
     name = ENV_NAME
     has_expert = True
-    #: conventions read by tree search (`nightowl.agent.search_space.SearchSpace.from_env`)
+    #: conventions read by tree search (`nightowl.agent.search.space.SearchSpace.from_env`)
     search_instructions = INSTRUCTIONS
     answer_prefix = "answer["
     answer_suffix = "]"

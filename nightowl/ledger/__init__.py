@@ -15,8 +15,14 @@ processes can record into one database at once.
 
 Metrics (see docs/storage.md for the formulas): total cost, cost per episode,
 cost-of-pass (expected cost per episode / success rate; infinite at zero success),
-teacher-call fraction (teacher ``generate`` calls / acting ``generate`` calls, acting
-roles being ``student`` and ``teacher``), and `break_even_episodes`.
+the **teacher share** (``teacher_share``: environment steps whose action a teacher tier
+chose / environment steps; the one definition every report uses), the teacher-call
+share (``teacher_call_share``: teacher ``generate`` calls / acting ``generate`` calls,
+acting roles being ``student`` and ``teacher``; a cost diagnostic, not the teacher
+share), and `break_even_episodes`.
+
+Metering: `MeteredModel` bound to a `CallSite` (run, episode, step, role); the agent loop
+queues a step's rows in a `PendingWrites` and writes them in one transaction.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nightowl.ledger.core import Ledger
-from nightowl.ledger.metered import MeteredModel
+from nightowl.ledger.metered import MeteredModel, as_metered
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
+    ENV_TOOL_PREFIX,
+    TEACHER_ACTORS,
     TEACHER_ROLE,
     BreakEven,
     EpisodeCost,
@@ -35,24 +43,32 @@ from nightowl.ledger.metrics import (
     RunSummary,
     break_even_episodes,
     cost_of_pass,
+    teacher_share,
 )
+from nightowl.ledger.pending import CallSite, PendingWrites
 from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall
 
 __all__: Sequence[str] = (
     "ACTING_ROLES",
+    "ENV_TOOL_PREFIX",
+    "TEACHER_ACTORS",
     "TEACHER_ROLE",
     "BreakEven",
+    "CallSite",
     "Episode",
     "EpisodeCost",
     "Ledger",
     "MeteredModel",
     "ModelCall",
+    "PendingWrites",
     "RoleStats",
     "Run",
     "RunReport",
     "RunSummary",
     "ToolCall",
     "break_even_episodes",
+    "as_metered",
     "cost_of_pass",
+    "teacher_share",
 )
 

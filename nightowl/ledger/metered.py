@@ -1,14 +1,24 @@
-"""`MeteredModel`: a model backend whose every call lands in the ledger."""
+"""`MeteredModel`: a model backend whose every call lands in the ledger.
+
+One metering path: a `MeteredModel` is bound to where its calls happen (`CallSite`:
+run, episode, step, role, and optionally a `PendingWrites` buffer) and keeps the
+standard `ModelBackend` signature, so callers only ever call ``generate(request)`` or
+``score_continuations(prompt, continuations)``. The agent loop binds its models once per
+step (``model.bind(site)``); a model built without a ledger records nothing, which is
+how unmetered backends enter the same path (`as_metered`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
 from nightowl.config import Prices
 from nightowl.errors import NightowlError
 from nightowl.ledger.core import Ledger
+from nightowl.ledger.pending import CallSite
 from nightowl.llm.base import (
     GenerationRequest,
     GenerationResult,
@@ -29,77 +39,94 @@ class MeteredModel(ModelBackend):
     ``generate`` records one ``model_calls`` row per call (failed calls too, with
     ``meta["error"]``, ``ok`` false and zero tokens, then re-raises);
     ``score_continuations`` records a ``kind="score"`` row; ``count_tokens`` passes
-    through unrecorded. The write happens in a worker thread so the event loop is not
-    blocked by a busy database.
+    through unrecorded. Rows go to the bound site's `PendingWrites` when it has one (the
+    agent loop flushes them with the step, in one transaction); otherwise they are
+    written at once from a worker thread so the event loop is not blocked.
+
+    Args:
+        backend: the wrapped backend.
+        ledger: the ledger, or None to record nothing (an unmetered model).
+        prices: the model's prices (per 1M tokens).
+        run_id: the run calls are recorded under.
+        role: the role calls are recorded under ("student", "teacher", "critic", ...).
+        episode_id: the episode (None: run-level calls).
+        step: the step within the episode.
     """
 
     def __init__(
         self,
         backend: ModelBackend,
-        ledger: Ledger,
+        ledger: Ledger | None,
         prices: Prices,
         *,
         run_id: str,
         role: str,
         episode_id: str | None = None,
+        step: int | None = None,
     ) -> None:
         self.backend = backend
         self.ledger = ledger
         self.prices = prices
-        self.run_id = run_id
-        self.role = role
-        self.episode_id = episode_id
+        self.site = CallSite(run_id=run_id, role=role, episode_id=episode_id, step=step)
         self.name = getattr(backend, "name", "model")
+
+    @property
+    def run_id(self) -> str:
+        """The run calls are recorded under."""
+        return self.site.run_id
+
+    @property
+    def role(self) -> str:
+        """The role calls are recorded under."""
+        return self.site.role
+
+    def bind(self, site: CallSite | None = None, **fields: Any) -> MeteredModel:
+        """The same backend and ledger, recording at ``site`` (fields override it).
+
+        Empty fields of ``site`` keep this model's values, so a tier can bind its model
+        to a step's site without knowing the run or its own role.
+        """
+        cur = self.site
+        if site is not None:
+            given = {
+                k: getattr(site, k)
+                for k in ("run_id", "role", "episode_id", "step", "pending")
+                if getattr(site, k) not in (None, "")
+            }
+            cur = dataclasses.replace(cur, **given)
+        if fields:
+            cur = dataclasses.replace(cur, **fields)
+        out = MeteredModel.__new__(MeteredModel)
+        out.backend, out.ledger, out.prices, out.name = (
+            self.backend, self.ledger, self.prices, self.name,
+        )
+        out.site = cur
+        return out
 
     def with_role(self, role: str) -> MeteredModel:
         """The same backend and ledger, recording under another role."""
-        return MeteredModel(
-            self.backend,
-            self.ledger,
-            self.prices,
-            run_id=self.run_id,
-            role=role,
-            episode_id=self.episode_id,
-        )
+        return self.bind(role=role)
 
-    async def _record(self, **kw: Any) -> float:
-        kw.setdefault("run_id", self.run_id)
-        kw.setdefault("prices", self.prices)
-        return await asyncio.to_thread(lambda: self.ledger.record_model_call(**kw))
+    async def _record(self, **kw: Any) -> None:
+        await record_call(self.ledger, self.site, self.prices, **kw)
 
-    async def generate(  # type: ignore[override]
-        self,
-        request: GenerationRequest,
-        *,
-        episode_id: str | None = None,
-        step: int | None = None,
-        role: str | None = None,
-    ) -> GenerationResult:
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate with the wrapped backend and record the call."""
-        eid = episode_id if episode_id is not None else self.episode_id
         meta: dict[str, Any] = {"n": request.n, "max_tokens": request.max_tokens}
         t0 = time.perf_counter()
         try:
             result = await self.backend.generate(request)
         except BaseException as exc:
             meta["error"] = _error_text(exc)
-            await self._record_failure(
-                episode_id=eid, step=step, role=role or self.role, kind="generate", meta=meta,
-                latency_s=time.perf_counter() - t0,
-            )
+            await self._record_failure(kind="generate", meta=meta,
+                                       latency_s=time.perf_counter() - t0)
             raise
         latency = time.perf_counter() - t0
         finish = [c.finish_reason for c in result.completions]
         if any(f != "stop" for f in finish):
             meta["finish_reasons"] = finish
         await self._record(
-            episode_id=eid,
-            step=step,
-            role=role or self.role,
-            model=result.model or self.name,
-            usage=result.usage,
-            latency_s=latency,
-            meta=meta,
+            model=result.model or self.name, usage=result.usage, latency_s=latency, meta=meta,
             kind="generate",
         )
         return result
@@ -109,24 +136,20 @@ class MeteredModel(ModelBackend):
             await self._record(model=self.name, usage=Usage(), latency_s=latency_s, ok=False, **kw)
         except asyncio.CancelledError:
             # Cancelled while recording: write synchronously so the call is not lost.
-            kw.update(run_id=self.run_id, prices=self.prices)
-            self.ledger.record_model_call(
-                model=self.name, usage=Usage(), latency_s=latency_s, ok=False, **kw
-            )
+            if self.ledger is not None:
+                s = self.site
+                self.ledger.record_model_call(
+                    run_id=s.run_id, episode_id=s.episode_id, step=s.step, role=s.role,
+                    prices=self.prices, model=self.name, usage=Usage(), latency_s=latency_s,
+                    ok=False, **kw,
+                )
         except NightowlError:
             pass  # never mask the original failure
 
     async def score_continuations(
-        self,
-        prompt: str,
-        continuations: list[str],
-        *,
-        episode_id: str | None = None,
-        step: int | None = None,
-        role: str | None = None,
+        self, prompt: str, continuations: list[str]
     ) -> ScoredContinuations:
         """Score with the wrapped backend and record the call (``kind="score"``)."""
-        eid = episode_id if episode_id is not None else self.episode_id
         meta: dict[str, Any] = {"continuations": len(continuations)}
         t0 = time.perf_counter()
         try:
@@ -135,20 +158,12 @@ class MeteredModel(ModelBackend):
             raise
         except BaseException as exc:
             meta["error"] = _error_text(exc)
-            await self._record_failure(
-                episode_id=eid, step=step, role=role or self.role, kind="score", meta=meta,
-                latency_s=time.perf_counter() - t0,
-            )
+            await self._record_failure(kind="score", meta=meta,
+                                       latency_s=time.perf_counter() - t0)
             raise
         await self._record(
-            episode_id=eid,
-            step=step,
-            role=role or self.role,
-            model=self.name,
-            usage=scored.usage,
-            latency_s=time.perf_counter() - t0,
-            meta=meta,
-            kind="score",
+            model=self.name, usage=scored.usage, latency_s=time.perf_counter() - t0,
+            meta=meta, kind="score",
         )
         return scored
 
@@ -161,3 +176,33 @@ class MeteredModel(ModelBackend):
         await self.backend.aclose()
 
 
+async def record_call(
+    ledger: Ledger | None, site: CallSite, prices: Prices, **kw: Any
+) -> None:
+    """Record one model call made at ``site`` (the single write path of metering).
+
+    Queued in ``site.pending`` when the site has a buffer, else written at once from a
+    worker thread. ``kw`` are `Ledger.model_call_values`'s remaining arguments (model,
+    usage, latency_s, meta, kind, ok). Nothing happens without a ledger.
+    """
+    if ledger is None:
+        return
+    kw.update(
+        run_id=site.run_id, episode_id=site.episode_id, step=site.step, role=site.role,
+        prices=prices,
+    )
+    if site.pending is not None:
+        site.pending.model_call(ledger, **kw)
+        return
+    await asyncio.to_thread(lambda: ledger.record_model_call(**kw))
+
+
+def as_metered(model: ModelBackend, *, role: str, prices: Prices | None = None) -> MeteredModel:
+    """``model`` itself when it is metered, else wrapped with no ledger (records nothing).
+
+    The one place that decides whether a model is metered: tiers take any backend and
+    call this once, then always go through `MeteredModel.bind`.
+    """
+    if isinstance(model, MeteredModel):
+        return model
+    return MeteredModel(model, None, prices or Prices(), run_id="", role=role)

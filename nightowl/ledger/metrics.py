@@ -7,9 +7,22 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-#: roles whose ``generate`` calls choose actions; the teacher-call fraction is over these
+#: roles whose ``generate`` calls choose actions; the teacher-call share is over these
 ACTING_ROLES: tuple[str, ...] = ("student", "teacher")
 TEACHER_ROLE = "teacher"
+#: actors (recorded in an environment step's ``meta["actor"]``) that count as the teacher
+TEACHER_ACTORS: tuple[str, ...] = ("teacher", "oracle")
+#: tool-name prefix of the agent loop's environment steps (``env:<env name>``)
+ENV_TOOL_PREFIX = "env:"
+
+
+def teacher_share(teacher_steps: int, env_steps: int) -> float:
+    """THE teacher share: environment steps the teacher acted on / environment steps.
+
+    A step counts as the teacher's when a teacher tier ("teacher" or the "oracle")
+    chose its action; student, search and fallback steps do not. 0 with no steps.
+    """
+    return teacher_steps / env_steps if env_steps else 0.0
 
 def cost_of_pass(cost_per_episode: float, success_rate: float) -> float:
     """Expected cost of one success: cost per episode / success rate (inf at zero)."""
@@ -72,7 +85,10 @@ class RunReport(BaseModel):
     tool_calls: int
     teacher_calls: int
     acting_calls: int
-    teacher_call_fraction: float
+    teacher_call_share: float
+    env_steps: int = 0
+    teacher_steps: int = 0
+    teacher_share: float = 0.0
     prompt_tokens: int
     cached_prompt_tokens: int
     completion_tokens: int

@@ -4,10 +4,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
 from nightowl.agent.acceptance import Unanimity
 from nightowl.agent.budget import EpisodeBudget
+from nightowl.agent.checkpoints import open_checkpointer
 from nightowl.agent.graph import AgentGraph, LoopConfig
 from nightowl.agent.ladder import Ladder
 from nightowl.agent.tiers import StudentTier
@@ -31,7 +30,7 @@ async def run(workdir: Path, run_id: str, task_id: str, delay: float) -> dict:
         run_id=run_id, role="student",
     )
     ladder = Ladder([StudentTier(student, prices=SMALL_HOSTED_PRICES, rule=Unanimity(2))])
-    async with AsyncSqliteSaver.from_conn_string(str(workdir / "ck.sqlite")) as saver:
+    with open_checkpointer(workdir / "ck.sqlite") as saver:  # the loop's default saver
         g = AgentGraph(
             ladder=ladder, env_factory=lambda: make_env("twx"), ledger=ledger,
             config=LoopConfig(budget=EpisodeBudget(max_steps=8), retrieve=False),

@@ -1,6 +1,6 @@
 """The `bavt` ladder preset: student -> BAVT search -> teacher, on a real TWX game."""
 
-from nightowl.agent.runner import build_ladder
+from nightowl.agent.presets import build_ladder
 from nightowl.app import Nightowl, RunSpec, run_tasks
 from nightowl.config import ModelSpec, load_settings
 from nightowl.envs.registry import select_tasks
@@ -21,7 +21,8 @@ def _settings(tmp_path):
 def test_bavt_preset_has_three_tiers(tmp_path):
     wb = Nightowl.open(_settings(tmp_path), embedder=HashingEmbedder())
     run_id = wb.ledger.start_run("t", "run", {})
-    ladder = build_ladder("bavt", wb=wb, run_id=run_id)
+    ladder = build_ladder("bavt", settings=wb.settings, ledger=wb.ledger, run_id=run_id,
+                          student_backend=wb.backend)
     assert [t.name for t in ladder.tiers] == ["student", "bavt", "teacher"]
 
 

@@ -12,6 +12,7 @@ from nightowl.agent.acceptance import Unanimity
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, LoopConfig
 from nightowl.agent.ladder import Ladder
+from nightowl.agent.state import results_teacher_share
 from nightowl.agent.tiers import OracleTier, StudentTier
 from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES
 from nightowl.envs.registry import make_env
@@ -61,6 +62,9 @@ async def test_end_to_end_with_oracle_and_memory(ledger, tmp_path, twx_coin_task
     assert all(r.stats["steps_teacher"] == r.steps for r in res)
     rep = ledger.run_report(run)
     assert rep.successes == 3 and rep.roles["teacher"].calls == sum(r.steps for r in res)
+    # the one teacher share: teacher-acted steps / env steps, same in ledger and results
+    assert rep.env_steps == sum(r.steps for r in res) and rep.teacher_share == 1.0
+    assert results_teacher_share(res) == 1.0
     # steps were recorded and successful escalated episodes became demos
     assert mem.stats().demos == 3
     steps = mem.episode_steps(res[0].episode_id)
@@ -95,6 +99,10 @@ async def test_student_acts_when_unanimous(ledger, twx_coin_tasks):
     r = await g.run_episode(run_id=run, task_id=twx_coin_tasks["test"][0], split="test")
     assert r.stats["steps_student"] == r.steps == 4 and r.stats["teacher_calls"] == 0
     assert r.stats["student_samples"] == 12 and r.reason.startswith("budget: steps")
+    rep = ledger.run_report(run)
+    assert (rep.env_steps, rep.teacher_steps, rep.teacher_share) == (4, 0, 0.0)
+    # one transaction per node: every call and step is on disk once the episode ends
+    assert len(ledger.model_calls(run)) == 4 and rep.tool_calls == 4
 
 
 async def test_resume_in_process_skips_finished(ledger, tmp_path, twx_coin_tasks):

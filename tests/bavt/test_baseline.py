@@ -6,8 +6,8 @@ import asyncio
 import itertools
 
 from nightowl.agent.budget import Budget
-from nightowl.agent.search_baseline import MajorityVote, VoteConfig
-from nightowl.agent.search_space import SearchSpace
+from nightowl.agent.search.baseline import MajorityVote, VoteConfig
+from nightowl.agent.search.space import SearchSpace
 from nightowl.envs.multihop import MultiHopEnv
 from nightowl.llm.scripted import FunctionModel
 

@@ -8,11 +8,11 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nightowl.agent.bavt import BavtConfig, BavtSearch
 from nightowl.agent.budget import Budget
-from nightowl.agent.search_baseline import MajorityVote, VoteConfig
-from nightowl.agent.search_budget import budget_line, settle, sub_budget
-from nightowl.agent.search_space import SearchSpace
+from nightowl.agent.search.baseline import MajorityVote, VoteConfig
+from nightowl.agent.search.bavt import BavtConfig, BavtSearch
+from nightowl.agent.search.space import SearchSpace
+from nightowl.agent.search.step_budget import budget_line, settle, sub_budget
 from nightowl.envs.multihop import MultiHopEnv
 from nightowl.llm.scripted import FunctionModel
 from tests.bavt.helpers import TreeEnv

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from nightowl.agent.bavt import BavtConfig, BavtSearch
 from nightowl.agent.budget import Budget
-from nightowl.agent.search_space import SearchSpace
+from nightowl.agent.search.bavt import BavtConfig, BavtSearch
+from nightowl.agent.search.space import SearchSpace
 from nightowl.envs.multihop import MultiHopEnv
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from nightowl.agent.bavt import BavtConfig, BavtSearch
 from nightowl.agent.budget import Budget
-from nightowl.agent.critic import ResidualCritic, parse_delta
-from nightowl.agent.search_space import SearchSpace
+from nightowl.agent.search.bavt import BavtConfig, BavtSearch
+from nightowl.agent.search.critic import ResidualCritic, parse_delta
+from nightowl.agent.search.space import SearchSpace
 from nightowl.llm.scripted import FunctionModel, ScriptedModel
 from tests.bavt.helpers import TreeEnv, actions_in, new_step_action
 

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightowl.agent.bavt import selection_probs, weighted_choice
+from nightowl.agent.search.bavt import selection_probs, weighted_choice
 
 values_st = st.lists(st.floats(min_value=0.01, max_value=1.0), min_size=2, max_size=12)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from nightowl.agent.bavt import BavtConfig
-from nightowl.agent.bavt_tier import BavtTier
 from nightowl.agent.budget import Budget
 from nightowl.agent.ladder import Ladder, StepContext, Tier, TierDecision, accept, escalate
+from nightowl.agent.search.bavt import BavtConfig
+from nightowl.agent.search.tier import BavtTier
 from nightowl.llm.scripted import FunctionModel
 from tests.bavt.helpers import TreeEnv, actions_in, new_step_action
 
@@ -137,7 +137,7 @@ def test_tier_charges_cost_and_respects_cost_limit() -> None:
 
 
 def test_final_actions_need_the_confident_bar() -> None:
-    from nightowl.agent.search_space import SearchSpace  # noqa: F401 - documents the path
+    from nightowl.agent.search.space import SearchSpace  # noqa: F401 - documents the path
     from nightowl.envs.multihop import MultiHopEnv
 
     env = MultiHopEnv()

@@ -47,10 +47,10 @@ def test_ledger_show_renders_tables(db):
     assert result.exit_code == 0, result.output
     out = result.output
     for needle in ("per role", "student", "teacher", "cost-of-pass", "success rate", "50.0%",
-                   "teacher-call fraction", "tw/g/dev/1", "episodes"):
+                   "teacher call share", "tw/g/dev/1", "episodes"):
         assert needle in out, needle
     as_json = runner.invoke(app, ["ledger", "show", run, "--db", db.url, "--json"])
-    assert as_json.exit_code == 0 and '"teacher_call_fraction": 0.5' in as_json.output
+    assert as_json.exit_code == 0 and '"teacher_call_share": 0.5' in as_json.output
 
 
 def test_ledger_show_unknown_run_exits_2(sqlite_db, monkeypatch, capsys):

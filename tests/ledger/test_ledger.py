@@ -85,7 +85,7 @@ def test_run_report_aggregates(db):
     assert r.cost_per_episode == 5.0
     assert r.cost_of_pass == 10.0
     assert (r.teacher_calls, r.acting_calls) == (1, 13)
-    assert r.teacher_call_fraction == 1 / 13
+    assert r.teacher_call_share == 1 / 13
     assert r.calls_per_role == {"sleep": 1, "student": 16, "teacher": 1}
     assert r.roles["student"].score_calls == 4
     assert r.roles["student"].generate_calls == 12
@@ -115,7 +115,7 @@ def test_cost_of_pass_is_infinite_at_zero_success(db):
     r = ledger.run_report(run)
     assert r.success_rate == 0.0 and r.total_cost > 0
     assert math.isinf(r.cost_of_pass)
-    assert r.teacher_call_fraction == 0.0
+    assert r.teacher_call_share == 0.0
     assert "Infinity" in r.model_dump_json()
     assert cost_of_pass(1.0, 0.0) == math.inf
     assert cost_of_pass(1.0, 0.25) == 4.0

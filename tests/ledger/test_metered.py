@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from nightowl.config import Prices
-from nightowl.ledger import Ledger, MeteredModel
+from nightowl.ledger import CallSite, Ledger, MeteredModel, PendingWrites, as_metered
 from nightowl.llm.base import GenerationRequest, ModelBackend
 
 try:
@@ -27,12 +27,12 @@ async def test_records_calls_and_failures(db):
     backend = ScriptedModel(["go north", "take key lamp", ValueError("boom")], name="fake")
     model = MeteredModel(backend, ledger, PER_TOKEN, run_id=run, role="student")
     assert isinstance(model, ModelBackend)
-    res = await model.generate(_req(), episode_id=eid, step=0)
+    res = await model.bind(CallSite(episode_id=eid, step=0)).generate(_req())
     assert res.texts == ["go north"]
-    res = await model.generate(_req("a b"), episode_id=eid, step=1, role="teacher")
+    res = await model.bind(episode_id=eid, step=1, role="teacher").generate(_req("a b"))
     assert res.texts == ["take key lamp"]
     with pytest.raises(ValueError, match="boom"):
-        await model.generate(_req(), episode_id=eid, step=2)
+        await model.bind(CallSite(episode_id=eid, step=2)).generate(_req())
     calls = ledger.model_calls(run)
     assert [(c.role, c.step, c.ok) for c in calls] == [
         ("student", 0, True), ("teacher", 1, True), ("student", 2, False)
@@ -46,7 +46,7 @@ async def test_records_calls_and_failures(db):
     assert failed.cost_usd == 0.0 and failed.prompt_tokens == 0
     r = ledger.run_report(run)
     assert r.failed_model_calls == 1
-    assert r.teacher_call_fraction == 1 / 3
+    assert r.teacher_call_share == 1 / 3
     assert r.total_cost == 15.0
 
 
@@ -55,7 +55,7 @@ async def test_scoring_and_token_counting_pass_through(db):
     run = ledger.start_run("score", "eval")
     backend = ScriptedModel([], scores={"yes": -0.5, "no": -2.0}, name="fake")
     model = MeteredModel(backend, ledger, PER_TOKEN, run_id=run, role="critic")
-    scored = await model.score_continuations("is it ok ?", ["yes", "no"], step=4)
+    scored = await model.bind(step=4).score_continuations("is it ok ?", ["yes", "no"])
     assert scored.logprobs == (-0.5, -2.0)
     assert model.count_tokens("a b c d") == 4
     [call] = ledger.model_calls(run)
@@ -73,13 +73,13 @@ async def test_concurrent_tasks_lose_nothing(db):
     student = MeteredModel(backend, ledger, PER_TOKEN, run_id=run, role="student")
     teacher = student.with_role("teacher")
     await asyncio.gather(
-        *(student.generate(_req(), step=i) for i in range(20)),
-        *(teacher.generate(_req(), step=i) for i in range(5)),
+        *(student.bind(step=i).generate(_req()) for i in range(20)),
+        *(teacher.bind(step=i).generate(_req()) for i in range(5)),
     )
     r = ledger.run_report(run)
     assert r.model_calls == 25
     assert (r.teacher_calls, r.acting_calls) == (5, 25)
-    assert r.teacher_call_fraction == 0.2
+    assert r.teacher_call_share == 0.2
 
 
 async def test_cancelled_call_is_recorded(sqlite_db):
@@ -94,3 +94,30 @@ async def test_cancelled_call_is_recorded(sqlite_db):
         await task
     [call] = ledger.model_calls(run)
     assert not call.ok and call.meta["error"].startswith("CancelledError")
+
+
+async def test_pending_writes_are_queued_until_flushed(db):
+    ledger = Ledger(db)
+    run = ledger.start_run("pending", "eval")
+    eid = ledger.start_episode(run, "t/1", "tw", "dev")
+    model = MeteredModel(ScriptedModel(["a"], cycle=True), ledger, PER_TOKEN, run_id=run,
+                         role="student")
+    pending = PendingWrites()
+    bound = model.bind(CallSite(episode_id=eid, step=3, pending=pending))
+    await bound.generate(_req())
+    await bound.with_role("critic").generate(_req())
+    assert ledger.model_calls(run) == [] and len(pending.rows) == 2
+    ledger.write_rows(pending.take())
+    calls = ledger.model_calls(run)
+    assert [(c.role, c.step, c.episode_id) for c in calls] == [
+        ("student", 3, eid), ("critic", 3, eid)
+    ]
+    assert pending.rows == []
+
+
+async def test_unmetered_backend_records_nothing():
+    backend = ScriptedModel(["x"], name="plain")
+    model = as_metered(backend, role="student")
+    assert model.ledger is None and as_metered(model, role="teacher") is model
+    res = await model.bind(step=1).generate(_req())
+    assert res.texts == ["x"]

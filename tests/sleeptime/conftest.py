@@ -9,10 +9,10 @@ import pytest
 
 from nightowl.config import load_settings
 from nightowl.llm.base import ModelBackend
+from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe
 from nightowl.sleeptime.service import SleepService
 from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.storage import open_db
-from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe
 
 ServiceFactory = Callable[..., SleepService]
 

@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nightowl.errors import ConfigError
-from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.sleeptime.idle import (
     AlwaysIdle,
     NvidiaSmiProbe,
@@ -17,6 +16,7 @@ from nightowl.sleeptime.idle import (
     build_probe,
     parse_prometheus_gauges,
 )
+from nightowl.sleeptime.settings import load_sleep_settings
 
 VLLM_TEXT = """\
 # HELP vllm:num_requests_running Number of requests currently running on GPU.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nightowl.agent.budget import TOKENS, Budget
-from nightowl.agent.search_budget import generation_bound, scoring_bound, usage_tokens
+from nightowl.agent.search.step_budget import generation_bound, scoring_bound, usage_tokens
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
 

@@ -19,61 +19,43 @@ Multi-step reasoning is a tree of partial trajectories:
    pay for another expansion, returning the best terminal, else (optionally forcing one
    answer from the best node) the best-valued partial path.
 
-Budgets are hard: every model call is bounded (`search_budget`) and checked with
+Budgets are hard: every model call is bounded (`step_budget`) and checked with
 `Budget.can_afford` before it is made, every tool call likewise. Selection and sampling
 seeds come from one `random.Random(seed)`, so a search is deterministic under a seed
-for deterministic backends. The ladder tier lives in `bavt_tier`, the majority-vote
-baseline in `search_baseline`.
+for deterministic backends. The ladder tier lives in `tier`, the majority-vote
+baseline in `baseline`.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
-from nightowl.agent.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
-from nightowl.agent.search_budget import budget_line, generation_bound, usage_tokens
-from nightowl.agent.search_space import SearchSpace, Step, normalize_action
+from nightowl.agent.search.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
+from nightowl.agent.search.space import SearchSpace, Step, action_key
+from nightowl.agent.search.step_budget import budget_line, generation_bound, usage_tokens
+from nightowl.agent.search.tree import (
+    Node,
+    SearchTree,
+    clip_value,
+    selection_probs,
+    weighted_choice,
+)
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
+
+__all__ = [
+    "BavtConfig", "BavtSearch", "CallMeter", "GenerateFn", "Node", "SearchResult",
+    "ToolCallHook", "selection_probs", "weighted_choice",
+]
 
 #: ``(action, latency_s, meta)`` -> None; e.g. a partial of `Ledger.record_tool_call`
 ToolCallHook = Callable[[str, float, dict[str, Any]], None]
 GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
-
-_MIN_VALUE = 1e-6
-
-
-def selection_probs(values: Sequence[float], r: float, *, min_r: float = 1e-3) -> list[float]:
-    """Probabilities proportional to ``V ** (1 / r)`` (computed in log space).
-
-    ``r`` is clamped to ``[min_r, 1]``; values are clamped to ``[1e-6, 1]``.
-    """
-    if not values:
-        return []
-    r = min(max(r, min_r), 1.0)
-    logs = [math.log(min(max(v, _MIN_VALUE), 1.0)) / r for v in values]
-    top = max(logs)
-    ws = [math.exp(x - top) for x in logs]
-    z = sum(ws)
-    return [w / z for w in ws]
-
-
-def weighted_choice(rng: random.Random, probs: Sequence[float]) -> int:
-    """Index drawn from ``probs`` with ``rng`` (deterministic under its seed)."""
-    x = rng.random()
-    acc = 0.0
-    for i, p in enumerate(probs):
-        acc += p
-        if x < acc:
-            return i
-    return len(probs) - 1
 
 
 @dataclass(kw_only=True)
@@ -112,40 +94,6 @@ class BavtConfig:
     max_consecutive_errors: int = 3
 
 
-@dataclass(kw_only=True)
-class Node:
-    """One partial trajectory (its last step and the state it reached)."""
-
-    id: int
-    parent: int | None
-    step: Step | None
-    snapshot: Any
-    value: float
-    delta: float = 0.0
-    depth: int = 0
-    terminal: bool = False
-    won: bool | None = None
-    valid_actions: tuple[str, ...] | None = None
-    expansions: int = 0
-    children: list[int] = field(default_factory=list)
-    pruned: str | None = None
-    critic: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for traces."""
-        return {
-            "id": self.id,
-            "parent": self.parent,
-            "action": self.step.action if self.step else None,
-            "value": round(self.value, 4),
-            "delta": round(self.delta, 4),
-            "depth": self.depth,
-            "terminal": self.terminal,
-            "pruned": self.pruned,
-            "critic": self.critic,
-        }
-
-
 @dataclass(frozen=True, kw_only=True)
 class SearchResult:
     """What a search (or the baseline) returns.
@@ -182,7 +130,7 @@ class SearchResult:
         return self.actions[0] if self.actions else None
 
 
-class _Meter:
+class CallMeter:
     """Calls the model within the budget and accumulates usage."""
 
     def __init__(self, model: ModelBackend, generate: GenerateFn | None) -> None:
@@ -215,8 +163,8 @@ class BavtSearch:
         model: proposes actions (the student or a mid-size model, through the ledger).
         config: search settings.
         critic_model: scores steps (defaults to ``model``: the same model is the critic).
-        generate: call wrapper for proposals (e.g. MeteredModel with role "bavt").
-        critic_generate / critic_score: call wrappers for the critic (role "critic").
+        generate: call wrapper for proposals (e.g. a metered model's ``generate``).
+        critic_generate / critic_score: call wrappers for the critic.
         on_tool_call: called after every environment step (the ledger's tool calls).
     """
 
@@ -243,146 +191,134 @@ class BavtSearch:
     async def run(self, space: SearchSpace, budget: Budget) -> SearchResult:
         """Search from the space's root within ``budget``; the env is restored afterwards."""
         try:
-            return await self._run(space, budget)
+            tree = SearchTree.start(space, self.config.v_root)
+            meter = CallMeter(self.model, self._generate)
+            reason = await self._search(space, budget, tree, meter)
+            return await self._conclude(space, budget, tree, meter, reason)
         finally:
             space.restore_root()
 
-    # --- the loop ---------------------------------------------------------------------
-    async def _run(self, space: SearchSpace, budget: Budget) -> SearchResult:
+    # --- the loop: select, propose, expand until a stop reason --------------------------
+    async def _search(
+        self, space: SearchSpace, budget: Budget, tree: SearchTree, meter: CallMeter
+    ) -> str:
+        """Expand the tree until it stops; returns why it stopped."""
         cfg = self.config
         rng = random.Random(cfg.seed)
-        meter = _Meter(self.model, self._generate)
-        stats: Counter[str] = Counter()
-        critic_usage: list[Usage] = []
-        root = Node(
-            id=0, parent=None, step=None, snapshot=space.root, value=cfg.v_root,
-            valid_actions=space.valid_actions,
-        )
-        nodes: list[Node] = [root]
-        frontier: list[int] = [0]
-        terminals: list[int] = []
-        states: set[Any] = {space.state_key(())}
         errors = 0
-        reason = "exhausted"
-
-        def path(n: Node) -> list[Step]:
-            out: list[Step] = []
-            cur: Node | None = n
-            while cur is not None and cur.step is not None:
-                out.append(cur.step)
-                cur = nodes[cur.parent] if cur.parent is not None else None
-            return out[::-1]
-
         while True:
-            best_t = self._best(nodes, terminals)
-            if best_t is not None and best_t.value >= cfg.confident:
-                reason = "confident"
-                break
-            if not frontier:
-                reason = "exhausted"
-                break
-            if errors >= cfg.max_consecutive_errors:
-                reason = "model_error"
-                break
-            cands = [nodes[i] for i in frontier]
-            probs = selection_probs([n.value for n in cands], budget.remaining_ratio())
-            node = cands[weighted_choice(rng, probs)]
-            node_path = path(node)
-            prompt = space.prompt(node_path, budget_line(budget), node.valid_actions)
-            request = GenerationRequest(
-                prompt=prompt, n=cfg.proposals, max_tokens=cfg.max_action_tokens,
-                temperature=cfg.temperature, stop=("\n",), seed=rng.randrange(2**31),
-            )
-            if not budget.can_afford(**{TOKENS: self._reserve(space, request, nodes, terminals,
-                                                               path)}):
-                reason = "budget"
-                break
+            reason = self._stop_reason(tree, errors)
+            if reason is not None:
+                return reason
+            node = tree.select(rng, budget.remaining_ratio())
+            node_path = tree.path(node)
+            request = self._proposal_request(space, budget, node, node_path, rng)
+            if not budget.can_afford(**{TOKENS: self._reserve(space, request, tree)}):
+                return "budget"
             res = await meter.call(budget, request)
             if res is None:
-                reason = "budget"
-                break
+                return "budget"
             if isinstance(res, ModelError):
                 # The node stays in the frontier; repeated failures end the search.
                 errors += 1
-                stats["model_errors"] += 1
+                tree.stats["model_errors"] += 1
                 continue
-            node.expansions += 1
-            if node.expansions >= cfg.max_expansions or node.depth >= cfg.max_depth:
-                frontier.remove(node.id)
             errors = 0
-            stats["expansions"] += 1
-            seen_here = {normalize_action(st.action) for c in node.children
-                         if (st := nodes[c].step) is not None}
-            for text in res.texts:
-                action = space.parse(text, node.valid_actions)
-                if action is None:
-                    stats["malformed_proposals"] += 1
-                    continue
-                key = normalize_action(action)
-                if key in seen_here:
-                    stats["duplicate_proposals"] += 1
-                    continue
-                seen_here.add(key)
-                child = await self._expand_one(space, budget, node, node_path, action, stats,
-                                               states, len(nodes), critic_usage)
-                if child is None:
-                    continue
-                nodes.append(child)
-                node.children.append(child.id)
-                if child.terminal and child.pruned is None:
-                    terminals.append(child.id)
-                elif child.pruned is None and child.depth < cfg.max_depth:
-                    frontier.append(child.id)
+            await self._expand(space, budget, tree, node, node_path, res)
             if budget.remaining(TOOL_CALLS) < 1 and space.answer_prefix is None:
-                reason = "budget"  # nothing left to execute and no answer action
-                break
+                return "budget"  # nothing left to execute and no answer action
 
+    def _stop_reason(self, tree: SearchTree, errors: int) -> str | None:
+        """Why the search must stop now, or None to go on."""
+        best = tree.best_terminal()
+        if best is not None and best.value >= self.config.confident:
+            return "confident"
+        if not tree.frontier:
+            return "exhausted"
+        if errors >= self.config.max_consecutive_errors:
+            return "model_error"
+        return None
+
+    def _proposal_request(
+        self, space: SearchSpace, budget: Budget, node: Node, node_path: list[Step],
+        rng: random.Random,
+    ) -> GenerationRequest:
+        """The batched proposal call for expanding ``node``."""
+        cfg = self.config
+        prompt = space.prompt(node_path, budget_line(budget), node.valid_actions)
+        return GenerationRequest(
+            prompt=prompt, n=cfg.proposals, max_tokens=cfg.max_action_tokens,
+            temperature=cfg.temperature, stop=("\n",), seed=rng.randrange(2**31),
+        )
+
+    async def _expand(
+        self, space: SearchSpace, budget: Budget, tree: SearchTree, node: Node,
+        node_path: list[Step], res: GenerationResult,
+    ) -> None:
+        """Turn the proposals for ``node`` into (executed, judged) children."""
+        cfg = self.config
+        node.expansions += 1
+        if node.expansions >= cfg.max_expansions or node.depth >= cfg.max_depth:
+            tree.frontier.remove(node.id)
+        tree.stats["expansions"] += 1
+        seen_here = tree.child_keys(node)
+        for text in res.texts:
+            action = space.parse(text, node.valid_actions)
+            if action is None:
+                tree.stats["malformed_proposals"] += 1
+                continue
+            key = action_key(action)
+            if key in seen_here:
+                tree.stats["duplicate_proposals"] += 1
+                continue
+            seen_here.add(key)
+            child = await self._expand_one(space, budget, tree, node, node_path, action)
+            if child is not None:
+                tree.add_child(node, child, cfg.max_depth)
+
+    # --- the end: pick (or force) the answer -------------------------------------------
+    async def _conclude(
+        self, space: SearchSpace, budget: Budget, tree: SearchTree, meter: CallMeter,
+        reason: str,
+    ) -> SearchResult:
+        """The best terminal (forcing one answer when worthwhile), else the best path."""
+        best_t = tree.best_terminal()
+        best_p = tree.best_partial() or tree.root
         forced = False
-        best_t = self._best(nodes, terminals)
-        live = [n for n in nodes if n.pruned is None and not n.terminal] or [root]
-        best_p = max(live, key=lambda n: (n.value, n.depth, -n.id))
         # No confident terminal: if the best partial path is worth more than the best
         # terminal, force one final answer from it (question answering has no other way
         # to turn a partial path into an answer).
         if (
-            cfg.force_answer
+            self.config.force_answer
             and reason != "confident"
             and space.answer_prefix is not None
             and (best_t is None or best_p.value > best_t.value)
         ):
-            forced_node = await self._force_answer(space, budget, meter, best_p, path(best_p),
-                                                   len(nodes), stats)
+            forced_node = await self._force_answer(space, budget, meter, tree, best_p)
             if forced_node is not None:
-                nodes.append(forced_node)
-                terminals.append(forced_node.id)
+                tree.nodes.append(forced_node)
+                tree.terminals.append(forced_node.id)
                 best_t, forced = forced_node, True
-        if best_t is not None:
-            chosen, terminal = best_t, True
-        else:
-            chosen, terminal = best_p, False
-        steps = path(chosen)
+        chosen, terminal = (best_t, True) if best_t is not None else (best_p, False)
+        steps = tree.path(chosen)
         is_final = terminal and bool(steps) and space.is_final(steps[-1].action)
-        final = steps[-1].action if is_final else None
-        stats["nodes"] = len(nodes)
-        stats["terminals"] = len(terminals)
+        tree.stats["nodes"] = len(tree.nodes)
+        tree.stats["terminals"] = len(tree.terminals)
         return SearchResult(
             actions=tuple(s.action for s in steps),
-            final=final,
+            final=steps[-1].action if is_final else None,
             value=chosen.value,
             terminal=terminal,
             reason=reason,
             forced=forced,
-            usage=sum(critic_usage, meter.usage),
-            tool_calls=int(stats["tool_calls"]),
+            usage=sum(tree.critic_usage, meter.usage),
+            tool_calls=int(tree.stats["tool_calls"]),
             budget=budget.to_dict(),
-            stats=dict(stats),
-            trace=[n.to_dict() for n in nodes],
+            stats=dict(tree.stats),
+            trace=[n.to_dict() for n in tree.nodes],
         )
 
-    def _reserve(
-        self, space: SearchSpace, request: GenerationRequest, nodes: list[Node],
-        terminals: list[int], path: Callable[[Node], list[Step]],
-    ) -> int:
+    def _reserve(self, space: SearchSpace, request: GenerationRequest, tree: SearchTree) -> int:
         """Tokens an expansion needs before it may start.
 
         Its proposal call, plus — while there is no answer yet and answers can be
@@ -392,54 +328,25 @@ class BavtSearch:
         cfg = self.config
         need = generation_bound(self.model, request.prompt or "", n=request.n,
                                 max_tokens=request.max_tokens).tokens
-        if cfg.force_answer and space.answer_prefix is not None and \
-                self._best(nodes, terminals) is None:
-            live = [n for n in nodes if n.pruned is None and not n.terminal]
-            if live:
-                best = max(live, key=lambda n: (n.value, n.depth, -n.id))
-                text = space.prompt(path(best), "Budget: " + "x" * 80, best.valid_actions)
+        if cfg.force_answer and space.answer_prefix is not None and tree.best_terminal() is None:
+            best = tree.best_partial()
+            if best is not None:
+                text = space.prompt(tree.path(best), "Budget: " + "x" * 80, best.valid_actions)
                 need += generation_bound(self.model, f"{text} {space.answer_prefix}", n=1,
                                          max_tokens=cfg.max_answer_tokens).tokens
         return need
 
-    @staticmethod
-    def _best(nodes: list[Node], terminals: list[int]) -> Node | None:
-        live = [nodes[i] for i in terminals if nodes[i].pruned is None]
-        if not live:
-            return None
-        return max(live, key=lambda n: (n.value, -n.id))
-
     async def _expand_one(
-        self,
-        space: SearchSpace,
-        budget: Budget,
-        parent: Node,
-        parent_path: list[Step],
-        action: str,
-        stats: Counter[str],
-        states: set[Any],
-        new_id: int,
-        critic_usage: list[Usage],
+        self, space: SearchSpace, budget: Budget, tree: SearchTree, parent: Node,
+        parent_path: list[Step], action: str,
     ) -> Node | None:
-        cfg = self.config
-        actions = [s.action for s in parent_path] + [action]
+        """One child of ``parent``: a judged final answer, or an executed, judged step."""
         if space.is_final(action):
-            step = Step(action=action, observation=f"Final answer: {action}")
-            verdict = await self._judge(space, budget, parent_path, step, stats, critic_usage)
-            node = Node(
-                id=new_id, parent=parent.id, step=step, snapshot=parent.snapshot,
-                value=_clip(parent.value + verdict.delta), delta=verdict.delta,
-                depth=parent.depth + 1, terminal=True, critic=_critic_meta(verdict),
-            )
-            # An answer the critic does not see as progress is pruned like any other
-            # non-progress step: otherwise a wrong answer after good evidence inherits
-            # its parent's high value and passes the confident bar.
-            if verdict.delta <= cfg.prune_delta:
-                node.pruned = "no_progress"
-                stats["pruned_no_progress_answer"] += 1
-            return node
-        key = space.state_key(actions)
-        if key in states:
+            return await self._answer_child(space, budget, tree, parent, parent_path, action)
+        cfg = self.config
+        stats = tree.stats
+        key = space.state_key([s.action for s in parent_path] + [action])
+        if key in tree.states:
             stats["pruned_duplicate_state"] += 1
             return None
         if not budget.can_afford(**{TOOL_CALLS: 1}):
@@ -451,10 +358,10 @@ class BavtSearch:
         result, snap = space.execute(parent.snapshot, action)
         if self.on_tool_call is not None:
             self.on_tool_call(action, time.perf_counter() - t0, {"budget": budget.to_dict()})
-        states.add(key)
+        tree.states.add(key)
         step = Step(action=action, observation=result.text)
         node = Node(
-            id=new_id, parent=parent.id, step=step, snapshot=snap, value=parent.value,
+            id=tree.next_id, parent=parent.id, step=step, snapshot=snap, value=parent.value,
             depth=parent.depth + 1, valid_actions=result.valid_actions or parent.valid_actions,
         )
         if result.invalid:
@@ -475,32 +382,52 @@ class BavtSearch:
             node.pruned = "redundant"
             stats["pruned_redundant"] += 1
             return node
-        verdict = await self._judge(space, budget, parent_path, step, stats, critic_usage)
+        verdict = await self._judge(space, budget, tree, parent_path, step)
         node.delta = verdict.delta
-        node.value = _clip(parent.value + verdict.delta)
+        node.value = clip_value(parent.value + verdict.delta)
         node.critic = _critic_meta(verdict)
         if verdict.delta <= cfg.prune_delta:
             node.pruned = "no_progress"
             stats["pruned_no_progress"] += 1
         return node
 
+    async def _answer_child(
+        self, space: SearchSpace, budget: Budget, tree: SearchTree, parent: Node,
+        parent_path: list[Step], action: str,
+    ) -> Node:
+        """A final answer proposed below ``parent``, valued by the critic."""
+        step = Step(action=action, observation=f"Final answer: {action}")
+        verdict = await self._judge(space, budget, tree, parent_path, step)
+        node = Node(
+            id=tree.next_id, parent=parent.id, step=step, snapshot=parent.snapshot,
+            value=clip_value(parent.value + verdict.delta), delta=verdict.delta,
+            depth=parent.depth + 1, terminal=True, critic=_critic_meta(verdict),
+        )
+        # An answer the critic does not see as progress is pruned like any other
+        # non-progress step: otherwise a wrong answer after good evidence inherits
+        # its parent's high value and passes the confident bar.
+        if verdict.delta <= self.config.prune_delta:
+            node.pruned = "no_progress"
+            tree.stats["pruned_no_progress_answer"] += 1
+        return node
+
     async def _judge(
-        self, space: SearchSpace, budget: Budget, parent_path: list[Step], step: Step,
-        stats: Counter[str], critic_usage: list[Usage],
+        self, space: SearchSpace, budget: Budget, tree: SearchTree, parent_path: list[Step],
+        step: Step,
     ) -> CriticVerdict:
         verdict = await self.critic.judge(space.critic_prompt(parent_path, step), budget)
-        critic_usage.append(verdict.usage)
-        stats["critic_calls"] += 1
+        tree.critic_usage.append(verdict.usage)
+        tree.stats["critic_calls"] += 1
         if verdict.status != "ok":
-            stats[f"critic_{verdict.status}"] += 1
+            tree.stats[f"critic_{verdict.status}"] += 1
         return verdict
 
     async def _force_answer(
-        self, space: SearchSpace, budget: Budget, meter: _Meter, node: Node,
-        node_path: list[Step], new_id: int, stats: Counter[str],
+        self, space: SearchSpace, budget: Budget, meter: CallMeter, tree: SearchTree,
+        node: Node,
     ) -> Node | None:
         cfg = self.config
-        prompt = space.prompt(node_path, budget_line(budget), node.valid_actions)
+        prompt = space.prompt(tree.path(node), budget_line(budget), node.valid_actions)
         prompt = f"{prompt} {space.answer_prefix}"
         request = GenerationRequest(
             prompt=prompt, n=1, max_tokens=cfg.max_answer_tokens, temperature=0.0,
@@ -508,21 +435,17 @@ class BavtSearch:
         )
         res = await meter.call(budget, request)
         if res is None or isinstance(res, ModelError) or not res.completions:
-            stats["forced_answer_failed"] += 1
+            tree.stats["forced_answer_failed"] += 1
             return None
         action = space.make_answer(res.completions[0].text)
         if action is None:
-            stats["forced_answer_failed"] += 1
+            tree.stats["forced_answer_failed"] += 1
             return None
-        stats["forced_answers"] += 1
+        tree.stats["forced_answers"] += 1
         return Node(
-            id=new_id, parent=node.id, step=Step(action=action, observation=""),
+            id=tree.next_id, parent=node.id, step=Step(action=action, observation=""),
             snapshot=node.snapshot, value=node.value, depth=node.depth + 1, terminal=True,
         )
-
-
-def _clip(v: float) -> float:
-    return min(1.0, max(0.0, v))
 
 
 def _critic_meta(verdict: CriticVerdict) -> dict[str, Any]:

@@ -27,8 +27,12 @@ _BRACKETED = re.compile(r"^([a-z_]+)\s*\[\s*([^\[\]]*[^\[\]\s][^\[\]]*)\]?\s*$",
 _PREFIX = re.compile(r"^\s*(?:action\s*\d*\s*[:>-]\s*|>\s*)", re.IGNORECASE)
 
 
-def normalize_action(action: str) -> str:
-    """Lower-case, whitespace-squeezed (for duplicate detection and voting)."""
+def action_key(action: str) -> str:
+    """Lower-case, whitespace-squeezed, punctuation kept (duplicate detection, voting).
+
+    Unlike `nightowl.distill.parser.normalize_action`, punctuation is kept: search
+    actions such as ``search[Paris, France]`` differ by it.
+    """
     return " ".join(action.lower().split())
 
 
@@ -132,7 +136,7 @@ class SearchSpace:
 
     def state_key(self, actions: Sequence[str]) -> Any:
         """Identity of the state reached by ``actions`` from the root."""
-        norm = [normalize_action(a) for a in actions]
+        norm = [action_key(a) for a in actions]
         return frozenset(norm) if self.order_free else tuple(norm)
 
     # --- prompts ----------------------------------------------------------------------
@@ -193,8 +197,8 @@ class SearchSpace:
             return None
         valid = valid if valid is not None else self.valid_actions
         if valid:
-            table = {normalize_action(v): v for v in valid}
-            key = normalize_action(line)
+            table = {action_key(v): v for v in valid}
+            key = action_key(line)
             if key in table:
                 return table[key]
             close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.6)

@@ -16,10 +16,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from nightowl.agent.bavt import GenerateFn, SearchResult, ToolCallHook, _Meter
 from nightowl.agent.budget import TOOL_CALLS, Budget
-from nightowl.agent.search_budget import budget_line
-from nightowl.agent.search_space import SearchSpace, Step, normalize_action
+from nightowl.agent.search.bavt import CallMeter, GenerateFn, SearchResult, ToolCallHook
+from nightowl.agent.search.space import SearchSpace, Step, action_key
+from nightowl.agent.search.step_budget import budget_line
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend
 
@@ -71,7 +71,7 @@ class MajorityVote:
     async def _run(self, space: SearchSpace, budget: Budget) -> SearchResult:
         cfg = self.config
         rng = random.Random(cfg.seed)
-        meter = _Meter(self.model, self._generate)
+        meter = CallMeter(self.model, self._generate)
         stats: Counter[str] = Counter()
         votes: list[tuple[str, tuple[str, ...]]] = []  # (final action, path)
         trace: list[dict[str, object]] = []
@@ -148,14 +148,14 @@ class MajorityVote:
                 votes.append((final, tuple(s.action for s in path) + (final,)))
             if last_rollout:
                 break
-        counts = Counter(normalize_action(f) for f, _ in votes)
+        counts = Counter(action_key(f) for f, _ in votes)
         if not counts:
             return SearchResult(
                 actions=(), final=None, value=0.0, terminal=False, reason=reason,
                 usage=meter.usage, tool_calls=int(stats["tool_calls"]),
                 budget=budget.to_dict(), stats=dict(stats), trace=trace,
             )
-        order = {normalize_action(f): i for i, (f, _) in reversed(list(enumerate(votes)))}
+        order = {action_key(f): i for i, (f, _) in reversed(list(enumerate(votes)))}
         best = max(counts, key=lambda k: (counts[k], -order[k]))
         final_action, actions = votes[order[best]]
         stats["votes"] = len(votes)
@@ -168,7 +168,7 @@ class MajorityVote:
         )
 
     async def _force(
-        self, space: SearchSpace, budget: Budget, meter: _Meter, path: list[Step],
+        self, space: SearchSpace, budget: Budget, meter: CallMeter, path: list[Step],
         valid: tuple[str, ...] | None, rng: random.Random, stats: Counter[str],
     ) -> tuple[str | None, bool]:
         """A forced final answer (or None) and whether the budget could pay for it."""

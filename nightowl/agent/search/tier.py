@@ -13,8 +13,8 @@ charged to the episode afterwards (`settle`), so neither is ever exceeded. The l
 environment is restored to the state the search found it in.
 
 Ledger: proposals are recorded under role "bavt", critic calls under "critic" (when the
-models are `MeteredModel`s), environment steps made by the search as tool calls
-``bavt:<env>`` with the budget in their meta.
+models are `MeteredModel`s; both are bound to the step), environment steps made by the
+search as tool calls ``bavt:<env>`` with the budget in their meta.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from nightowl.agent.bavt import BavtConfig, BavtSearch, GenerateFn, ToolCallHook
 from nightowl.agent.budget import COST_USD, TOKENS, TOOL_CALLS
-from nightowl.agent.critic import ScoreFn
 from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
-from nightowl.agent.search_budget import settle, sub_budget
-from nightowl.agent.search_space import SearchSpace
+from nightowl.agent.search.bavt import BavtConfig, BavtSearch, ToolCallHook
+from nightowl.agent.search.space import SearchSpace
+from nightowl.agent.search.step_budget import settle, sub_budget
 from nightowl.config import Prices
 from nightowl.errors import EnvError
+from nightowl.ledger.metered import as_metered
 from nightowl.llm.base import ModelBackend
 
 DemoSource = str | Callable[[StepContext], str]
@@ -77,8 +77,8 @@ class BavtTier(Tier):
     ) -> None:
         self.name = name
         self.prices = prices
-        self.model = model
-        self.critic_model = critic_model or model
+        self.model = as_metered(model, role="bavt", prices=prices)
+        self.critic_model = as_metered(critic_model or model, role="critic", prices=prices)
         self.config = config or BavtConfig()
         self.step_tokens = step_tokens
         self.step_tool_calls = step_tool_calls
@@ -87,7 +87,7 @@ class BavtTier(Tier):
             self.config.confident if accept_final_value is None else accept_final_value
         )
         self.demos = demos
-        self.ledger = ledger if ledger is not None else getattr(model, "ledger", None)
+        self.ledger = ledger if ledger is not None else self.model.ledger
 
     def describe(self) -> dict[str, Any]:
         """Configuration for run records."""
@@ -104,30 +104,6 @@ class BavtTier(Tier):
         }
 
     # --- ledger wiring ------------------------------------------------------------------
-    @staticmethod
-    def _metered_generate(model: ModelBackend, ctx: StepContext, role: str) -> GenerateFn | None:
-        if not hasattr(model, "with_role"):
-            return None
-
-        async def gen(request: Any) -> Any:
-            return await model.generate(  # type: ignore[call-arg]
-                request, episode_id=ctx.episode_id or None, step=ctx.step, role=role
-            )
-
-        return gen
-
-    @staticmethod
-    def _metered_score(model: ModelBackend, ctx: StepContext, role: str) -> ScoreFn | None:
-        if not hasattr(model, "with_role"):
-            return None
-
-        async def score(prompt: str, conts: list[str]) -> Any:
-            return await model.score_continuations(  # type: ignore[call-arg]
-                prompt, conts, episode_id=ctx.episode_id or None, step=ctx.step, role=role
-            )
-
-        return score
-
     def _tool_hook(self, ctx: StepContext) -> ToolCallHook | None:
         ledger = self.ledger
         if ledger is None or not ctx.run_id:
@@ -135,10 +111,14 @@ class BavtTier(Tier):
         tool = f"bavt:{ctx.env_name or getattr(ctx.env, 'name', 'env')}"
 
         def hook(action: str, latency_s: float, meta: dict[str, Any]) -> None:
-            ledger.record_tool_call(
-                run_id=ctx.run_id, episode_id=ctx.episode_id or None, step=ctx.step,
-                tool=tool, latency_s=latency_s, meta={"action": action, **meta},
-            )
+            kw: dict[str, Any] = {
+                "run_id": ctx.run_id, "episode_id": ctx.episode_id or None, "step": ctx.step,
+                "tool": tool, "latency_s": latency_s, "meta": {"action": action, **meta},
+            }
+            if ctx.pending is not None:
+                ctx.pending.tool_call(ledger, **kw)
+            else:
+                ledger.record_tool_call(**kw)
 
         return hook
 
@@ -178,12 +158,9 @@ class BavtTier(Tier):
                             meta={"fallback": "cannot_clone"})
         seed = zlib.crc32(f"{self.config.seed}/{ctx.task_id}/{ctx.step}".encode())
         search = BavtSearch(
-            self.model,
+            self.model.bind(ctx.call_site("bavt")),
             dataclasses.replace(self.config, seed=seed),
-            critic_model=self.critic_model,
-            generate=self._metered_generate(self.model, ctx, "bavt"),
-            critic_generate=self._metered_generate(self.critic_model, ctx, "critic"),
-            critic_score=self._metered_score(self.critic_model, ctx, "critic"),
+            critic_model=self.critic_model.bind(ctx.call_site("critic")),
             on_tool_call=self._tool_hook(ctx),
         )
         try:

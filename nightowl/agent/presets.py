@@ -1,0 +1,191 @@
+"""Ladder presets: names ("teacher", "cascade", "bavt", ...) turned into tiers.
+
+`validate_ladder` checks a preset, rule, fallback and model names *before* anything starts
+or is recorded (the app layer calls it first); `build_ladder` builds the tiers from the
+same inputs and validates them the same way, so both agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
+from nightowl.agent.ladder import Ladder, Tier
+from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
+from nightowl.config import Settings
+from nightowl.distill.prompt import PromptBuilder
+from nightowl.errors import ConfigError, UnknownNameError
+from nightowl.ledger.metered import MeteredModel
+from nightowl.llm.base import ModelBackend
+
+LADDER_PRESETS: dict[str, str] = {
+    "teacher": "the teacher acts at every step (teacher-only baseline)",
+    "student": "the student acts alone, greedy, no demos",
+    "student+demos": "the student acts alone, greedy, with retrieved demos",
+    "cascade": "student with demos + acceptance rule; disagreement escalates to the teacher",
+    "margin": "student with demos + logprob-margin rule; low margin escalates to the teacher",
+    "bavt": "as cascade, but disagreement first escalates to a BAVT search (student as "
+    "proposer and critic), then to the teacher",
+}
+
+#: presets whose student retrieves demos
+DEMO_PRESETS = frozenset({"student+demos", "cascade", "margin", "bavt"})
+#: the acceptance rule of presets with a rule, when none is given
+DEFAULT_RULES = {"cascade": "unanimity:3", "bavt": "unanimity:3", "margin": "margin:1.0"}
+ORACLE = "oracle"
+
+BackendFactory = Callable[[str], ModelBackend]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LadderChoice:
+    """Validated ladder inputs.
+
+    Attributes:
+        preset: the preset name.
+        rule: the student's acceptance rule (None for presets without one).
+        student: the student model name (None for the teacher-only preset).
+        teacher: the teacher model name, or "oracle".
+        fallback: "best" or "end".
+    """
+
+    preset: str
+    rule: AcceptanceRule | None
+    student: str | None
+    teacher: str
+    fallback: Literal["best", "end"]
+
+
+def validate_ladder(
+    preset: str,
+    rule: AcceptanceRule | str | None,
+    student: str | None,
+    teacher: str,
+    settings: Settings,
+    *,
+    fallback: str = "best",
+) -> LadderChoice:
+    """Check ladder inputs; raise a one-line `ConfigError`/`UnknownNameError` if bad.
+
+    Touches nothing: no model is loaded, nothing is recorded.
+    """
+    if preset not in LADDER_PRESETS:
+        raise UnknownNameError("ladder", preset, sorted(LADDER_PRESETS))
+    if fallback not in ("best", "end"):
+        raise ConfigError(f"fallback must be 'best' or 'end', not {fallback!r}")
+    if teacher != ORACLE:
+        settings.model(teacher)
+    parsed = parse_rule(rule) if isinstance(rule, str) else rule
+    # A rule given to a preset without one (teacher, student, student+demos) is checked
+    # but not used: callers such as the showcase pass one rule to every arm.
+    if preset == "teacher":
+        return LadderChoice(preset=preset, rule=None, student=None, teacher=teacher,
+                            fallback="end")
+    sname = student or settings.student_model
+    settings.model(sname)
+    if preset in ("student", "student+demos"):
+        parsed = Unanimity(1)  # greedy: one sample, accepted
+    elif preset == "margin" and parsed is not None and not parsed.uses_scores:
+        raise ConfigError(
+            f"--ladder margin needs a score rule (e.g. margin:1.0), not {parsed.name!r}"
+        )
+    if parsed is None and preset in DEFAULT_RULES:
+        parsed = parse_rule(DEFAULT_RULES[preset])
+    return LadderChoice(
+        preset=preset, rule=parsed, student=sname, teacher=teacher,
+        fallback=cast(Literal["best", "end"], "best" if preset.startswith("student")
+                      else fallback),
+    )
+
+
+class OracleTokenizer:
+    """Counts tokens with the student's tokenizer, for billing the oracle teacher.
+
+    Only ``count_tokens`` is ever called, and the backend is made on first use.
+    """
+
+    def __init__(self, backend: Callable[[], ModelBackend]) -> None:
+        self._backend = backend
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` by the student's tokenizer."""
+        return int(self._backend().count_tokens(text))
+
+
+def build_ladder(
+    preset: str,
+    *,
+    settings: Settings,
+    ledger: Any,
+    run_id: str,
+    student_backend: BackendFactory,
+    teacher_backend: BackendFactory | None = None,
+    student: str | None = None,
+    teacher: str = ORACLE,
+    rule: AcceptanceRule | str | None = None,
+    temperature: float = 0.5,
+    builder: PromptBuilder | None = None,
+    fallback: str = "best",
+    avoid_repeats: bool = True,
+) -> Ladder:
+    """Tiers for a preset (see `LADDER_PRESETS`); inputs checked by `validate_ladder`.
+
+    Args:
+        preset: a `LADDER_PRESETS` name.
+        settings: model registry, prices, defaults.
+        ledger: where calls are recorded (None: nowhere).
+        run_id: the run calls are recorded under.
+        student_backend: makes a backend from a model name (the app's model cache).
+        teacher_backend: the same for the teacher (defaults to ``student_backend``).
+        student: the student model (default: ``settings.student_model``).
+        teacher: a model name, or "oracle" (the environment's expert).
+        rule: the acceptance rule (default per preset, `DEFAULT_RULES`).
+        temperature: the student's sampling temperature for voting rules.
+        builder: the prompt builder.
+        fallback: "best" or "end" when every tier escalates.
+        avoid_repeats: escalate a student action repeated without progress.
+    """
+    choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
+    builder = builder or PromptBuilder()
+    sname = choice.student or settings.student_model
+    make_teacher = teacher_backend or student_backend
+
+    def teacher_tier() -> Tier:
+        if teacher == ORACLE:
+            return OracleTier(
+                ledger=ledger,
+                prices=settings.model(settings.teacher_price_model).prices,
+                tokenizer=OracleTokenizer(lambda: student_backend(sname)),
+                output_tokens=settings.oracle_output_tokens,
+                builder=builder,
+            )
+        spec = settings.model(teacher)
+        model = MeteredModel(
+            make_teacher(teacher), ledger, spec.prices, run_id=run_id, role="teacher"
+        )
+        return TeacherTier(model, prices=spec.prices, builder=builder)
+
+    if preset == "teacher":
+        return Ladder([teacher_tier()], fallback="end")
+    sprices = settings.model(sname).prices
+    smodel = MeteredModel(student_backend(sname), ledger, sprices, run_id=run_id, role="student")
+    assert choice.rule is not None
+    if preset in ("student", "student+demos"):
+        return Ladder(
+            [StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
+                         use_demos=preset == "student+demos", temperature=0.0)],
+            fallback="best",
+        )
+    tiers: list[Tier] = [
+        StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
+                    temperature=temperature, avoid_repeats=avoid_repeats)
+    ]
+    if preset == "bavt":
+        from nightowl.agent.search.tier import BavtTier
+
+        tiers.append(BavtTier(smodel.with_role("bavt"), critic_model=smodel.with_role("critic"),
+                              prices=sprices, ledger=ledger))
+    tiers.append(teacher_tier())
+    return Ladder(tiers, fallback=choice.fallback)

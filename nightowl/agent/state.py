@@ -1,0 +1,139 @@
+"""What one episode carries through the graph: checkpointed state, knobs, and the result.
+
+`EpisodeState` is what LangGraph checkpoints after every node, so it holds ids and small
+values only (a bounded history, the action list for replay, the budget as plain numbers,
+counters, the last decision's short trail); transcripts never accumulate there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+from nightowl.agent.budget import EpisodeBudget
+from nightowl.ledger.metrics import TEACHER_ACTORS, teacher_share
+
+#: how many (observation, action) pairs of history the state keeps
+HISTORY_KEEP = 6
+
+
+class EpisodeState(TypedDict, total=False):
+    """Checkpointed per-episode state (small values only)."""
+
+    run_id: str
+    episode_id: str
+    task_id: str
+    env_name: str
+    split: str
+    step: int
+    goal: str | None
+    observation: str
+    valid_actions: list[str] | None
+    history: list[list[str]]
+    actions: list[str]
+    trail: list[dict[str, Any]]
+    action: str | None
+    actor: str
+    done: bool
+    won: bool
+    score: float
+    reason: str
+    budget: dict[str, dict[str, float]]
+    stats: dict[str, float]
+    finished: bool
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """Knobs of the loop that are not tier-specific."""
+
+    budget: EpisodeBudget = field(default_factory=EpisodeBudget)
+    history: int = 3
+    retrieve: bool = True
+    k_episodes: int = 2
+    k_steps: int = 2
+    window: int = 3
+    store_escalations: bool = True
+    record_steps: bool = True
+    recursion_limit: int = 100_000
+    #: run environment and retrieval calls in a worker thread: None = only while several
+    #: episodes run at once (with one in flight the thread hop is pure overhead)
+    env_in_thread: bool | None = None
+
+
+@dataclass(kw_only=True)
+class EpisodeResult:
+    """What one episode produced (also rebuilt from a finished checkpoint)."""
+
+    run_id: str
+    episode_id: str
+    task_id: str
+    success: bool
+    score: float
+    steps: int
+    reason: str
+    stats: dict[str, float]
+    budget: dict[str, dict[str, float]]
+    wall_s: float = 0.0
+    resumed: bool = False
+
+
+def new_counters() -> dict[str, float]:
+    """Zeroed per-episode counters (``steps_teacher`` counts teacher/oracle-acted steps)."""
+    return {
+        "student_samples": 0.0,
+        "student_calls": 0.0,
+        "teacher_calls": 0.0,
+        "escalations": 0.0,
+        "steps_student": 0.0,
+        "steps_teacher": 0.0,
+        "steps_search": 0.0,
+        "steps_fallback": 0.0,
+        "cost_usd": 0.0,
+        "model_s": 0.0,
+        "env_s": 0.0,
+        "retrieve_s": 0.0,
+        "node_s": 0.0,
+        "parse_failures": 0.0,
+    }
+
+
+def step_counter(actor: str) -> str:
+    """The counter an acted step goes to, by who chose its action."""
+    if actor.startswith("fallback"):
+        return "steps_fallback"
+    if actor == "student":
+        return "steps_student"
+    if actor in TEACHER_ACTORS:
+        return "steps_teacher"
+    return "steps_search"
+
+
+def result_from_state(values: dict[str, Any], wall: float, *, resumed: bool) -> EpisodeResult:
+    """The `EpisodeResult` of a (finished) state."""
+    return EpisodeResult(
+        run_id=values["run_id"],
+        episode_id=values["episode_id"],
+        task_id=values["task_id"],
+        success=bool(values.get("won")),
+        score=float(values.get("score") or 0.0),
+        steps=int(values.get("step") or 0),
+        reason=str(values.get("reason") or ""),
+        stats=dict(values.get("stats") or {}),
+        budget=dict(values.get("budget") or {}),
+        wall_s=wall,
+        resumed=resumed,
+    )
+
+
+def results_teacher_share(results: Sequence[EpisodeResult]) -> float:
+    """`nightowl.ledger.teacher_share` over episode results (teacher-acted / env steps)."""
+    teacher = sum(int(r.stats.get("steps_teacher", 0)) for r in results)
+    return teacher_share(teacher, sum(r.steps for r in results))
+
+
+def checkpoint_path(home: Path) -> Path:
+    """Where the loop's SQLite checkpoints live (the one place this path is decided)."""
+    return home / "checkpoints.sqlite"

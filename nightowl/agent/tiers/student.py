@@ -1,0 +1,220 @@
+"""The student tier: the frozen small model, sampled or scored, with an acceptance rule.
+
+It builds the completion prompt (demos + bounded history + valid actions), draws samples
+(constrained to the valid actions with ``choices=`` when the environment lists them,
+else free text through the parser) or scores the valid actions once, and applies its
+acceptance rule. It escalates on disagreement, on unparseable output, on model errors,
+and when the budget cannot cover the worst case of its next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from nightowl.agent.acceptance import AcceptanceRule, Verdict
+from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
+from nightowl.agent.tiers.common import (
+    BudgetStop,
+    build_prompt,
+    can_afford,
+    charge,
+    count_tokens,
+    repeats_without_progress,
+    sample_seed,
+)
+from nightowl.config import Prices
+from nightowl.distill.parser import normalize_action, parse_action
+from nightowl.distill.prompt import PromptBuilder, continuation
+from nightowl.ledger.metered import MeteredModel, as_metered
+from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
+
+
+class StudentTier(Tier):
+    """The frozen student: samples + acceptance rule.
+
+    Args:
+        model: the student backend; a `MeteredModel` is recorded, any other backend
+            is used unmetered (`as_metered`).
+        prices: the student's prices (for budget checks; the ledger prices calls too).
+        rule: the acceptance rule.
+        builder: the prompt builder.
+        use_demos: put retrieved demos in the prompt.
+        constrain: constrain samples to the valid actions (``choices=``) when known.
+        temperature: sampling temperature for voting rules.
+        max_tokens: generation cap per free-text sample.
+        name: tier name.
+    """
+
+    actor = "student"
+
+    def __init__(
+        self,
+        model: ModelBackend,
+        *,
+        prices: Prices,
+        rule: AcceptanceRule,
+        builder: PromptBuilder | None = None,
+        use_demos: bool = True,
+        constrain: bool = True,
+        temperature: float = 0.7,
+        max_tokens: int = 16,
+        avoid_repeats: bool = False,
+        name: str = "student",
+    ) -> None:
+        self.model: MeteredModel = as_metered(model, role="student", prices=prices)
+        self.prices = prices
+        self.rule = rule
+        self.builder = builder or PromptBuilder()
+        self.use_demos = use_demos
+        self.constrain = constrain
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.avoid_repeats = avoid_repeats
+        self.name = name
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration."""
+        return {
+            "name": self.name,
+            "actor": self.actor,
+            "model": getattr(self.model, "name", type(self.model).__name__),
+            "rule": self.rule.describe(),
+            "avoid_repeats": self.avoid_repeats,
+            "use_demos": self.use_demos,
+            "constrain": self.constrain,
+            "temperature": self.temperature,
+        }
+
+    def prompt(self, ctx: StepContext) -> str:
+        """The completion prompt for this step."""
+        return build_prompt(self.builder, ctx, use_demos=self.use_demos)
+
+    async def decide(self, ctx: StepContext) -> TierDecision:
+        """Sample, vote (or score), accept or escalate."""
+        started = time.perf_counter()
+        model = self.model.bind(ctx.call_site())
+        prompt = self.prompt(ctx)
+        ptoks = count_tokens(model, prompt)
+        usage_box = [Usage()]
+        cost_box = [0.0]
+        raw: list[str] = []
+        failures: list[str] = []
+        valid = tuple(ctx.valid_actions) if ctx.valid_actions else None
+        by_norm = {normalize_action(a): a for a in valid} if valid else {}
+        calls = [0]
+
+        def spend(usage: Usage) -> None:
+            cost = self.prices.cost(
+                usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens
+            )
+            charge(ctx.budget, cost, usage.total_tokens)
+            usage_box[0] = usage_box[0] + usage
+            cost_box[0] += cost
+
+        async def generate(k: int, temperature: float) -> GenerationResult:
+            # choices continue the prompt ("...Action:" + " take coin"), like the demos
+            choices = tuple(continuation(a) for a in valid) if (self.constrain and valid) else None
+            per = self.max_tokens
+            if choices:
+                per = max(per, max(count_tokens(model, c) for c in choices) + 2)
+            bound_toks = ptoks + 8 + k * per
+            bound = self.prices.cost(ptoks + 8, 0, k * per)
+            if not can_afford(ctx.budget, bound, bound_toks):
+                raise BudgetStop()
+            req = GenerationRequest(
+                prompt=prompt,
+                n=k,
+                max_tokens=self.max_tokens,
+                temperature=temperature,
+                stop=("\n",),
+                seed=sample_seed(ctx, calls[0]) if temperature > 0 else None,
+                choices=choices,
+            )
+            calls[0] += 1
+            res: GenerationResult = await model.generate(req)
+            spend(res.usage)
+            return res
+
+        async def draw(k: int) -> list[str | None]:
+            res = await generate(k, self.temperature)
+            out: list[str | None] = []
+            for text in res.texts:
+                raw.append(text)
+                p = parse_action(text, valid)
+                if p.action is None:
+                    failures.append(text[:80])
+                out.append(p.action)
+            return out
+
+        def finish(verdict: Verdict | None, reason: str | None = None) -> TierDecision:
+            kw: dict[str, Any] = {
+                "confidence": verdict.confidence if verdict else 0.0,
+                "samples": verdict.samples if verdict else len(raw),
+                "candidates": verdict.candidates if verdict else (),
+                "usage": usage_box[0],
+                "cost_usd": cost_box[0],
+                "latency_s": time.perf_counter() - started,
+                "meta": {
+                    "prompt_tokens": ptoks,
+                    "rule": self.rule.name,
+                    "samples_raw": [r[:80] for r in raw[:8]],
+                    "parse_failures": len(failures),
+                    "calls": calls[0],
+                },
+            }
+            if verdict is not None and verdict.accepted and reason is None:
+                act = by_norm.get(verdict.action or "", verdict.action or "")
+                if self.avoid_repeats and repeats_without_progress(ctx, act):
+                    return escalate(
+                        self.name, self.actor,
+                        f"repeat without progress: {act!r} already taken here", **kw,
+                    )
+                return accept(self.name, self.actor, act, reason=verdict.reason, **kw)
+            return escalate(
+                self.name, self.actor, reason or (verdict.reason if verdict else "no verdict"), **kw
+            )
+
+        try:
+            if self.rule.uses_scores:
+                verdict = await self._score(model, ctx, prompt, ptoks, valid, draw, spend, calls)
+            else:
+                verdict = await self.rule.judge(draw)
+        except BudgetStop:
+            return finish(None, "budget: cannot afford the student's next call")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # model errors never crash the episode
+            return finish(None, f"model error: {type(exc).__name__}: {str(exc)[:160]}")
+        return finish(verdict)
+
+    async def _score(
+        self,
+        model: MeteredModel,
+        ctx: StepContext,
+        prompt: str,
+        ptoks: int,
+        valid: tuple[str, ...] | None,
+        draw: Any,
+        spend: Any,
+        calls: list[int],
+    ) -> Verdict:
+        if valid:
+            actions = list(valid)
+        else:  # no valid-action list: score the distinct free samples instead
+            got = [a for a in await draw(3) if a]
+            actions = list(dict.fromkeys(got))
+            if not actions:
+                return Verdict(
+                    action=None, confidence=0.0, samples=3, candidates=(), reason="no parseable"
+                )
+        conts = [continuation(a) + "\n" for a in actions]  # the terminator ends the action
+        ctoks = sum(count_tokens(model, c) for c in conts)
+        bound_toks = ptoks + 8 + ctoks + 2 * len(conts)
+        if not can_afford(ctx.budget, self.prices.cost(bound_toks, 0, 0), bound_toks):
+            raise BudgetStop()
+        calls[0] += 1
+        scored = await model.score_continuations(prompt, conts)
+        spend(scored.usage)
+        return self.rule.judge_scores(actions, scored.logprobs)
