@@ -275,10 +275,11 @@ class TransformersBackend(ModelBackend):
         ]
 
     def clear_prefix_cache(self) -> None:
-        """Forget cached prompt prefixes (tests use it to get cold usage numbers)."""
+        """Forget cached prompt prefixes and scores (tests use it for cold usage numbers)."""
         loaded = self._loaded()
         with loaded.lock:
             loaded.prefixes.clear()
+            loaded.scores.clear()
 
     # -- blocking work (worker threads, under the model lock) -----------------------
     def score_tokens(
@@ -293,11 +294,17 @@ class TransformersBackend(ModelBackend):
             raise ModelError("cannot score an empty continuation", model=self.name)
         loaded = self._loaded()
         pad = self._pad_id
+        key = loaded.scores.key(p_ids, c_ids)
         with loaded.lock:
-            return hf_scoring.score_batched(
+            memo = loaded.scores.get(key) if chunk_tokens is None else None
+            if memo is not None:  # billed like a prefix-cache hit on the same prompt
+                return memo, len(p_ids) - 1
+            per_token, reused = hf_scoring.score_batched(
                 loaded.model, loaded.cache_kw, loaded.prefixes, p_ids, c_ids, pad,
                 chunk_tokens=chunk_tokens,
             )  # fmt: skip
+            loaded.scores.put(key, per_token)
+        return per_token, reused
 
     def _terminator(self, request: GenerationRequest) -> list[int]:
         """Tokens that end a choice: end-of-turn (chat), first stop string, or end-of-text."""

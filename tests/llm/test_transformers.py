@@ -265,3 +265,21 @@ async def test_concurrent_generations_decode_in_one_batch(smollm2: TransformersB
         assert b.usage.prompt_tokens == a.usage.prompt_tokens
         assert b.usage.completion_tokens == a.usage.completion_tokens
         assert b.completions[0].finish_reason == a.completions[0].finish_reason
+
+
+async def test_same_step_scored_again_comes_from_the_memo(smollm2: TransformersBackend):
+    smollm2.clear_prefix_cache()
+    req = GenerationRequest(
+        prompt=_step_prompt("You are in the attic."), choices=tuple(f" {a}" for a in ACTIONS),
+        stop=("\n",), n=3, temperature=0.7, seed=3,
+    )  # fmt: skip
+    memo = smollm2._loaded().scores
+    first = await smollm2.generate(req)
+    hits = memo.hits
+    again = await smollm2.generate(req)  # an adaptive vote's second batch
+    assert memo.hits == hits + 1
+    assert again.texts == first.texts
+    assert [c.sum_logprob for c in again.completions] == [
+        c.sum_logprob for c in first.completions
+    ]
+    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1
