@@ -353,10 +353,11 @@ class TransformersBackend(ModelBackend):
 
     def _batcher(self) -> RequestBatcher[_Job, Outcome]:
         if self._batch is None:
+            lock = self._loaded().lock  # before _init_lock: loading takes it too
             with self._init_lock:
                 if self._batch is None:
                     self._batch = RequestBatcher(
-                        self._run_batch, self._loaded().lock,
+                        self._run_batch, lock,
                         window_s=self.batch_window_s, max_batch=self.max_batch,
                     )  # fmt: skip
         return self._batch
