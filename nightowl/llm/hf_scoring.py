@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from nightowl.llm.base import TokenLogprob
@@ -27,6 +28,47 @@ if TYPE_CHECKING:
 
 #: continuation rows x prompt tokens per scoring forward (bounds the repeated KV cache)
 SCORE_CHUNK_TOKENS = 24_000
+#: scored (prompt, continuations) pairs remembered per model
+SCORE_MEMO_ENTRIES = 16
+
+
+class ScoreMemo:
+    """The last few scorings by exact token ids, so a step sampled again costs nothing.
+
+    An adaptive vote draws several batches over the same prompt and choices; the
+    scores are a pure function of the token ids, so the second draw reuses the first's.
+    Use under the model's lock.
+    """
+
+    def __init__(self, max_entries: int = SCORE_MEMO_ENTRIES) -> None:
+        """Remember at most ``max_entries`` scorings."""
+        self.max_entries = max_entries
+        self.hits = 0
+        self._store: OrderedDict[tuple[Any, ...], list[list[float]]] = OrderedDict()
+
+    @staticmethod
+    def key(p_ids: list[int], c_ids: list[list[int]]) -> tuple[Any, ...]:
+        """The memo key of one scoring."""
+        return (tuple(p_ids), tuple(tuple(c) for c in c_ids))
+
+    def get(self, key: tuple[Any, ...]) -> list[list[float]] | None:
+        """A copy of the remembered per-token log-probs, or None."""
+        got = self._store.get(key)
+        if got is None:
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        return [list(row) for row in got]
+
+    def put(self, key: tuple[Any, ...], value: list[list[float]]) -> None:
+        """Remember a scoring; the least recently used goes beyond ``max_entries``."""
+        self._store[key] = [list(row) for row in value]
+        while len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every scoring."""
+        self._store.clear()
 
 
 def score_batched(
@@ -116,4 +158,10 @@ def token_logprobs(
     return tuple(result)
 
 
-__all__ = ["SCORE_CHUNK_TOKENS", "pick_choices", "score_batched", "token_logprobs"]
+__all__ = [
+    "SCORE_CHUNK_TOKENS",
+    "ScoreMemo",
+    "pick_choices",
+    "score_batched",
+    "token_logprobs",
+]

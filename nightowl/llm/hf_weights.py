@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nightowl.errors import ConfigError, ModelError
+from nightowl.llm.hf_scoring import ScoreMemo
 from nightowl.llm.prefix_cache import PrefixCache
 
 #: dtypes a model can be loaded in ("auto" is resolved by `nightowl.llm.dtype` first)
@@ -43,7 +44,7 @@ class LoadedTokenizer:
 
 @dataclass(frozen=True, kw_only=True)
 class LoadedModel:
-    """A torch model in one dtype, its lock, and its prompt-prefix KV cache."""
+    """A torch model in one dtype, its lock, its prompt-prefix KV cache and score memo."""
 
     model: Any
     #: serialises every forward pass over the shared module (and the prefix cache)
@@ -52,6 +53,7 @@ class LoadedModel:
     #: transformers 5 renamed the KV-cache argument ``past_key_values`` to ``cache``
     cache_kw: str
     prefixes: PrefixCache = field(default_factory=PrefixCache)
+    scores: ScoreMemo = field(default_factory=ScoreMemo)
 
 
 _tokenizers: dict[tuple[str, str], LoadedTokenizer] = {}

@@ -30,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nightowl.errors import ModelError
 from nightowl.llm import hf_scoring
 from nightowl.llm.base import (
     Completion,
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelBackend,
@@ -45,6 +45,8 @@ from nightowl.llm.base import (
     Usage,
 )
 from nightowl.llm.dtype import AUTO, resolve_dtype
+from nightowl.llm.hf_batching import RequestBatcher
+from nightowl.llm.hf_generate import Outcome, batch_key, generate_many, generate_one
 from nightowl.llm.hf_weights import (
     LoadedModel,
     LoadedTokenizer,
@@ -53,12 +55,14 @@ from nightowl.llm.hf_weights import (
     load_tokenizer,
     resolve_weights,
 )
-from nightowl.llm.prefix_cache import cached_prefill
 
 if TYPE_CHECKING:
     from nightowl.config import ModelSpec, Settings
 
 __all__ = ["TransformersBackend", "from_spec", "resolve_weights"]
+
+#: one queued generation: the request, its prompt ids, its new-token limit
+_Job = tuple[GenerationRequest, list[int], int]
 
 
 class TransformersBackend(ModelBackend):
@@ -72,6 +76,8 @@ class TransformersBackend(ModelBackend):
         gguf_file: str | None = None,
         dtype: str = AUTO,
         threads: int = 1,
+        batch_window_s: float = 0.005,
+        max_batch: int = 8,
     ) -> None:
         """Remember where the weights are; nothing is loaded until it is needed.
 
@@ -81,6 +87,9 @@ class TransformersBackend(ModelBackend):
             gguf_file: GGUF file name inside ``directory``, or None for safetensors.
             dtype: "auto" (what this CPU is fast at, `nightowl.llm.dtype`) or a torch dtype.
             threads: torch intra-op threads, set when the weights load.
+            batch_window_s: how long the first of several concurrent unseeded
+                generations waits for others to decode with it.
+            max_batch: most requests decoded together (1 turns batching off).
         """
         self.name = name
         self.threads = threads
@@ -90,6 +99,9 @@ class TransformersBackend(ModelBackend):
         self._tok: LoadedTokenizer | None = None
         self._model: LoadedModel | None = None
         self._init_lock = threading.Lock()
+        self.batch_window_s = batch_window_s
+        self.max_batch = max_batch
+        self._batch: RequestBatcher[_Job, Outcome] | None = None
 
     # -- lazy loading ---------------------------------------------------------------
     @property
@@ -263,10 +275,11 @@ class TransformersBackend(ModelBackend):
         ]
 
     def clear_prefix_cache(self) -> None:
-        """Forget cached prompt prefixes (tests use it to get cold usage numbers)."""
+        """Forget cached prompt prefixes and scores (tests use it for cold usage numbers)."""
         loaded = self._loaded()
         with loaded.lock:
             loaded.prefixes.clear()
+            loaded.scores.clear()
 
     # -- blocking work (worker threads, under the model lock) -----------------------
     def score_tokens(
@@ -281,11 +294,17 @@ class TransformersBackend(ModelBackend):
             raise ModelError("cannot score an empty continuation", model=self.name)
         loaded = self._loaded()
         pad = self._pad_id
+        key = loaded.scores.key(p_ids, c_ids)
         with loaded.lock:
-            return hf_scoring.score_batched(
+            memo = loaded.scores.get(key) if chunk_tokens is None else None
+            if memo is not None:  # billed like a prefix-cache hit on the same prompt
+                return memo, len(p_ids) - 1
+            per_token, reused = hf_scoring.score_batched(
                 loaded.model, loaded.cache_kw, loaded.prefixes, p_ids, c_ids, pad,
                 chunk_tokens=chunk_tokens,
             )  # fmt: skip
+            loaded.scores.put(key, per_token)
+        return per_token, reused
 
     def _terminator(self, request: GenerationRequest) -> list[int]:
         """Tokens that end a choice: end-of-turn (chat), first stop string, or end-of-text."""
@@ -296,7 +315,7 @@ class TransformersBackend(ModelBackend):
         eos = self.tokenizer.eos_token_id
         return [int(eos)] if eos is not None else []
 
-    def _choose_sync(self, request: GenerationRequest) -> tuple[list[Completion], Usage]:
+    def _choose_sync(self, request: GenerationRequest) -> Outcome:
         choices = list(dict.fromkeys(request.choices or ()))
         p_ids = self.prompt_ids(request)
         term = self._terminator(request)
@@ -322,86 +341,42 @@ class TransformersBackend(ModelBackend):
         )
         return completions, usage
 
-    def _generate_sync(self, request: GenerationRequest) -> tuple[list[Completion], Usage]:
-        import torch
-
+    def _generate_sync(self, request: GenerationRequest) -> Outcome:
         p_ids = self.prompt_ids(request)
+        max_new = min(request.max_tokens, self.context_length - len(p_ids))
         loaded = self._loaded()
-        greedy = request.temperature <= 0
-        # Greedy samples are identical: decode once, bill n (as hosted APIs do).
-        batch = 1 if greedy else request.n
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": min(request.max_tokens, self.context_length - len(p_ids)),
-            "do_sample": not greedy,
-            "return_dict_in_generate": True,
-            "output_logits": request.logprobs,
-            "pad_token_id": pad if pad is not None else eos,
-            "eos_token_id": eos,
-        }
-        if not greedy:
-            kwargs.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if request.stop:
-            kwargs.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
-        # fork_rng: a request's seed must not reseed everyone else's torch RNG.
-        with loaded.lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
-            if request.seed is not None:
-                torch.manual_seed(request.seed)
-            input_ids = torch.tensor([p_ids] * batch)
-            reused = 0
-            if len(p_ids) > 1:
-                # Prefill the prompt once; the batch shares (a repeated copy of) its cache.
-                cache, reused = cached_prefill(
-                    loaded.model, loaded.cache_kw, loaded.prefixes, p_ids[:-1]
-                )
-                if batch > 1:
-                    cache.batch_repeat_interleave(batch)
-                kwargs[loaded.cache_kw] = cache
-            try:
-                out = loaded.model.generate(
-                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
-                )
-            except (RuntimeError, ValueError, IndexError) as exc:  # torch/HF failures
-                raise ModelError(f"{self.name}: generation failed: {exc}", model=self.name) from exc
-        new = out.sequences[:, len(p_ids) :]
-        completions: list[Completion] = []
-        completion_tokens = 0
-        for row in range(batch):
-            toks = new[row].tolist()
-            end = toks.index(eos) if eos in toks else len(toks)
-            text = self.tokenizer.decode(toks[:end], skip_special_tokens=True)
-            finish: FinishReason
-            cut = _find_stop(text, request.stop)
-            if cut is not None:
-                text, finish, used = text[:cut], "stop", end
-            elif end < len(toks):
-                finish, used = "stop", end + 1  # the end-of-text token counts, as in vLLM
-            else:
-                finish, used = "length", end  # max_tokens (or the context) ran out
-            completion_tokens += used
-            logprobs = None
-            if request.logprobs:
-                logprobs = hf_scoring.token_logprobs(
-                    self.tokenizer, out.logits, row, toks[:used], request.top_logprobs
-                )
-            completions.append(Completion(text=text, finish_reason=finish, logprobs=logprobs))
-        if greedy and request.n > 1:
-            completions = completions * request.n
-            completion_tokens *= request.n
-        usage = Usage(
-            prompt_tokens=len(p_ids),
-            cached_prompt_tokens=reused,
-            completion_tokens=completion_tokens,
-        )
-        return completions, usage
+        # A seeded request must draw from its own RNG stream, so it decodes alone.
+        if request.seed is not None or self.max_batch <= 1:
+            with loaded.lock:
+                return generate_one(loaded, self.tokenizer, self.name, request, p_ids, max_new)
+        return self._batcher().submit(batch_key(request), (request, p_ids, max_new))
 
+    def _batcher(self) -> RequestBatcher[_Job, Outcome]:
+        if self._batch is None:
+            lock = self._loaded().lock  # before _init_lock: loading takes it too
+            with self._init_lock:
+                if self._batch is None:
+                    self._batch = RequestBatcher(
+                        self._run_batch, lock,
+                        window_s=self.batch_window_s, max_batch=self.max_batch,
+                    )  # fmt: skip
+        return self._batch
 
-def _find_stop(text: str, stop: tuple[str, ...]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return min(hits) if hits else None
+    def _run_batch(self, jobs: Sequence[_Job]) -> list[Outcome]:
+        """Run concurrent requests together (the batcher holds the model lock)."""
+        loaded = self._loaded()
+        if len(jobs) == 1:  # alone: the prefix-cached path
+            request, p_ids, max_new = jobs[0]
+            return [generate_one(loaded, self.tokenizer, self.name, request, p_ids, max_new)]
+        return generate_many(
+            loaded, self.tokenizer, self.name,
+            [j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
+        )  # fmt: skip
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Sizes of the concurrent-request batches run so far (benches, tests)."""
+        return [] if self._batch is None else list(self._batch.batch_sizes)
 
 
 def from_spec(name: str, spec: ModelSpec, settings: Settings) -> TransformersBackend:
@@ -414,4 +389,6 @@ def from_spec(name: str, spec: ModelSpec, settings: Settings) -> TransformersBac
         gguf_file=gguf_file,
         dtype=str(params.get("dtype") or AUTO),
         threads=int(params.get("threads", settings.threads)),
+        batch_window_s=float(params.get("batch_window_ms", 5)) / 1000,
+        max_batch=int(params.get("max_batch", 8)),
     )

@@ -246,3 +246,40 @@ async def test_next_step_hits_the_shared_demo_prefix(smollm2: TransformersBacken
     assert head - 1 <= reused < len(smollm2.encode(second))
     for a, b in zip(cold.logprobs, warm.logprobs, strict=True):
         assert math.isclose(a, b, abs_tol=1e-4)
+
+
+async def test_concurrent_generations_decode_in_one_batch(smollm2: TransformersBackend):
+    import asyncio
+
+    prompts = ["The capital of France is", "Once upon a time, there", "2 + 2 =", "Hello"]
+    reqs = [GenerationRequest(prompt=p, max_tokens=6 + i) for i, p in enumerate(prompts)]
+    alone = [await smollm2.generate(r) for r in reqs]
+    before = len(smollm2.batch_sizes)
+    with smollm2.lock:  # the model is busy: all four queue up behind it
+        task = asyncio.ensure_future(asyncio.gather(*(smollm2.generate(r) for r in reqs)))
+        await asyncio.sleep(1.0)
+    together = await task
+    assert smollm2.batch_sizes[before:] == [4]
+    assert [r.texts for r in together] == [r.texts for r in alone]
+    for a, b in zip(alone, together, strict=True):
+        assert b.usage.prompt_tokens == a.usage.prompt_tokens
+        assert b.usage.completion_tokens == a.usage.completion_tokens
+        assert b.completions[0].finish_reason == a.completions[0].finish_reason
+
+
+async def test_same_step_scored_again_comes_from_the_memo(smollm2: TransformersBackend):
+    smollm2.clear_prefix_cache()
+    req = GenerationRequest(
+        prompt=_step_prompt("You are in the attic."), choices=tuple(f" {a}" for a in ACTIONS),
+        stop=("\n",), n=3, temperature=0.7, seed=3,
+    )  # fmt: skip
+    memo = smollm2._loaded().scores
+    first = await smollm2.generate(req)
+    hits = memo.hits
+    again = await smollm2.generate(req)  # an adaptive vote's second batch
+    assert memo.hits == hits + 1
+    assert again.texts == first.texts
+    assert [c.sum_logprob for c in again.completions] == [
+        c.sum_logprob for c in first.completions
+    ]
+    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1

@@ -106,3 +106,67 @@ def test_tokenizer_from_gguf_is_copied_once(tmp_path, monkeypatch):
     text = "Observation: You are in the kitchen.\nAction: take coin"
     assert first.tokenizer(text)["input_ids"] == second.tokenizer(text)["input_ids"]
     assert not hf_weights.is_model_loaded(directory, gguf, "float16")
+
+
+def _threads(n: int, fn) -> list:  # noqa: ANN001 - a callable of the thread index
+    import threading
+
+    out: list = [None] * n
+    errs: list = []
+
+    def run(i: int) -> None:
+        try:
+            out[i] = fn(i)
+        except Exception as exc:  # collected and re-checked by the caller
+            errs.append(exc)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=10)
+    return out if not errs else [*out, *errs]
+
+
+def test_batcher_groups_concurrent_calls_by_key():
+    import threading
+    import time
+
+    from nightowl.llm.hf_batching import RequestBatcher
+
+    model_lock = threading.Lock()
+    seen: list[list[int]] = []
+
+    def run_batch(items):  # scripted stand-in for a batched forward
+        assert model_lock.locked()
+        seen.append(sorted(items))
+        time.sleep(0.05)
+        return [x * 10 for x in items]
+
+    b = RequestBatcher(run_batch, model_lock, window_s=0.2, max_batch=8)
+    got = _threads(4, lambda i: b.submit("greedy", i))
+    assert got == [0, 10, 20, 30]
+    assert seen == [[0, 1, 2, 3]] and b.batch_sizes == [4]
+    # different keys never share a batch
+    got = _threads(4, lambda i: b.submit(i % 2, i))
+    assert got == [0, 10, 20, 30] and sorted(map(tuple, seen[1:])) == [(0, 2), (1, 3)]
+
+
+def test_batcher_max_batch_and_failures_reach_every_member():
+    import threading
+
+    from nightowl.llm.hf_batching import RequestBatcher
+
+    b = RequestBatcher(lambda items: [x + 1 for x in items], threading.Lock(), window_s=0.2,
+                       max_batch=2)  # fmt: skip
+    assert sorted(_threads(4, lambda i: b.submit("k", i))) == [1, 2, 3, 4]
+    assert all(s <= 2 for s in b.batch_sizes) and sum(b.batch_sizes) == 4
+
+    def boom(items):
+        raise RuntimeError("forward failed")
+
+    bad = RequestBatcher(boom, threading.Lock(), window_s=0.1)
+    out = _threads(3, lambda i: bad.submit("k", i))
+    errors = [e for e in out if isinstance(e, RuntimeError)]
+    assert len(errors) == 3 and all("forward failed" in str(e) for e in errors)
+    assert bad._pending == 0  # nobody left waiting
