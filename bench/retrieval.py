@@ -1,42 +1,52 @@
-"""Demo-memory retrieval benchmark: latency p50/p99 at 10k and 100k stored steps.
+"""Demo-memory retrieval benchmark: 100k and 1M stored steps side by side.
 
-What is measured (all on SQLite in a temp folder, faiss/torch on NIGHTOWL_THREADS
-threads, default 1):
+One command (``python bench/retrieval.py``; add ``--with-1m`` for the 1M store, ~15-25
+minutes on the 2-core machine) prints a table and writes bench/results/retrieval.json.
 
-* Large stores (10k and 100k demo steps; ~10 steps per episode) are filled through the
-  real `DemoMemory.add_episode` API with synthetic TextWorld-like goals and
-  observations, embedded by the *hashing fake* (`HashingEmbedder`, 384 dims, no model):
-  embedding 200k texts with MiniLM would take ~20 minutes on this 2-core machine.
-  FAISS, SQL, windowing and de-duplication therefore run on real 384-dim vectors and
-  real rows; only the vectors' semantics are fake.
-* ``retrieve (excl. embedding)``: `retrieve(..., query_vectors=...)` with precomputed
-  query vectors: goal search + exact in-episode step scoring + SQL fetch of the windows +
-  de-duplication. This is the per-step runtime overhead of retrieval excluding model time.
-* ``query embedding (MiniLM)``: the real all-MiniLM-L6-v2 (bf16, CPU) embedding the
-  three query texts (goal, observation, goal+history) in one batch, per query.
-* ``retrieve (incl. embedding)``: per query, the sum of the two above measured back to
-  back (the model's query vectors are not used for the search, the fake's are).
-* A small store (``--real-steps``, default 2000) is embedded end to end with MiniLM: real
-  ingest throughput and real end-to-end retrieval latency.
-* Build: ingest time (SQL + fake embedding + incremental FAISS adds), `rebuild()` from
-  SQL (no model), reopen (load + verify against SQL), and FAISS-only build of the step
-  index (Flat vs HNSW M=32), plus HNSW recall@10 vs exact on the global observation key.
+Per store size, on SQLite in a temp folder, faiss/torch on NIGHTOWL_THREADS (default 1):
 
-Run: ``python bench/retrieval.py`` (writes bench/results/retrieval.json).
+* **fill**: synthetic TextWorld-like demo episodes (6-14 steps) bulk-inserted into the
+  real tables (``episodes``, ``steps``, ``demos``, ``demo_steps``) with executemany;
+  the stored vectors come from the *hashing fake* (`HashingEmbedder`, 384 dims):
+  embedding 2M texts with MiniLM would take hours here. Observations are drawn from a
+  pool of 50k texts (text games repeat rooms); every step has its own history text.
+* **rebuild from SQL**: the first `DemoMemory` open finds no index files, verifies every
+  stored text hash, builds the three indexes from the stored vectors and saves them.
+  **reopen**: the second open loads and verifies the saved files (and, by default,
+  re-hashes every stored text; in brackets with ``verify_texts_on_open=False``).
+* **incremental add**: single `add_episode` calls (one transaction each) on the full store.
+* **retrieve excl. embedding**: `retrieve(..., query_vectors=...)`: goal search, exact
+  in-episode step scoring, step rows (LRU cache, misses in one SELECT), windows.
+* **retrieve incl. embedding**: `retrieve(goal, obs, history)` through the real query
+  path: the three key texts go through the memory's LRU query cache and the misses are
+  embedded by the real all-MiniLM-L6-v2 in one call (dtype chosen for this CPU); the
+  vectors used for the search are the fake's, so that they match the stored ones.
+  Queries come as 30 episodes of 10 steps (the goal repeats within an episode).
+* **query embedding alone**: MiniLM on the 2 and 3 key texts of a query, fp32 vs bf16.
+* **goal index**: FAISS-only Flat vs HNSW on the store's goal vectors (build, top-10
+  latency, recall@10 vs exact); the step keys stay flat (read by id only).
+* **footprint**: process RSS after open, index files and database size.
+
+``--profile`` writes a cProfile of the incl.-embedding loop per size next to the JSON.
+``--show FILE`` reprints the table of a results file.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
 import platform
+import pstats
 import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,19 +60,20 @@ os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
 
 from nightowl.ledger import Episode, Ledger  # noqa: E402
 from nightowl.memory import (  # noqa: E402
     DemoMemory,
-    EpisodeDemo,
     HashingEmbedder,
     MemorySettings,
     SentenceTransformerEmbedder,
     StepRecord,
 )
 from nightowl.memory.index import VectorIndex  # noqa: E402
-from nightowl.storage import open_db  # noqa: E402
+from nightowl.memory.records import clip, hist_text, sha1  # noqa: E402
+from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow  # noqa: E402
+from nightowl.storage import forget, open_db  # noqa: E402
 
 ROOMS = [
     "kitchen",
@@ -195,198 +206,220 @@ def _observation(rng: random.Random) -> str:
     )
 
 
-def episode(rng: random.Random) -> tuple[str, list[tuple[str, str]]]:
+def episode(rng: random.Random, obs_pool: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
     goal = _fill(rng, rng.choice(VERBS_GOAL))
     n = rng.randint(6, 14)
-    return goal, [(_observation(rng), _fill(rng, rng.choice(ACTIONS))) for _ in range(n)]
-
-
-def pct(xs: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
+    return goal, [(rng.choice(obs_pool), _fill(rng, rng.choice(ACTIONS))) for _ in range(n)]
 
 
 def lat(xs: list[float]) -> dict[str, float]:
-    ms = [x * 1000 for x in xs]
+    ms = np.asarray(xs) * 1000
+    if len(ms) == 0:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan"), "n": 0}
     return {
-        "p50_ms": round(pct(ms, 50), 3),
-        "p99_ms": round(pct(ms, 99), 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(statistics.fmean(ms)), 3),
         "n": len(ms),
     }
 
 
-def build_store(
-    root: Path,
-    n_steps: int,
-    embedder: Any,
-    seed: int,
-    settings: MemorySettings,
-    progress: Console,
-    batch: int = 100,
-) -> tuple[DemoMemory, Any, list[tuple[str, list[tuple[str, str]]]], dict[str, Any]]:
-    """Fill a store through `DemoMemory.add_episodes` (``batch`` episodes per call).
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
-    Episode rows are bulk-inserted into the ledger's ``episodes`` table (one
-    `Ledger.start_episode` transaction per episode would dominate the build time).
-    """
-    db = open_db(url=f"sqlite:///{root / 'bench.db'}")
-    led = Ledger(db)
-    run = led.start_run("bench-retrieval", "collect", {"n_steps": n_steps})
-    mem = DemoMemory(db, embedder, root / "indexes", settings)
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "threads": THREADS,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+class MiniLMOnMisses:
+    """Benchmark embedder: returns the fake's vectors (they match the stored ones) and,
+    while ``minilm`` is set, first runs the real model on the same texts so that the
+    wall time is the real model's on exactly the texts the query path embeds."""
+
+    def __init__(self, fake: HashingEmbedder) -> None:
+        self.fake = fake
+        self.minilm: SentenceTransformerEmbedder | None = None
+        self.calls = 0
+        self.texts = 0
+
+    @property
+    def dim(self) -> int:
+        return self.fake.dim
+
+    @property
+    def model_name(self) -> str:
+        return self.fake.model_name
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self.minilm is not None:
+            self.calls += 1
+            self.texts += len(texts)
+            self.minilm.embed(texts)
+        return self.fake.embed(texts)
+
+
+def fill_sql(db: Any, n_steps: int, seed: int, fake: HashingEmbedder, s: MemorySettings) -> dict:
+    """Bulk-insert demo episodes with fake vectors; the texts' hashes match what
+    `DemoMemory` would store, so its open verifies them and rebuilds without the model."""
     rng = random.Random(seed)
-    episodes: list[tuple[str, list[tuple[str, str]]]] = []
-    total = 0
-    t0 = time.perf_counter()
-    last = t0
-    pending: list[EpisodeDemo] = []
-
-    def push() -> None:
-        if not pending:
-            return
-        now = datetime.now(UTC)
-        rows = [
-            {
-                "id": d.episode_id,
-                "run_id": run,
-                "task_id": d.task_id or "",
-                "env": "synthetic",
-                "split": "train",
-                "status": "done",
-                "success": True,
-                "n_steps": len(d.steps),
-                "started_at": now,
-            }
-            for d in pending
-        ]
-        db.write(lambda s: s.execute(insert(Episode), rows))
-        mem.add_episodes(pending)
-        pending.clear()
-
-    while total < n_steps:
-        goal, pairs = episode(rng)
-        pairs = pairs[: n_steps - total]
-        pending.append(
-            EpisodeDemo(
-                episode_id=uuid.uuid4().hex,
-                goal=goal,
-                task_id=f"task-{len(episodes)}",
-                steps=[
-                    StepRecord(idx=i, observation=o, action=a) for i, (o, a) in enumerate(pairs)
-                ],
-            )
-        )
-        episodes.append((goal, pairs))
-        total += len(pairs)
-        if len(pending) >= batch:
-            push()
-        if time.perf_counter() - last > 15:
-            last = time.perf_counter()
-            progress.log(f"  ingest {total}/{n_steps} steps ({total / (last - t0):.0f} steps/s)")
-    push()
-    mem.flush()
-    ingest_s = time.perf_counter() - t0
-    return (
-        mem,
-        db,
-        episodes,
-        {
-            "ingest_s": round(ingest_s, 2),
-            "steps": total,
-            "episodes": len(episodes),
-            "ingest_batch_episodes": batch,
-            "ingest_steps_per_s": round(total / ingest_s, 1),
-        },
+    obs_pool = [_observation(rng) for _ in range(50_000)]
+    obs_vec = dict(
+        zip(obs_pool, fake.embed([clip(o, s.max_text_chars) for o in obs_pool]), strict=True)
     )
+    run = Ledger(db).start_run("bench-retrieval", "collect", {"n_steps": n_steps})
+    episodes: list[tuple[str, list[tuple[str, str]]]] = []
+    total, step_id, demo_id = 0, 0, 0
+    t0 = time.perf_counter()
+    now = datetime.now(UTC)
+    while total < n_steps:
+        ep_rows, step_rows, demo_rows, ds_rows = [], [], [], []
+        while total < n_steps and len(ep_rows) < 2000:
+            goal, pairs = episode(rng, obs_pool)
+            pairs = pairs[: n_steps - total]
+            ep = uuid.uuid4().hex
+            demo_id += 1
+            ep_rows.append(
+                {
+                    "id": ep,
+                    "run_id": run,
+                    "task_id": f"task-{demo_id}",
+                    "env": "synthetic",
+                    "split": "train",
+                    "status": "done",
+                    "success": True,
+                    "n_steps": len(pairs),
+                    "started_at": now,
+                }
+            )
+            gtext = clip(goal, s.max_text_chars)
+            htexts = [
+                hist_text(goal, [a for _, a in pairs[:i]], s.history_len, s.max_text_chars)
+                for i in range(len(pairs))
+            ]
+            gv, *hv = fake.embed([gtext, *htexts])
+            demo_rows.append(
+                {
+                    "id": demo_id,
+                    "episode_id": ep,
+                    "goal": goal,
+                    "env": "synthetic",
+                    "task_id": f"task-{demo_id}",
+                    "source": "collect",
+                    "n_steps": len(pairs),
+                    "embed_model": fake.model_name,
+                    "goal_sha": sha1(gtext),
+                    "goal_vec": gv.tobytes(),
+                    "created_at": now,
+                }
+            )
+            for i, ((o, a), ht, h) in enumerate(zip(pairs, htexts, hv, strict=True)):
+                step_id += 1
+                step_rows.append(
+                    {
+                        "id": step_id,
+                        "episode_id": ep,
+                        "idx": i,
+                        "observation": o,
+                        "action": a,
+                        "reward": 0.0,
+                        "done": i == len(pairs) - 1,
+                        "actor": "teacher",
+                        "created_at": now,
+                    }
+                )
+                ds_rows.append(
+                    {
+                        "step_id": step_id,
+                        "demo_id": demo_id,
+                        "embed_model": fake.model_name,
+                        "obs_sha": sha1(clip(o, s.max_text_chars)),
+                        "obs_vec": obs_vec[o].tobytes(),
+                        "hist_sha": sha1(ht),
+                        "hist_vec": h.tobytes(),
+                    }
+                )
+            episodes.append((goal, pairs))
+            total += len(pairs)
+
+        batch = (
+            (Episode, ep_rows),
+            (StepRow, step_rows),
+            (DemoRow, demo_rows),
+            (DemoStepRow, ds_rows),
+        )
+        db.write(lambda sess, batch=batch: [sess.execute(insert(t), rows) for t, rows in batch])
+    return {
+        "episodes": episodes,
+        "obs_pool": obs_pool,
+        "fill_sql_s": round(time.perf_counter() - t0, 2),
+        "steps": total,
+        "n_episodes": len(episodes),
+    }
 
 
-def single_adds(mem: DemoMemory, db: Any, n: int, seed: int) -> dict[str, Any]:
-    """Per-episode `add_episode` latency (one transaction each) on the filled store."""
+def query_stream(
+    rng: random.Random, episodes: list, obs_pool: list[str], n_eps: int, n_steps: int
+) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Queries as an agent makes them: ``n_eps`` episodes of ``n_steps`` steps."""
+    out = []
+    for _ in range(n_eps):
+        goal, pairs = rng.choice(episodes)
+        qgoal = goal if rng.random() < 0.3 else _fill(rng, rng.choice(VERBS_GOAL))
+        hist: list[tuple[str, str]] = []
+        for _ in range(n_steps):
+            obs = rng.choice(pairs)[0] if rng.random() < 0.5 else _observation(rng)
+            out.append((qgoal, obs, list(hist)))
+            hist.append((obs, _fill(rng, rng.choice(ACTIONS))))
+    return out
+
+
+def single_adds(mem: DemoMemory, db: Any, n: int, seed: int, obs_pool: list[str]) -> dict:
     led = Ledger(db)
     run = led.start_run("bench-single-adds", "collect", {})
     rng = random.Random(seed)
-    ts = []
-    steps = 0
+    ts, steps = [], 0
     for i in range(n):
-        goal, pairs = episode(rng)
+        goal, pairs = episode(rng, obs_pool)
         ep = led.start_episode(run, f"single-{i}", "synthetic", "train")
+        recs = [StepRecord(idx=j, observation=o, action=a) for j, (o, a) in enumerate(pairs)]
         t = time.perf_counter()
-        mem.add_episode(
-            ep, goal, [StepRecord(idx=j, observation=o, action=a) for j, (o, a) in enumerate(pairs)]
-        )
+        mem.add_episode(ep, goal, recs)
         ts.append(time.perf_counter() - t)
         steps += len(pairs)
-    return {
-        "add_episode": lat(ts),
-        "mean_steps": round(steps / n, 1),
-        "per_step_ms": round(sum(ts) / steps * 1000, 3),
-    }
+    return {"add_episode": lat(ts), "per_step_ms": round(sum(ts) / steps * 1000, 3)}
 
 
-def queries(
-    rng: random.Random, episodes: list[tuple[str, list[tuple[str, str]]]], n: int
-) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    out = []
-    for _ in range(n):
-        goal, pairs = rng.choice(episodes)
-        # a held-out-like query: same kind of task, a fresh observation in a similar room
-        qgoal = goal if rng.random() < 0.3 else _fill(rng, rng.choice(VERBS_GOAL))
-        i = rng.randrange(len(pairs))
-        obs = pairs[i][0] if rng.random() < 0.5 else _observation(rng)
-        out.append((qgoal, obs, [(o, a) for o, a in pairs[max(0, i - 3) : i]]))
-    return out
-
-
-def measure_retrieval(
-    mem: DemoMemory, qs: list[Any], minilm: SentenceTransformerEmbedder | None, k: dict[str, int]
-) -> dict[str, Any]:
-    qv = [mem.embed_query(g, o, h) for g, o, h in qs]
-    for (g, o, h), v in list(zip(qs, qv, strict=False))[:10]:  # warm-up
-        mem.retrieve(g, o, h, query_vectors=v, **k)
-    excl: list[float] = []
-    n_windows: list[int] = []
-    n_steps: list[int] = []
-    for (g, o, h), v in zip(qs, qv, strict=False):
-        t = time.perf_counter()
-        wins = mem.retrieve(g, o, h, query_vectors=v, **k)
-        excl.append(time.perf_counter() - t)
-        n_windows.append(len(wins))
-        n_steps.append(sum(len(w.steps) for w in wins))
-    out: dict[str, Any] = {
-        "retrieve_excl_embedding": lat(excl),
-        "windows_per_query": round(statistics.fmean(n_windows), 2),
-        "steps_per_query": round(statistics.fmean(n_steps), 2),
-    }
-    if minilm is not None:
-        emb: list[float] = []
-        incl: list[float] = []
-        for (g, o, h), v in zip(qs, qv, strict=False):
-            t = time.perf_counter()
-            minilm.embed([g, o, mem.hist_text(g, [a for _, a in h])])
-            t1 = time.perf_counter()
-            mem.retrieve(g, o, h, query_vectors=v, **k)
-            t2 = time.perf_counter()
-            emb.append(t1 - t)
-            incl.append(t2 - t)
-        out["query_embedding_minilm"] = lat(emb)
-        out["retrieve_incl_embedding"] = lat(incl)
-    return out
-
-
-def faiss_build(mem: DemoMemory, dim: int) -> dict[str, Any]:
-    """FAISS-only build of the observation key: Flat vs HNSW, and HNSW recall@10."""
-    ids = np.asarray(sorted(int(i) for i in mem._indexes["obs"].ids()), dtype=np.int64)
-    vecs = mem._indexes["obs"].reconstruct(ids)
-    res: dict[str, Any] = {}
+def goal_index_choice(vecs: np.ndarray) -> dict[str, Any]:
+    """FAISS-only Flat vs HNSW on the goal vectors: build, top-10 latency, recall@10."""
+    ids = np.arange(len(vecs), dtype=np.int64)
+    res: dict[str, Any] = {"rows": len(vecs)}
     built = {}
-    for kind, thr in (("flat", 10**12), ("hnsw", 0)):
-        idx = VectorIndex(dim, hnsw_threshold=thr, use_gpu=False)
+    for kind, thr in (("flat", 2**62), ("hnsw", 0)):
+        idx = VectorIndex(vecs.shape[1], hnsw_threshold=thr, use_gpu=False)
         t = time.perf_counter()
         idx.add(ids, vecs)
         res[f"{kind}_build_s"] = round(time.perf_counter() - t, 3)
         built[kind] = idx
     rng = np.random.default_rng(0)
     q = vecs[rng.choice(len(vecs), size=min(200, len(vecs)), replace=False)]
-    q = q + rng.normal(scale=0.02, size=q.shape).astype(np.float32)
+    q = q + rng.normal(scale=0.05, size=q.shape).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     for kind, idx in built.items():
         ts = []
@@ -394,197 +427,276 @@ def faiss_build(mem: DemoMemory, dim: int) -> dict[str, Any]:
             t = time.perf_counter()
             idx.search(row[None, :], 10)
             ts.append(time.perf_counter() - t)
-        res[f"{kind}_search_top10"] = lat(ts)
-    exact = built["flat"].search(q, 10)[1]
-    approx = built["hnsw"].search(q, 10)[1]
-    rec = [len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=False)]
-    res["hnsw_recall_at_10"] = round(float(np.mean(rec)), 4)
+        res[f"{kind}_top10"] = lat(ts)
+    exact, approx = built["flat"].search(q, 10)[1], built["hnsw"].search(q, 10)[1]
+    res["hnsw_recall_at_10"] = round(
+        float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])), 4
+    )
+    return res
+
+
+def embed_dtypes(qs: list, history_len: int, n: int) -> dict[str, Any]:
+    """MiniLM on a query's key texts: fp32 vs bf16, 3 texts (cold) and 2 (goal cached)."""
+    out: dict[str, Any] = {}
+    for dtype in ("float32", "bfloat16"):
+        e = SentenceTransformerEmbedder(dtype=dtype, threads=THREADS)
+        for g, o, _h in qs[:3]:
+            e.embed([g, o])
+        for k in (3, 2):
+            ts = []
+            for g, o, h in qs[:n]:
+                texts = [g, o, hist_text(g, [a for _, a in h], history_len, 1000)][-k:]
+                t = time.perf_counter()
+                e.embed(texts)
+                ts.append(time.perf_counter() - t)
+            out[f"{dtype}_{k}_texts"] = lat(ts)
+    return out
+
+
+def _dump(prof: cProfile.Profile, path: Path) -> None:
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+    path.write_text(buf.getvalue())
+
+
+def measure(
+    mem: DemoMemory, emb: MiniLMOnMisses, minilm: Any, qs: list, k: dict, profile_to: Path | None
+) -> dict[str, Any]:
+    fake_q = [mem.embed_query(g, o, h) for g, o, h in qs]  # cache off the clock
+    for (g, o, h), v in list(zip(qs, fake_q, strict=True))[:10]:
+        mem.retrieve(g, o, h, query_vectors=v, **k)
+    excl, n_steps = [], []
+    prof_excl = cProfile.Profile() if profile_to else None
+    for (g, o, h), v in zip(qs, fake_q, strict=True):
+        if prof_excl:
+            prof_excl.enable()
+        t = time.perf_counter()
+        wins = mem.retrieve(g, o, h, query_vectors=v, **k)
+        excl.append(time.perf_counter() - t)
+        if prof_excl:
+            prof_excl.disable()
+        n_steps.append(sum(len(w.steps) for w in wins))
+    if prof_excl and profile_to:
+        _dump(prof_excl, profile_to.with_name(profile_to.stem + "_excl.txt"))
+    out: dict[str, Any] = {
+        "retrieve_excl_embedding": lat(excl),
+        "steps_per_query": round(statistics.fmean(n_steps), 2),
+    }
+    if minilm is None:
+        return out
+    # the measured queries must miss the query cache the way a fresh agent would
+    fresh = DemoMemory(mem.db, emb, mem.index_dir, mem.settings)
+    emb.minilm = minilm
+    for g, o, _h in qs[:5]:
+        minilm.embed([g, o])  # warm the model, not the cache
+    prof = cProfile.Profile() if profile_to else None
+    incl = []
+    if prof:
+        prof.enable()
+    for g, o, h in qs:
+        t = time.perf_counter()
+        fresh.retrieve(g, o, h, **k)
+        incl.append(time.perf_counter() - t)
+    if prof and profile_to:
+        prof.disable()
+        _dump(prof, profile_to)
+    out["retrieve_incl_embedding"] = lat(incl)
+    out["query_texts_embedded_per_query"] = round(emb.texts / len(qs), 2)
+    out["query_cache_hit_rate"] = round(1 - emb.texts / (3 * len(qs)), 3)
+    emb.minilm = None
+    return out
+
+
+def run_size(n: int, args: Any, minilm: Any, console: Console, out_dir: Path) -> dict[str, Any]:
+    k = {"k_episodes": 4, "k_steps": 2, "window": 2}
+    settings = MemorySettings(threads=THREADS, save_interval_s=3600.0, refresh_interval_s=None)
+    fake = HashingEmbedder(384)
+    emb = MiniLMOnMisses(fake)
+    res: dict[str, Any] = {"load_avg_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        db = open_db(url=url)
+        console.log(f"{n}: filling SQL")
+        filled = fill_sql(db, n, seed=n, fake=fake, s=settings)
+        res["fill_sql_s"], res["steps"] = filled["fill_sql_s"], filled["steps"]
+        res["episodes"] = filled["n_episodes"]
+        console.log(f"{n}: filled in {res['fill_sql_s']} s; opening (rebuild from SQL)")
+        rss0 = rss_mb()
+        t = time.perf_counter()
+        mem = DemoMemory(db, emb, Path(tmp) / "indexes", settings)
+        res["rebuild_from_sql_open_s"] = round(time.perf_counter() - t, 2)
+        res["open_report"] = mem.last_open_report
+        res["rss_mb_indexes"] = round(rss_mb() - rss0, 1)
+        mem.close()
+        del mem
+        t = time.perf_counter()
+        mem = DemoMemory(db, emb, Path(tmp) / "indexes", settings)
+        res["reopen_verify_s"] = round(time.perf_counter() - t, 2)
+        res["reopen_report"] = mem.last_open_report
+        mem.close()
+        del mem
+        trusting = settings.model_copy(update={"verify_texts_on_open": False})
+        t = time.perf_counter()
+        mem = DemoMemory(db, emb, Path(tmp) / "indexes", trusting)
+        res["reopen_no_text_verify_s"] = round(time.perf_counter() - t, 2)
+        st = mem.stats()
+        res["index_types"] = {key: v["type"] for key, v in st.indexes.items()}
+        res["index_rows"] = {key: v["rows"] for key, v in st.indexes.items()}
+        res["index_files_mb"] = round(
+            sum(f.stat().st_size for f in (Path(tmp) / "indexes").iterdir()) / 2**20, 1
+        )
+        res["db_mb"] = round(sum(f.stat().st_size for f in Path(tmp).glob("bench.db*")) / 2**20, 1)
+        console.log(
+            f"{n}: open {res['rebuild_from_sql_open_s']} s, reopen "
+            f"{res['reopen_verify_s']} s; querying"
+        )
+        rng = random.Random(n + 1)
+        qs = query_stream(rng, filled["episodes"], filled["obs_pool"], args.query_episodes, 10)
+        profile_to = out_dir / f"retrieval_profile_{n}.txt" if args.profile else None
+        res.update(measure(mem, emb, minilm, qs, k, profile_to))
+        res["incremental"] = single_adds(mem, db, 30, seed=n + 2, obs_pool=filled["obs_pool"])
+        blobs = db.read(lambda s: [b for (b,) in s.execute(select(DemoRow.goal_vec))])
+        gvecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, fake.dim)
+        console.log(f"{n}: goal index choice on {len(gvecs)} vectors")
+        res["goal_index_choice"] = goal_index_choice(np.ascontiguousarray(gvecs))
+        res["load_avg_after"] = os.getloadavg()
+        mem.close()
+        forget(url)
     return res
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--real-steps", type=int, default=2000)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "retrieval.json"))
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--sizes", default="100000", help="comma-separated stored-step counts")
+    ap.add_argument("--with-1m", action="store_true", help="add the 1,000,000-step store")
+    ap.add_argument("--query-episodes", type=int, default=30, help="10 queries each")
+    ap.add_argument("--dtype-queries", type=int, default=30)
     ap.add_argument("--no-minilm", action="store_true")
-    ap.add_argument("--show", metavar="JSON", help="only print the tables of a results file")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--tmp", default=None, help="folder for the temporary stores")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "retrieval.json"))
+    ap.add_argument("--show", metavar="JSON", help="only print the table of a results file")
     args = ap.parse_args()
-    console = Console(width=170) if not sys.stdout.isatty() else Console()
+    console = Console(width=200)
     if args.show:
         show(console, json.loads(Path(args.show).read_text()))
         return
-    k = {"k_episodes": 4, "k_steps": 2, "window": 2}
-    settings = MemorySettings(threads=THREADS, save_interval_s=3600.0, refresh_interval_s=None)
-    minilm = None if args.no_minilm else SentenceTransformerEmbedder(threads=THREADS)
-    fake = HashingEmbedder(384)
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    if args.with_1m and 1_000_000 not in sizes:
+        sizes.append(1_000_000)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    minilm = None
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "threads": THREADS,
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "load_avg": os.getloadavg(),
-        },
-        "retrieve_args": k,
-        "settings": settings.model_dump(),
+        "machine": machine(),
+        "load_avg_start": os.getloadavg(),
+        "retrieve_args": {"k_episodes": 4, "k_steps": 2, "window": 2},
+        "command": " ".join(["python bench/retrieval.py", *sys.argv[1:]]),
         "sizes": {},
     }
-    rng = random.Random(1)
-    for n in [int(x) for x in args.sizes.split(",") if x]:
-        console.log(f"store of {n} steps (hashing fake embedder)")
-        with tempfile.TemporaryDirectory() as tmp:
-            mem, db, episodes, build = build_store(
-                Path(tmp), n, fake, seed=n, settings=settings, progress=console
-            )
-            qs = queries(rng, episodes, args.queries)
-            r = measure_retrieval(mem, qs, minilm, k)
-            build["single_adds_hashing_fake"] = single_adds(mem, db, 50, seed=n + 1)
-            st = mem.stats()
-            r["index_types"] = {key: v["type"] for key, v in st.indexes.items()}
-            r["index_rows"] = {key: v["rows"] for key, v in st.indexes.items()}
-            t = time.perf_counter()
-            mem.rebuild()
-            build["rebuild_from_sql_s"] = round(time.perf_counter() - t, 3)
-            mem.close()
-            t = time.perf_counter()
-            again = DemoMemory(db, fake, Path(tmp) / "indexes", settings)
-            build["reopen_verify_s"] = round(time.perf_counter() - t, 3)
-            build["reopen_report"] = again.last_open_report
-            build.update(faiss_build(again, fake.dim))
-            r["build"] = build
-            results["sizes"][str(n)] = r
-            _save(args.out, results)  # partial results survive a later failure
-            from nightowl import storage
-
-            storage.forget(db.url)
-    if minilm is not None and args.real_steps:
-        console.log(f"store of {args.real_steps} steps embedded with MiniLM (bf16)")
-        with tempfile.TemporaryDirectory() as tmp:
-            mem, db, episodes, build = build_store(
-                Path(tmp), args.real_steps, minilm, seed=7, settings=settings, progress=console
-            )
-            qs = queries(rng, episodes, min(args.queries, 200))
-            e2e: list[float] = []
-            for g, o, h in qs[:5]:
-                mem.retrieve(g, o, h, **k)
-            for g, o, h in qs:
-                t = time.perf_counter()
-                mem.retrieve(g, o, h, **k)
-                e2e.append(time.perf_counter() - t)
-            results["real_minilm_store"] = {
-                "build": build,
-                "texts_embedded": build["episodes"] + 2 * build["steps"],
-                "retrieve_end_to_end": lat(e2e),
-                **{key: v for key, v in measure_retrieval(mem, qs, None, k).items()},
-            }
-            from nightowl import storage
-
-            storage.forget(db.url)
-    out = _save(args.out, results)
+    if not args.no_minilm:
+        minilm = SentenceTransformerEmbedder(threads=THREADS)
+        results["machine"]["embedder_dtype"] = minilm.dtype
+        results["machine"]["embedder_dtype_reason"] = minilm.dtype_reason
+        rng = random.Random(0)
+        pool = [_observation(rng) for _ in range(100)]
+        qs = query_stream(rng, [episode(rng, pool) for _ in range(50)], pool, 10, 5)
+        console.log("query embedding: fp32 vs bf16")
+        results["query_embedding_dtypes"] = embed_dtypes(qs, 4, args.dtype_queries)
+    for n in sizes:
+        results["sizes"][str(n)] = run_size(n, args, minilm, console, out.parent)
+        out.write_text(json.dumps(results, indent=2))  # partial results survive
+    results["load_avg_end"] = os.getloadavg()
+    out.write_text(json.dumps(results, indent=2))
     show(console, results)
     console.print(f"wrote {out}")
 
 
-def _save(path: str, results: dict[str, Any]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    return out
+def _f(d: dict[str, Any] | None, key: str) -> str:
+    return f"{d[key]:.1f}" if d and key in d else "-"
 
 
 def show(console: Console, res: dict[str, Any]) -> None:
-    t = Table(
-        title=f"retrieval latency (ms), k_episodes=4 k_steps=2 window=2, "
-        f"{res['machine']['threads']} thread(s)"
+    m = res["machine"]
+    console.print(
+        f"CPU {m['cpu_model']} ({m['cpus']} cpus), {m['threads']} thread(s), embedder dtype "
+        f"{m.get('embedder_dtype', '-')} ({m.get('embedder_dtype_reason', '')}); "
+        f"load average start {res['load_avg_start'][0]:.1f}, end "
+        f"{res.get('load_avg_end', [float('nan')])[0]:.1f}"
     )
-    for col in (
+    t = Table(title="retrieval (ms) k_episodes=4 k_steps=2 window=2; build (s); footprint (MB)")
+    cols = [
         "stored steps",
         "episodes",
-        "indexes goal/obs",
-        "excl. emb p50",
-        "excl. emb p99",
-        "MiniLM query emb p50",
-        "p99",
-        "incl. emb p50",
-        "incl. emb p99",
-    ):
-        t.add_column(col, justify="right")
+        "goal/obs index",
+        "excl. emb p50/p99",
+        "incl. emb p50/p99",
+        "texts embedded/query",
+        "fill SQL",
+        "rebuild from SQL (open)",
+        "reopen",
+        "add_episode p50/p99 ms",
+        "RSS indexes",
+        "index files",
+        "db",
+        "load before/after",
+    ]
+    for c in cols:
+        t.add_column(c, justify="right")
     for n, r in res["sizes"].items():
-        e = r["retrieve_excl_embedding"]
-        q = r.get("query_embedding_minilm", {})
-        i = r.get("retrieve_incl_embedding", {})
+        e, i, a = r["retrieve_excl_embedding"], r.get("retrieve_incl_embedding"), r["incremental"]
         t.add_row(
-            n,
-            str(r["build"]["episodes"]),
+            f"{int(n):,}",
+            f"{r['episodes']:,}",
             f"{r['index_types']['goal']}/{r['index_types']['obs']}",
-            f"{e['p50_ms']:.2f}",
-            f"{e['p99_ms']:.2f}",
-            f"{q.get('p50_ms', float('nan')):.2f}",
-            f"{q.get('p99_ms', float('nan')):.2f}",
-            f"{i.get('p50_ms', float('nan')):.2f}",
-            f"{i.get('p99_ms', float('nan')):.2f}",
-        )
-    rs = res.get("real_minilm_store")
-    if rs:
-        e = rs["retrieve_excl_embedding"]
-        ee = rs["retrieve_end_to_end"]
-        t.add_row(
-            f"{rs['build']['steps']} (MiniLM)",
-            str(rs["build"]["episodes"]),
-            "flat/flat",
-            f"{e['p50_ms']:.2f}",
-            f"{e['p99_ms']:.2f}",
-            "",
-            "",
-            f"{ee['p50_ms']:.2f}",
-            f"{ee['p99_ms']:.2f}",
+            f"{_f(e, 'p50_ms')} / {_f(e, 'p99_ms')}",
+            f"{_f(i, 'p50_ms')} / {_f(i, 'p99_ms')}",
+            str(r.get("query_texts_embedded_per_query", "-")),
+            f"{r['fill_sql_s']:.0f}",
+            f"{r['rebuild_from_sql_open_s']:.1f}",
+            f"{r['reopen_verify_s']:.1f} ({r.get('reopen_no_text_verify_s', float('nan')):.1f})",
+            f"{_f(a['add_episode'], 'p50_ms')} / {_f(a['add_episode'], 'p99_ms')}",
+            f"{r['rss_mb_indexes']:.0f}",
+            f"{r['index_files_mb']:.0f}",
+            f"{r['db_mb']:.0f}",
+            f"{r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f}",
         )
     console.print(t)
-    b = Table(title="build (seconds) and global observation search")
-    for col in (
+    g = Table(title="goal index: FAISS Flat vs HNSW (M=32, efSearch 64) on the store's goals")
+    for c in (
         "stored steps",
-        "ingest (SQL+embed+FAISS)",
-        "steps/s",
-        "rebuild from SQL",
-        "reopen+verify",
-        "FAISS flat build",
-        "FAISS HNSW build",
-        "flat top10 p50 ms",
-        "HNSW top10 p50 ms",
+        "goal rows",
+        "flat build s",
+        "HNSW build s",
+        "flat top10 p50/p99",
+        "HNSW top10 p50/p99",
         "HNSW recall@10",
     ):
-        b.add_column(col, justify="right")
+        g.add_column(c, justify="right")
     for n, r in res["sizes"].items():
-        x = r["build"]
-        b.add_row(
-            n,
-            f"{x['ingest_s']:.1f}",
-            f"{x['ingest_steps_per_s']:.0f}",
-            f"{x['rebuild_from_sql_s']:.2f}",
-            f"{x['reopen_verify_s']:.2f}",
+        x = r["goal_index_choice"]
+        g.add_row(
+            f"{int(n):,}",
+            f"{x['rows']:,}",
             f"{x['flat_build_s']:.2f}",
             f"{x['hnsw_build_s']:.2f}",
-            f"{x['flat_search_top10']['p50_ms']:.3f}",
-            f"{x['hnsw_search_top10']['p50_ms']:.3f}",
+            f"{x['flat_top10']['p50_ms']:.2f} / {x['flat_top10']['p99_ms']:.2f}",
+            f"{x['hnsw_top10']['p50_ms']:.2f} / {x['hnsw_top10']['p99_ms']:.2f}",
             f"{x['hnsw_recall_at_10']:.3f}",
         )
-    if rs:
-        x = rs["build"]
-        b.add_row(
-            f"{x['steps']} (MiniLM)",
-            f"{x['ingest_s']:.1f}",
-            f"{x['ingest_steps_per_s']:.0f}",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        )
-    console.print(b)
+    console.print(g)
+    d = res.get("query_embedding_dtypes")
+    if d:
+        q = Table(title="MiniLM query embedding alone (ms p50 / p99)")
+        for c in ("dtype", "3 texts (goal, obs, hist)", "2 texts (goal cached)"):
+            q.add_column(c, justify="right")
+        for dt in ("float32", "bfloat16"):
+            q.add_row(
+                dt,
+                f"{_f(d[f'{dt}_3_texts'], 'p50_ms')} / {_f(d[f'{dt}_3_texts'], 'p99_ms')}",
+                f"{_f(d[f'{dt}_2_texts'], 'p50_ms')} / {_f(d[f'{dt}_2_texts'], 'p99_ms')}",
+            )
+        console.print(q)
 
 
 if __name__ == "__main__":

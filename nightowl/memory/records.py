@@ -68,6 +68,12 @@ class MemorySettings(BaseModel):
     step_cache_size: int = Field(
         default=20_000, ge=0, description="retrieved step records kept in memory (LRU)"
     )
+    verify_texts_on_open: bool = Field(
+        default=True,
+        description="at open, re-hash every stored text and re-embed the changed ones "
+        "(O(stored steps): ~20 s at 100k steps on a loaded 2-core machine); False "
+        "trusts SQL's hashes, and `rebuild(reembed=...)` verifies on demand",
+    )
     query_cache_size: int = Field(
         default=4096, ge=0, description="query texts whose vectors are kept (LRU)"
     )

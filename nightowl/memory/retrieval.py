@@ -113,9 +113,10 @@ class Retriever:
             picked = self._top_episodes(
                 q[0], 2 * k_episodes, set(exclude_task_ids), set(exclude_episode_ids)
             )
+            scores = self._step_scores([d for d, _ in picked], q[1], q[2])
             plans: list[_Plan] = []
-            for demo, ep_score in picked:
-                spans, best, hits = self._windows_in(demo, q[1], q[2], k_steps, window)
+            for (demo, ep_score), score in zip(picked, scores, strict=True):
+                spans, best, hits = _spans(demo, score, k_steps, window)
                 if spans:
                     plans.append((demo, ep_score, spans, best, hits))
         if not plans:
@@ -148,26 +149,20 @@ class Retriever:
         out.sort(key=lambda t: (-round(t[1], 6), t[0].demo_id))
         return out[:k]
 
-    def _windows_in(
-        self, demo: DemoEntry, qobs: np.ndarray, qhist: np.ndarray, k_steps: int, window: int
-    ) -> tuple[list[tuple[int, int]], float, list[int]]:
-        ids = np.asarray(demo.step_ids, dtype=np.int64)
-        if len(ids) == 0 or k_steps <= 0:
-            return [], 0.0, []
+    def _step_scores(
+        self, demos: list[DemoEntry], qobs: np.ndarray, qhist: np.ndarray
+    ) -> list[np.ndarray]:
+        """Exact step scores of each demo, from one reconstruct call per key."""
+        ids = np.asarray([sid for d in demos for sid in d.step_ids], dtype=np.int64)
+        if len(ids) == 0:
+            return [np.zeros(0, np.float32) for _ in demos]
         s = self.core.settings
         idx = self.core.indexes
         score = s.w_obs * (idx["obs"].reconstruct_batch(ids) @ qobs)
         if s.w_hist:
             score = score + s.w_hist * (idx["hist"].reconstruct_batch(ids) @ qhist)
-        order = np.argsort(-score, kind="stable")[:k_steps]
-        spans = sorted((max(0, int(p) - window), min(len(ids) - 1, int(p) + window)) for p in order)
-        merged: list[tuple[int, int]] = []
-        for a, b in spans:
-            if merged and a <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        return merged, float(score[order[0]]), [int(ids[p]) for p in order]
+        cuts = np.cumsum([len(d.step_ids) for d in demos])[:-1]
+        return list(np.split(score, cuts))
 
     def load_steps(self, step_ids: list[int]) -> dict[int, StepRecord]:
         """Step records by id: from the LRU cache, the rest with one Core SELECT."""
@@ -192,6 +187,24 @@ class Retriever:
         q = self.embed_texts([c.hist_text(text, []) if key == "hist" else c.clip(text)])
         scores, ids = c.indexes[key].search(q, k)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+
+def _spans(
+    demo: DemoEntry, score: np.ndarray, k_steps: int, window: int
+) -> tuple[list[tuple[int, int]], float, list[int]]:
+    """Merged (first, last) positions around the best ``k_steps`` steps, best score, hits."""
+    if len(score) == 0 or k_steps <= 0:
+        return [], 0.0, []
+    order = np.argsort(-score, kind="stable")[:k_steps]
+    n = len(score)
+    spans = sorted((max(0, int(p) - window), min(n - 1, int(p) + window)) for p in order)
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged, float(score[order[0]]), [demo.step_ids[int(p)] for p in order]
 
 
 def _windows(

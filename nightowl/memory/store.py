@@ -88,7 +88,7 @@ class DemoMemory(DemoStore):
         self._sync = IndexSync(self._core)
         self._writer = DemoWriter(self._core, self._sync)
         self._retriever = Retriever(self._core, self._sync)
-        self._sync.open(verify_texts=True)
+        self._sync.open(verify_texts=mem_settings.verify_texts_on_open)
         _LIVE.add(self)
 
     # --- what callers read --------------------------------------------------------------
