@@ -159,13 +159,13 @@ def build_ladder(
                 prices=settings.model(settings.teacher_price_model).prices,
                 tokenizer=OracleTokenizer(lambda: student_backend(sname)),
                 output_tokens=settings.oracle_output_tokens,
-                builder=builder,
+                builder=builder.for_teacher(),
             )
         spec = settings.model(teacher)
         model = MeteredModel(
             make_teacher(teacher), ledger, spec.prices, run_id=run_id, role="teacher"
         )
-        return TeacherTier(model, prices=spec.prices, builder=builder)
+        return TeacherTier(model, prices=spec.prices, builder=builder.for_teacher())
 
     if preset == "teacher":
         return Ladder([teacher_tier()], fallback="end")

@@ -40,8 +40,8 @@ class EpisodeJob(BaseModel):
     budget: EpisodeBudget = Field(default_factory=EpisodeBudget)
     retrieve: bool = True
     store_escalations: bool = False
-    k_episodes: int = 2
-    window: int = 3
+    k_episodes: int | None = None
+    window: int | None = None
 
     def spec(self) -> RunSpec:
         """The one-task `RunSpec` this job runs inside its run."""

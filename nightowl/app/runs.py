@@ -24,6 +24,7 @@ from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, build_ladder, v
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
+from nightowl.distill.prompt import PromptBuilder
 from nightowl.envs.registry import env_class
 
 if TYPE_CHECKING:
@@ -50,8 +51,8 @@ class RunSpec:
     retrieve: bool = True
     concurrency: int = 4
     store_escalations: bool = False
-    k_episodes: int = 2
-    window: int = 3
+    k_episodes: int | None = None  # None: the prompt builder's (chosen by bench/icd_matrix.py)
+    window: int | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     kind: str = "run"
@@ -125,6 +126,11 @@ async def run_tasks(
     sink = progress or ignore
     student = spec.student or app.student
     config = run_config(app, spec)
+    builder = PromptBuilder()
+    builder = builder.with_options(
+        k_episodes=spec.k_episodes or builder.k_episodes, window=spec.window or builder.window
+    )
+    config["prompt"] = builder.describe()  # what the student saw, recorded with the run
     if spec.run_id and app.ledger.run_exists(spec.run_id):
         run_id = spec.run_id
     else:
@@ -139,6 +145,7 @@ async def run_tasks(
         teacher=spec.teacher,
         rule=spec.rule,
         temperature=spec.temperature,
+        builder=builder,
     )
     config["tiers"] = ladder.describe()
     uses_demos = spec.ladder in DEMO_PRESETS and spec.retrieve
@@ -146,8 +153,8 @@ async def run_tasks(
     loop = LoopConfig(
         budget=spec.budget,
         retrieve=uses_demos,
-        k_episodes=spec.k_episodes,
-        window=spec.window,
+        k_episodes=builder.k_episodes,
+        window=builder.window,
         store_escalations=spec.store_escalations,
     )
     sink(PhaseStarted(key=spec.name, label=spec.name, total=len(spec.task_ids)))

@@ -68,8 +68,8 @@ class ShowcaseOptions(BaseModel):
     out: Path | None = None
     plot: Path | None = None
     fresh: bool = True
-    k_episodes: int = 2
-    window: int = 3
+    k_episodes: int | None = None  # None: the prompt builder's
+    window: int | None = None
 
 
 def plot_cost_vs_success(rows: Sequence[RunSummary], path: Path, title: str) -> Path:
@@ -124,7 +124,7 @@ class ShowcaseReport(BaseModel):
     game: str | None
     options: ShowcaseOptions
     prices: str
-    student_dtype: str | None
+    student_dtype: str | None = Field(None, description="the in-process student's dtype and why")
     train_tasks: list[str]
     test_tasks: list[str]
     collection: RunSummary
@@ -141,19 +141,20 @@ class ShowcaseReport(BaseModel):
 def _student_settings(
     settings: Settings, opts: ShowcaseOptions, sname: str
 ) -> tuple[Settings, str | None]:
-    """Settings for the showcase's own database, with the student's dtype applied."""
+    """Settings for the showcase's own database, and the in-process student's dtype line."""
+    from nightowl.llm.dtype import resolve_dtype
+
     update: dict[str, Any] = {"home": settings.home / "demo", "database_url": None}
     spec = settings.model(sname)
-    dtype: str | None = None
-    if spec.backend == "transformers":
-        dtype = opts.student_dtype or str(spec.params.get("dtype") or "float32")
-        if opts.student_dtype:
-            models = dict(settings.models)
-            models[sname] = spec.model_copy(
-                update={"params": {**spec.params, "dtype": opts.student_dtype}}
-            )
-            update["models"] = models
-    return settings.model_copy(update=update), dtype
+    if spec.backend != "transformers":
+        return settings.model_copy(update=update), None
+    requested = opts.student_dtype or spec.params.get("dtype")
+    dtype, why = resolve_dtype(str(requested) if requested else None)
+    if opts.student_dtype:
+        models = dict(settings.models)
+        models[sname] = spec.model_copy(update={"params": {**spec.params, "dtype": dtype}})
+        update["models"] = models
+    return settings.model_copy(update=update), f"{dtype} ({why})"
 
 
 async def run_showcase(

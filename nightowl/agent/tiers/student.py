@@ -27,6 +27,8 @@ from nightowl.agent.tiers.common import (
 from nightowl.config import Prices
 from nightowl.distill.parser import normalize_action, parse_action
 from nightowl.distill.prompt import PromptBuilder, continuation
+from nightowl.distill.scoring import score_actions
+from nightowl.distill.signals import demo_hint
 from nightowl.ledger.metered import MeteredModel, as_metered
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
 
@@ -85,6 +87,7 @@ class StudentTier(Tier):
             "use_demos": self.use_demos,
             "constrain": self.constrain,
             "temperature": self.temperature,
+            "prompt": self.builder.describe(),
         }
 
     def prompt(self, ctx: StepContext) -> str:
@@ -211,10 +214,19 @@ class StudentTier(Tier):
                 )
         conts = [continuation(a) + "\n" for a in actions]  # the terminator ends the action
         ctoks = sum(count_tokens(model, c) for c in conts)
-        bound_toks = ptoks + 8 + ctoks + 2 * len(conts)
+        demos = ctx.demos if self.use_demos else ()
+        method = self.builder.scoring
+        calibrated = method.startswith("calibrated")  # a second, content-free scoring
+        bound_toks = (ptoks + 8 + ctoks + 2 * len(conts)) * (2 if calibrated else 1)
         if not can_afford(ctx.budget, self.prices.cost(bound_toks, 0, 0), bound_toks):
             raise BudgetStop()
-        calls[0] += 1
-        scored = await model.score_continuations(prompt, conts)
+        calls[0] += 2 if calibrated else 1
+        scored = await score_actions(
+            model, prompt, actions, method=method,
+            content_free_prompt=self.builder.content_free(demos) if calibrated else None,
+        )
         spend(scored.usage)
-        return self.rule.judge_scores(actions, scored.logprobs)
+        hint = demo_hint(demos, ctx.observation, actions) if self.rule.uses_demos else None
+        return self.rule.judge_scores(
+            actions, scored.scores, demo_action=hint.action if hint else None
+        )
