@@ -312,13 +312,19 @@ class Assistant:
         yield reply.text
 
     # --- sleep-time ----------------------------------------------------------------------
-    def start_sleep(self, *, poll_s: float = 5.0) -> None:
-        """Start the in-process idle-thread rethink loop (needs a running event loop)."""
+    def start_sleep(self, *, poll_s: float = 5.0, gate: Callable[[], bool] | None = None) -> None:
+        """Start the in-process idle-thread rethink loop (needs a running event loop).
+
+        ``gate`` is asked before each thread is rethought (e.g. "no request in flight").
+        """
         if self._sleep_task is None:
             self._sleep_stop.clear()
             self._sleep_task = asyncio.create_task(
                 self.sleeper.run_idle(
-                    idle_s=self.config.sleep_idle_s, poll_s=poll_s, stop=self._sleep_stop
+                    idle_s=self.config.sleep_idle_s,
+                    poll_s=poll_s,
+                    stop=self._sleep_stop,
+                    gate=gate,
                 )
             )
 

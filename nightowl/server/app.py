@@ -80,7 +80,8 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if sleep:
-            service.assistant.start_sleep()
+            # Think only while no chat request is in flight (serving comes first).
+            service.assistant.start_sleep(gate=lambda: service.metrics.in_flight == 0)
         yield
         await service.assistant.aclose()
 

@@ -161,8 +161,12 @@ async def test_background_sleep_loop_rethinks_idle_threads(make_assistant) -> No
 
     a = make_assistant(FunctionModel(fn), None, n=1, sleep=True, sleep_idle_s=0.0)
     await a.chat([{"role": "user", "content": "Facts: a=1."}], thread="idle")
-    a.start_sleep(poll_s=0.05)
+    busy = True
+    a.start_sleep(poll_s=0.05, gate=lambda: not busy)
     rec = a.threads.open("default", "idle")
+    await asyncio.sleep(0.3)
+    assert a.threads.latest_context(rec.id) is None  # the gate says busy: no thinking
+    busy = False
     for _ in range(100):
         if a.threads.latest_context(rec.id) is not None:
             break
