@@ -17,6 +17,7 @@ Reports per arm: accuracy, cost per turn, teacher share, test-time prompt tokens
 turn, p50/p95 turn latency; writes JSON to bench/results/chat.json.
 
     python bench/chat.py --contexts 2 --queries 2 --arms teacher,cascade,demos,sleep
+    python bench/chat.py --base-url http://127.0.0.1:8000/v1 --model smollm2  # any endpoint
     python bench/chat.py --load 200 --concurrency 16   # loopback load run of the server
 """
 
@@ -87,31 +88,53 @@ def workload(contexts: int, queries: int, repeats: int) -> list[list[Turn]]:
         threads.append(turns)
     for ri in range(repeats):
         src = threads[ri % len(threads)]
-        threads.append([Turn(thread=f"repeat-{ri}", text=t.text if i == 0 else
-                             f"{src[0].text}\n\n{t.text}", answer=t.answer)
-                        for i, t in enumerate(src[:1])])
+        threads.append(
+            [
+                Turn(
+                    thread=f"repeat-{ri}",
+                    text=t.text if i == 0 else f"{src[0].text}\n\n{t.text}",
+                    answer=t.answer,
+                )
+                for i, t in enumerate(src[:1])
+            ]
+        )
     return threads
 
 
 async def run_arm(arm: str, threads: list[list[Turn]], args: argparse.Namespace) -> ArmResult:
     home = Path(tempfile.mkdtemp(prefix=f"bench-chat-{arm}-"))
-    settings = load_settings(home=home)
+    models = {}
+    if args.base_url:
+        # Any OpenAI-compatible endpoint as the student (an ad-hoc registry entry).
+        models["endpoint"] = {
+            "backend": "openai",
+            "params": {"base_url": args.base_url, "model": args.model},
+        }
+    settings = load_settings(home=home, models=models) if models else load_settings(home=home)
     expected: dict[str, str] = {}
     config = AssistantConfig(
-        student=args.student, teacher=args.teacher, n=args.n, tau=args.tau,
-        max_tokens=args.max_tokens, demos=arm in ("demos", "sleep"), sleep=arm == "sleep",
-        mode="teacher" if arm == "teacher" else "cascade", demo_min_score=0.7,
+        student="endpoint" if args.base_url else args.student,
+        teacher=args.teacher,
+        n=args.n,
+        tau=args.tau,
+        max_tokens=args.max_tokens,
+        demos=arm in ("demos", "sleep"),
+        sleep=arm == "sleep",
+        mode="teacher" if arm == "teacher" else "cascade",
+        demo_min_score=0.7,
     )
     oracle = None if args.teacher else (lambda q: expected.get(q))
-    assistant = Assistant.from_settings(settings, config, db=open_db(settings=settings),
-                                        oracle=oracle)
+    assistant = Assistant.from_settings(
+        settings, config, db=open_db(settings=settings), oracle=oracle
+    )
     res = ArmResult(arm=arm)
     for turns in threads:
         for turn in turns:
             expected[turn.text] = f"The answer is {turn.answer:g}."
             started = time.perf_counter()
-            reply = await assistant.chat([{"role": "user", "content": turn.text}],
-                                         thread=turn.thread)
+            reply = await assistant.chat(
+                [{"role": "user", "content": turn.text}], thread=turn.thread
+            )
             res.latencies.append(time.perf_counter() - started)
             res.turns += 1
             res.correct += is_correct(reply.text, turn.answer)
@@ -132,12 +155,28 @@ async def load_run(n: int, concurrency: int) -> dict[str, float]:
 
     home = Path(tempfile.mkdtemp(prefix="bench-chat-load-"))
     port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "NIGHTOWL_HOME": str(home),
-           "NIGHTOWL_MODELS__FAKE__BACKEND": "scripted",
-           "NIGHTOWL_MODELS__FAKE__PARAMS__DEFAULT": "The answer is 4.",
-           "NIGHTOWL_MODELS__FAKE__PARAMS__DELAY_S": "0.05"}
-    proc = subprocess.Popen([sys.executable, "-m", "nightowl.cli.main", "serve", "--student",
-                             "fake", "--no-auth", "--no-demos", "--port", str(port)], env=env)
+    env = {
+        **os.environ,
+        "NIGHTOWL_HOME": str(home),
+        "NIGHTOWL_MODELS__FAKE__BACKEND": "scripted",
+        "NIGHTOWL_MODELS__FAKE__PARAMS__DEFAULT": "The answer is 4.",
+        "NIGHTOWL_MODELS__FAKE__PARAMS__DELAY_S": "0.05",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nightowl.cli.main",
+            "serve",
+            "--student",
+            "fake",
+            "--no-auth",
+            "--no-demos",
+            "--port",
+            str(port),
+        ],
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -151,6 +190,7 @@ async def load_run(n: int, concurrency: int) -> dict[str, float]:
         codes: list[int] = []
         lat: list[float] = []
         async with httpx.AsyncClient(timeout=60) as client:
+
             async def one() -> None:
                 async with sem:
                     t0 = time.perf_counter()
@@ -158,12 +198,19 @@ async def load_run(n: int, concurrency: int) -> dict[str, float]:
                     codes.append(r.status_code)
                     if r.status_code == 200:
                         lat.append(time.perf_counter() - t0)
+
             await asyncio.gather(*[one() for _ in range(n)])
         lat.sort()
-        return {"requests": n, "concurrency": concurrency, "ok": codes.count(200),
-                "429": codes.count(429), "5xx": sum(c >= 500 for c in codes),
-                "other": sum(c not in (200, 429) and c < 500 for c in codes),
-                "p50_s": statistics.median(lat), "p95_s": lat[int(0.95 * (len(lat) - 1))]}
+        return {
+            "requests": n,
+            "concurrency": concurrency,
+            "ok": codes.count(200),
+            "429": codes.count(429),
+            "5xx": sum(c >= 500 for c in codes),
+            "other": sum(c not in (200, 429) and c < 500 for c in codes),
+            "p50_s": statistics.median(lat),
+            "p95_s": lat[int(0.95 * (len(lat) - 1))],
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -177,6 +224,8 @@ def main() -> None:
     p.add_argument("--arms", default="teacher,cascade,demos,sleep")
     p.add_argument("--student", default=None)
     p.add_argument("--teacher", default=None)
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint as student")
+    p.add_argument("--model", default="smollm2", help="model name at --base-url")
     p.add_argument("--n", type=int, default=3)
     p.add_argument("--tau", type=float, default=0.67)
     p.add_argument("--max-tokens", type=int, default=96)
@@ -184,8 +233,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--out", default="bench/results/chat.json")
     args = p.parse_args()
-    meta = {"machine": platform.processor() or platform.machine(),
-            "loadavg": os.getloadavg()}
+    meta = {"machine": platform.processor() or platform.machine(), "loadavg": os.getloadavg()}
     if args.load:
         out = asyncio.run(load_run(args.load, args.concurrency))
         print(json.dumps({**out, **meta}))
@@ -200,8 +248,11 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                                for v in r.values()) + " |")
+        print(
+            "| "
+            + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values())
+            + " |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, "args": vars(args), **meta}, indent=1))
 

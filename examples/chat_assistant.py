@@ -23,6 +23,8 @@ async def main() -> None:
     assistant = Assistant.from_settings(
         settings, AssistantConfig(n=3, tau=0.67, max_tokens=64), oracle=GOLD.get
     )
+    # The second question has no gold answer: when the student's samples disagree the
+    # oracle cannot help, so the student's best reply comes back (tier "student").
     for question in ["What is 12 * 3?", "And what is that plus 4?"]:
         reply = await assistant.chat([{"role": "user", "content": question}], thread="demo")
         share = reply.agreement.share if reply.agreement else None

@@ -110,6 +110,19 @@ def as_messages(messages: MessagesIn) -> list[ChatMessage]:
     return out
 
 
+def token_counter(backend: ModelBackend) -> Callable[[str], int]:
+    """The backend's tokenizer, or ~4 characters per token for backends without one.
+
+    HTTP backends (OpenAI-compatible servers) have no local tokenizer; the estimate is
+    only used to trim long histories and to bill the oracle's prompt.
+    """
+    try:
+        backend.count_tokens("probe")
+    except NotImplementedError:
+        return lambda text: max(1, len(text) // 4)
+    return backend.count_tokens
+
+
 class Assistant:
     """Chat with a student/teacher cascade, tenant demos and per-thread sleep-time."""
 
@@ -130,6 +143,7 @@ class Assistant:
         self.ledger = ledger
         self.run_id = run_id
         self.student = MeteredModel(student, ledger, prices, run_id=run_id, role="student")
+        self._count_tokens = token_counter(student)
         self.cascade = ChatCascade(
             self.student,
             teacher,
@@ -175,7 +189,7 @@ class Assistant:
                 ledger=ledger,
                 run_id=run_id,
                 prices=settings.model(settings.teacher_price_model).prices,
-                count_tokens=student.count_tokens,
+                count_tokens=token_counter(student),
                 output_tokens=settings.oracle_output_tokens,
             )
         elif config.teacher is not None:
@@ -253,7 +267,7 @@ class Assistant:
             client_system=client_system,
             demos=demos,
             learned=learned,
-            count_tokens=self.student.count_tokens,
+            count_tokens=self._count_tokens,
             max_prompt_tokens=self.config.max_prompt_tokens,
         )
         sampling = Sampling(
@@ -312,13 +326,19 @@ class Assistant:
         yield reply.text
 
     # --- sleep-time ----------------------------------------------------------------------
-    def start_sleep(self, *, poll_s: float = 5.0) -> None:
-        """Start the in-process idle-thread rethink loop (needs a running event loop)."""
+    def start_sleep(self, *, poll_s: float = 5.0, gate: Callable[[], bool] | None = None) -> None:
+        """Start the in-process idle-thread rethink loop (needs a running event loop).
+
+        ``gate`` is asked before each thread is rethought (e.g. "no request in flight").
+        """
         if self._sleep_task is None:
             self._sleep_stop.clear()
             self._sleep_task = asyncio.create_task(
                 self.sleeper.run_idle(
-                    idle_s=self.config.sleep_idle_s, poll_s=poll_s, stop=self._sleep_stop
+                    idle_s=self.config.sleep_idle_s,
+                    poll_s=poll_s,
+                    stop=self._sleep_stop,
+                    gate=gate,
                 )
             )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from nightowl.chat.threads import LearnedThreadContext, ThreadStore
 from nightowl.config import Prices
@@ -76,14 +77,20 @@ class ThreadSleeper:
         poll_s: float = 5.0,
         stop: asyncio.Event | None = None,
         min_new: int = 2,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
-        """Until ``stop`` is set: rethink threads idle for ``idle_s`` (oldest first)."""
+        """Until ``stop`` is set: rethink threads idle for ``idle_s`` (oldest first).
+
+        ``gate`` says whether the machine is idle enough to think now (the server passes
+        "no request in flight"); it is asked before every thread, so serving traffic
+        that returns pauses the pass.
+        """
         stop = stop or asyncio.Event()
         while not stop.is_set():
             try:
                 threads = await asyncio.to_thread(self.store.idle_threads, idle_s, min_new=min_new)
                 for t in threads:
-                    if stop.is_set():
+                    if stop.is_set() or (gate is not None and not gate()):
                         break
                     await self.rethink_thread(t.id)
             except Exception:  # noqa: BLE001 - a background job must survive one bad thread

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nightowl.errors import ConfigError, MissingExtraError
+from nightowl.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,7 +42,10 @@ def build_app(
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise MissingExtraError("nightowl serve", "server", exc.name or "fastapi") from None
+        # fastapi and uvicorn are core dependencies; a trimmed install may still lack them.
+        raise UserError(
+            f"nightowl serve needs {exc.name or 'fastapi'!r}: pip install fastapi uvicorn"
+        ) from None
     from nightowl.chat import Assistant
     from nightowl.server.app import create_app
     from nightowl.server.service import ChatService

@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nightowl.errors import BudgetExceededError, NightowlError, StoreError, UserError
 from nightowl.llm.serve import sse_response
+from nightowl.server.metrics import Metrics
 from nightowl.server.protocol import ChatCompletionRequest
 from nightowl.server.service import (
     AuthError,
@@ -74,13 +76,55 @@ def _validation_message(exc: ValidationError) -> str:
     return f"invalid request at {where or 'body'}: {first.get('msg')}"
 
 
+class CountRequests:
+    """Pure ASGI middleware: counts /v1/ requests by status with their latency.
+
+    Pure ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
+    hides the client's disconnect from ``request.is_disconnected()``, which the chat
+    route needs to cancel abandoned generations. An exception that escaped a route
+    becomes a one-line 500 here, and the server keeps serving.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, retry_after: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through, recording its status and latency."""
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        sent = False
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status, sent = int(message["status"]), True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception as exc:  # noqa: BLE001 - last resort: one-line 500, keep serving
+            if sent:
+                raise
+            response = error_response(exc, self.retry_after)
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            self.metrics.request_done(status, time.perf_counter() - started)
+
+
 def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
     """The app over ``service``; ``sleep`` starts the idle-thread rethink loop."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if sleep:
-            service.assistant.start_sleep()
+            # Think only while no chat request is in flight (serving comes first).
+            service.assistant.start_sleep(gate=lambda: service.metrics.in_flight == 0)
         yield
         await service.assistant.aclose()
 
@@ -88,18 +132,7 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
     app.state.service = service
     limit = service.config.retry_after_s
 
-    @app.middleware("http")
-    async def count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # noqa: BLE001 - last resort: one-line 500, keep serving
-            response = error_response(exc, limit)
-        if request.url.path.startswith("/v1/"):
-            service.metrics.request_done(response.status_code, time.perf_counter() - started)
-        return response
+    app.add_middleware(CountRequests, metrics=service.metrics, retry_after=limit)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

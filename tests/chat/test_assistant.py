@@ -161,8 +161,12 @@ async def test_background_sleep_loop_rethinks_idle_threads(make_assistant) -> No
 
     a = make_assistant(FunctionModel(fn), None, n=1, sleep=True, sleep_idle_s=0.0)
     await a.chat([{"role": "user", "content": "Facts: a=1."}], thread="idle")
-    a.start_sleep(poll_s=0.05)
+    busy = True
+    a.start_sleep(poll_s=0.05, gate=lambda: not busy)
     rec = a.threads.open("default", "idle")
+    await asyncio.sleep(0.3)
+    assert a.threads.latest_context(rec.id) is None  # the gate says busy: no thinking
+    busy = False
     for _ in range(100):
         if a.threads.latest_context(rec.id) is not None:
             break
@@ -170,3 +174,25 @@ async def test_background_sleep_loop_rethinks_idle_threads(make_assistant) -> No
     await a.aclose()
     learned = a.threads.latest_context(rec.id)
     assert learned is not None and learned.revision == 2
+
+
+async def test_student_without_tokenizer_still_trims_and_answers(make_assistant) -> None:  # type: ignore[no-untyped-def]
+    from nightowl.chat.assistant import token_counter
+
+    class NoTokenizer(FunctionModel):  # a test fake like an HTTP backend: no local tokenizer
+        def count_tokens(self, text: str) -> int:
+            raise NotImplementedError("no tokenizer")
+
+    student = NoTokenizer(agreeing)
+    assert token_counter(student)("x" * 400) == 100
+    from nightowl.chat.prompt import DEFAULT_SYSTEM
+
+    # Room for the first turn (system + 64) but not for the second (system + 64 + 15).
+    a = make_assistant(student, None, n=1, max_prompt_tokens=len(DEFAULT_SYSTEM) // 4 + 70)
+    with pytest.raises(UserError, match="prompt limit"):
+        await a.chat([{"role": "user", "content": "huge " * 300}])
+    await a.chat([{"role": "user", "content": "old " * 60}], thread="long")
+    r = await a.chat([{"role": "user", "content": "new question"}], thread="long")
+    assert r.text == "The answer is 12."
+    assert [m.content for m in student.calls[-1].messages[1:]] == [
+        "The answer is 12.", "new question"]

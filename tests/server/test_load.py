@@ -62,3 +62,49 @@ def test_200_requests_at_concurrency_16(tmp_path: Path) -> None:
         assert f'nightowl_requests_total{{status="200"}} {codes.count(200)}' in metrics
     finally:
         server.stop()
+
+
+def test_client_disconnect_cancels_generation(tmp_path: Path) -> None:
+    env = {**os.environ, "NIGHTOWL_HOME": str(tmp_path), **FAKE_ENV,
+           "NIGHTOWL_MODELS__FAKE__PARAMS__DELAY_S": "5.0"}
+    server = start_server(
+        ["serve", "--student", "fake", "--no-auth", "--no-demos", "--n", "1"],
+        tmp_path / "server.log", env=env, ready="/health",
+    )
+    try:
+        body = {"messages": [{"role": "user", "content": "2+2?"}]}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/chat/completions", json=body, timeout=0.5)
+        deadline = time.monotonic() + 4.0  # well before the 5 s generation would end
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"{server.base}/metrics").text
+            if 'nightowl_requests_total{status="499"} 1' in metrics:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"no cancelled request in metrics:\n{metrics}")
+        assert "nightowl_queue_depth 0" in metrics
+        r = httpx.post(f"{server.url}/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_serve_sleep_rethinks_idle_thread_and_next_turn_uses_it(tmp_path: Path) -> None:
+    env = {**os.environ, "NIGHTOWL_HOME": str(tmp_path), **FAKE_ENV}
+    server = start_server(
+        ["serve", "--student", "fake", "--no-auth", "--no-demos", "--n", "1", "--sleep",
+         "--sleep-idle-s", "0"], tmp_path / "server.log", env=env, ready="/health",
+    )
+    try:
+        hdr = {"X-Nightowl-Thread": "idle-thread"}
+        body = {"messages": [{"role": "user", "content": "Tom has 3 apples."}]}
+        first = httpx.post(f"{server.url}/chat/completions", json=body, headers=hdr, timeout=30)
+        assert first.json()["nightowl"]["learned_revision"] is None
+        time.sleep(7)  # one poll of the idle loop (every 5 s) with the thread idle
+        body = {"messages": [{"role": "user", "content": "How many apples?"}]}
+        second = httpx.post(f"{server.url}/chat/completions", json=body, headers=hdr, timeout=30)
+        ext = second.json()["nightowl"]
+        assert ext["learned_revision"] == 2 and ext["revision"] == 4
+    finally:
+        server.stop()

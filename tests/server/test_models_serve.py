@@ -126,3 +126,31 @@ def test_langchain_chat_openai_invoke_and_stream(models_server: ServerProcess) -
     assert isinstance(answer.content, str) and answer.content
     pieces = list(llm.stream("Say hello."))
     assert "".join(str(p.content) for p in pieces) == answer.content
+
+
+def test_requests_are_not_serialised_by_the_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A backend that can run concurrently (scripted fake, 1 s per call) is not queued."""
+    import os
+    import time
+
+    from tests.server.conftest import start_server
+
+    env = {**os.environ, "NIGHTOWL_HOME": str(tmp_path),
+           "NIGHTOWL_MODELS__SLOW__BACKEND": "scripted",
+           "NIGHTOWL_MODELS__SLOW__PARAMS__DEFAULT": "done",
+           "NIGHTOWL_MODELS__SLOW__PARAMS__DELAY_S": "1.0"}
+    server = start_server(["models", "serve", "slow"], tmp_path / "log", env=env)
+    try:
+        client = openai.AsyncOpenAI(base_url=server.url, api_key="x", max_retries=0)
+
+        async def go() -> float:
+            t0 = time.perf_counter()
+            await asyncio.gather(*[
+                client.chat.completions.create(model="slow", messages=MSG) for _ in range(4)
+            ])
+            await client.close()
+            return time.perf_counter() - t0
+
+        assert asyncio.run(go()) < 3.0  # serialised would take >= 4 s
+    finally:
+        server.stop()
