@@ -23,6 +23,7 @@ TABLE_MODULES = (
     "nightowl.ledger",
     "nightowl.memory.schema",
     "nightowl.sleeptime.schema",
+    "nightowl.chat.tables",
 )
 
 import_table_modules(TABLE_MODULES)
