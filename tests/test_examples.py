@@ -31,9 +31,10 @@ def _run(script: str, cwd: Path, *args: str, **env: str) -> str:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"collect_and_run.py", "ledger_report.py", "sleeptime_answer.py"}
-    shipped = {p.name for p in EXAMPLES.glob("*.py")}
-    assert shipped - tested <= {p for p in shipped if p.startswith("chat_")}, shipped - tested
+    tested = {"collect_and_run.py", "ledger_report.py", "sleeptime_answer.py",
+              "chat_assistant.py",
+              "chat_openai_client.py"}  # in tests/server/test_serve.py (needs the server)
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
 def test_collect_and_run_then_ledger_report(tmp_path: Path) -> None:
@@ -49,3 +50,13 @@ def test_sleeptime_example_with_a_scripted_thinker(tmp_path: Path) -> None:
     (tmp_path / "nightowl.toml").write_text(THINKER)
     out = _run("sleeptime_answer.py", tmp_path, NIGHTOWL_SLEEP_MODEL="thinker")
     assert "learned context: stored" in out and "answer: '43'" in out, out
+
+
+def test_chat_assistant_example_with_a_scripted_student(tmp_path: Path) -> None:
+    models = ('{"fake": {"backend": "scripted", "params": {"default": "12 * 3 = 36. '
+              'The answer is 36."}}}')
+    out = _run("chat_assistant.py", tmp_path, NIGHTOWL_MODELS=models,
+               NIGHTOWL_STUDENT_MODEL="fake")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("[student] agreement=1.0"), out
+    assert any(ln.startswith("stream:") for ln in lines) and "thread revision" in lines[-1]

@@ -216,3 +216,16 @@ def test_thread_survives_restart(served: Served) -> None:
     assert second["nightowl"]["revision"] == 4
     assert second["nightowl"]["thread"] == "conv-1"
     assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"]
+
+
+def test_openai_client_example_against_the_server(served: Served) -> None:
+    """examples/chat_openai_client.py, as a user runs it, against the real server."""
+    import os
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "chat_openai_client.py"
+    env = {**os.environ, "NIGHTOWL_URL": served.url, "NIGHTOWL_KEY": served.key}
+    out = subprocess.run([sys.executable, str(example)], env=env, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert "nightowl-cascade" in lines[0] and any(ln.startswith("nightowl: {") for ln in lines)
