@@ -160,6 +160,9 @@ class AgentGraph:
         """Demo windows for the current step, and the seconds retrieval took."""
         if self.memory is None or not self.config.retrieve:
             return (), 0.0
+        live = self._live_of(state)
+        if self.config.demos_per == "episode" and "demos" in live.extras:
+            return live.extras["demos"], 0.0
         t0 = time.perf_counter()
         try:
             demos = await self._blocking(
@@ -174,6 +177,8 @@ class AgentGraph:
             )
         except Exception:  # noqa: BLE001 - no demos is a valid (worse) prompt
             demos = []
+        if self.config.demos_per == "episode":
+            live.extras["demos"] = tuple(demos)
         return tuple(demos), time.perf_counter() - t0
 
     def context(self, state: EpisodeState, demos: tuple[Any, ...] = ()) -> StepContext:

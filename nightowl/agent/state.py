@@ -55,6 +55,9 @@ class LoopConfig:
     k_episodes: int = 2
     k_steps: int = 2
     window: int = 3
+    #: "step": retrieve demos at every step; "episode": once per episode (the demo block
+    #: then stays the same, so the model's prefix KV cache covers it on later steps)
+    demos_per: str = "step"
     store_escalations: bool = True
     record_steps: bool = True
     recursion_limit: int = 100_000

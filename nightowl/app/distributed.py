@@ -42,6 +42,7 @@ class EpisodeJob(BaseModel):
     store_escalations: bool = False
     k_episodes: int | None = None
     window: int | None = None
+    demos_per: str = "step"
 
     def spec(self) -> RunSpec:
         """The one-task `RunSpec` this job runs inside its run."""
@@ -50,7 +51,8 @@ class EpisodeJob(BaseModel):
             ladder=self.ladder, rule=self.rule, temperature=self.temperature,
             teacher=self.teacher, student=self.student, budget=self.budget,
             retrieve=self.retrieve, concurrency=1, store_escalations=self.store_escalations,
-            k_episodes=self.k_episodes, window=self.window, run_id=self.run_id,
+            k_episodes=self.k_episodes, window=self.window, demos_per=self.demos_per,
+            run_id=self.run_id,
         )
 
 
@@ -83,7 +85,7 @@ def start_distributed_run(app: Nightowl, spec: RunSpec, queue: EpisodeQueue) -> 
                 ladder=spec.ladder, rule=spec.rule, temperature=spec.temperature,
                 teacher=spec.teacher, student=spec.student, budget=spec.budget,
                 retrieve=spec.retrieve, store_escalations=spec.store_escalations,
-                k_episodes=spec.k_episodes, window=spec.window,
+                k_episodes=spec.k_episodes, window=spec.window, demos_per=spec.demos_per,
             )
         )
     return run_id

@@ -26,6 +26,7 @@ from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
 from nightowl.distill.prompt import PromptBuilder
 from nightowl.envs.registry import env_class
+from nightowl.errors import ConfigError
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
@@ -53,6 +54,7 @@ class RunSpec:
     store_escalations: bool = False
     k_episodes: int | None = None  # None: the prompt builder's (chosen by bench/icd_matrix.py)
     window: int | None = None
+    demos_per: str = "step"  # or "episode": retrieve once, the prompt prefix stays cached
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     kind: str = "run"
@@ -94,6 +96,8 @@ def validate_spec(settings: Settings, spec: RunSpec) -> None:
         ConfigError: a rule that does not parse or does not fit the preset.
     """
     env_class(spec.env)  # unknown env / missing extra: a clear error now
+    if spec.demos_per not in ("step", "episode"):
+        raise ConfigError(f"demos_per must be 'step' or 'episode', not {spec.demos_per!r}")
     validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, settings)
 
 
@@ -111,6 +115,7 @@ def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
         "budget": spec.budget.model_dump(),
         "retrieve": spec.retrieve,
         "concurrency": spec.concurrency,
+        "demos_per": spec.demos_per,
     }
 
 
@@ -155,6 +160,7 @@ async def run_tasks(
         retrieve=uses_demos,
         k_episodes=builder.k_episodes,
         window=builder.window,
+        demos_per=spec.demos_per,
         store_escalations=spec.store_escalations,
     )
     sink(PhaseStarted(key=spec.name, label=spec.name, total=len(spec.task_ids)))

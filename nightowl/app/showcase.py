@@ -70,6 +70,7 @@ class ShowcaseOptions(BaseModel):
     fresh: bool = True
     k_episodes: int | None = None  # None: the prompt builder's
     window: int | None = None
+    demos_per: str = "step"
 
 
 def plot_cost_vs_success(rows: Sequence[RunSummary], path: Path, title: str) -> Path:
@@ -209,7 +210,7 @@ async def run_showcase(
                     rule=rule, temperature=opts.temperature,
                     budget=EpisodeBudget(max_steps=opts.max_steps),
                     concurrency=opts.concurrency, kind="eval", student=student,
-                    k_episodes=opts.k_episodes, window=opts.window,
+                    k_episodes=opts.k_episodes, window=opts.window, demos_per=opts.demos_per,
                 ),
                 progress=sink,
             )

@@ -46,6 +46,7 @@ def demo(
     concurrency: int = opt.CONCURRENCY,
     out: str = typer.Option("", help="JSON report path (default .nightowl/reports/demo-*.json)"),
     keep: bool = typer.Option(False, help="keep the previous demo database"),
+    demos_per: str = opt.DEMOS_PER,
 ) -> None:
     """Collect oracle demos, then compare teacher / student / demos / cascade on test tasks."""
     from nightowl.app.showcase import ShowcaseOptions, run_showcase
@@ -57,7 +58,7 @@ def demo(
         max_steps=max_steps, rule=rule, temperature=temperature, margin=margin,
         configs=[c.strip() for c in configs.split(",") if c.strip()],
         concurrency=concurrency, out=Path(out) if out else None, fresh=not keep,
-        student_dtype=student_dtype or None,
+        student_dtype=student_dtype or None, demos_per=demos_per,
     )
     with rich_progress(console) as sink:
         rep = asyncio.run(run_showcase(_settings(), opts, progress=sink))
@@ -113,6 +114,7 @@ def run(
     concurrency: int = opt.CONCURRENCY,
     store_escalations: bool = typer.Option(True, help="successful escalated episodes become demos"),
     resume: str = typer.Option("", help="resume this run id (after a crash or kill)"),
+    demos_per: str = opt.DEMOS_PER,
     via: str = typer.Option(
         "local", help="local: run here; celery: one message per episode on the 'episodes' "
         "queue for `nightowl worker` processes (needs NIGHTOWL_BROKER_URL)",
@@ -135,6 +137,7 @@ def run(
         name=ladder, env=env, split=split, task_ids=[], ladder=ladder, rule=rule or None,
         temperature=temperature, teacher=teacher, student=student or None, budget=budget,
         concurrency=concurrency, store_escalations=store_escalations, run_id=resume or None,
+        demos_per=demos_per,
     )
     if via not in ("local", "celery"):
         raise ConfigError(f"--via must be 'local' or 'celery', not {via!r}")

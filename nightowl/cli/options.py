@@ -16,3 +16,6 @@ RULE = typer.Option(
     "('' = the ladder's default)",
 )
 TEMPERATURE = typer.Option(0.5, help="student sampling temperature for votes")
+DEMOS_PER = typer.Option(
+    "step", help="retrieve demos every step, or once per episode (stable cached prefix)"
+)
