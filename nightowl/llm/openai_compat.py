@@ -320,7 +320,8 @@ class OpenAICompatBackend(ModelBackend):
                 except (json.JSONDecodeError, KeyError, TypeError):
                     pass
             if constrained:
-                if text.strip() not in request.choices:
+                # choices may carry a leading space (" go north"); accept either form
+                if text not in request.choices and text.strip() not in request.choices:
                     raise ModelOutputError(
                         f"{self.name}: answer {text[:80]!r} is not one of the allowed choices "
                         "(does the server support the choice constraint? see "
