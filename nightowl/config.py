@@ -129,9 +129,11 @@ def _default_models() -> dict[str, ModelSpec]:
             prices=SMALL_HOSTED_PRICES,
             # What llama-cpp-python 0.3.36's server does (make test-servers checks it):
             # ignores n, takes one prompt per /completions call, constrains with GBNF
-            # grammars, returns logprobs (with --logits_all) but no cached-token counts.
+            # grammars, returns generated-token logprobs (with --logits_all) but no
+            # cached-token counts; its echo prompt logprobs are shifted by one position
+            # (abetlen/llama-cpp-python#1983), so no scoring over HTTP (echo=False).
             capabilities=ModelCapabilities(
-                api="both", n=False, constraints="grammar", prompt_lists=False
+                api="both", n=False, constraints="grammar", echo=False, prompt_lists=False
             ),
             description="example: `python -m llama_cpp.server` on this machine serving the "
             "embedded SmolLM2 GGUF (scripts/test-servers.sh starts one)",

@@ -79,4 +79,20 @@ log "nightowl run: student over HTTP (cascade: student samples, oracle on disagr
   --student llama-cpp-local --ladder cascade --concurrency 2
 
 log "server requests served: $(grep -c 'POST /v1/' "$WORK/llama-server.log" || true)"
+# The ledger must show successful student calls over HTTP (model errors would otherwise
+# only show up as escalations to the oracle).
+"$BIN/python" - "$WORK/home/nightowl.db" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute(
+    "SELECT c.run_id, c.role, c.model, c.ok, count(*), sum(c.prompt_tokens), "
+    "sum(c.completion_tokens) FROM model_calls c GROUP BY 1, 2, 3, 4 ORDER BY min(c.id)"
+).fetchall()
+print("ledger: run | role | model (as the server names it) | ok | calls | prompt tok | completion tok")
+for row in rows:
+    print("  " + " | ".join(str(v) for v in row))
+ok_student = sum(r[4] for r in rows if r[1] == "student" and r[3])
+if not ok_student:
+    sys.exit("no successful student call over HTTP")
+EOF
 log "OK"

@@ -66,9 +66,8 @@ from nightowl.llm.openai_protocol import (
     completion_logprobs,
     constraint_fields,
     error_message,
-    extract_json,
     finish_reason,
-    nearest_choice,
+    map_answer,
     parse_usage,
     plan_endpoint,
 )
@@ -311,46 +310,9 @@ class OpenAICompatBackend(ModelBackend):
             text = c.get("text") or ""
             logprobs = completion_logprobs(c.get("logprobs")) if wants_logprobs else None
         finish = finish_reason(c.get("finish_reason"))
-        raw_text: str | None = None
-        if request.choices is not None:
-            original = text
-            if constrained and self.choice_style == "json_schema":
-                try:
-                    text = str(json.loads(text)["choice"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass
-            if constrained:
-                if text.strip() not in request.choices:
-                    raise ModelOutputError(
-                        f"{self.name}: answer {text[:80]!r} is not one of the allowed choices "
-                        "(does the server support the choice constraint? see "
-                        "capabilities.constraints)",
-                        model=self.name,
-                        body=text[:2000],
-                    )
-                text = text if text in request.choices else text.strip()
-            else:
-                picked = nearest_choice(text, request.choices)
-                if picked is None:
-                    raise ModelOutputError(
-                        f"{self.name}: free answer {text[:80]!r} is close to none of the "
-                        f"allowed choices (the server cannot constrain output)",
-                        model=self.name,
-                        body=text[:2000],
-                    )
-                text = picked
-            raw_text = original if text != original else None
-        elif request.json_schema is not None and not constrained:
-            found = extract_json(text)
-            if found is None:
-                raise ModelOutputError(
-                    f"{self.name}: no JSON in the answer {text[:80]!r} (the server cannot "
-                    "constrain output to a schema)",
-                    model=self.name,
-                    body=text[:2000],
-                )
-            raw_text = text if found != text else None
-            text = found
+        text, raw_text = map_answer(
+            self.name, text, request, style=self.choice_style, constrained=constrained
+        )
         return Completion(text=text, finish_reason=finish, logprobs=logprobs, raw_text=raw_text)
 
     def _can_score(self, plan: EndpointPlan) -> bool:

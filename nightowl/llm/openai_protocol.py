@@ -8,7 +8,8 @@ Pure functions (no I/O) used by `nightowl.llm.openai_compat`:
   completions-only server are rendered into one prompt with `render_chat` (ChatML, a
   plain role-prefixed transcript, or a Jinja template from the registry).
 - `constraint_fields`: how ``choices=`` / ``json_schema=`` are sent for one constraint style.
-- `nearest_choice` / `extract_json`: the fall-backs when a server cannot constrain output.
+- `map_answer` (with `nearest_choice` / `extract_json`): checks a constrained answer, or
+  falls back when a server cannot constrain output.
 - response parsing: usage (with cached tokens), logprobs, finish reasons, error messages.
 """
 
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import jinja2.sandbox
 
 from nightowl.config import ConstraintStyle, ServerApi
-from nightowl.errors import ConfigError
+from nightowl.errors import ConfigError, ModelOutputError
 from nightowl.llm.base import ChatMessage, FinishReason, GenerationRequest, TokenLogprob, Usage
 
 Endpoint = Literal["chat", "completions"]
@@ -171,6 +172,63 @@ def extract_json(text: str) -> str | None:
                 continue
             return text[i:end]
     return None
+
+
+def map_answer(
+    model: str,
+    text: str,
+    request: GenerationRequest,
+    *,
+    style: ConstraintStyle,
+    constrained: bool,
+) -> tuple[str, str | None]:
+    """The answer as the request wants it, and the model's own text when they differ.
+
+    Constrained choices: unwrap the JSON-schema enum, accept a choice with or without its
+    leading space, else `ModelOutputError` (the server ignored the constraint).
+    Unconstrained choices: `nearest_choice`, else `ModelOutputError`. Unconstrained
+    ``json_schema``: `extract_json`, else `ModelOutputError`.
+    """
+    if request.choices is not None:
+        original = text
+        if constrained and style == "json_schema":
+            try:
+                text = str(json.loads(text)["choice"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+        if constrained:
+            # choices may carry a leading space (" go north"); accept either form
+            if text not in request.choices and text.strip() not in request.choices:
+                raise ModelOutputError(
+                    f"{model}: answer {text[:80]!r} is not one of the allowed choices "
+                    "(does the server support the choice constraint? see "
+                    "capabilities.constraints)",
+                    model=model,
+                    body=text[:2000],
+                )
+            text = text if text in request.choices else text.strip()
+        else:
+            picked = nearest_choice(text, request.choices)
+            if picked is None:
+                raise ModelOutputError(
+                    f"{model}: free answer {text[:80]!r} is close to none of the "
+                    "allowed choices (the server cannot constrain output)",
+                    model=model,
+                    body=text[:2000],
+                )
+            text = picked
+        return text, (original if text != original else None)
+    if request.json_schema is not None and not constrained:
+        found = extract_json(text)
+        if found is None:
+            raise ModelOutputError(
+                f"{model}: no JSON in the answer {text[:80]!r} (the server cannot "
+                "constrain output to a schema)",
+                model=model,
+                body=text[:2000],
+            )
+        return found, (text if found != text else None)
+    return text, None
 
 
 # -- response parsing -------------------------------------------------------------

@@ -230,3 +230,22 @@ def test_custom_jinja_template():
         "{% for m in messages %}[{{ m.content }}]{% endfor %}",
     )
     assert text == "[x]" and stops == ()
+
+
+async def test_constrained_answer_keeps_a_choices_leading_space():
+    """Tiers send continuations (" take coin"); a constrained answer equals one exactly."""
+
+    def scripted(request: httpx.Request) -> httpx.Response:  # a scripted grammar server
+        body = json.loads(request.content)
+        assert body["grammar"] == 'root ::= " take coin" | " go north"'
+        return httpx.Response(200, json={"choices": [{"index": 0, "text": " take coin"}]})
+
+    backend = OpenAICompatBackend(
+        name="g",
+        base_url="http://scripted/v1",
+        capabilities=ModelCapabilities(constraints="grammar"),
+        transport=httpx.MockTransport(scripted),
+    )
+    r = await backend.generate(GenerationRequest(prompt="> ", choices=(" take coin", " go north")))
+    assert r.texts == [" take coin"] and r.completions[0].raw_text is None
+    await backend.aclose()

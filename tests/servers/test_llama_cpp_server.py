@@ -48,6 +48,21 @@ async def test_what_the_server_supports(url: str):
         has_logprobs = bool(lp["choices"][0]["logprobs"]["token_logprobs"])
         cached = lp["usage"].get("prompt_tokens_details")
         two = await http.post("/completions", json={**base, "prompt": ["a", "b"]})
+        # echo scoring is right only if the prompt logprob of " Paris" equals the logprob
+        # of generating " Paris" at the same position
+        greedy = {"model": "smollm2", "max_tokens": 1, "temperature": 0, "logprobs": 1}
+        gen = (
+            await http.post("/completions", json={**greedy, "prompt": "The capital of France is"})
+        ).json()
+        echo = (
+            await http.post(
+                "/completions",
+                json={**greedy, "prompt": "The capital of France is Paris", "echo": True},
+            )
+        ).json()
+        gen_lp = gen["choices"][0]["logprobs"]["token_logprobs"][0]
+        echo_lp = echo["choices"][0]["logprobs"]["token_logprobs"][5]
+        assert gen["choices"][0]["text"] == " Paris"
         js = await http.post(
             "/chat/completions",
             json={
@@ -62,13 +77,15 @@ async def test_what_the_server_supports(url: str):
     print(
         f"\nllama.cpp server: n=3 -> {n_choices} choice(s); logprobs={has_logprobs}; "
         f"prompt_tokens_details={cached}; prompt list of 2 -> HTTP {two.status_code}; "
-        f"OpenAI json_schema response_format -> HTTP {js.status_code}"
+        f"OpenAI json_schema response_format -> HTTP {js.status_code}; "
+        f"log p(' Paris'): generated {gen_lp:.3f}, echoed {echo_lp:.3f}"
     )
     caps = _backend(url).capabilities
     assert caps.n == (n_choices == 3)
     assert caps.logprobs == has_logprobs
     assert caps.prompt_lists == (two.status_code == 200)
     assert caps.prefix_caching == bool(cached)
+    assert caps.echo == (abs(gen_lp - echo_lp) < 0.05)
 
 
 async def test_n_gt_1_is_sequential_calls(url: str):
@@ -96,7 +113,7 @@ async def test_logprobs_chat_and_completion(url: str):
 @pytest.mark.parametrize("shape", ["prompt", "messages"])
 async def test_choices_constrained_by_grammar(url: str, shape: str):
     backend = _backend(url)
-    choices = ("London", "Paris", "go north")
+    choices = (" London", " Paris", " go north")  # tiers send continuations: leading spaces
     kw = {"prompt": "The capital of France is"} if shape == "prompt" else {"messages": FRANCE}
     r = await backend.generate(
         GenerationRequest(**kw, choices=choices, n=2, temperature=1.0, seed=3)  # type: ignore[arg-type]
@@ -106,15 +123,15 @@ async def test_choices_constrained_by_grammar(url: str, shape: str):
     await backend.aclose()
 
 
-async def test_choices_scored_when_constraints_off(url: str):
+async def test_choices_without_constraints_and_without_scoring(url: str):
+    """constraints off, echo off: free answer mapped to the nearest choice; no scoring."""
     backend = _backend(url, constraints="none")
     r = await backend.generate(
         GenerationRequest(prompt="The capital of France is", choices=("banana", "Paris"))
     )
-    scored = await backend.score_continuations("The capital of France is", [" banana", " Paris"])
-    assert r.texts == [["banana", "Paris"][max((0, 1), key=lambda i: scored.logprobs[i])]]
-    assert scored.logprobs[1] > scored.logprobs[0]
-    assert all(n >= 1 for n in scored.token_counts)
+    assert r.texts == ["Paris"] and r.completions[0].raw_text is not None
+    with pytest.raises(NotImplementedError):
+        await backend.score_continuations("The capital of France is", [" banana", " Paris"])
     await backend.aclose()
 
 
