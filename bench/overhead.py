@@ -208,7 +208,11 @@ async def run_config(
     out: dict[str, Any] = {
         "steps": len(intervals),
         "overhead_p50_ms": pct(intervals, 50),
+        "overhead_p90_ms": pct(intervals, 90),
         "overhead_p99_ms": pct(intervals, 99),
+        "overhead_max_ms": round(max(intervals), 3) if intervals else None,
+        "share_over_15_ms": round(sum(x > 15 for x in intervals) / len(intervals), 4)
+        if intervals else None,
         "overhead_mean_ms": round(float(np.mean(intervals)), 3) if intervals else None,
     }
     if memory is not None:
