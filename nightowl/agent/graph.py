@@ -194,6 +194,7 @@ class AgentGraph:
             env=self._live_of(state).env,
             env_name=state.get("env_name", ""),
             pending=self.recorder.pending(),
+            offload=self._blocking,
         )
 
     async def _step(self, state: EpisodeState) -> dict[str, Any]:
