@@ -4,7 +4,8 @@ Three parts (all printed as rich tables and written to bench/results/icd.json):
 
 1. overhead  -- per-step runtime of the agent loop excluding model and environment time
    (LangGraph nodes + SQLite checkpoints + ledger/step recording, and retrieval
-   separately), measured with a zero-latency scripted student on TWX coin.
+   separately), measured with a zero-latency scripted student on TWX coin (means only;
+   `bench/overhead.py` measures p50/p99 per step, the issue #12 numbers).
 2. sampling  -- sequential vs fixed-N sampling for the *real* embedded student: the dev
    states' choice distributions are scored once with SmolLM2 (as `nightowl calibrate`
    does), then every rule's acceptance, wrong-acceptance, samples/step and predicted
@@ -38,10 +39,9 @@ console = Console()
 
 
 async def bench_overhead(tasks: int) -> dict[str, Any]:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     from nightowl.agent.acceptance import Unanimity
     from nightowl.agent.budget import EpisodeBudget
+    from nightowl.agent.checkpoints import open_checkpointer
     from nightowl.agent.graph import AgentGraph, LoopConfig
     from nightowl.agent.ladder import Ladder
     from nightowl.agent.tiers import OracleTier, StudentTier
@@ -100,7 +100,7 @@ async def bench_overhead(tasks: int) -> dict[str, Any]:
             return res, time.perf_counter() - t0
 
         if use_ck:
-            async with AsyncSqliteSaver.from_conn_string(str(d / "ck.sqlite")) as saver:
+            with open_checkpointer(d / "ck.sqlite") as saver:
                 res, wall = await go(saver, ladder, ledger, memory, cfg, run)
         else:
             res, wall = await go(None, ladder, ledger, memory, cfg, run)

@@ -15,6 +15,7 @@ finish. Configurations:
 2. + recording: ledger rows (model calls, env step) and step rows;
 3. + checkpoints (`InlineSqliteSaver`, the loop's default) -- the issue's main number;
 4. + checkpoints via LangGraph's `AsyncSqliteSaver` (what the loop used before);
+4b. the teacher-only ladder (oracle; its expert call is environment time);
 5. + retrieval from a store of ``--stored`` demo steps (hashing embedder; the query
    embedding is timed and excluded, retrieval itself is reported separately).
 
@@ -51,8 +52,8 @@ from nightowl.agent.budget import EpisodeBudget  # noqa: E402
 from nightowl.agent.checkpoints import open_checkpointer  # noqa: E402
 from nightowl.agent.graph import AgentGraph, LoopConfig  # noqa: E402
 from nightowl.agent.ladder import Ladder  # noqa: E402
-from nightowl.agent.tiers import StudentTier  # noqa: E402
-from nightowl.config import SMALL_HOSTED_PRICES  # noqa: E402
+from nightowl.agent.tiers import OracleTier, StudentTier  # noqa: E402
+from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES  # noqa: E402
 from nightowl.envs.registry import make_env  # noqa: E402
 from nightowl.ledger import Ledger, MeteredModel  # noqa: E402
 from nightowl.llm.base import GenerationRequest, GenerationResult  # noqa: E402
@@ -113,6 +114,9 @@ class TimedEnv:
     def restore(self, snap: Any) -> Any:
         return self._timed(self._env.restore, snap)
 
+    def expert_action(self) -> Any:  # the oracle teacher: environment time
+        return self._timed(self._env.expert_action)
+
     def step(self, action: str) -> Any:
         try:
             return self._timed(self._env.step, action)
@@ -154,7 +158,7 @@ async def checkpointer(kind: str, path: Path) -> Any:
 
 async def run_config(
     *, label: str, tasks: list[str], repeats: int, record: bool, saver_kind: str,
-    memory: Any = None, db: Any = None, profile: bool = False,
+    memory: Any = None, db: Any = None, profile: bool = False, teacher_only: bool = False,
 ) -> dict[str, Any]:
     """Per-step overhead of one configuration (episodes run one at a time)."""
     clock = Clock()
@@ -167,6 +171,8 @@ async def run_config(
     if ledger is not None:
         student = MeteredModel(student, ledger, SMALL_HOSTED_PRICES, run_id=run, role="student")
     ladder = Ladder([StudentTier(student, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3))])
+    if teacher_only:  # the oracle, billed by a word-count tokenizer
+        ladder = Ladder([OracleTier(ledger=ledger, prices=FRONTIER_PRICES, tokenizer=student)])
     cfg = LoopConfig(budget=EpisodeBudget(max_steps=20), retrieve=memory is not None,
                      store_escalations=False)
     if memory is not None:
@@ -208,7 +214,11 @@ async def run_config(
     out: dict[str, Any] = {
         "steps": len(intervals),
         "overhead_p50_ms": pct(intervals, 50),
+        "overhead_p90_ms": pct(intervals, 90),
         "overhead_p99_ms": pct(intervals, 99),
+        "overhead_max_ms": round(max(intervals), 3) if intervals else None,
+        "share_over_15_ms": round(sum(x > 15 for x in intervals) / len(intervals), 4)
+        if intervals else None,
         "overhead_mean_ms": round(float(np.mean(intervals)), 3) if intervals else None,
     }
     if memory is not None:
@@ -265,6 +275,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(r.pop("profile"))
         results["configs"][label] = r
         print(label, {k: v for k, v in r.items()}, flush=True)
+    label = "teacher-only (oracle) + recording + checkpoints (inline SQLite saver)"
+    if not args.only or args.only in label:
+        r = await run_config(label=label, tasks=tasks, repeats=args.repeats, record=True,
+                             saver_kind="inline", teacher_only=True,
+                             profile=args.profile and args.only == "teacher-only")
+        if "profile" in r:
+            print(r.pop("profile"))
+        results["configs"][label] = r
+        print(label, r, flush=True)
     if args.stored > 0 and (not args.only or "retrieval" in args.only):
         from retrieval import build_store  # bench/retrieval.py
         from rich.console import Console

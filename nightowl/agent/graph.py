@@ -30,13 +30,14 @@ from langgraph.graph import END, StateGraph
 
 from nightowl.agent.budget import STEPS, Budget
 from nightowl.agent.env_pool import EnvPool
-from nightowl.agent.ladder import Ladder, StepContext, TierDecision
-from nightowl.agent.recording import StepRecorder
+from nightowl.agent.ladder import Ladder, StepContext
+from nightowl.agent.recording import StepRecorder, short_decision
 from nightowl.agent.state import (
     HISTORY_KEEP,
     EpisodeResult,
     EpisodeState,
     LoopConfig,
+    count_decisions,
     new_counters,
     result_from_state,
     step_counter,
@@ -198,6 +199,7 @@ class AgentGraph:
             env=self._live_of(state).env,
             env_name=state.get("env_name", ""),
             pending=self.recorder.pending(),
+            offload=self._blocking,
         )
 
     async def _step(self, state: EpisodeState) -> dict[str, Any]:
@@ -217,8 +219,8 @@ class AgentGraph:
         outcome = await self.ladder.decide(ctx)
         model_s = time.perf_counter() - t1
         stats["model_s"] += model_s
-        _count_decisions(stats, outcome.trail)
-        trail = [_short(d) for d in outcome.trail]
+        count_decisions(stats, outcome.trail)
+        trail = [short_decision(d) for d in outcome.trail]
         dec = outcome.decision
         upd: dict[str, Any] = {"trail": trail, "budget": budget.to_dict(), "stats": stats}
         env_s = 0.0
@@ -403,27 +405,3 @@ def _route_after(onward: str) -> Callable[[EpisodeState], Awaitable[str]]:
         return "finish" if state.get("done") else onward
 
     return route
-
-
-def _count_decisions(stats: dict[str, float], trail: Sequence[TierDecision]) -> None:
-    """Add one step's tier decisions to the episode counters."""
-    stats["escalations"] += max(0, len(trail) - 1)
-    for dec in trail:
-        if dec.actor == "student":
-            stats["student_samples"] += dec.samples
-            stats["student_calls"] += int(dec.meta.get("calls", 1))
-            stats["parse_failures"] += int(dec.meta.get("parse_failures", 0))
-        stats["teacher_calls"] += dec.teacher_calls
-        stats["cost_usd"] += dec.cost_usd
-
-
-def _short(dec: TierDecision) -> dict[str, Any]:
-    """A decision as the few fields the step row and the checkpoint keep."""
-    return {
-        "tier": dec.tier,
-        "action": dec.action,
-        "reason": dec.reason[:160],
-        "samples": dec.samples,
-        "confidence": round(float(dec.confidence), 4),
-        "candidates": [list(c) for c in dec.candidates[:4]],
-    }

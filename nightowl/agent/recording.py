@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from nightowl.agent.ladder import TierDecision
 from nightowl.ledger.pending import PendingWrites
 
 
@@ -126,3 +127,15 @@ def _upsert_step(s: Session, episode_id: str, row: dict[str, Any]) -> None:
     ).first()
     if exists is None:
         s.execute(insert(cast(Table, StepRow.__table__)), [values])
+
+
+def short_decision(dec: TierDecision) -> dict[str, Any]:
+    """A decision as the few fields the step row and the checkpoint keep."""
+    return {
+        "tier": dec.tier,
+        "action": dec.action,
+        "reason": dec.reason[:160],
+        "samples": dec.samples,
+        "confidence": round(float(dec.confidence), 4),
+        "candidates": [list(c) for c in dec.candidates[:4]],
+    }

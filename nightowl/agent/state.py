@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from nightowl.agent.budget import EpisodeBudget
+from nightowl.agent.ladder import TierDecision
 from nightowl.ledger.metrics import TEACHER_ACTORS, teacher_share
 
 #: how many (observation, action) pairs of history the state keeps
@@ -101,6 +102,18 @@ def new_counters() -> dict[str, float]:
         "node_s": 0.0,
         "parse_failures": 0.0,
     }
+
+
+def count_decisions(stats: dict[str, float], trail: Sequence[TierDecision]) -> None:
+    """Add one step's tier decisions to the episode counters."""
+    stats["escalations"] += max(0, len(trail) - 1)
+    for dec in trail:
+        if dec.actor == "student":
+            stats["student_samples"] += dec.samples
+            stats["student_calls"] += int(dec.meta.get("calls", 1))
+            stats["parse_failures"] += int(dec.meta.get("parse_failures", 0))
+        stats["teacher_calls"] += dec.teacher_calls
+        stats["cost_usd"] += dec.cost_usd
 
 
 def step_counter(actor: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nightowl.ledger.tables import ModelCall, ToolCall
+
 if TYPE_CHECKING:
     from nightowl.ledger.core import Ledger
 
@@ -23,16 +25,12 @@ class PendingWrites:
 
     def model_call(self, ledger: Ledger, **kw: Any) -> float:
         """Queue a model call (same arguments as `Ledger.record_model_call`); its cost."""
-        from nightowl.ledger.tables import ModelCall
-
         values = ledger.model_call_values(**kw)
         self.rows.append((ModelCall, values))
         return float(values["cost_usd"])
 
     def tool_call(self, ledger: Ledger, **kw: Any) -> float:
         """Queue a tool call (same arguments as `Ledger.record_tool_call`); its cost."""
-        from nightowl.ledger.tables import ToolCall
-
         values = ledger.tool_call_values(**kw)
         self.rows.append((ToolCall, values))
         return float(values["cost_usd"])

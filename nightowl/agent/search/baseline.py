@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from nightowl.agent.budget import TOOL_CALLS, Budget
-from nightowl.agent.search.bavt import CallMeter, GenerateFn, SearchResult, ToolCallHook
+from nightowl.agent.search.bavt import SearchResult, ToolCallHook
 from nightowl.agent.search.space import SearchSpace, Step, action_key
-from nightowl.agent.search.step_budget import budget_line
+from nightowl.agent.search.step_budget import CallMeter, GenerateFn, budget_line
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend
 

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
 from nightowl.agent.search.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
 from nightowl.agent.search.space import SearchSpace, Step, action_key
-from nightowl.agent.search.step_budget import budget_line, generation_bound, usage_tokens
+from nightowl.agent.search.step_budget import CallMeter, GenerateFn, budget_line, generation_bound
 from nightowl.agent.search.tree import (
     Node,
     SearchTree,
@@ -55,7 +55,6 @@ __all__ = [
 
 #: ``(action, latency_s, meta)`` -> None; e.g. a partial of `Ledger.record_tool_call`
 ToolCallHook = Callable[[str, float, dict[str, Any]], None]
-GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 
 
 @dataclass(kw_only=True)
@@ -128,32 +127,6 @@ class SearchResult:
     def first_action(self) -> str | None:
         """The next action to take from the root."""
         return self.actions[0] if self.actions else None
-
-
-class CallMeter:
-    """Calls the model within the budget and accumulates usage."""
-
-    def __init__(self, model: ModelBackend, generate: GenerateFn | None) -> None:
-        self.model = model
-        self.generate = generate or model.generate
-        self.usage = Usage()
-
-    async def call(
-        self, budget: Budget, request: GenerationRequest
-    ) -> GenerationResult | None | ModelError:
-        """Generate if affordable (None if not); failures come back as the error."""
-        prompt = request.prompt or ""
-        bound = generation_bound(self.model, prompt, n=request.n, max_tokens=request.max_tokens)
-        if not budget.can_afford(**{TOKENS: bound.tokens}):
-            return None
-        try:
-            res = await self.generate(request)
-        except (ModelError, ValueError, RuntimeError) as exc:
-            return exc if isinstance(exc, ModelError) else ModelError(str(exc))
-        self.usage = self.usage + res.usage
-        # Bounded by construction; min() guards a backend that over-reports.
-        budget.charge(**{TOKENS: min(usage_tokens(res.usage), bound.tokens)})
-        return res
 
 
 class BavtSearch:

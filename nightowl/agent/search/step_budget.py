@@ -10,15 +10,22 @@ never exceeded). Search adds three things on top of it:
   by the model's tokenizer when it has one, else a byte count, which bounds any
   byte-level BPE; plus ``n * max_tokens``), checked with `can_afford` *before* the call.
 - `budget_line`: the remaining/used line shown to the model in its prompt.
+- `CallMeter`: makes a model call only when its bound is affordable, charges the actual
+  tokens, and accumulates usage.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
-from nightowl.llm.base import ModelBackend, Usage
+from nightowl.errors import ModelError
+from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
+
+#: a model's ``generate`` (or a wrapper with the same signature)
+GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 
 #: special tokens a chat template or BOS may add around a raw prompt
 _SPECIAL_TOKEN_SLACK = 8
@@ -101,3 +108,29 @@ def budget_line(budget: Budget) -> str:
         else:
             parts.append(f"{label} {used:g}/{lim:g} used, {max(lim - used, 0):g} left")
     return "Budget: " + "; ".join(parts)
+
+
+class CallMeter:
+    """Calls the model within the budget and accumulates usage."""
+
+    def __init__(self, model: ModelBackend, generate: GenerateFn | None) -> None:
+        self.model = model
+        self.generate = generate or model.generate
+        self.usage = Usage()
+
+    async def call(
+        self, budget: Budget, request: GenerationRequest
+    ) -> GenerationResult | None | ModelError:
+        """Generate if affordable (None if not); failures come back as the error."""
+        prompt = request.prompt or ""
+        bound = generation_bound(self.model, prompt, n=request.n, max_tokens=request.max_tokens)
+        if not budget.can_afford(**{TOKENS: bound.tokens}):
+            return None
+        try:
+            res = await self.generate(request)
+        except (ModelError, ValueError, RuntimeError) as exc:
+            return exc if isinstance(exc, ModelError) else ModelError(str(exc))
+        self.usage = self.usage + res.usage
+        # Bounded by construction; min() guards a backend that over-reports.
+        budget.charge(**{TOKENS: min(usage_tokens(res.usage), bound.tokens)})
+        return res

@@ -83,7 +83,7 @@ class OracleTier(Tier):
         if not can_afford(ctx.budget, cost, usage.total_tokens, teacher_calls=1):
             return escalate(self.name, self.actor, "budget: cannot afford a teacher call")
         try:
-            action = await asyncio.to_thread(env.expert_action)
+            action = await ctx.blocking(env.expert_action)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
