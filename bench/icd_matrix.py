@@ -482,6 +482,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--sweep", action="store_true", help="also try other retrieval windows")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None,
+                    help="print and write the union of earlier reports (no model calls)")
     ap.add_argument("--cache", default=str(ROOT / ".nightowl" / "icd_matrix"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "icd_matrix.json")
     args = ap.parse_args()
@@ -494,6 +496,18 @@ def main() -> None:
     bad = [v for v in args.variants.split(",") if v not in VARIANTS]
     if bad:
         ap.error(f"unknown variant(s) {bad}; known: {', '.join(VARIANTS)}")
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        report = {**parts[0], "families": {}, "skipped": {},
+                  "merged_from": [str(p) for p in args.merge]}
+        for part in parts:
+            report["families"].update(part["families"])
+            report["skipped"].update(part.get("skipped", {}))
+        report["machine_end"] = parts[-1]["machine_end"]
+        print_tables(report)
+        args.out.write_text(json.dumps(report, indent=1))
+        console.print(f"wrote {args.out}")
+        return
     t0 = time.perf_counter()
     report = asyncio.run(run(args))
     report["wall_s"] = round(time.perf_counter() - t0, 1)
