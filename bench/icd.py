@@ -41,10 +41,10 @@ console = Console()
 async def bench_overhead(tasks: int) -> dict[str, Any]:
     from nightowl.agent.acceptance import Unanimity
     from nightowl.agent.budget import EpisodeBudget
-    from nightowl.agent.checkpoints import open_checkpointer
     from nightowl.agent.graph import AgentGraph, LoopConfig
     from nightowl.agent.ladder import Ladder
     from nightowl.agent.tiers import OracleTier, StudentTier
+    from nightowl.checkpoints_sqlite import open_sqlite_checkpointer as open_checkpointer
     from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES
     from nightowl.envs.registry import make_env, select_tasks
     from nightowl.ledger import Ledger, MeteredModel

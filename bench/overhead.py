@@ -49,10 +49,10 @@ import numpy as np  # noqa: E402
 
 from nightowl.agent.acceptance import Unanimity  # noqa: E402
 from nightowl.agent.budget import EpisodeBudget  # noqa: E402
-from nightowl.agent.checkpoints import open_checkpointer  # noqa: E402
 from nightowl.agent.graph import AgentGraph, LoopConfig  # noqa: E402
 from nightowl.agent.ladder import Ladder  # noqa: E402
 from nightowl.agent.tiers import OracleTier, StudentTier  # noqa: E402
+from nightowl.checkpoints_sqlite import open_sqlite_checkpointer as open_checkpointer  # noqa: E402
 from nightowl.config import FRONTIER_PRICES, SMALL_HOSTED_PRICES  # noqa: E402
 from nightowl.envs.registry import make_env  # noqa: E402
 from nightowl.ledger import Ledger, MeteredModel  # noqa: E402

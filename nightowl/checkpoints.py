@@ -7,7 +7,7 @@
   connection), in the same database and ``search_path`` as nightowl's tables. Any worker
   that reaches the database sees every checkpoint: an episode started on one host
   resumes on another.
-- anything else (the embedded SQLite default): `AsyncSqliteSaver` on ``checkpoints.sqlite``
+- anything else (the embedded SQLite default): `InlineSqliteSaver` on ``checkpoints.sqlite``
   in the folder of the SQLite database file (``settings.home`` for an in-memory database).
 
 Tables are created on open (``setup()``; idempotent).
@@ -109,13 +109,13 @@ async def open_checkpointer(
             await pool.close()
         return
 
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from nightowl.checkpoints_sqlite import open_sqlite_checkpointer
 
-    path = sqlite_path or sqlite_checkpoint_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as sqlite_saver:
-        await sqlite_saver.setup()
-        yield sqlite_saver
+    # The inline saver: a checkpoint is one short local transaction, written on the
+    # event loop (no aiosqlite thread hops; see nightowl/checkpoints_sqlite.py).
+    with open_sqlite_checkpointer(sqlite_path or sqlite_checkpoint_path(settings)) as saver:
+        saver.setup()
+        yield saver
 
 
 __all__ = [

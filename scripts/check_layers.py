@@ -16,7 +16,8 @@ from pathlib import Path
 LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "db"},
-    {"storage", "checkpoints", "llm", "envs"},
+    {"storage", "checkpoints_sqlite", "llm", "envs"},
+    {"checkpoints"},
     {"ledger"},
     {"memory"},
     {"distill", "sleeptime"},

@@ -43,9 +43,9 @@ class Requirement:
 
 
 REQUIREMENTS: dict[str, Requirement] = {
-    "twx": Requirement(package="textworld_express", extra=None, feature="TextWorld-Express"),
-    "tw": Requirement(package="textworld", extra=None, feature="TextWorld"),
-    "sciworld": Requirement(package="scienceworld", extra=None, feature="ScienceWorld"),
+    "twx": Requirement(package="textworld_express", extra="envs", feature="TextWorld-Express"),
+    "tw": Requirement(package="textworld", extra="envs", feature="TextWorld"),
+    "sciworld": Requirement(package="scienceworld", extra="envs", feature="ScienceWorld"),
     "alfworld": Requirement(package="alfworld", extra="alfworld", feature="ALFWorld"),
     "appworld": Requirement(
         package="appworld", extra="appworld", feature="AppWorld",

@@ -33,7 +33,7 @@ from nightowl.errors import EnvError, MissingExtraError
 try:
     from scienceworld.constants import BASEPATH, JAR_PATH
 except ImportError as exc:  # core dependency, but say what is missing if it is
-    raise MissingExtraError("ScienceWorld", "core", "scienceworld") from exc
+    raise MissingExtraError("ScienceWorld", "envs", "scienceworld") from exc
 
 #: task -> (train variations, dev variations, all variations)
 VARIATIONS: dict[str, tuple[int, int, int]] = {

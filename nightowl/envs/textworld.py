@@ -44,7 +44,7 @@ try:
     import textworld.challenges
     from textworld import EnvInfos, GameOptions
 except ImportError as exc:  # core dependency, but say what is missing if it is
-    raise MissingExtraError("TextWorld", "core", "textworld") from exc
+    raise MissingExtraError("TextWorld", "envs", "textworld") from exc
 
 #: our game name -> TextWorld challenge name
 CHALLENGES: dict[str, str] = {

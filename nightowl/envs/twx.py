@@ -32,7 +32,7 @@ from nightowl.errors import EnvError, MissingExtraError
 try:
     from textworld_express.constants import BASEPATH, JAR_PATH
 except ImportError as exc:  # core dependency, but say what is missing if it is
-    raise MissingExtraError("TextWorld-Express", "core", "textworld-express") from exc
+    raise MissingExtraError("TextWorld-Express", "envs", "textworld-express") from exc
 
 GAMES: tuple[str, ...] = (
     "cookingworld",

@@ -150,8 +150,8 @@ def load_stateful_gsm(
     """The first ``n_contexts`` problems that split cleanly and yield >= ``min_queries``."""
     try:
         import reasoning_gym
-    except ImportError:  # pragma: no cover - reasoning-gym is a core dependency
-        raise MissingExtraError("stateful GSM", "dev", "reasoning-gym") from None
+    except ImportError:  # pragma: no cover - reasoning-gym comes with the envs extra
+        raise MissingExtraError("stateful GSM", "envs", "reasoning-gym") from None
     out: list[GsmContext] = []
     size = max(4 * n_contexts, 20)
     ds = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=seed)

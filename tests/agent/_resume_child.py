@@ -6,10 +6,10 @@ from pathlib import Path
 
 from nightowl.agent.acceptance import Unanimity
 from nightowl.agent.budget import EpisodeBudget
-from nightowl.agent.checkpoints import open_checkpointer
 from nightowl.agent.graph import AgentGraph, LoopConfig
 from nightowl.agent.ladder import Ladder
 from nightowl.agent.tiers import StudentTier
+from nightowl.checkpoints_sqlite import open_sqlite_checkpointer as open_checkpointer
 from nightowl.config import SMALL_HOSTED_PRICES
 from nightowl.envs.registry import make_env
 from nightowl.ledger import Ledger, MeteredModel

@@ -73,7 +73,7 @@ class InlineSqliteSaver(SqliteSaver):
 
 
 @contextmanager
-def open_checkpointer(path: Path | str) -> Iterator[InlineSqliteSaver]:
+def open_sqlite_checkpointer(path: Path | str) -> Iterator[InlineSqliteSaver]:
     """An `InlineSqliteSaver` on the SQLite file ``path`` (created with its folder)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
