@@ -55,6 +55,7 @@ async def main() -> None:
         ids = select_tasks(args.env, "test", args.test, game=args.game)
         for ladder in args.ladders.split(","):
             for mode in ("step", "episode"):
+                app.cold_start()
                 s = await run_tasks(app, RunSpec(
                     name=f"{ladder} demos per {mode}", env=args.env, split="test", task_ids=ids,
                     ladder=ladder, budget=EpisodeBudget(max_steps=args.max_steps),

@@ -99,6 +99,16 @@ class Nightowl:
 
         return build_backend(name or self.student, self.settings)
 
+    def cold_start(self, name: str | None = None) -> None:
+        """Forget a backend's cached prompt prefixes and scores (for side-by-side runs).
+
+        Configurations compared in one process would otherwise reuse each other's cached
+        prompts and look cheaper than they would alone.
+        """
+        clear = getattr(self.backend(name), "clear_prefix_cache", None)
+        if callable(clear):
+            clear()
+
     def student_backend(self, name: str | None = None) -> ModelBackend:
         """The student's backend (``name`` overrides the settings' student)."""
         return self.backend(name)

@@ -203,6 +203,8 @@ async def run_showcase(
                           f"{n_demos} demos, ${collect.total_cost:.5f}, {collect.wall_s:.0f} s"))
         for cfg in opts.configs:
             rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
+            if cfg != "teacher":
+                app.cold_start(student)  # each arm pays for its own prompts
             summ = await run_tasks(
                 app,
                 RunSpec(
