@@ -43,8 +43,11 @@ try:
     import textworld
     import textworld.challenges
     from textworld import EnvInfos, GameOptions
-except ImportError as exc:  # core dependency, but say what is missing if it is
+except ImportError as exc:  # the envs extra; say what is missing
     raise MissingExtraError("TextWorld", "envs", "textworld") from exc
+
+#: serialises `textworld.start` across threads (see `_start`)
+_START_LOCK = threading.Lock()
 
 #: our game name -> TextWorld challenge name
 CHALLENGES: dict[str, str] = {
@@ -219,7 +222,9 @@ class TextWorldEnv(ReplayEnvironment):
         if self._tw is None or self._tw_path != path:
             self._close_tw()
             try:
-                with _quiet_jericho():
+                # textworld's logic parser (a module-global tatsu parser) is not
+                # thread-safe: concurrent episodes starting games at once corrupt it.
+                with _START_LOCK, _quiet_jericho():
                     self._tw = textworld.start(str(path), request_infos=INFOS)
             except Exception as exc:
                 raise EnvError(f"TextWorld could not start {path}: {exc}") from exc

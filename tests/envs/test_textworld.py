@@ -113,3 +113,29 @@ def test_native_snapshot_restore(tw_cache_dir):
     # and a replay-only snapshot (no native part) lands in the same state
     env.restore(type(snap)(task_id=snap.task_id, actions=snap.actions))
     assert env.step(env.expert_action()).text == expected.text
+
+
+def test_games_start_concurrently_in_threads():
+    """textworld's parser is module-global: concurrent starts must not corrupt it."""
+    import threading
+
+    from nightowl.envs.registry import make_env
+
+    errors: list[BaseException] = []
+
+    def start(task_id: str) -> None:
+        env = make_env("tw")
+        try:
+            env.reset(task_id)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assert
+            errors.append(exc)
+        finally:
+            env.close()
+
+    threads = [threading.Thread(target=start, args=(f"tw/coin_collector/train/{i}",))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
