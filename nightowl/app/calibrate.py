@@ -23,7 +23,8 @@ from nightowl.distill.calibrate import (
     recommend,
 )
 from nightowl.distill.parser import normalize_action
-from nightowl.distill.prompt import PromptBuilder, continuation
+from nightowl.distill.prompt import PromptBuilder
+from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.envs.registry import make_env, select_tasks
 from nightowl.errors import ConfigError
@@ -77,8 +78,11 @@ async def collect_states(
                     prompt = builder.build(
                         goal=goal, observation=text, history=hist, valid_actions=valid, demos=demos
                     )
-                    conts = [continuation(a) + "\n" for a in valid]
-                    scored = await student.score_continuations(prompt, conts)
+                    # ranked as the student tier ranks them (builder.scoring)
+                    scored = await score_actions(
+                        student, prompt, list(valid), method=builder.scoring,
+                        content_free_prompt=builder.content_free(demos),
+                    )
                     hint = demo_hint(demos, text, valid)
                     tprompt = builder.for_teacher().build(
                         goal=goal, observation=text, history=hist, valid_actions=valid
@@ -89,7 +93,7 @@ async def collect_states(
                             task_id=tid,
                             step=step,
                             actions=list(valid),
-                            logprobs=list(scored.logprobs),
+                            logprobs=list(scored.scores),
                             expert=expert,
                             prompt_tokens=student.count_tokens(prompt),
                             choice_tokens=float(np.mean(scored.token_counts)),
