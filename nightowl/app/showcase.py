@@ -50,7 +50,7 @@ class ShowcaseOptions(BaseModel):
     env: str = "tw"
     game: str | None = "coin_collector"
     train_tasks: int = Field(12, ge=1)
-    test_tasks: int = Field(6, ge=1)
+    test_tasks: int = Field(4, ge=1)
     max_steps: int = Field(10, ge=1)
     student_dtype: str | None = Field(
         None, description="dtype for an in-process student (None: the registry's, "
