@@ -13,11 +13,11 @@ episode is returned as is: no finished step is run or billed twice.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from nightowl.agent.budget import EpisodeBudget
 from nightowl.app.runs import DEMO_PRESETS, RunSpec, run_config, run_tasks, validate_spec
 
 if TYPE_CHECKING:
@@ -25,35 +25,15 @@ if TYPE_CHECKING:
 
 
 class EpisodeJob(BaseModel):
-    """One episode of a distributed run (the Celery payload)."""
+    """One episode of a distributed run (the Celery payload): the run's spec, one task."""
 
     run_id: str
-    name: str
-    env: str
-    split: str
-    task_id: str
-    ladder: str = "cascade"
-    rule: str | None = None
-    temperature: float = 0.5
-    teacher: str = "oracle"
-    student: str | None = None
-    budget: EpisodeBudget = Field(default_factory=EpisodeBudget)
-    retrieve: bool = True
-    store_escalations: bool = False
-    k_episodes: int | None = None
-    window: int | None = None
-    demos_per: str = "step"
+    spec: RunSpec  # a stdlib dataclass: pydantic validates and serialises it as JSON
 
-    def spec(self) -> RunSpec:
-        """The one-task `RunSpec` this job runs inside its run."""
-        return RunSpec(
-            name=self.name, env=self.env, split=self.split, task_ids=[self.task_id],
-            ladder=self.ladder, rule=self.rule, temperature=self.temperature,
-            teacher=self.teacher, student=self.student, budget=self.budget,
-            retrieve=self.retrieve, concurrency=1, store_escalations=self.store_escalations,
-            k_episodes=self.k_episodes, window=self.window, demos_per=self.demos_per,
-            run_id=self.run_id,
-        )
+    @property
+    def task_id(self) -> str:
+        """The episode's task."""
+        return self.spec.task_ids[0]
 
 
 class EpisodeOutcome(BaseModel):
@@ -79,21 +59,14 @@ def start_distributed_run(app: Nightowl, spec: RunSpec, queue: EpisodeQueue) -> 
     config = {**run_config(app, spec), "via": "queue"}
     run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
     for task_id in spec.task_ids:
-        queue.enqueue_episode(
-            EpisodeJob(
-                run_id=run_id, name=spec.name, env=spec.env, split=spec.split, task_id=task_id,
-                ladder=spec.ladder, rule=spec.rule, temperature=spec.temperature,
-                teacher=spec.teacher, student=spec.student, budget=spec.budget,
-                retrieve=spec.retrieve, store_escalations=spec.store_escalations,
-                k_episodes=spec.k_episodes, window=spec.window, demos_per=spec.demos_per,
-            )
-        )
+        one = replace(spec, task_ids=[task_id], concurrency=1, run_id=run_id)
+        queue.enqueue_episode(EpisodeJob(run_id=run_id, spec=one))
     return run_id
 
 
 async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
     """Run (or resume, or return the finished result of) one queued episode."""
-    spec = job.spec()
+    spec = job.spec
     if spec.ladder in DEMO_PRESETS and spec.retrieve:
         app.memory.refresh()  # demos other workers or hosts added since this index was built
     summary = await run_tasks(app, spec)
