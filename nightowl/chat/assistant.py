@@ -37,7 +37,7 @@ from nightowl.chat.cascade import (
 from nightowl.chat.demos import ChatDemoStore
 from nightowl.chat.keys import ApiKey, KeyStore
 from nightowl.chat.prompt import DEFAULT_SYSTEM, build_messages
-from nightowl.chat.sleep import ThreadSleeper
+from nightowl.chat.sleep import RethinkQueue, ThreadSleeper
 from nightowl.chat.threads import ThreadStore
 from nightowl.config import Settings
 from nightowl.errors import UserError
@@ -137,6 +137,7 @@ class Assistant:
         prices: Any,
         embedder: Embedder | None,
         config: AssistantConfig,
+        rethink_queue: RethinkQueue | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -157,7 +158,12 @@ class Assistant:
         self.threads = ThreadStore(db)
         self.keys = KeyStore(db)
         self.demos = ChatDemoStore(db, embedder) if (embedder and config.demos) else None
-        self.sleeper = ThreadSleeper(self.threads, self.student.with_role("sleep"), prices)
+        # With a queue (a broker is configured) idle threads become Celery jobs;
+        # without one the sleep loop rethinks them here.
+        sleep_model = self.student.with_role("sleep")
+        self.sleeper = ThreadSleeper(
+            self.threads, sleep_model, prices, queue=rethink_queue, scorer=sleep_model
+        )
         self._sleep_task: asyncio.Task[None] | None = None
         self._sleep_stop = asyncio.Event()
 
@@ -170,8 +176,13 @@ class Assistant:
         db: Database | None = None,
         oracle: Callable[[str], str | None] | None = None,
         embedder: Embedder | None = None,
+        rethink_queue: RethinkQueue | None = None,
     ) -> Assistant:
-        """Build from settings: registry models, the SQL database, the embedder."""
+        """Build from settings: registry models, the SQL database, the embedder.
+
+        ``rethink_queue`` sends idle threads' rethinks to a job queue (the CLI passes
+        the Celery one when ``settings.broker_url`` is set); None rethinks in-process.
+        """
         from nightowl.llm.registry import build_backend
         from nightowl.memory import build_embedder
         from nightowl.storage import open_db
@@ -214,6 +225,7 @@ class Assistant:
             prices=settings.model(student_name).prices,
             embedder=embedder,
             config=config,
+            rethink_queue=rethink_queue,
         )
 
     # --- one turn ------------------------------------------------------------------
@@ -327,7 +339,9 @@ class Assistant:
 
     # --- sleep-time ----------------------------------------------------------------------
     def start_sleep(self, *, poll_s: float = 5.0, gate: Callable[[], bool] | None = None) -> None:
-        """Start the in-process idle-thread rethink loop (needs a running event loop).
+        """Start the idle-thread rethink loop (needs a running event loop).
+
+        It rethinks in-process, or enqueues jobs when the assistant has a rethink queue.
 
         ``gate`` is asked before each thread is rethought (e.g. "no request in flight").
         """

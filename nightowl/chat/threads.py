@@ -253,10 +253,26 @@ class ThreadStore:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         cost_usd: float = 0.0,
-    ) -> None:
-        """Store a finished c' in one transaction (a killed job writes nothing)."""
+    ) -> bool:
+        """Store a finished c' in one transaction (a killed job writes nothing).
 
-        def w(s: Session) -> None:
+        Returns False (and writes nothing) when the thread was edited below
+        ``revision`` meanwhile, or when a c' for ``revision`` or later already exists
+        (a redelivered or concurrent job for the same revision), so each revision gets
+        at most one c'.
+        """
+
+        def w(s: Session) -> bool:
+            # Lock the thread row so two jobs for one thread serialise here (PostgreSQL;
+            # SQLite serialises all writers anyway) and the check below is race-free.
+            s.execute(select(ThreadRow.id).where(ThreadRow.id == thread_id).with_for_update())
+            done = s.scalar(
+                select(func.max(ThreadContextRow.revision)).where(
+                    ThreadContextRow.thread_id == thread_id
+                )
+            )
+            if done is not None and int(done) >= revision:
+                return False
             # The thread may have been edited below ``revision`` while we were thinking.
             current = (
                 s.scalar(
@@ -267,7 +283,7 @@ class ThreadStore:
                 or 0
             )
             if int(current) < revision:
-                return
+                return False
             s.add(
                 ThreadContextRow(
                     thread_id=thread_id,
@@ -279,8 +295,24 @@ class ThreadStore:
                     created_at=utcnow(),
                 )
             )
+            return True
 
-        self.db.write(w)
+        return self.db.write(w)
+
+    def user_turns(self, thread_ids: list[str]) -> dict[str, int]:
+        """How many user messages each thread has (its past queries)."""
+        if not thread_ids:
+            return {}
+
+        def q(s: Session) -> dict[str, int]:
+            rows = s.execute(
+                select(MessageRow.thread_id, func.count())
+                .where(MessageRow.thread_id.in_(thread_ids), MessageRow.role == "user")
+                .group_by(MessageRow.thread_id)
+            ).all()
+            return {str(t): int(n) for t, n in rows}
+
+        return self.db.read(q)
 
     def idle_threads(self, idle_s: float, *, min_new: int = 2) -> list[ThreadRecord]:
         """Threads idle for ``idle_s`` with >= ``min_new`` messages past their newest c'."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from nightowl.chat import AssistantConfig
+    from nightowl.chat.sleep import RethinkQueue
     from nightowl.config import Settings
     from nightowl.server.service import ServerConfig
 
@@ -36,8 +37,15 @@ def build_app(
     server_config: ServerConfig,
     *,
     oracle_path: Path | None = None,
+    rethink_queue: RethinkQueue | None = None,
 ) -> FastAPI:
-    """Settings -> Assistant -> ChatService -> FastAPI app."""
+    """Settings -> Assistant -> ChatService -> FastAPI app.
+
+    ``rethink_queue`` (``queue(thread_id, revision)``) sends idle threads' sleep-time
+    rethinks to workers; the server layer cannot import `nightowl.workers`, so the CLI
+    passes ``CeleryQueue().enqueue_thread_rethink`` when ``settings.broker_url`` is set.
+    Without it (no broker) the ``--sleep`` loop rethinks in-process.
+    """
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -52,7 +60,9 @@ def build_app(
 
     gold = load_oracle(oracle_path) if oracle_path is not None else None
     oracle = (lambda q: gold.get(q.strip())) if gold is not None else None
-    assistant = Assistant.from_settings(settings, assistant_config, oracle=oracle)
+    assistant = Assistant.from_settings(
+        settings, assistant_config, oracle=oracle, rethink_queue=rethink_queue
+    )
     service = ChatService(
         assistant,
         server_config,

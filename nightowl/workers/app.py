@@ -47,6 +47,19 @@ class LearnPayload(BaseModel):
     deferrals: int = 0
 
 
+class ThreadRethinkPayload(BaseModel):
+    """A chat thread's sleep-time job: rethink the thread into a c' (idempotent).
+
+    ``revision`` is the thread's revision when the job was sent (for logs; the job
+    rethinks whatever the thread holds when it runs); ``model`` the registry name of
+    the model that thinks (default: the worker's ``student_model``).
+    """
+
+    thread_id: str
+    revision: int | None = None
+    model: str | None = None
+
+
 def create_app(settings: Settings | None = None, sleep: SleepSettings | None = None) -> Celery:
     """Build the Celery app from nightowl's settings."""
     settings = settings or get_settings()
@@ -103,6 +116,21 @@ def enqueue_learn(
     return str(target.send_task("nightowl.sleep.learn", args=[payload.model_dump(mode="json")]).id)
 
 
+def enqueue_thread_rethink(
+    thread_id: str,
+    revision: int | None = None,
+    *,
+    model: str | None = None,
+    app: Celery | None = None,
+) -> str:
+    """Send one chat thread's rethink to the ``sleep`` queue; returns the task id."""
+    payload = ThreadRethinkPayload(thread_id=thread_id, revision=revision, model=model)
+    target = app if app is not None else globals()["app"]
+    return str(
+        target.send_task("nightowl.sleep.rethink_thread", args=[payload.model_dump(mode="json")]).id
+    )
+
+
 class CeleryQueue:
     """The app layer's job queues over this Celery app (checks the broker once)."""
 
@@ -132,6 +160,13 @@ class CeleryQueue:
         """Send one sleep-time job (after checking the broker once)."""
         self._check()
         return enqueue_learn(context_id, config, app=self.app)
+
+    def enqueue_thread_rethink(
+        self, thread_id: str, revision: int | None = None, *, model: str | None = None
+    ) -> str:
+        """Send one chat thread's rethink (after checking the broker once)."""
+        self._check()
+        return enqueue_thread_rethink(thread_id, revision, model=model, app=self.app)
 
     def enqueue_episode(self, job: BaseModel) -> str:
         """Send one episode of a distributed run to the ``episodes`` queue."""

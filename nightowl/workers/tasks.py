@@ -20,7 +20,7 @@ from nightowl.config import Settings, get_settings
 from nightowl.errors import RunError
 from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
 from nightowl.sleeptime.settings import load_sleep_settings
-from nightowl.workers.app import LearnPayload, app, enqueue_learn
+from nightowl.workers.app import LearnPayload, ThreadRethinkPayload, app, enqueue_learn
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = load_sleep_settings().max_retries
@@ -84,6 +84,23 @@ def scan_contexts() -> dict:
     """Beat: enqueue a job for every context that needs a c', by priority."""
     enqueued = [enqueue_learn(ref, app=app) for ref in service().schedulable()]
     return {"enqueued": len(enqueued)}
+
+
+@app.task(name="nightowl.sleep.rethink_thread", **_RELIABLE)
+def rethink_thread(payload: dict) -> dict:
+    """Rethink one chat thread into a c' (a no-op when its c' covers its revision)."""
+    import asyncio
+
+    from nightowl.chat.sleep import rethink_thread_job
+
+    job = ThreadRethinkPayload.model_validate(payload)
+    base = root()
+    name = job.model or base.student
+    outcome = asyncio.run(
+        rethink_thread_job(base.db, base.ledger, base.backend(name), base.prices(name),
+                           job.thread_id)
+    )
+    return outcome.model_dump(mode="json")
 
 
 class IndexRebuildPayload(BaseModel):
