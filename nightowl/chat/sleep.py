@@ -119,13 +119,20 @@ class ThreadSleeper:
         await self.rethink(thread_id)
         return await asyncio.to_thread(self.store.latest_context, thread_id)
 
-    async def ranked(self, threads: list[ThreadRecord]) -> list[ThreadWork]:
-        """``threads`` by expected queries x predictability (measured once per revision)."""
+    async def ranked(
+        self, threads: list[ThreadRecord], *, gate: Callable[[], bool] | None = None
+    ) -> list[ThreadWork]:
+        """``threads`` by expected queries x predictability (measured once per revision).
+
+        Measuring runs the scorer, so it waits for ``gate`` like thinking does; a thread
+        not measured yet ranks with the prior (see `rank_threads`).
+        """
         turns = await asyncio.to_thread(self.store.user_turns, [t.id for t in threads])
         preds: dict[str, float | None] = {}
         for t in threads:
             key = (t.id, t.revision)
-            if key not in self._predictability and self.scorer is not None:
+            measure = self.scorer is not None and (gate is None or gate())
+            if key not in self._predictability and measure and self.scorer is not None:
                 messages = await asyncio.to_thread(self.store.messages, t.id)
                 self._predictability[key] = await thread_predictability(messages, self.scorer)
             preds[t.id] = self._predictability.get(key)
@@ -141,7 +148,7 @@ class ThreadSleeper:
         """
         threads = await asyncio.to_thread(self.store.idle_threads, idle_s, min_new=min_new)
         done: list[str] = []
-        for work in await self.ranked(threads):
+        for work in await self.ranked(threads, gate=gate):
             t = work.thread
             if gate is not None and not gate():
                 break

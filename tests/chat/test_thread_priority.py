@@ -65,6 +65,9 @@ async def test_pass_enqueues_by_priority_once_per_revision(db) -> None:  # type:
         store, FunctionModel(lambda r: "unused"), Prices(),
         queue=lambda tid, rev: sent.append((tid, rev)), scorer=scorer,
     )
+    # busy (gate closed): neither measured nor sent
+    assert await sleeper.pass_once(idle_s=0.0, gate=lambda: False) == []
+    assert scorer.score_calls == [] and sent == []
     ranked = await sleeper.ranked(store.idle_threads(0.0))
     # few-easy: 3 x e^-0.1 = 2.71; many-hard: 5 x e^-3 = 0.25; few-hard: 3 x e^-3 = 0.15
     assert [w.thread.id for w in ranked] == [few_easy, many_hard, few_hard]
