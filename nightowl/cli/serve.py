@@ -39,8 +39,18 @@ def serve(
         from nightowl.server import build_app
         from nightowl.server.service import ServerConfig
 
+        settings = load_settings()
+        rethink_queue = None
+        if sleep and settings.broker_url:  # idle threads are rethought by `nightowl worker`s
+            from nightowl.workers.app import CeleryQueue
+
+            celery, model = CeleryQueue(), student or settings.student_model
+
+            def rethink_queue(thread_id: str, revision: int) -> str:
+                return celery.enqueue_thread_rethink(thread_id, revision, model=model)
+
         app = build_app(
-            load_settings(),
+            settings,
             AssistantConfig(
                 student=student,
                 teacher=teacher,
@@ -59,6 +69,7 @@ def serve(
                 max_prompt_chars=max_prompt_chars,
             ),
             oracle_path=oracle,
+            rethink_queue=rethink_queue,
         )
         import uvicorn
 
