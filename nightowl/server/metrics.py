@@ -3,7 +3,7 @@
 Counters: requests by status, replies by tier, cost in USD. A latency histogram of
 whole requests. Gauges: requests in flight and waiting for the model, also under
 vLLM's names (``vllm:num_requests_running`` / ``vllm:num_requests_waiting``) so that
-nightowl's own idle probe (`nightowl.workers.probes.PrometheusVllmProbe`) can watch a
+nightowl's own idle probe (`nightowl.sleeptime.idle.PrometheusVllmProbe`) can watch a
 nightowl server exactly as it watches vLLM.
 """
 

@@ -194,7 +194,7 @@ def test_concurrency_limit_gives_429_with_retry_after(served: Served) -> None:
     assert "nightowl_request_latency_seconds_bucket" in metrics
     assert "vllm:num_requests_waiting 0" in metrics
     # nightowl's own idle probe reads the server like a vLLM server.
-    from nightowl.workers.probes import RUNNING, WAITING, parse_prometheus_gauges
+    from nightowl.sleeptime.idle import RUNNING, WAITING, parse_prometheus_gauges
 
     assert parse_prometheus_gauges(metrics, (RUNNING, WAITING)) == {RUNNING: 0.0, WAITING: 0.0}
 
