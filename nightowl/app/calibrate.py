@@ -56,6 +56,7 @@ async def collect_states(
     student = app.student_backend()
     tprices = settings.model(settings.teacher_price_model).prices
     builder = PromptBuilder()
+    calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
     ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
     env = make_env(opts.env)
     memory = app.memory
@@ -81,7 +82,9 @@ async def collect_states(
                     # ranked as the student tier ranks them (builder.scoring)
                     scored = await score_actions(
                         student, prompt, list(valid), method=builder.scoring,
-                        content_free_prompt=builder.content_free(demos),
+                        content_free_prompt=(
+                            builder.content_free(demos) if calibrated else None
+                        ),
                     )
                     hint = demo_hint(demos, text, valid)
                     tprompt = builder.for_teacher().build(

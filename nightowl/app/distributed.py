@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel
 
-from nightowl.app.runs import DEMO_PRESETS, RunSpec, run_config, run_tasks, validate_spec
+from nightowl.app.runs import DEMO_PRESETS, RunSpec, run_config, run_episodes, validate_spec
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
@@ -69,7 +69,7 @@ async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
     spec = job.spec
     if spec.ladder in DEMO_PRESETS and spec.retrieve:
         app.memory.refresh()  # demos other workers or hosts added since this index was built
-    summary = await run_tasks(app, spec)
-    ep = next(e for e in summary.episodes_detail if e["task_id"] == job.task_id)
-    return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=bool(ep["success"]),
-                          steps=int(ep["steps"]), reason=str(ep["reason"]))
+    _, results, _ = await run_episodes(app, spec)
+    ep = results[0]
+    return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
+                          steps=ep.steps, reason=ep.reason)

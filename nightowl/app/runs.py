@@ -127,6 +127,26 @@ async def run_tasks(
     checkpoint_db: Path | None = None,
 ) -> RunSummary:
     """Run ``spec`` as one ledger run (resuming it when ``spec.run_id`` exists)."""
+    t0 = time.perf_counter()
+    run_id, results, config = await run_episodes(
+        app, spec, progress=progress, checkpoint_db=checkpoint_db
+    )
+    wall = time.perf_counter() - t0
+    return summarize(spec.name, spec.ladder, run_id, results, app.ledger, wall, config)
+
+
+async def run_episodes(
+    app: Nightowl,
+    spec: RunSpec,
+    *,
+    progress: ProgressSink | None = None,
+    checkpoint_db: Path | None = None,
+) -> tuple[str, list[EpisodeResult], dict[str, Any]]:
+    """`run_tasks` without the run-wide summary: (run id, episode results, run config).
+
+    A queued episode of a distributed run calls this: summarising the whole run (a
+    ledger report over every episode so far) after each of its episodes is wasted work.
+    """
     validate_spec(app.settings, spec)
     sink = progress or ignore
     student = spec.student or app.student
@@ -172,7 +192,6 @@ async def run_tasks(
         sink(EpisodeDone(key=spec.name, task_id=res.task_id, success=res.success,
                          steps=res.steps, reason=res.reason, wins=wins))
 
-    t0 = time.perf_counter()
     async with open_checkpointer(app.settings, sqlite_path=checkpoint_db) as saver:
         graph = AgentGraph(
             ladder=ladder,
@@ -193,8 +212,7 @@ async def run_tasks(
             )
         finally:
             graph.close()
-    wall = time.perf_counter() - t0
-    return summarize(spec.name, spec.ladder, run_id, results, app.ledger, wall, config)
+    return run_id, results, config
 
 
 def make_env_factory(env_name: str, **kw: Any) -> Callable[[], Any]:
@@ -265,6 +283,7 @@ __all__ = [
     "LADDER_PRESETS",
     "RunSpec",
     "RunSummary",
+    "run_episodes",
     "run_tasks",
     "summarize",
     "validate_spec",
