@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nightowl.agent.budget import EpisodeBudget  # noqa: E402
+from nightowl.agent.presets import preset_for_rule  # noqa: E402
 from nightowl.app import (  # noqa: E402
     CalibrateOptions,
     CollectRequest,
@@ -67,15 +68,17 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         coll = await collect_demos(app, CollectRequest(env=env, game=game, tasks=args.demos,
                                                        max_steps=args.collect_steps))
         cal = await calibrate_rules(app, CalibrateOptions(
-            env=env, game=game, tasks=args.dev, target=args.target, max_steps=args.collect_steps))
-        chosen = cal.chosen if cal.target_met else None
+            env=env, game=game, tasks=args.dev, target=args.target, max_steps=args.collect_steps,
+            verify=args.verify, min_saving=args.min_saving, rollout_max_steps=args.max_steps,
+            concurrency=args.concurrency))
+        chosen = cal.chosen if cal.student_pays else None
         test_ids = select_tasks(env, "test", args.test, game=game)
         budget = EpisodeBudget(max_steps=args.max_steps)
         teacher = await run_tasks(app, RunSpec(name="teacher", env=env, split="test",
                                                task_ids=test_ids, ladder="teacher",
                                                budget=budget, concurrency=args.concurrency))
         if chosen is not None:
-            ladder = "margin" if chosen["spec"].startswith("margin") else "cascade"
+            ladder = preset_for_rule(chosen["spec"])
             rec = await run_tasks(app, RunSpec(
                 name=f"{ladder} {chosen['spec']}", env=env, split="test", task_ids=test_ids,
                 ladder=ladder, rule=chosen["spec"], temperature=chosen["temperature"],
@@ -92,7 +95,15 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         "dev_states": cal.states,
         "student_top1_dev": cal.student_top1_agreement,
         "calibrate_choice": chosen["spec"] if chosen else "teacher (student cannot pay)",
-        "calibrate_predicted_success": cal.chosen["predicted_success"],
+        "calibrate_predicted_success": cal.chosen.get("predicted_success"),
+        "calibrate_open_loop_choice": (cal.predicted_choice or {}).get("spec"),
+        "calibrate_verdict": cal.verdict,
+        "calibrate_dev_rollouts": [
+            {k: r.get(k) for k in ("spec", "temperature", "dev_successes", "dev_episodes",
+                                   "dev_cost_per_episode", "dev_teacher_share",
+                                   "predicted_success", "predicted_cost_per_episode")}
+            for r in cal.rollouts],
+        "calibrate_wall_s": cal.wall_s,
         "teacher": teacher.model_dump(exclude={"episodes_detail", "config"}),
         "recommended": rec.model_dump(exclude={"episodes_detail", "config"}),
         "cost_ratio_teacher_over_recommended": ratio,
@@ -117,6 +128,10 @@ async def main() -> None:
     ap.add_argument("--max-steps", type=int, default=30)
     ap.add_argument("--collect-steps", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--verify", type=int, default=3,
+                    help="calibration: candidate rules played end to end on dev")
+    ap.add_argument("--min-saving", type=float, default=1.2,
+                    help="calibration: a student rule must be this many times cheaper on dev")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_e2e.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()

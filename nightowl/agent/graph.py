@@ -34,6 +34,7 @@ from nightowl.agent.ladder import Ladder, StepContext
 from nightowl.agent.recording import StepRecorder, short_decision
 from nightowl.agent.state import (
     HISTORY_KEEP,
+    SEEN_KEEP,
     EpisodeResult,
     EpisodeState,
     LoopConfig,
@@ -41,6 +42,7 @@ from nightowl.agent.state import (
     new_counters,
     result_from_state,
     step_counter,
+    visit_key,
 )
 from nightowl.envs.base import Environment
 from nightowl.ledger.pending import PendingWrites
@@ -194,6 +196,7 @@ class AgentGraph:
             observation=state["observation"],
             valid_actions=tuple(state.get("valid_actions") or ()) or None,
             history=hist,  # type: ignore[arg-type]
+            seen=frozenset(state.get("seen") or ()),
             demos=demos,
             budget=self._budget(state),
             env=self._live_of(state).env,
@@ -255,6 +258,8 @@ class AgentGraph:
             actor=actor,
             actions=list(state.get("actions") or []) + [action],
             history=hist[-HISTORY_KEEP:],
+            seen=[*(state.get("seen") or []), visit_key(state["observation"], action)][
+                -SEEN_KEEP:],
             budget=budget.to_dict(),
             step=state["step"] + 1,
         )
@@ -331,7 +336,7 @@ class AgentGraph:
         return EpisodeState(
             run_id=run_id, episode_id=episode_id, task_id=task_id, env_name=self.env_name,
             split=split, step=0, goal=None, observation="", valid_actions=None, history=[],
-            actions=[], trail=[], action=None, actor="", done=False, won=False, score=0.0,
+            seen=[], actions=[], trail=[], action=None, actor="", done=False, won=False, score=0.0,
             reason="", budget=self.config.budget.make().to_dict(), stats=new_counters(),
             finished=False,
         )

@@ -42,6 +42,8 @@ class StepContext:
         observation: the current observation text.
         valid_actions: actions valid now, when the environment lists them.
         history: the last few ``(observation, action)`` pairs (bounded by the loop).
+        seen: `nightowl.agent.state.visit_key` of every (observation, action) taken so
+            far this episode (loop detection beyond the short history).
         demos: retrieved demo windows (`nightowl.memory` DemoWindow objects).
         budget: the episode budget (shared, hard).
         env: the live environment (for oracle teachers and tree search); may be None.
@@ -61,6 +63,7 @@ class StepContext:
     observation: str
     valid_actions: tuple[str, ...] | None = None
     history: tuple[tuple[str, str], ...] = ()
+    seen: frozenset[str] = frozenset()
     demos: tuple[Any, ...] = ()
     budget: Budget = field(default_factory=Budget)
     env: Any = None

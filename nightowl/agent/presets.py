@@ -39,6 +39,17 @@ ORACLE = "oracle"
 BackendFactory = Callable[[str], ModelBackend]
 
 
+def preset_for_rule(rule: str) -> str:
+    """The ladder preset that runs an acceptance rule spec ("teacher" for teacher-only).
+
+    Score rules (``margin:1``, ``demo-agree``, ...) run on the one-pass ``margin``
+    ladder; voting rules (``unanimity:3``, ...) on the sampling ``cascade``.
+    """
+    if rule == "teacher":
+        return "teacher"
+    return "margin" if parse_rule(rule).uses_scores else "cascade"
+
+
 @dataclass(frozen=True, kw_only=True)
 class LadderChoice:
     """Validated ladder inputs.

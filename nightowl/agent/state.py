@@ -7,6 +7,8 @@ counters, the last decision's short trail); transcripts never accumulate there.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +16,25 @@ from typing import Any, TypedDict
 
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.ladder import TierDecision
+from nightowl.distill.parser import normalize_action
 from nightowl.ledger.metrics import TEACHER_ACTORS, teacher_share
 
 #: how many (observation, action) pairs of history the state keeps
 HISTORY_KEEP = 6
+#: how many visited (state, action) keys the state keeps (loop detection, whole episode)
+SEEN_KEEP = 200
+
+
+def visit_key(observation: str, action: str) -> str:
+    """A short key of (observation, action): whitespace collapsed, numbers masked.
+
+    Move counters and scores change on every step without the state changing, so they
+    are masked. A tier that would take an action already taken in the same state this
+    episode is looping (`nightowl.agent.tiers.common.repeats_without_progress`).
+    """
+    state = re.sub(r"\d+", "#", " ".join(observation.split()))
+    act = normalize_action(action)
+    return hashlib.blake2b(f"{state}\x00{act}".encode(), digest_size=8).hexdigest()
 
 
 class EpisodeState(TypedDict, total=False):
@@ -33,6 +50,8 @@ class EpisodeState(TypedDict, total=False):
     observation: str
     valid_actions: list[str] | None
     history: list[list[str]]
+    #: `visit_key` of every (observation, action) taken this episode (bounded)
+    seen: list[str]
     actions: list[str]
     trail: list[dict[str, Any]]
     action: str | None

@@ -3,7 +3,9 @@
 The oracle plays each dev task; at every state on its path the student scores every
 valid action once with the prompt the cascade would build; then
 `nightowl.distill.calibrate` simulates every candidate rule on those scores and picks
-the cheapest one that meets the target (see its docstring for the method).
+the cheapest one that meets the target (see its docstring for the method). With
+``verify`` > 0 a few candidates are then played end to end on the same dev tasks, next
+to teacher-only, and the choice is made on those measured episodes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel
 
-from nightowl.app.events import PhaseAdvanced, PhaseStarted, ProgressSink, ignore
+from nightowl.agent.budget import EpisodeBudget
+from nightowl.agent.presets import preset_for_rule
+from nightowl.agent.state import LoopConfig
+from nightowl.app.events import Message, PhaseAdvanced, PhaseStarted, ProgressSink, ignore
+from nightowl.app.runs import RunSpec, run_tasks
 from nightowl.distill.calibrate import (
     CalibrateOptions,
     StateRecord,
     evaluate_rules,
+    frontier,
+    next_probe,
     recommend,
+    recommend_measured,
 )
 from nightowl.distill.parser import normalize_action
 from nightowl.distill.prompt import PromptBuilder
@@ -45,6 +54,10 @@ class CalibrationReport(BaseModel):
     student_pays: bool
     verdict: str
     wall_s: float
+    #: the open-loop choice (on the scored states alone)
+    predicted_choice: dict[str, Any] | None = None
+    #: teacher-only and the candidates played end to end on dev (empty with verify=0)
+    rollouts: list[dict[str, Any]] = []
 
 
 async def collect_states(
@@ -56,6 +69,9 @@ async def collect_states(
     student = app.student_backend()
     tprices = settings.model(settings.teacher_price_model).prices
     builder = PromptBuilder()
+    builder = builder.with_options(k_episodes=opts.k_episodes or builder.k_episodes,
+                                   window=opts.window or builder.window)
+    keep = LoopConfig().history  # history steps the loop's retrieval uses
     calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
     ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
     env = make_env(opts.env)
@@ -73,8 +89,9 @@ async def collect_states(
                     break
                 if valid:
                     demos = await asyncio.to_thread(
-                        memory.retrieve, goal, text, hist[-2:], k_episodes=opts.k_episodes,
-                        k_steps=2, window=opts.window, exclude_task_ids=(tid,),
+                        memory.retrieve, goal, text, hist[-keep:],
+                        k_episodes=builder.k_episodes, k_steps=LoopConfig().k_steps,
+                        window=builder.window, exclude_task_ids=(tid,),
                     )
                     prompt = builder.build(
                         goal=goal, observation=text, history=hist, valid_actions=valid, demos=demos
@@ -115,16 +132,76 @@ async def collect_states(
     return out
 
 
+def _dev_row(rule: str, spec: str, temperature: float, summary: Any) -> dict[str, Any]:
+    """A rule's measured dev episodes (from a run summary)."""
+    return {
+        "rule": rule, "spec": spec, "temperature": temperature, "run_id": summary.run_id,
+        "dev_episodes": summary.episodes, "dev_successes": summary.successes,
+        "dev_success": summary.success_rate, "dev_cost_per_episode": summary.cost_per_episode,
+        "dev_teacher_share": summary.teacher_share,
+        "dev_steps_per_episode": summary.steps_per_episode,
+    }
+
+
+async def play_on_dev(
+    app: Nightowl, opts: CalibrateOptions, pool: list[dict[str, Any]],
+    chosen: dict[str, Any], *, progress: ProgressSink | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Teacher-only, then frontier rules chosen by `next_probe`, end to end on dev.
+
+    At most ``opts.verify`` student rules are played. Returns (teacher-only's dev row,
+    one dev row per rule played, cheapest first). Each is a ledger run of kind
+    ``calibrate``; escalations are not stored as demos (dev stays out of memory).
+    """
+    sink = progress or ignore
+    ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
+    budget = EpisodeBudget(max_steps=opts.rollout_max_steps)
+
+    def spec(name: str, preset: str, rule: str | None, temperature: float) -> RunSpec:
+        return RunSpec(name=f"calibrate {opts.env}/{opts.game or '*'} {name}", env=opts.env,
+                       split=opts.split, task_ids=ids, ladder=preset, rule=rule,
+                       temperature=temperature, budget=budget, kind="calibrate",
+                       store_escalations=False, concurrency=opts.concurrency,
+                       k_episodes=opts.k_episodes, window=opts.window)
+
+    t = await run_tasks(app, spec("teacher", "teacher", None, 0.0), progress=sink)
+    teacher = _dev_row("teacher only", "teacher", 0.0, t)
+    played: dict[int, bool] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    while len(played) < opts.verify and (i := next_probe(pool, chosen, played)) is not None:
+        c = pool[i]
+        sink(Message(text=f"dev rollout {len(played) + 1}: {c['rule']}"))
+        s = await run_tasks(
+            app, spec(c["spec"], preset_for_rule(c["spec"]), c["spec"], c["temperature"]),
+            progress=sink,
+        )
+        rows[i] = {**c, **_dev_row(c["rule"], c["spec"], c["temperature"], s)}
+        played[i] = (rows[i]["dev_success"] >= opts.target * teacher["dev_success"] - 1e-9
+                     and rows[i]["dev_cost_per_episode"] * opts.min_saving
+                     <= teacher["dev_cost_per_episode"])
+    return teacher, [rows[i] for i in sorted(rows)]
+
+
 async def calibrate(
     app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None
 ) -> CalibrationReport:
-    """Collect dev states, simulate every candidate rule, and choose one."""
+    """Collect dev states, simulate every candidate rule, verify the best on dev, choose."""
     t0 = time.perf_counter()
     states = await collect_states(app, opts, progress=progress)
     if not states:
         raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")
     rows = evaluate_rules(states, opts, app.prices(app.student))
-    rec = recommend(rows, opts.target)
+    rec = recommend(rows, opts.target, opts.min_saving)
+    predicted = rec["chosen"]
+    played: list[dict[str, Any]] = []
+    pool = frontier(rows, opts.min_saving) if opts.verify > 0 else []
+    if pool:
+        teacher, measured = await play_on_dev(app, opts, pool, predicted, progress=progress)
+        played = [teacher, *measured]
+        rec = recommend_measured(measured, teacher, opts.target, opts.min_saving)
+    elif opts.verify > 0:
+        rec = {**rec, "verdict": rec["verdict"] + " (no student rule predicted to save "
+               f">= {opts.min_saving:g}x: nothing played on dev)"}
     top1 = float(np.mean([
         normalize_action(s.actions[int(np.argmax(s.logprobs))]) == normalize_action(s.expert)
         for s in states
@@ -139,4 +216,6 @@ async def calibrate(
         student_pays=rec["student_pays"],
         verdict=rec["verdict"],
         wall_s=time.perf_counter() - t0,
+        predicted_choice=predicted,
+        rollouts=played,
     )

@@ -196,9 +196,16 @@ def calibrate(
     tasks: int = typer.Option(6, min=1, help="dev tasks"),
     game: str = opt.GAME,
     temperatures: str = typer.Option("0.3,0.5,0.7"),
+    verify: int = typer.Option(
+        3, min=0, help="candidate rules played end to end on the dev tasks (0: predict only)"
+    ),
+    min_saving: float = typer.Option(
+        1.2, min=1.0, help="a student rule must be this many times cheaper than teacher-only"
+    ),
     out: str = typer.Option("", help="write the calibration JSON here"),
 ) -> None:
-    """Pick N, tau (and the logprob margin) on the dev split for a target success at least cost."""
+    """Choose the cascade's acceptance rule on the dev split: the cheapest that keeps success."""
+    from nightowl.agent.presets import preset_for_rule
     from nightowl.app import CalibrateOptions, Nightowl, calibrate_rules
     from nightowl.cli.progress import rich_progress
     from nightowl.cli.tables import calibration_table
@@ -206,6 +213,7 @@ def calibrate(
     opts = CalibrateOptions(
         env=env, game=game or None, tasks=tasks, target=target,
         temperatures=[float(x) for x in temperatures.split(",") if x.strip()],
+        verify=verify, min_saving=min_saving,
     )
     with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink))
@@ -213,7 +221,8 @@ def calibrate(
     best = rep.chosen
     console.print(rep.verdict)
     if rep.student_pays:
-        console.print(f"use --rule {best['spec']} --temperature {best['temperature']:g}")
+        console.print(f"use --ladder {preset_for_rule(best['spec'])} --rule {best['spec']} "
+                      f"--temperature {best['temperature']:g}")
     if out:
         Path(out).write_text(rep.model_dump_json(indent=1))
         console.print(f"written: {out}")

@@ -46,17 +46,28 @@ def summary_table(rows: Sequence[RunSummary], title: str) -> Table:
 
 
 def calibration_table(rep: CalibrationReport) -> Table:
-    """Every candidate rule's prediction, cheapest first, the chosen one starred."""
+    """Every candidate rule's prediction, cheapest first, the chosen one starred.
+
+    Rules played end to end on dev also show their measured success and cost.
+    """
     o = rep.options
     t = Table(title=f"calibration on {o.env} {o.split} ({rep.states} states, "
                     f"student top-1 = expert {rep.student_top1_agreement:.0%})")
-    for col in ("rule", "pred. success", "pred. cost/ep", "student accepts", "samples/step"):
+    for col in ("rule", "pred. success", "pred. cost/ep", "student accepts", "samples/step",
+                "dev success", "dev cost/ep", "dev teacher share"):
         t.add_column(col, justify="right")
+    played = {(r["spec"], r["temperature"]): r for r in rep.rollouts}
+    chosen = (rep.chosen["spec"], rep.chosen["temperature"])
     for r in sorted(rep.candidates, key=lambda r: r["predicted_cost_per_episode"]):
-        mark = " *" if r == rep.chosen else ""
+        key = (r["spec"], r["temperature"])
+        m = played.get(key)
+        mark = " *" if key == chosen else ""
         t.add_row(
             r["rule"] + mark, f"{r['predicted_success']:.2f}",
             f"${r['predicted_cost_per_episode']:.5f}", f"{r['student_acceptance']:.2f}",
             f"{r['samples_per_step']:.2f}",
+            f"{m['dev_successes']}/{m['dev_episodes']}" if m else "",
+            f"${m['dev_cost_per_episode']:.5f}" if m else "",
+            f"{m['dev_teacher_share']:.2f}" if m else "",
         )
     return t

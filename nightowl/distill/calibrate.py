@@ -25,6 +25,17 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
    success >= target is recommended. When that is teacher-only, the student cannot pay
    on this family: every student rule either misses the target or costs more, and the
    report says so (`recommend`).
+5. Dev rollouts (``verify`` > 0): the open-loop prediction cannot see that a wrong
+   action is often recoverable (walk back, look again) nor that it lengthens the
+   episode. So rules on the predicted cost/success `frontier` are played end to end on
+   the same dev tasks with the real ladder, next to teacher-only -- the cheapest first,
+   then the open-loop choice, then a bisection between them (`next_probe`, at most
+   ``verify`` rules) -- and the choice is made on those measured successes and costs
+   (`recommend_measured`). A student rule is
+   recommended only when it reaches ``target`` x teacher-only's dev success *and* is at
+   least ``min_saving`` x cheaper than teacher-only on dev: a saving smaller than that is
+   within the noise of a few dev episodes, and the recommendation must not cost more
+   than teacher-only where the student cannot pay.
 """
 
 from __future__ import annotations
@@ -54,10 +65,19 @@ class CalibrateOptions(BaseModel):
     taus: list[float] = Field(default_factory=lambda: [0.6, 1.0])
     margins: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
     max_steps: int = 40
-    k_episodes: int = 2
-    window: int = 2
+    #: demo retrieval; None: the prompt builder's (what runs use)
+    k_episodes: int | None = None
+    window: int | None = None
     mc_draws: int = 4000
     seed: int = 0
+    #: candidates played end to end on the dev tasks (0: choose on the prediction alone)
+    verify: int = Field(4, ge=0)
+    #: a student rule must be this many times cheaper than teacher-only on dev
+    min_saving: float = Field(1.2, ge=1.0)
+    #: step budget of a dev rollout (as the runs being calibrated for)
+    rollout_max_steps: int = Field(30, ge=1)
+    #: dev episodes played at once in a rollout
+    concurrency: int = Field(2, ge=1)
 
 
 class StateRecord(BaseModel):
@@ -233,17 +253,23 @@ def choose(rows: list[dict[str, Any]], target: float) -> tuple[dict[str, Any], b
     return best, False
 
 
-def recommend(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+def recommend(
+    rows: list[dict[str, Any]], target: float, min_saving: float = 1.0
+) -> dict[str, Any]:
     """The choice with a verdict: does the student pay here, and by how much?
 
     Returns a dict with ``chosen`` (a row), ``student_pays`` (a student rule meets the
-    target and is cheaper than teacher-only), ``teacher_cost_per_episode``,
-    ``saving`` (teacher-only cost / chosen cost) and a one-line ``verdict``.
+    target and is at least ``min_saving`` x cheaper than teacher-only; otherwise the
+    choice is teacher-only), ``teacher_cost_per_episode``, ``saving`` (teacher-only cost
+    / chosen cost) and a one-line ``verdict``.
     """
     best, met = choose(rows, target)
     teacher = next((r for r in rows if r["spec"] == "teacher"), None)
     tcost = teacher["predicted_cost_per_episode"] if teacher else math.inf
-    pays = met and best["spec"] != "teacher" and best["predicted_cost_per_episode"] < tcost
+    pays = (met and best["spec"] != "teacher"
+            and best["predicted_cost_per_episode"] * min_saving <= tcost)
+    if not pays and teacher is not None:
+        best, met = teacher, True
     cost = best["predicted_cost_per_episode"]
     saving = tcost / cost if cost > 0 and math.isfinite(tcost) else math.inf
     if pays:
@@ -259,3 +285,82 @@ def recommend(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
                    "recommended: teacher only (--ladder teacher)")
     return {"chosen": best, "target_met": met, "student_pays": pays,
             "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
+
+
+def frontier(rows: list[dict[str, Any]], min_saving: float) -> list[dict[str, Any]]:
+    """Student rules worth playing on dev, cheapest first.
+
+    Only rules predicted to cost less than teacher-only / ``min_saving`` can pay; of
+    those only the frontier is kept: a rule is on it when every cheaper rule predicts a
+    lower success. Along the frontier, cost and predicted success both rise.
+    """
+    teacher = next((r for r in rows if r["spec"] == "teacher"), None)
+    limit = teacher["predicted_cost_per_episode"] / min_saving if teacher else math.inf
+    pool: list[dict[str, Any]] = []
+    for r in sorted((r for r in rows if r["spec"] != "teacher"
+                     and r["predicted_cost_per_episode"] <= limit),
+                    key=lambda r: (r["predicted_cost_per_episode"], -r["predicted_success"])):
+        if not pool or r["predicted_success"] > pool[-1]["predicted_success"] + 1e-9:
+            pool.append(r)
+    return pool
+
+
+def next_probe(pool: list[dict[str, Any]], chosen: dict[str, Any],
+               passed: dict[int, bool]) -> int | None:
+    """The frontier index to play next on dev, or None when the choice is settled.
+
+    ``passed`` maps the indices played so far to whether the rule kept success (and
+    saved enough). Plays the cheapest rule first (if it passes nothing cheaper is
+    left), then the open-loop ``chosen`` rule (or the frontier's end), then bisects
+    between the dearest failing and the cheapest passing rule: the cheapest passing rule
+    is found in about 2 + log2(len(pool)) rollouts when success rises along the frontier.
+    """
+    if not pool:
+        return None
+    if 0 not in passed:
+        return 0
+    if passed[0]:
+        return None
+    last = len(pool) - 1
+    hi = next((i for i, r in enumerate(pool) if r is chosen), last)
+    if hi not in passed:
+        return hi
+    ok = sorted(i for i, v in passed.items() if v)
+    if not ok:
+        return last if last not in passed else None
+    best = ok[0]
+    lo = max(i for i, v in passed.items() if not v and i < best)
+    mid = (lo + best) // 2
+    return mid if mid != lo and mid not in passed else None
+
+
+def recommend_measured(
+    measured: list[dict[str, Any]], teacher: dict[str, Any], target: float, min_saving: float
+) -> dict[str, Any]:
+    """The choice among rules played on dev (``dev_success``, ``dev_cost_per_episode``).
+
+    ``teacher`` is teacher-only's dev row. A student rule qualifies when its dev success
+    is >= ``target`` x teacher-only's and its dev cost <= teacher-only's / ``min_saving``;
+    the cheapest qualifying rule is chosen, else teacher-only ("the student cannot pay").
+    Returns the same keys as `recommend`.
+    """
+    tcost = teacher["dev_cost_per_episode"]
+    need = target * teacher["dev_success"]
+    ok = [m for m in measured if m["dev_success"] >= need - 1e-9
+          and m["dev_cost_per_episode"] * min_saving <= tcost]
+    if ok:
+        best = min(ok, key=lambda m: m["dev_cost_per_episode"])
+        saving = tcost / best["dev_cost_per_episode"] if best["dev_cost_per_episode"] else math.inf
+        verdict = (f"student pays: {best['rule']} won {best['dev_success']:.0%} of dev episodes "
+                   f"(teacher-only {teacher['dev_success']:.0%}) at {saving:.2f}x lower cost")
+        return {"chosen": best, "target_met": True, "student_pays": True,
+                "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
+    why = "; ".join(
+        f"{m['rule']}: {m['dev_success']:.0%} at "
+        f"{tcost / m['dev_cost_per_episode'] if m['dev_cost_per_episode'] else math.inf:.2f}x"
+        for m in measured) or "no student rule predicted to save enough to try"
+    verdict = (f"student cannot pay at {target:.0%} of teacher-only success and >= "
+               f"{min_saving:g}x saving on dev ({why}); recommended: teacher only "
+               "(--ladder teacher)")
+    return {"chosen": teacher, "target_met": True, "student_pays": False,
+            "teacher_cost_per_episode": tcost, "saving": 1.0, "verdict": verdict}

@@ -159,3 +159,27 @@ async def test_kill_and_resume_does_not_rebill(tmp_path, twx_coin_tasks):
     # every billed call of a finished step is still there, once
     for c in before:
         assert per_step[c.step] >= 1
+
+
+async def test_repeat_guard_sees_the_whole_episode(ledger, tmp_path, twx_coin_tasks):
+    """A student cycling "look around" / "inventory" with a 1-step history: the
+    episode-wide visited keys make the repeat escalate to the oracle."""
+    from nightowl.agent.state import visit_key
+
+    run = ledger.start_run("cycle", "test", {})
+    turn = iter(["look around", "inventory"] * 20)
+    student = MeteredModel(FunctionModel(lambda req: next(turn)), ledger, SMALL_HOSTED_PRICES,
+                           run_id=run, role="student")
+    ladder = Ladder([
+        StudentTier(student, prices=SMALL_HOSTED_PRICES, rule=Unanimity(1), avoid_repeats=True),
+        OracleTier(ledger=ledger, prices=FRONTIER_PRICES, tokenizer=Tok()),
+    ])
+    g = AgentGraph(ladder=ladder, env_factory=lambda: make_env("twx"), ledger=ledger,
+                   memory=DemoMemory(ledger.db, HashingEmbedder(), tmp_path / "idx"),
+                   config=LoopConfig(budget=EpisodeBudget(max_steps=8), history=1),
+                   env_name="twx")
+    r = await g.run_episode(run_id=run, task_id=twx_coin_tasks["test"][0], split="test")
+    assert r.stats["steps_teacher"] >= 1
+    steps = g.memory.episode_steps(r.episode_id)
+    keys = [visit_key(s.observation, s.action) for s in steps if s.actor == "student"]
+    assert len(keys) == len(set(keys))  # the student never repeated itself in a state

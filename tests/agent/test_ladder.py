@@ -207,3 +207,20 @@ async def test_repeat_guard_ignores_move_counters():
     c.history = (("-= Salon =- exit to the west. -= Salon =-0/3", "go north"),)
     d = await tier.decide(c)
     assert not d.accepted and d.reason.startswith("repeat without progress")
+
+
+async def test_repeat_guard_sees_cycles_longer_than_the_history():
+    """A 4-step cycle (read map, task, move west, move east) leaves the short history;
+    the episode-wide ``seen`` keys still catch the repeat (found on twx/mapreader)."""
+    from nightowl.agent.state import visit_key
+
+    model = ScriptedModel(["look around"] * 9)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    c = ctx()
+    c.history = (("The map reads: ...", "task"), ("You are in the studio.", "move east"))
+    assert (await tier.decide(c)).accepted
+    c.seen = frozenset({visit_key(c.observation, "look around")})
+    d = await tier.decide(c)
+    assert not d.accepted and d.reason.startswith("repeat without progress")
+    c.seen = frozenset({visit_key(c.observation, "go north")})  # another action: no repeat
+    assert (await tier.decide(c)).accepted

@@ -55,3 +55,76 @@ def test_teacher_only_when_the_student_is_confidently_wrong():
     assert "teacher only" in out["verdict"]
     teacher = next(r for r in rows if r["spec"] == "teacher")
     assert abs(teacher["predicted_cost_per_episode"] - 4 * 0.01) < 1e-9
+
+
+# ------------------------------------------------------------------- dev rollouts
+from nightowl.distill.calibrate import frontier, next_probe, recommend_measured  # noqa: E402
+
+
+def row(spec, cost, acc, success=1.0, t=0.0):
+    return {"rule": spec, "spec": spec, "temperature": t, "predicted_success": success,
+            "predicted_cost_per_episode": cost, "student_acceptance": acc,
+            "samples_per_step": 1.0}
+
+
+def test_frontier_keeps_rules_whose_success_rises_with_cost():
+    rows = [row("teacher", 1.0, 0.0), row("unanimity:1", 0.09, 1.0, 0.2),
+            row("margin:0", 0.1, 1.0, 0.3), row("margin:0.5", 0.2, 0.9, 0.5),
+            row("margin:1", 0.4, 0.7, 0.95), row("margin:2", 0.6, 0.5, 1.0),
+            row("margin:4", 0.9, 0.1, 1.0),
+            row("demo-agree", 0.21, 0.9, 0.4)]  # dearer than margin:0.5 and less successful
+    # margin:4 is left out: 0.9 > 1.0 / 1.2 cannot save enough to be worth a try
+    assert [r["spec"] for r in frontier(rows, 1.2)] == [
+        "unanimity:1", "margin:0", "margin:0.5", "margin:1", "margin:2"]
+    assert frontier([row("teacher", 1.0, 0.0), row("margin:9", 0.95, 0.05)], 1.2) == []
+
+
+def probes(pool, chosen, passes):
+    """Indices `next_probe` plays when rule i keeps success iff passes(i)."""
+    played: dict[int, bool] = {}
+    while (i := next_probe(pool, chosen, played)) is not None:
+        assert i not in played
+        played[i] = passes(i)
+    return played
+
+
+def test_next_probe_finds_the_cheapest_passing_rule_by_bisection():
+    pool = [row(f"margin:{i}", 0.1 * (i + 1), 1 - 0.1 * i, 0.1 * i) for i in range(9)]
+    chosen = pool[8]
+    for cut in range(9):  # rules >= cut keep success
+        played = probes(pool, chosen, lambda i, c=cut: i >= c)
+        assert min(i for i, ok in played.items() if ok) == cut
+        assert len(played) <= 2 + 3  # cheapest, chosen, then log2(9) bisection steps
+    assert probes(pool, chosen, lambda i: True) == {0: True}  # the cheapest passes: done
+    # nothing passes: cheapest, chosen, then the frontier's end (here the chosen) -> stop
+    assert probes(pool, pool[4], lambda i: False) == {0: False, 4: False, 8: False}
+    assert next_probe([], chosen, {}) is None
+
+
+def dev(spec, success, cost):
+    return {"rule": spec, "spec": spec, "temperature": 0.0, "dev_success": success,
+            "dev_cost_per_episode": cost}
+
+
+def test_recommend_measured_takes_the_cheapest_rule_that_keeps_success():
+    teacher = dev("teacher", 1.0, 1.0)
+    measured = [dev("margin:0", 2 / 3, 0.1), dev("margin:1", 1.0, 0.3), dev("margin:2", 1.0, 0.5)]
+    out = recommend_measured(measured, teacher, 0.9, 1.2)
+    assert out["student_pays"] and out["chosen"]["spec"] == "margin:1"
+    assert abs(out["saving"] - 1 / 0.3) < 1e-9 and "student pays" in out["verdict"]
+
+
+def test_recommend_measured_falls_back_to_teacher_when_saving_is_noise():
+    teacher = dev("teacher", 1.0, 1.0)
+    out = recommend_measured([dev("margin:1", 1.0, 0.9), dev("margin:0", 0.5, 0.2)],
+                             teacher, 0.9, 1.2)
+    assert not out["student_pays"] and out["chosen"]["spec"] == "teacher"
+    assert out["saving"] == 1.0 and "cannot pay" in out["verdict"] and "margin:0: 50%" in out[
+        "verdict"]
+
+
+def test_open_loop_recommend_needs_the_minimum_saving():
+    rows = [row("teacher", 1.0, 0.0), row("margin:1", 0.9, 0.2, 1.0)]
+    assert recommend(rows, 0.9)["student_pays"]
+    out = recommend(rows, 0.9, min_saving=1.2)
+    assert not out["student_pays"] and out["chosen"]["spec"] == "teacher"

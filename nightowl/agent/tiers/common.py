@@ -8,6 +8,7 @@ from typing import Any
 
 from nightowl.agent.budget import COST_USD, TEACHER_CALLS, TOKENS, Budget
 from nightowl.agent.ladder import StepContext
+from nightowl.agent.state import visit_key
 from nightowl.distill.parser import normalize_action
 
 
@@ -49,9 +50,13 @@ def charge(budget: Budget, cost: float, tokens: int, teacher_calls: int = 0) -> 
 def repeats_without_progress(ctx: StepContext, action: str) -> bool:
     """Whether ``action`` was already taken in an identical observation this episode.
 
-    A confident student can loop ("look around" forever); acting the same way in the
-    same state again is not progress, so a cascade escalates instead of accepting.
+    A confident student can loop ("look around" forever, or a cycle of several moves);
+    acting the same way in the same state again is not progress, so a cascade
+    escalates instead of accepting. The loop's ``ctx.seen`` covers the whole episode;
+    ``ctx.history`` (the last few steps) is checked too for contexts built without it.
     """
+    if visit_key(ctx.observation, action) in ctx.seen:
+        return True
     obs = _state_key(ctx.observation)
     act = normalize_action(action)
     return any(_state_key(o) == obs and normalize_action(a) == act for o, a in ctx.history)

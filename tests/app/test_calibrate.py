@@ -1,0 +1,52 @@
+"""`calibrate` end to end with the real embedded student: score dev states, play rules on dev."""
+
+from __future__ import annotations
+
+import pytest
+
+from nightowl.app import CalibrateOptions, CollectRequest, Nightowl, calibrate_rules, collect_demos
+from nightowl.config import load_settings
+from nightowl.memory.embedder import HashingEmbedder
+
+
+@pytest.fixture(scope="module")
+def has_smollm2():
+    from nightowl.llm.registry import build_backend
+
+    try:
+        build_backend("smollm2")
+    except Exception as exc:  # pragma: no cover - weights missing on this machine
+        pytest.skip(f"embedded model unavailable: {exc}")
+
+
+async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
+    with Nightowl.open(load_settings(home=tmp_path), embedder=HashingEmbedder()) as app:
+        await collect_demos(app, CollectRequest(env="twx", game="simonsays", tasks=4))
+        demos_before = app.memory.stats().demos
+        rep = await calibrate_rules(app, CalibrateOptions(
+            env="twx", game="simonsays", tasks=2, target=0.9, verify=2, temperatures=[0.5],
+            ns=[1, 3], margins=[0.0, 2.0], rollout_max_steps=8))
+        runs = [r for r in app.ledger.list_runs() if r.kind == "calibrate"]
+        demos_after = app.memory.stats().demos
+    assert rep.states >= 2 and rep.predicted_choice is not None
+    teacher, *played = rep.rollouts
+    assert teacher["spec"] == "teacher" and teacher["dev_episodes"] == 2
+    assert teacher["dev_success"] == 1.0  # the oracle wins simonsays
+    assert 1 <= len(played) <= 2 and len(runs) == 1 + len(played)
+    assert all(p["dev_episodes"] == 2 and p["dev_cost_per_episode"] > 0 for p in played)
+    assert demos_after == demos_before  # dev rollouts never become demos
+    if rep.student_pays:  # the choice is a played rule that kept success and saved enough
+        assert rep.chosen in played and rep.chosen["dev_success"] >= 0.9
+        assert rep.chosen["dev_cost_per_episode"] * 1.2 <= teacher["dev_cost_per_episode"]
+    else:
+        assert rep.chosen["spec"] == "teacher" and "cannot pay" in rep.verdict
+    # the CLI table shows the measured dev columns for the rules that were played
+    from rich.console import Console
+
+    from nightowl.cli.tables import calibration_table
+
+    con = Console(record=True, width=200)
+    con.print(calibration_table(rep))
+    text = con.export_text()
+    assert "dev success" in text and f"{played[0]['dev_successes']}/2" in text
+    assert text.count(" *") == 1  # exactly one chosen row
