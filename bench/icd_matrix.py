@@ -71,6 +71,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
              "obs_chars": 240},
     # valid actions listed the same way in demo steps and the current step
     "both": {"valid_actions_in": "both"},
+    # plain with 4 history steps in the current block (default 2)
+    "hist4": {"valid_actions_in": "none", "history": 4},
+    # plain with up to 4 demo windows (default 2)
+    "demos4": {"valid_actions_in": "none", "max_demos": 4},
 }
 SCORINGS = ("sum", "mean", "calibrated", "calibrated-mean")
 #: margin thresholds whose acceptance coverage/precision is reported

@@ -29,9 +29,9 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
    action is often recoverable (walk back, look again) nor that it lengthens the
    episode. So rules on the predicted cost/success `frontier` are played end to end on
    the same dev tasks with the real ladder, next to teacher-only -- the cheapest first,
-   then the open-loop choice, then a bisection between them (`next_probe`, at most
-   ``verify`` rules) -- and the choice is made on those measured successes and costs
-   (`recommend_measured`). A student rule is
+   then the open-loop choice, then a bisection between them, then the rules just above
+   the cheapest one that kept success (`next_probe`, at most ``verify`` rules) -- and
+   the choice is made on those measured successes and costs (`recommend_measured`). A student rule is
    recommended only when it reaches ``target`` x teacher-only's dev success *and* is at
    least ``min_saving`` x cheaper than teacher-only on dev: a saving smaller than that is
    within the noise of a few dev episodes, and the recommendation must not cost more
@@ -307,31 +307,34 @@ def frontier(rows: list[dict[str, Any]], min_saving: float) -> list[dict[str, An
 
 def next_probe(pool: list[dict[str, Any]], chosen: dict[str, Any],
                passed: dict[int, bool]) -> int | None:
-    """The frontier index to play next on dev, or None when the choice is settled.
+    """The frontier index to play next on dev, or None when nothing is left worth playing.
 
     ``passed`` maps the indices played so far to whether the rule kept success (and
-    saved enough). Plays the cheapest rule first (if it passes nothing cheaper is
-    left), then the open-loop ``chosen`` rule (or the frontier's end), then bisects
-    between the dearest failing and the cheapest passing rule: the cheapest passing rule
-    is found in about 2 + log2(len(pool)) rollouts when success rises along the frontier.
+    saved enough). Plays the cheapest rule first, then the open-loop ``chosen`` rule (or
+    the frontier's end), then bisects between the dearest failing and the cheapest
+    passing rule: the cheapest passing rule is found in about 2 + log2(len(pool))
+    rollouts when success rises along the frontier. Then it offers the frontier rules
+    just above the cheapest passing one: a more careful rule can cost less when
+    measured, because the student's wrong moves lengthen episodes (the caller's
+    rollout budget decides how many are played). Nothing passes: None.
     """
     if not pool:
         return None
+    last = len(pool) - 1
     if 0 not in passed:
         return 0
-    if passed[0]:
-        return None
-    last = len(pool) - 1
-    hi = next((i for i, r in enumerate(pool) if r is chosen), last)
-    if hi not in passed:
-        return hi
     ok = sorted(i for i, v in passed.items() if v)
-    if not ok:
-        return last if last not in passed else None
-    best = ok[0]
-    lo = max(i for i, v in passed.items() if not v and i < best)
-    mid = (lo + best) // 2
-    return mid if mid != lo and mid not in passed else None
+    if not passed[0]:
+        hi = next((i for i, r in enumerate(pool) if r is chosen), last)
+        if hi not in passed:
+            return hi
+        if not ok:
+            return last if last not in passed else None
+        lo = max(i for i, v in passed.items() if not v and i < ok[0])
+        mid = (lo + ok[0]) // 2
+        if mid != lo and mid not in passed:
+            return mid
+    return next((j for j in range(ok[0] + 1, len(pool)) if j not in passed), None)
 
 
 def recommend_measured(
