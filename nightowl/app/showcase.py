@@ -132,11 +132,31 @@ class ShowcaseReport(BaseModel):
     demos: int
     configs: list[RunSummary]
     break_even_episodes: dict[str, float | None]
+    #: per student arm: does it pay against teacher-only on these test tasks, and by how much
+    verdicts: dict[str, str] = Field(default_factory=dict)
     wall_s: float
     database: str
     title: str
     report_path: str
     plot_path: str
+
+
+def arm_verdict(teacher: RunSummary, arm: RunSummary, *, goal: float = 3.0) -> str:
+    """Whether an arm pays against teacher-only on the same tasks, in one line.
+
+    Equal success means within one episode of teacher-only (the issue's criterion);
+    "pays" means equal success at a lower cost per episode, and the ratio says whether
+    it reaches ``goal`` x.
+    """
+    label = CONFIG_LABELS.get(arm.name, arm.name)
+    ratio = teacher.cost_per_episode / arm.cost_per_episode if arm.cost_per_episode else math.inf
+    won = f"{arm.successes}/{arm.episodes} vs {teacher.successes}/{teacher.episodes}"
+    if arm.successes < teacher.successes - 1:
+        return f"{label}: does not pay here: success {won} (more than one episode short)"
+    if ratio <= 1.0:
+        return f"{label}: does not pay here: {1 / ratio:.2f}x the teacher-only cost ({won})"
+    reach = "reaches" if ratio >= goal else "below"
+    return f"{label}: pays {ratio:.2f}x at equal success ({won}); {reach} the {goal:g}x goal"
 
 
 def _student_settings(
@@ -231,6 +251,8 @@ async def run_showcase(
                 collect.total_cost, teacher.cost_per_episode, r.cost_per_episode
             )
             break_even[r.name] = None if math.isinf(n) else n
+    verdicts = ({r.name: arm_verdict(teacher, r) for r in rows if r.name != "teacher"}
+                if teacher is not None else {})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = opts.out or settings.home / "reports" / f"demo-{stamp}.json"
     plot = opts.plot or out.with_suffix(".png")
@@ -246,6 +268,7 @@ async def run_showcase(
         demos=n_demos,
         configs=rows,
         break_even_episodes=break_even,
+        verdicts=verdicts,
         wall_s=time.perf_counter() - t_start,
         database=str(demo_home / "nightowl.db"),
         title=title,

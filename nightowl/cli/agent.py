@@ -71,6 +71,10 @@ def demo(
             n = rep.break_even_episodes[name]
             shown = "never (not cheaper per episode)" if n is None else f"{n:.1f} episodes"
             console.print(f"break-even n* for {name}: {shown}")
+    for line in rep.verdicts.values():
+        console.print(line)
+    console.print("per environment family (where the student pays, where it does not yet): "
+                  "README 'Measured', python bench/icd_e2e.py")
     console.print(f"report: {rep.report_path}\nplot:   {rep.plot_path}\n"
                   f"total wall time: {rep.wall_s:.0f} s")
 

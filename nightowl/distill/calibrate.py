@@ -31,11 +31,11 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
    the same dev tasks with the real ladder, next to teacher-only -- the cheapest first,
    then the open-loop choice, then a bisection between them, then the rules just above
    the cheapest one that kept success (`next_probe`, at most ``verify`` rules) -- and
-   the choice is made on those measured successes and costs (`recommend_measured`). A student rule is
-   recommended only when it reaches ``target`` x teacher-only's dev success *and* is at
-   least ``min_saving`` x cheaper than teacher-only on dev: a saving smaller than that is
-   within the noise of a few dev episodes, and the recommendation must not cost more
-   than teacher-only where the student cannot pay.
+   the choice is made on those measured successes and costs (`recommend_measured`).
+   A student rule is recommended only when it reaches ``target`` x teacher-only's dev
+   success *and* is at least ``min_saving`` x cheaper than teacher-only on dev: a saving
+   smaller than that is within the noise of a few dev episodes, and the recommendation
+   must not cost more than teacher-only where the student cannot pay.
 """
 
 from __future__ import annotations

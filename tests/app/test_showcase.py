@@ -45,6 +45,33 @@ async def test_showcase_end_to_end_with_fake_student(tmp_path):
     assert phases[0] == "collect demos (oracle, train)" and len(phases) == 6
     assert sum(isinstance(e, EpisodeDone) for e in events.events) == 3 + 5 * 2
     assert any("collection: 3/3 won" in m.text for m in events.events if isinstance(m, Message))
+    # one verdict per student arm, against teacher-only on the same test tasks
+    assert set(rep.verdicts) == {"student", "student+demos", "cascade", "margin"}
+    assert all(("pays" in v) or ("does not pay" in v) for v in rep.verdicts.values())
+
+
+def summary(name, successes, cost, episodes=4):
+    from nightowl.app.runs import RunSummary
+
+    return RunSummary(name=name, run_id="r", ladder=name, episodes=episodes,
+                      successes=successes, success_rate=successes / episodes,
+                      total_cost=cost * episodes, cost_per_episode=cost,
+                      cost_of_pass=cost * episodes / max(successes, 1), teacher_share=0.5,
+                      teacher_call_share=0.5, student_samples_per_step=1.0,
+                      steps_per_episode=5.0, wall_s=1.0, overhead_ms_per_step=1.0,
+                      reasons={}, config={})
+
+
+def test_arm_verdict_says_whether_and_how_much_a_student_arm_pays():
+    from nightowl.app.showcase import arm_verdict
+
+    teacher = summary("teacher", 4, 0.006)
+    assert arm_verdict(teacher, summary("margin", 4, 0.001)).startswith(
+        "student + demos + margin cascade: pays 6.00x at equal success (4/4 vs 4/4); reaches")
+    assert "below the 3x goal" in arm_verdict(teacher, summary("cascade", 3, 0.004))
+    assert "more than one episode short" in arm_verdict(teacher, summary("student", 2, 0.0001))
+    assert "does not pay here: 1.17x the teacher-only cost" in arm_verdict(
+        teacher, summary("margin", 4, 0.007))
 
 
 async def test_showcase_rejects_bad_config_before_recording(tmp_path):
