@@ -224,3 +224,28 @@ async def test_repeat_guard_sees_cycles_longer_than_the_history():
     assert not d.accepted and d.reason.startswith("repeat without progress")
     c.seen = frozenset({visit_key(c.observation, "go north")})  # another action: no repeat
     assert (await tier.decide(c)).accepted
+
+
+async def test_score_rule_ranks_only_actions_not_taken_in_this_state():
+    """With avoid_repeats a score rule skips an action already taken here (no model call
+    more) and judges the rest; with every action taken here it escalates."""
+    from nightowl.agent.acceptance import LogprobMargin
+    from nightowl.agent.state import visit_key
+
+    scores = {" take coin\n": -0.1, " go north\n": -3.0, " look around\n": -8.0}
+    model = ScriptedModel([], scores=scores)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0),
+                       avoid_repeats=True)
+    c = ctx()
+    c.seen = frozenset({visit_key(c.observation, "take coin")})
+    d = await tier.decide(c)
+    assert d.accepted and d.action == "go north" and d.meta["skipped_repeats"] == 1
+    assert len(model.score_calls) == 1
+    c = ctx()
+    c.seen = frozenset(visit_key(c.observation, a) for a in VALID)
+    d = await tier.decide(c)  # nothing new to try here: the teacher decides
+    assert not d.accepted and d.reason.startswith("repeat without progress")
+    plain = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0))
+    c = ctx()
+    c.seen = frozenset({visit_key(c.observation, "take coin")})
+    assert (await plain.decide(c)).action == "take coin"  # the guard is opt-in

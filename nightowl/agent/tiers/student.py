@@ -46,6 +46,9 @@ class StudentTier(Tier):
         constrain: constrain samples to the valid actions (``choices=``) when known.
         temperature: sampling temperature for voting rules.
         max_tokens: generation cap per free-text sample.
+        avoid_repeats: never act with an action already taken in this very state this
+            episode (no progress in a deterministic game): score rules rank only the
+            other valid actions; voting rules escalate such a repeat.
         name: tier name.
     """
 
@@ -165,6 +168,7 @@ class StudentTier(Tier):
                     "samples_raw": [r[:80] for r in raw[:8]],
                     "parse_failures": len(failures),
                     "calls": calls[0],
+                    "skipped_repeats": ctx.extras.get("skipped_repeats", 0),
                 },
             }
             if verdict is not None and verdict.accepted and reason is None:
@@ -226,7 +230,13 @@ class StudentTier(Tier):
             content_free_prompt=self.builder.content_free(demos) if calibrated else None,
         )
         spend(scored.usage)
-        hint = demo_hint(demos, ctx.observation, actions) if self.rule.uses_demos else None
-        return self.rule.judge_scores(
-            actions, scored.scores, demo_action=hint.action if hint else None
-        )
+        ranked, scores = list(actions), list(scored.scores)
+        if self.avoid_repeats:
+            # an action already taken in this very state is never progress: rank the rest
+            fresh = [i for i, a in enumerate(ranked) if not repeats_without_progress(ctx, a)]
+            if fresh and len(fresh) < len(ranked):
+                ctx.extras["skipped_repeats"] = len(ranked) - len(fresh)
+                ranked = [ranked[i] for i in fresh]
+                scores = [scores[i] for i in fresh]
+        hint = demo_hint(demos, ctx.observation, ranked) if self.rule.uses_demos else None
+        return self.rule.judge_scores(ranked, scores, demo_action=hint.action if hint else None)
