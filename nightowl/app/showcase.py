@@ -45,13 +45,17 @@ CONFIG_LABELS: dict[str, str] = {
 
 
 class ShowcaseOptions(BaseModel):
-    """Knobs of `nightowl demo` (defaults sized to finish in minutes on 2 cores)."""
+    """Knobs of `nightowl demo`.
 
-    env: str = "tw"
-    game: str | None = "coin_collector"
+    Defaults: twx/peckingorder, a family where the embedded student pays (README
+    "Measured", `bench/icd_e2e.py`), sized to finish in minutes on 2 cores.
+    """
+
+    env: str = "twx"
+    game: str | None = "peckingorder"
     train_tasks: int = Field(12, ge=1)
     test_tasks: int = Field(4, ge=1)
-    max_steps: int = Field(10, ge=1)
+    max_steps: int = Field(15, ge=1)
     student_dtype: str | None = Field(
         None, description="dtype for an in-process student (None: the registry's, "
         "which picks one per machine)"

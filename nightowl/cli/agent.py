@@ -29,11 +29,14 @@ def _settings(threads: int | None = None) -> Settings:
 
 
 def demo(
-    env: str = typer.Option("tw", help="environment (tw, twx, ...)"),
-    game: str = typer.Option("coin_collector", help="game inside the environment ('' = all)"),
+    env: str = typer.Option(
+        "twx", help="environment (twx, tw, ...); the default family is one where the student "
+        "pays (README 'Measured' has every family)"
+    ),
+    game: str = typer.Option("peckingorder", help="game inside the environment ('' = all)"),
     train_tasks: int = typer.Option(12, help="training tasks the oracle plays for demos"),
     test_tasks: int = typer.Option(4, help="held-out test tasks per configuration"),
-    max_steps: int = typer.Option(10, help="step budget per test episode"),
+    max_steps: int = typer.Option(15, help="step budget per test episode"),
     student_dtype: str = typer.Option(
         "", help="dtype of the in-process student ('' = the registry's, chosen per machine)"
     ),
