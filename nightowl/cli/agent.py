@@ -210,6 +210,7 @@ def calibrate(
         1.2, min=1.0, help="a student rule must be this many times cheaper than teacher-only"
     ),
     out: str = typer.Option("", help="write the calibration JSON here"),
+    all_rules: bool = typer.Option(False, help="list every candidate rule, not the frontier"),
 ) -> None:
     """Choose the cascade's acceptance rule on the dev split: the cheapest that keeps success."""
     from nightowl.agent.presets import preset_for_rule
@@ -224,7 +225,7 @@ def calibrate(
     )
     with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink))
-    console.print(calibration_table(rep))
+    console.print(calibration_table(rep, all_rules=all_rules))
     best = rep.chosen
     console.print(rep.verdict)
     if rep.student_pays:

@@ -45,11 +45,15 @@ def summary_table(rows: Sequence[RunSummary], title: str) -> Table:
     return t
 
 
-def calibration_table(rep: CalibrationReport) -> Table:
-    """Every candidate rule's prediction, cheapest first, the chosen one starred.
+def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Table:
+    """Candidate rules cheapest first, the chosen one starred, dev results where played.
 
-    Rules played end to end on dev also show their measured success and cost.
+    By default only the rules worth reading are shown: the predicted cost/success
+    frontier, every rule played on dev, the open-loop choice and teacher-only (the JSON
+    written with ``--out`` holds every candidate); ``all_rules`` shows all of them.
     """
+    from nightowl.distill.calibrate import frontier
+
     o = rep.options
     t = Table(title=f"calibration on {o.env} {o.split} ({rep.states} states, "
                     f"student top-1 = expert {rep.student_top1_agreement:.0%})")
@@ -58,8 +62,17 @@ def calibration_table(rep: CalibrationReport) -> Table:
         t.add_column(col, justify="right")
     played = {(r["spec"], r["temperature"]): r for r in rep.rollouts}
     chosen = (rep.chosen["spec"], rep.chosen["temperature"])
-    for r in sorted(rep.candidates, key=lambda r: r["predicted_cost_per_episode"]):
+    shown = {(r["spec"], r["temperature"]) for r in frontier(rep.candidates, 1.0)}
+    shown |= set(played) | {chosen, ("teacher", 0.0)}
+    if rep.predicted_choice:
+        shown.add((rep.predicted_choice["spec"], rep.predicted_choice["temperature"]))
+    rows = sorted(rep.candidates, key=lambda r: r["predicted_cost_per_episode"])
+    hidden = 0
+    for r in rows:
         key = (r["spec"], r["temperature"])
+        if not all_rules and key not in shown:
+            hidden += 1
+            continue
         m = played.get(key)
         mark = " *" if key == chosen else ""
         t.add_row(
@@ -70,4 +83,7 @@ def calibration_table(rep: CalibrationReport) -> Table:
             f"${m['dev_cost_per_episode']:.5f}" if m else "",
             f"{m['dev_teacher_share']:.2f}" if m else "",
         )
+    if hidden:
+        t.caption = (f"{hidden} more candidates off the predicted frontier "
+                     "(--all-rules shows them; --out writes them all)")
     return t

@@ -50,3 +50,10 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     text = con.export_text()
     assert "dev success" in text and f"{played[0]['dev_successes']}/2" in text
     assert text.count(" *") == 1  # exactly one chosen row
+    assert "teacher only" in text
+    full = Console(record=True, width=200)
+    full.print(calibration_table(rep, all_rules=True))
+    n_rows = sum(1 for line in full.export_text().splitlines() if "$" in line)
+    assert n_rows == len(rep.candidates)  # --all-rules: every candidate has a row
+    shown = sum(1 for line in text.splitlines() if "$" in line)
+    assert shown < n_rows and "more candidates off the predicted frontier" in text
