@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from nightowl.agent.budget import COST_USD, TEACHER_CALLS, TOKENS, Budget
 from nightowl.agent.ladder import StepContext
 from nightowl.agent.state import visit_key
-from nightowl.distill.parser import normalize_action
 
 
 class BudgetStop(Exception):
@@ -54,20 +52,10 @@ def repeats_without_progress(ctx: StepContext, action: str) -> bool:
     acting the same way in the same state again is not progress, so a cascade
     escalates instead of accepting. The loop's ``ctx.seen`` covers the whole episode;
     ``ctx.history`` (the last few steps) is checked too for contexts built without it.
+    Both compare `visit_key`s (whitespace collapsed, move counters masked).
     """
-    if visit_key(ctx.observation, action) in ctx.seen:
-        return True
-    obs = _state_key(ctx.observation)
-    act = normalize_action(action)
-    return any(_state_key(o) == obs and normalize_action(a) == act for o, a in ctx.history)
-
-
-def _state_key(observation: str) -> str:
-    """Observation text with whitespace collapsed and numbers masked.
-
-    Move counters and scores change on every step without the state changing.
-    """
-    return re.sub(r"\d+", "#", " ".join(observation.split()))
+    key = visit_key(ctx.observation, action)
+    return key in ctx.seen or any(visit_key(o, a) == key for o, a in ctx.history)
 
 
 def build_prompt(builder: Any, ctx: StepContext, *, use_demos: bool) -> str:
