@@ -27,6 +27,7 @@ from nightowl.distill.calibrate import (
     StateRecord,
     evaluate_rules,
     frontier,
+    keeps_success_and_saves,
     next_probe,
     recommend,
     recommend_measured,
@@ -71,7 +72,7 @@ async def collect_states(
     builder = PromptBuilder()
     builder = builder.with_options(k_episodes=opts.k_episodes or builder.k_episodes,
                                    window=opts.window or builder.window)
-    keep = LoopConfig().history  # history steps the loop's retrieval uses
+    loop = LoopConfig()  # the loop's retrieval: its history length and k_steps
     calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
     ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
     env = make_env(opts.env)
@@ -89,8 +90,8 @@ async def collect_states(
                     break
                 if valid:
                     demos = await asyncio.to_thread(
-                        memory.retrieve, goal, text, hist[-keep:],
-                        k_episodes=builder.k_episodes, k_steps=LoopConfig().k_steps,
+                        memory.retrieve, goal, text, hist[-loop.history:],
+                        k_episodes=builder.k_episodes, k_steps=loop.k_steps,
                         window=builder.window, exclude_task_ids=(tid,),
                     )
                     prompt = builder.build(
@@ -176,9 +177,7 @@ async def play_on_dev(
             progress=sink,
         )
         rows[i] = {**c, **_dev_row(c["rule"], c["spec"], c["temperature"], s)}
-        played[i] = (rows[i]["dev_success"] >= opts.target * teacher["dev_success"] - 1e-9
-                     and rows[i]["dev_cost_per_episode"] * opts.min_saving
-                     <= teacher["dev_cost_per_episode"])
+        played[i] = keeps_success_and_saves(rows[i], teacher, opts.target, opts.min_saving)
     return teacher, [rows[i] for i in sorted(rows)]
 
 

@@ -337,6 +337,18 @@ def next_probe(pool: list[dict[str, Any]], chosen: dict[str, Any],
     return next((j for j in range(ok[0] + 1, len(pool)) if j not in passed), None)
 
 
+def keeps_success_and_saves(
+    row: dict[str, Any], teacher: dict[str, Any], target: float, min_saving: float
+) -> bool:
+    """Whether a rule played on dev keeps success and saves enough.
+
+    Keeps success: its dev success is >= ``target`` x teacher-only's. Saves enough: its
+    dev cost is <= teacher-only's dev cost / ``min_saving``.
+    """
+    return bool(row["dev_success"] >= target * teacher["dev_success"] - 1e-9
+                and row["dev_cost_per_episode"] * min_saving <= teacher["dev_cost_per_episode"])
+
+
 def recommend_measured(
     measured: list[dict[str, Any]], teacher: dict[str, Any], target: float, min_saving: float
 ) -> dict[str, Any]:
@@ -348,9 +360,7 @@ def recommend_measured(
     Returns the same keys as `recommend`.
     """
     tcost = teacher["dev_cost_per_episode"]
-    need = target * teacher["dev_success"]
-    ok = [m for m in measured if m["dev_success"] >= need - 1e-9
-          and m["dev_cost_per_episode"] * min_saving <= tcost]
+    ok = [m for m in measured if keeps_success_and_saves(m, teacher, target, min_saving)]
     if ok:
         best = min(ok, key=lambda m: m["dev_cost_per_episode"])
         saving = tcost / best["dev_cost_per_episode"] if best["dev_cost_per_episode"] else math.inf
