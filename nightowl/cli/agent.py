@@ -204,7 +204,7 @@ def calibrate(
     game: str = opt.GAME,
     temperatures: str = typer.Option("0.3,0.5,0.7"),
     verify: int = typer.Option(
-        3, min=0, help="candidate rules played end to end on the dev tasks (0: predict only)"
+        4, min=0, help="candidate rules played end to end on the dev tasks (0: predict only)"
     ),
     min_saving: float = typer.Option(
         1.2, min=1.0, help="a student rule must be this many times cheaper than teacher-only"
