@@ -46,8 +46,11 @@ try:
 except ImportError as exc:  # the envs extra; say what is missing
     raise MissingExtraError("TextWorld", "envs", "textworld") from exc
 
-#: serialises `textworld.start` across threads (see `_start`)
-_START_LOCK = threading.Lock()
+#: TextWorld's logic parser is one module-global tatsu parser and is not thread-safe:
+#: game generation (`make` + `compile_game`) and `textworld.start` both use it, so both
+#: hold this one lock. With two locks, an episode starting a cached game while another
+#: thread generated one failed with "pop from empty list" or "list index out of range".
+_TW_LOCK = threading.RLock()
 
 #: our game name -> TextWorld challenge name
 CHALLENGES: dict[str, str] = {
@@ -94,7 +97,6 @@ INFOS = EnvInfos(
     max_score=True,
 )
 
-_GEN_LOCK = threading.Lock()
 _BANNER_LINE = re.compile(r"^[^A-Za-z]*$")
 
 
@@ -123,7 +125,7 @@ def generate_game(cache_dir: Path, game: str, settings: dict[str, Any], seed: in
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     _, make, _ = textworld.challenges.CHALLENGES[CHALLENGES[game]]
-    with _GEN_LOCK:
+    with _TW_LOCK:
         if path.is_file() and path.with_suffix(".json").is_file():
             return path
         tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=cache_dir))
@@ -222,9 +224,8 @@ class TextWorldEnv(ReplayEnvironment):
         if self._tw is None or self._tw_path != path:
             self._close_tw()
             try:
-                # textworld's logic parser (a module-global tatsu parser) is not
-                # thread-safe: concurrent episodes starting games at once corrupt it.
-                with _START_LOCK, _quiet_jericho():
+                # see _TW_LOCK: starting and generating games share one parser
+                with _TW_LOCK, _quiet_jericho():
                     self._tw = textworld.start(str(path), request_infos=INFOS)
             except Exception as exc:
                 raise EnvError(f"TextWorld could not start {path}: {exc}") from exc

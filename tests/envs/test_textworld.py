@@ -139,3 +139,33 @@ def test_games_start_concurrently_in_threads():
     for t in threads:
         t.join()
     assert errors == []
+
+
+
+def test_cold_cache_games_generate_and_start_concurrently(tmp_path):
+    """Generation and start share textworld's parser; one lock must cover both.
+
+    With a lock for each, two episodes on a cold cache (one thread starting the game it
+    had just generated while the other generated its own) both failed at reset with
+    "pop from empty list": `nightowl run --env tw --concurrency 2` lost every episode.
+    """
+    import threading
+
+    errors: list[BaseException] = []
+
+    def reset(task_id: str) -> None:
+        env = make_env("tw", cache_dir=tmp_path)
+        try:
+            env.reset(task_id)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assert
+            errors.append(exc)
+        finally:
+            env.close()
+
+    threads = [threading.Thread(target=reset, args=(f"tw/treasure_hunter/test/{20000 + i}",))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
