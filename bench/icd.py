@@ -149,8 +149,8 @@ async def bench_sampling(
                                        budget=EpisodeBudget(max_steps=40)))
     n_demos = add_demos(wb, coll)
     opts = CalibrateOptions(env=env, game=game, tasks=tasks, ns=[1, 3, 5],
-                            taus=[0.6, 1.0], temperatures=[0.3, 0.7])
-    states = await collect_states(wb, opts)
+                            taus=[0.6, 1.0], temperatures=[0.3, 0.7], min_states=0)
+    states, _ = await collect_states(wb, opts)
     t_states = time.perf_counter() - t0
     rows = evaluate_rules(states, opts, settings.model(settings.student_model).prices)
     pairs = []

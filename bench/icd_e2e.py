@@ -70,6 +70,7 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         cal = await calibrate_rules(app, CalibrateOptions(
             env=env, game=game, tasks=args.dev, target=args.target, max_steps=args.collect_steps,
             verify=args.verify, min_saving=args.min_saving, rollout_max_steps=args.max_steps,
+            min_states=args.min_states,
             concurrency=args.concurrency))
         chosen = cal.chosen if cal.student_pays else None
         test_ids = select_tasks(env, "test", args.test, game=game)
@@ -93,6 +94,7 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         "demos": coll.demos_added,
         "collection_cost": coll.collection_cost,
         "dev_states": cal.states,
+        "dev_tasks": len(cal.dev_task_ids),
         "student_top1_dev": cal.student_top1_agreement,
         "calibrate_choice": chosen["spec"] if chosen else "teacher (student cannot pay)",
         "calibrate_predicted_success": cal.chosen.get("predicted_success"),
@@ -128,8 +130,10 @@ async def main() -> None:
     ap.add_argument("--max-steps", type=int, default=30)
     ap.add_argument("--collect-steps", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=2)
-    ap.add_argument("--verify", type=int, default=3,
+    ap.add_argument("--verify", type=int, default=4,
                     help="calibration: candidate rules played end to end on dev")
+    ap.add_argument("--min-states", type=int, default=20,
+                    help="calibration: walk more dev tasks until this many states")
     ap.add_argument("--min-saving", type=float, default=1.2,
                     help="calibration: a student rule must be this many times cheaper on dev")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_e2e.json"))

@@ -48,6 +48,8 @@ class CalibrationReport(BaseModel):
 
     options: CalibrateOptions
     states: int
+    #: the dev tasks walked and played (``tasks``, more where ``min_states`` asked)
+    dev_task_ids: list[str] = []
     student_top1_agreement: float
     candidates: list[dict[str, Any]]
     chosen: dict[str, Any]
@@ -63,8 +65,12 @@ class CalibrationReport(BaseModel):
 
 async def collect_states(
     app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None
-) -> list[StateRecord]:
-    """Walk the oracle's path on dev tasks, scoring the valid actions at every state."""
+) -> tuple[list[StateRecord], list[str]]:
+    """Walk the oracle's path on dev tasks, scoring the valid actions at every state.
+
+    Walks ``opts.tasks`` tasks, then more (up to ``opts.max_tasks``) until at least
+    ``opts.min_states`` states are scored. Returns (states, the dev task ids walked).
+    """
     sink = progress or ignore
     settings = app.settings
     student = app.student_backend()
@@ -74,13 +80,21 @@ async def collect_states(
                                    window=opts.window or builder.window)
     loop = LoopConfig()  # the loop's retrieval: its history length and k_steps
     calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
-    ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
+    ids = dev_candidates(opts)
     env = make_env(opts.env)
     memory = app.memory
     out: list[StateRecord] = []
-    sink(PhaseStarted(key="calibrate", label=f"score dev states ({opts.env})", total=len(ids)))
+    walked: list[str] = []
+    sink(PhaseStarted(key="calibrate", label=f"score dev states ({opts.env})",
+                      total=min(len(ids), opts.tasks)))
     try:
         for tid in ids:
+            if len(walked) >= opts.tasks and len(out) >= opts.min_states:
+                break
+            if len(walked) == opts.tasks:
+                sink(Message(text=f"{len(out)} dev states < min_states {opts.min_states}: "
+                                  "walking more dev tasks"))
+            walked.append(tid)
             obs = await asyncio.to_thread(env.reset, tid)
             goal, text, valid = obs.goal, obs.text, obs.valid_actions
             hist: list[tuple[str, str]] = []
@@ -130,7 +144,13 @@ async def collect_states(
             sink(PhaseAdvanced(key="calibrate", note=f"{len(out)} states"))
     finally:
         env.close()
-    return out
+    return out, walked
+
+
+def dev_candidates(opts: CalibrateOptions) -> list[str]:
+    """The dev tasks calibration may walk, in order: ``tasks``, then up to ``max_tasks``."""
+    n = max(opts.tasks, opts.max_tasks if opts.min_states else opts.tasks)
+    return select_tasks(opts.env, opts.split, n, game=opts.game)
 
 
 def _dev_row(rule: str, spec: str, temperature: float, summary: Any) -> dict[str, Any]:
@@ -146,7 +166,7 @@ def _dev_row(rule: str, spec: str, temperature: float, summary: Any) -> dict[str
 
 async def play_on_dev(
     app: Nightowl, opts: CalibrateOptions, pool: list[dict[str, Any]],
-    chosen: dict[str, Any], *, progress: ProgressSink | None = None,
+    chosen: dict[str, Any], ids: list[str], *, progress: ProgressSink | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Teacher-only, then frontier rules chosen by `next_probe`, end to end on dev.
 
@@ -155,7 +175,6 @@ async def play_on_dev(
     ``calibrate``; escalations are not stored as demos (dev stays out of memory).
     """
     sink = progress or ignore
-    ids = select_tasks(opts.env, opts.split, opts.tasks, game=opts.game)
     budget = EpisodeBudget(max_steps=opts.rollout_max_steps)
 
     def spec(name: str, preset: str, rule: str | None, temperature: float) -> RunSpec:
@@ -186,7 +205,7 @@ async def calibrate(
 ) -> CalibrationReport:
     """Collect dev states, simulate every candidate rule, verify the best on dev, choose."""
     t0 = time.perf_counter()
-    states = await collect_states(app, opts, progress=progress)
+    states, ids = await collect_states(app, opts, progress=progress)
     if not states:
         raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")
     rows = evaluate_rules(states, opts, app.prices(app.student))
@@ -195,7 +214,8 @@ async def calibrate(
     played: list[dict[str, Any]] = []
     pool = frontier(rows, opts.min_saving) if opts.verify > 0 else []
     if pool:
-        teacher, measured = await play_on_dev(app, opts, pool, predicted, progress=progress)
+        teacher, measured = await play_on_dev(app, opts, pool, predicted, ids,
+                                             progress=progress)
         played = [teacher, *measured]
         rec = recommend_measured(measured, teacher, opts.target, opts.min_saving)
     elif opts.verify > 0:
@@ -208,6 +228,7 @@ async def calibrate(
     return CalibrationReport(
         options=opts,
         states=len(states),
+        dev_task_ids=ids,
         student_top1_agreement=top1,
         candidates=rows,
         chosen=rec["chosen"],

@@ -201,6 +201,10 @@ def calibrate(
     env: str = opt.ENV,
     target: float = typer.Option(0.8, help="target success rate on the dev split"),
     tasks: int = typer.Option(6, min=1, help="dev tasks"),
+    min_states: int = typer.Option(
+        20, min=0, help="walk more dev tasks (up to --max-tasks) until this many states"
+    ),
+    max_tasks: int = typer.Option(24, min=1, help="most dev tasks --min-states may add"),
     game: str = opt.GAME,
     temperatures: str = typer.Option("0.3,0.5,0.7"),
     verify: int = typer.Option(
@@ -221,7 +225,7 @@ def calibrate(
     opts = CalibrateOptions(
         env=env, game=game or None, tasks=tasks, target=target,
         temperatures=[float(x) for x in temperatures.split(",") if x.strip()],
-        verify=verify, min_saving=min_saving,
+        verify=verify, min_saving=min_saving, min_states=min_states, max_tasks=max_tasks,
     )
     with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink))

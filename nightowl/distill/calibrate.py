@@ -59,6 +59,11 @@ class CalibrateOptions(BaseModel):
     game: str | None = None
     split: str = "dev"
     tasks: int = Field(6, ge=1)
+    #: evidence floor: more dev tasks are walked (up to ``max_tasks``) until at least this
+    #: many states are scored; 3 tasks of a 2-step game are 6 states, too few to see a
+    #: 1-in-10 fatal mistake
+    min_states: int = Field(20, ge=0)
+    max_tasks: int = Field(24, ge=1)
     target: float = Field(0.8, ge=0, le=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7])
     ns: list[int] = Field(default_factory=lambda: [1, 2, 3, 5])
