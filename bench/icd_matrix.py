@@ -104,17 +104,25 @@ def machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- families
 def families(only: list[str] | None, quick: bool) -> list[tuple[str, str, str | None]]:
     """(env, game, reason-skipped-or-None) for every family."""
-    from nightowl.envs.registry import env_class, is_installed
+    from nightowl.envs.registry import env_class, is_installed, make_env
 
     out: list[tuple[str, str, str | None]] = []
     for env in ("twx", "tw", "sciworld", "alfworld", "appworld"):
         if not is_installed(env):
             out.append((env, "*", "extra not installed"))
             continue
+        if env == "appworld":  # its actions are Python code: nothing to rank
+            if not only or "appworld" in only or any(o.startswith("appworld/") for o in only):
+                out.append((env, "*", "actions are free-form Python code, with no valid-action "
+                                      "list to rank: step accuracy does not apply"))
+            continue
         if env == "sciworld":
             games: tuple[str, ...] = SCIWORLD_SHORT[:3] if quick else SCIWORLD_SHORT
-        else:
+        else:  # ALFWorld lists its games per instance (official ones when installed)
             games = tuple(env_class(env).games)
+            if not games:
+                inst = make_env(env)
+                games, _ = tuple(inst.games), inst.close()
         for g in games:
             if only and f"{env}/{g}" not in only and env not in only:
                 continue
@@ -274,6 +282,42 @@ async def score_family(
 
 
 # ----------------------------------------------------------------------------- analysis
+_DIRECTIONS = {"north", "south", "east", "west", "up", "down", "northeast", "northwest",
+               "southeast", "southwest"}
+
+
+def is_move(action: str) -> bool:
+    """Whether an action moves the agent (``go west``, ``move north``, ``north``)."""
+    words = normalize_action(action).split()
+    return bool(words) and (words[0] in ("go", "move") or words[0] in _DIRECTIONS)
+
+
+def move_choice(s: dict[str, Any]) -> bool:
+    """A navigation choice: the expert moves and two or more moves are valid.
+
+    Where the expert is an oracle that knows the map (TextWorld walkthroughs, TWX gold
+    paths), such a state's right answer is often not in the prompt at all (which exit
+    leads to the coin or the kitchen); a student without the map can at best guess.
+    """
+    ex = s["expert_i"]
+    return (ex >= 0 and is_move(s["actions"][ex])
+            and sum(is_move(a) for a in s["actions"]) >= 2)
+
+
+def _split_top1(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Top-1 on navigation choices vs every other state, and chance on the former."""
+    out: dict[str, Any] = {}
+    for name, sel in (("move_choice", [s for s in states if move_choice(s)]),
+                      ("other", [s for s in states if not move_choice(s)])):
+        ok = sum(int(np.argmax(rank_scores(s["raw"], s["tokens"], method, s["cf"])))
+                 == s["expert_i"] for s in sel)
+        out[name] = {"states": len(sel), "top1": ok / len(sel) if sel else None}
+    mc = [s for s in states if move_choice(s)]
+    out["move_choice"]["chance"] = (
+        float(np.mean([1 / sum(is_move(a) for a in s["actions"]) for s in mc])) if mc else None)
+    return out
+
+
 def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
     """Top-1 agreement and margins (right vs wrong) for one scoring method."""
     right, margins_r, margins_w, hint_ok, hint_agree, hint_n = 0, [], [], 0, 0, 0
@@ -323,6 +367,7 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
             ok_n += int(int(np.argmax(v)) == s["expert_i"])
         hinted[f"{b:g}"] = ok_n / n if n else 0.0
     return {"states": n, "top1": right / n if n else 0.0, "top1_hint_bonus": hinted,
+            "by_state_kind": _split_top1(states, method),
             "margin_right_p10_50_90": q(margins_r), "margin_wrong_p10_50_90": q(margins_w),
             "demo_hint_states": hint_n, "demo_hint_is_expert": hint_ok / hint_n if hint_n else None,
             "demo_hint_is_student_top1": hint_agree / hint_n if hint_n else None,
@@ -479,6 +524,24 @@ def print_tables(report: dict[str, Any]) -> None:
             f"{cell['sum']['top1_hint_bonus'][f'{b:g}']:.0%} / "
             f"{cell['mean']['top1_hint_bonus'][f'{b:g}']:.0%}" for b in HINT_BONUS])
     console.print(t5)
+    t6 = Table(title="with demos (variant plain, mean scoring): top-1 on navigation choices "
+                     "(the expert moves, 2+ moves valid) vs all other states")
+    for c in ("family", "nav. states", "nav. top-1", "nav. chance", "other states",
+              "other top-1"):
+        t6.add_column(c, justify="right")
+    for name, f in fams.items():
+        cell = f["default"].get("plain|demos")
+        kinds = cell and cell["mean"].get("by_state_kind")
+        if not kinds:
+            continue
+        mv, ot = kinds["move_choice"], kinds["other"]
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{x:.0%}"
+
+        t6.add_row(name, str(mv["states"]), pct(mv["top1"]), pct(mv["chance"]),
+                   str(ot["states"]), pct(ot["top1"]))
+    console.print(t6)
     if any(len(f["by_retrieval"]) > 1 for f in fams.values()):
         t3 = Table(title="retrieval sweep: top-1 with demos (variant plain if run, sum)")
         t3.add_column("family")
