@@ -83,6 +83,23 @@ class DemoView:
     task_id: str
     steps: tuple[DemoStepView, ...]
     first_idx: int = 0
+    #: position in ``steps`` of the step retrieval matched best (None: not known)
+    best: int | None = None
+
+    def kept(self, n: int) -> tuple[DemoStepView, ...]:
+        """At most ``n`` consecutive steps: around the best-matched step when known.
+
+        The best hit keeps up to ``n // 2`` steps after it and the rest before, so the
+        step most like the current state is shown with what led to it and what came
+        next. Without a known hit: the first ``n`` steps.
+        """
+        if len(self.steps) <= n:
+            return self.steps
+        if self.best is None or not 0 <= self.best < len(self.steps):
+            return self.steps[:n]
+        after = min(n // 2, len(self.steps) - 1 - self.best)
+        start = max(0, self.best - (n - 1 - after))
+        return self.steps[start : start + n]
 
 
 def as_demo_view(window: Any) -> DemoView:
@@ -112,11 +129,14 @@ def as_demo_view(window: Any) -> DemoView:
         idx = get(s, "idx", None)
         if idx is not None and first is None:
             first = int(idx)
+    first_idx = first if first is not None else int(get(window, "start", 0) or 0)
+    best_idx = get(window, "best_idx", None)
     return DemoView(
         goal=str(get(window, "goal", "") or ""),
         task_id=str(get(window, "task_id", "") or ""),
         steps=tuple(steps),
-        first_idx=first if first is not None else int(get(window, "start", 0) or 0),
+        first_idx=first_idx,
+        best=None if best_idx is None else int(best_idx) - first_idx,
     )
 
 
@@ -132,7 +152,7 @@ class PromptBuilder:
     Attributes:
         instructions: the fixed first block.
         max_demos: demo windows kept (after stable ordering).
-        max_demo_steps: steps kept per demo window.
+        max_demo_steps: steps kept per demo window (around its best-matched step).
         demo_obs_chars: characters kept per demo observation.
         history: recent (observation, action) pairs of the current episode kept.
         history_obs_chars: characters kept per history observation.
@@ -215,7 +235,7 @@ class PromptBuilder:
         blocks = []
         for v in views:
             lines = [f"Goal: {squash(v.goal, 300)}"]
-            for s in v.steps[: self.max_demo_steps]:
+            for s in v.kept(self.max_demo_steps):
                 lines.append(f"Observation: {squash(s.observation, self.demo_obs_chars)}")
                 if self.valid_actions_in == "both" and s.valid_actions:
                     lines.append(self._valid_line(s.valid_actions))

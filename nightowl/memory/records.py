@@ -125,6 +125,9 @@ class DemoWindow(BaseModel):
     source: str
     steps: list[StepRecord]
     hit_idxs: list[int] = Field(description="step idx values that matched the query")
+    best_idx: int | None = Field(
+        None, description="idx of this window's best-scored hit (None: not known)"
+    )
     episode_score: float = Field(description="cosine of the goals")
     step_score: float = Field(description="best w_obs*cos(obs) + w_hist*cos(goal+history)")
     rank: int = Field(description="episode rank by goal similarity (0 = best)")

@@ -230,6 +230,7 @@ def _windows(
             if sig in seen:
                 continue
             seen.add(sig)
+            # hits are in score order: the first one inside this span is its best
             span_hits = [
                 records[sid].idx for sid in hits if sid in records and a <= position[sid] <= b
             ]
@@ -243,6 +244,7 @@ def _windows(
                     source=demo.source,
                     steps=[st.model_copy() for st in steps],
                     hit_idxs=sorted(span_hits),
+                    best_idx=span_hits[0] if span_hits else None,
                     episode_score=float(ep_score),
                     step_score=float(best),
                     rank=rank,

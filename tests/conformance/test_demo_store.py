@@ -150,7 +150,7 @@ def test_best_episode_and_step_come_first(filled: Harness) -> None:
     assert len(wins) == 1
     w = wins[0]
     assert (w.task_id, w.goal, w.rank) == ("cook-1", COOK[0], 0)
-    assert w.hit_idxs == [1]
+    assert w.hit_idxs == [1] and w.best_idx == 1
     assert [s.idx for s in w.steps] == [0, 1, 2]
     assert [s.action for s in w.steps] == [a for _, a in COOK[1][:3]]
     assert all(s.id is not None for s in w.steps)
@@ -176,6 +176,7 @@ def test_windows_are_contiguous_and_disjoint(filled: Harness) -> None:
     for w in wins:
         assert [s.idx for s in w.steps] == list(range(w.start_idx, w.end_idx + 1))
         assert set(w.hit_idxs) <= {s.idx for s in w.steps}
+        assert w.best_idx in w.hit_idxs  # the window's best-scored hit
 
 
 def test_same_query_same_answer(filled: Harness) -> None:

@@ -37,6 +37,28 @@ def test_bounds():
     assert p.count("move ") == 2 and "room b" not in p
 
 
+def test_long_window_keeps_the_steps_around_its_best_hit():
+    """A window longer than max_demo_steps keeps its best-matched step and what follows.
+
+    It used to keep the first steps: a mapreader window matched at its last step
+    ("put coin in box") lost that step, and the student never saw how the game ends.
+    """
+    b = PromptBuilder(max_demo_steps=4, max_demos=1)
+    long = demo("t/a", 0, n=9)
+    assert [s.action for s in long.kept(4)] == ["move 0", "move 1", "move 2", "move 3"]
+    at_end = DemoView(goal=long.goal, task_id="t/a", first_idx=0, steps=long.steps, best=8)
+    assert [s.action for s in at_end.kept(4)] == ["move 5", "move 6", "move 7", "move 8"]
+    mid = DemoView(goal=long.goal, task_id="t/a", first_idx=0, steps=long.steps, best=3)
+    assert [s.action for s in mid.kept(4)] == ["move 2", "move 3", "move 4", "move 5"]
+    p = b.build(goal="g", observation="o", demos=[at_end])
+    assert "move 8" in p and "move 4" not in p
+    # from a memory window: best_idx is a step idx, positions count from its first step
+    w = {"goal": "G", "task_id": "t/w", "best_idx": 17, "steps": [
+        {"idx": 10 + i, "observation": f"o{i}", "action": f"a{i}"} for i in range(9)]}
+    v = as_demo_view(w)
+    assert v.best == 7 and [s.action for s in v.kept(4)] == ["a5", "a6", "a7", "a8"]
+
+
 def test_valid_actions_not_listed_by_default_current_step_in_demo_format():
     b = PromptBuilder()
     p = b.build(goal="g", observation="o", valid_actions=["b", "a"], demos=[demo("t/a", 0)])
