@@ -134,6 +134,7 @@ async def collect_states(
                             choice_tokens=float(np.mean(scored.token_counts)),
                             teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens),
                             demo_action=hint.action if hint else None,
+                            sample_logprobs=list(scored.raw),
                         )
                     )
                 res = await asyncio.to_thread(env.step, expert)

@@ -98,6 +98,10 @@ class StateRecord(BaseModel):
     teacher_cost: float
     #: the nearest retrieved demo step's action mapped to this state's valid actions
     demo_action: str | None = None
+    #: summed log-probabilities, what constrained sampling draws from (softmax(raw / T));
+    #: ``logprobs`` are the ranking scores (`PromptBuilder.scoring`, e.g. per-token mean)
+    #: that score rules use. None: sample from ``logprobs`` too.
+    sample_logprobs: list[float] | None = None
 
 
 def _probs(logps: np.ndarray, temperature: float) -> np.ndarray:
@@ -128,7 +132,9 @@ def simulate_state(
         acc = float(ok)
         wrong = acc * float(order[0] != exp_i)
         return acc, wrong, 1.0
-    p = _probs(lp, temperature)
+    # voting rules sample: from the summed log-probabilities, as the backend's choices do
+    p = _probs(np.array(rec.sample_logprobs, dtype=np.float64)
+               if rec.sample_logprobs is not None else lp, temperature)
     need = math.ceil(tau * n - 1e-9)
     if rule == "unanimity" or (need == n and rule != "sequential"):
         acc = float(np.sum(p**n))

@@ -30,6 +30,24 @@ def test_simulate_demo_rules():
     assert simulate_state(rec([-1, -2, -3]), "demo", 1, 1, 0, 0, rng, 10)[0] == 0.0
 
 
+def test_voting_rules_sample_from_summed_logprobs_score_rules_rank_by_scores():
+    """Constrained sampling draws from softmax(summed log p / T), whatever ranks the scores.
+
+    Here the per-token mean ranks the expert "a" first, but its summed log-probability
+    (a longer action) is far below "b": sampling almost never picks it.
+    """
+    rng = np.random.default_rng(0)
+    r = rec([-0.2, -0.5, -3.0])  # mean scores: "a" first by 0.3
+    r_sampled = r.model_copy(update={"sample_logprobs": [-4.0, -1.0, -6.0]})
+    # score rules rank by `logprobs` either way
+    assert simulate_state(r, "margin", 1, 1, 0.5, 0.0, rng, 10)[:2] == (1.0, 0.0)
+    assert simulate_state(r_sampled, "margin", 1, 1, 0.5, 0.0, rng, 10)[:2] == (1.0, 0.0)
+    # unanimity:1 at T=0.5 accepts every sample; P(wrong) = 1 - P(sample "a")
+    wrong_mean = simulate_state(r, "unanimity", 1, 1, 0.5, 0.0, rng, 10)[1]
+    wrong_sum = simulate_state(r_sampled, "unanimity", 1, 1, 0.5, 0.0, rng, 10)[1]
+    assert wrong_mean < 0.4 and wrong_sum > 0.99
+
+
 def opts():
     return CalibrateOptions(env="twx", tasks=2, temperatures=[0.5], ns=[1, 3], taus=[1.0],
                             margins=[0.0, 2.0], mc_draws=200)
