@@ -115,16 +115,14 @@ def test_native_snapshot_restore(tw_cache_dir):
     assert env.step(env.expert_action()).text == expected.text
 
 
-def test_games_start_concurrently_in_threads():
-    """textworld's parser is module-global: concurrent starts must not corrupt it."""
+def reset_in_threads(task_ids, **env_kw) -> list[BaseException]:
+    """Reset each task in its own thread with its own env; the errors raised."""
     import threading
-
-    from nightowl.envs.registry import make_env
 
     errors: list[BaseException] = []
 
-    def start(task_id: str) -> None:
-        env = make_env("tw")
+    def reset(task_id: str) -> None:
+        env = make_env("tw", **env_kw)
         try:
             env.reset(task_id)
         except BaseException as exc:  # noqa: BLE001 - collected for the assert
@@ -132,14 +130,17 @@ def test_games_start_concurrently_in_threads():
         finally:
             env.close()
 
-    threads = [threading.Thread(target=start, args=(f"tw/coin_collector/train/{i}",))
-               for i in range(3)]
+    threads = [threading.Thread(target=reset, args=(t,)) for t in task_ids]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
 
+
+def test_games_start_concurrently_in_threads():
+    """textworld's parser is module-global: concurrent starts must not corrupt it."""
+    assert reset_in_threads([f"tw/coin_collector/train/{i}" for i in range(3)]) == []
 
 
 def test_cold_cache_games_generate_and_start_concurrently(tmp_path):
@@ -149,23 +150,5 @@ def test_cold_cache_games_generate_and_start_concurrently(tmp_path):
     had just generated while the other generated its own) both failed at reset with
     "pop from empty list": `nightowl run --env tw --concurrency 2` lost every episode.
     """
-    import threading
-
-    errors: list[BaseException] = []
-
-    def reset(task_id: str) -> None:
-        env = make_env("tw", cache_dir=tmp_path)
-        try:
-            env.reset(task_id)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assert
-            errors.append(exc)
-        finally:
-            env.close()
-
-    threads = [threading.Thread(target=reset, args=(f"tw/treasure_hunter/test/{20000 + i}",))
-               for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    tasks = [f"tw/treasure_hunter/test/{20000 + i}" for i in range(2)]
+    assert reset_in_threads(tasks, cache_dir=tmp_path) == []
