@@ -85,15 +85,18 @@ async def collect_states(
     memory = app.memory
     out: list[StateRecord] = []
     walked: list[str] = []
-    sink(PhaseStarted(key="calibrate", label=f"score dev states ({opts.env})",
+    key = "calibrate"
+    sink(PhaseStarted(key=key, label=f"score dev states ({opts.env})",
                       total=min(len(ids), opts.tasks)))
     try:
         for tid in ids:
             if len(walked) >= opts.tasks and len(out) >= opts.min_states:
                 break
-            if len(walked) == opts.tasks:
-                sink(Message(text=f"{len(out)} dev states < min_states {opts.min_states}: "
-                                  "walking more dev tasks"))
+            if len(walked) == opts.tasks:  # the evidence floor: a second bar
+                key = "calibrate-more"
+                sink(PhaseStarted(key=key, label=f"more dev tasks ({len(out)} states < "
+                                  f"--min-states {opts.min_states})",
+                                  total=len(ids) - len(walked)))
             walked.append(tid)
             obs = await asyncio.to_thread(env.reset, tid)
             goal, text, valid = obs.goal, obs.text, obs.valid_actions
@@ -142,7 +145,7 @@ async def collect_states(
                 text, valid = res.text, res.valid_actions
                 if res.done:
                     break
-            sink(PhaseAdvanced(key="calibrate", note=f"{len(out)} states"))
+            sink(PhaseAdvanced(key=key, note=f"{len(out)} states"))
     finally:
         env.close()
     return out, walked

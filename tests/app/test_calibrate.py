@@ -23,15 +23,22 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     with Nightowl.open(load_settings(home=tmp_path), embedder=HashingEmbedder()) as app:
         await collect_demos(app, CollectRequest(env="twx", game="simonsays", tasks=4))
         demos_before = app.memory.stats().demos
+        events: list = []
         rep = await calibrate_rules(app, CalibrateOptions(
             env="twx", game="simonsays", tasks=1, min_states=4, target=0.9, verify=2,
-            temperatures=[0.5], ns=[1, 3], margins=[0.0, 2.0], rollout_max_steps=8))
+            temperatures=[0.5], ns=[1, 3], margins=[0.0, 2.0], rollout_max_steps=8),
+            progress=events.append)
         runs = [r for r in app.ledger.list_runs() if r.kind == "calibrate"]
         demos_after = app.memory.stats().demos
     assert rep.predicted_choice is not None
     # the evidence floor: one task of simonsays scores ~3 states < 4, so a second is
     # walked, and the rules are played on both
     assert rep.states >= 4 and len(rep.dev_task_ids) == 2
+    from nightowl.app.events import PhaseAdvanced, PhaseStarted
+
+    more = [e for e in events if isinstance(e, PhaseStarted) and e.key == "calibrate-more"]
+    assert len(more) == 1 and "--min-states 4" in more[0].label  # its own progress bar
+    assert sum(isinstance(e, PhaseAdvanced) and e.key == "calibrate-more" for e in events) == 1
     teacher, *played = rep.rollouts
     assert teacher["spec"] == "teacher" and teacher["dev_episodes"] == 2
     assert teacher["dev_success"] == 1.0  # the oracle wins simonsays
