@@ -304,15 +304,17 @@ def move_choice(s: dict[str, Any]) -> bool:
             and sum(is_move(a) for a in s["actions"]) >= 2)
 
 
-def _split_top1(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
-    """Top-1 on navigation choices vs every other state, and chance on the former."""
+def _split_top1(states: list[dict[str, Any]], right: list[bool]) -> dict[str, Any]:
+    """Top-1 on navigation choices vs every other state, and chance on the former.
+
+    ``right[i]``: whether the student's top-1 on ``states[i]`` is the expert's.
+    """
+    nav = [move_choice(s) for s in states]
     out: dict[str, Any] = {}
-    for name, sel in (("move_choice", [s for s in states if move_choice(s)]),
-                      ("other", [s for s in states if not move_choice(s)])):
-        ok = sum(int(np.argmax(rank_scores(s["raw"], s["tokens"], method, s["cf"])))
-                 == s["expert_i"] for s in sel)
-        out[name] = {"states": len(sel), "top1": ok / len(sel) if sel else None}
-    mc = [s for s in states if move_choice(s)]
+    for name, want in (("move_choice", True), ("other", False)):
+        sel = [ok for ok, n in zip(right, nav, strict=True) if n == want]
+        out[name] = {"states": len(sel), "top1": sum(sel) / len(sel) if sel else None}
+    mc = [s for s, n in zip(states, nav, strict=True) if n]
     out["move_choice"]["chance"] = (
         float(np.mean([1 / sum(is_move(a) for a in s["actions"]) for s in mc])) if mc else None)
     return out
@@ -323,12 +325,14 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
     right, margins_r, margins_w, hint_ok, hint_agree, hint_n = 0, [], [], 0, 0, 0
     agree_right = 0
     accepts: dict[str, list[int]] = {}  # signal -> [accepted, accepted and right]
+    oks: list[bool] = []  # per state: top-1 is the expert's
     for s in states:
         v = np.array(rank_scores(s["raw"], s["tokens"], method, s["cf"]))
         order = np.argsort(-v)
         top = int(order[0])
         m = float(v[order[0]] - v[order[1]]) if len(v) > 1 else 99.0
         ok = top == s["expert_i"]
+        oks.append(ok)
         right += ok
         (margins_r if ok else margins_w).append(m)
         agree = False
@@ -367,7 +371,7 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
             ok_n += int(int(np.argmax(v)) == s["expert_i"])
         hinted[f"{b:g}"] = ok_n / n if n else 0.0
     return {"states": n, "top1": right / n if n else 0.0, "top1_hint_bonus": hinted,
-            "by_state_kind": _split_top1(states, method),
+            "by_state_kind": _split_top1(states, oks),
             "margin_right_p10_50_90": q(margins_r), "margin_wrong_p10_50_90": q(margins_w),
             "demo_hint_states": hint_n, "demo_hint_is_expert": hint_ok / hint_n if hint_n else None,
             "demo_hint_is_student_top1": hint_agree / hint_n if hint_n else None,

@@ -114,6 +114,8 @@ def as_demo_view(window: Any) -> DemoView:
 
     steps = []
     first = None
+    best_idx = get(window, "best_idx", None)
+    best = None  # the position of the step whose idx is best_idx
     for s in get(window, "steps", ()) or ():
         obs = get(s, "observation", None)
         if obs is None:
@@ -129,14 +131,14 @@ def as_demo_view(window: Any) -> DemoView:
         idx = get(s, "idx", None)
         if idx is not None and first is None:
             first = int(idx)
-    first_idx = first if first is not None else int(get(window, "start", 0) or 0)
-    best_idx = get(window, "best_idx", None)
+        if best_idx is not None and idx is not None and int(idx) == int(best_idx):
+            best = len(steps) - 1
     return DemoView(
         goal=str(get(window, "goal", "") or ""),
         task_id=str(get(window, "task_id", "") or ""),
         steps=tuple(steps),
-        first_idx=first_idx,
-        best=None if best_idx is None else int(best_idx) - first_idx,
+        first_idx=first if first is not None else int(get(window, "start", 0) or 0),
+        best=best,
     )
 
 
