@@ -190,8 +190,10 @@ async def test_budget_never_exceeded_by_ladder(outputs, cost_limit, teacher_limi
 
 
 async def test_student_repeat_guard_escalates_loops():
+    """Free text (no ``choices=``): a repeated action can only be caught after voting."""
     model = ScriptedModel(["look around"] * 6)
-    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True,
+                       constrain=False)
     c = ctx()
     assert (await tier.decide(c)).accepted
     c.history = (("You are in the kitchen.", "look around"),)
@@ -201,7 +203,8 @@ async def test_student_repeat_guard_escalates_loops():
 
 async def test_repeat_guard_ignores_move_counters():
     model = ScriptedModel(["go north"] * 3)
-    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True,
+                       constrain=False)
     c = ctx()
     c.observation = "-= Salon =- exit to the west. -= Salon =-0/5"
     c.history = (("-= Salon =- exit to the west. -= Salon =-0/3", "go north"),)
@@ -215,7 +218,8 @@ async def test_repeat_guard_sees_cycles_longer_than_the_history():
     from nightowl.agent.state import visit_key
 
     model = ScriptedModel(["look around"] * 9)
-    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True,
+                       constrain=False)
     c = ctx()
     c.history = (("The map reads: ...", "task"), ("You are in the studio.", "move east"))
     assert (await tier.decide(c)).accepted
@@ -224,6 +228,26 @@ async def test_repeat_guard_sees_cycles_longer_than_the_history():
     assert not d.accepted and d.reason.startswith("repeat without progress")
     c.seen = frozenset({visit_key(c.observation, "go north")})  # another action: no repeat
     assert (await tier.decide(c)).accepted
+
+
+async def test_constrained_voting_samples_only_actions_not_taken_in_this_state():
+    """A voting rule with ``choices=`` draws among the actions not yet taken here (it
+    explores instead of escalating the repeat); with every action taken here it offers
+    them all and escalates the repeat it votes for."""
+    from nightowl.agent.state import visit_key
+
+    model = ScriptedModel(["go north"] * 6)  # scripted: choices are not enforced
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True)
+    c = ctx()
+    c.seen = frozenset({visit_key(c.observation, "take coin")})
+    d = await tier.decide(c)
+    assert d.accepted and d.action == "go north" and d.meta["skipped_repeats"] == 1
+    assert model.calls[-1].choices == (" go north", " look around")
+    c = ctx()
+    c.seen = frozenset(visit_key(c.observation, a) for a in VALID)
+    d = await tier.decide(c)  # nothing new to try here: the teacher decides
+    assert len(model.calls[-1].choices or ()) == 3
+    assert not d.accepted and d.reason.startswith("repeat without progress")
 
 
 async def test_score_rule_ranks_only_actions_not_taken_in_this_state():

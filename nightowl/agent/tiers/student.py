@@ -47,8 +47,9 @@ class StudentTier(Tier):
         temperature: sampling temperature for voting rules.
         max_tokens: generation cap per free-text sample.
         avoid_repeats: never act with an action already taken in this very state this
-            episode (no progress in a deterministic game): score rules rank only the
-            other valid actions; voting rules escalate such a repeat.
+            episode (no progress in a deterministic game): score rules rank, and
+            constrained voting rules sample, only the other valid actions; a repeat
+            that is left (every valid action taken, or free text) escalates.
         name: tier name.
     """
 
@@ -109,6 +110,8 @@ class StudentTier(Tier):
         failures: list[str] = []
         valid = tuple(ctx.valid_actions) if ctx.valid_actions else None
         by_norm = {normalize_action(a): a for a in valid} if valid else {}
+        if valid and self.avoid_repeats and self.constrain and not self.rule.uses_scores:
+            valid = self._fresh(ctx, valid)
         calls = [0]
 
         def spend(usage: Usage) -> None:
@@ -196,6 +199,19 @@ class StudentTier(Tier):
             return finish(None, f"model error: {type(exc).__name__}: {str(exc)[:160]}")
         return finish(verdict)
 
+    @staticmethod
+    def _fresh(ctx: StepContext, actions: tuple[str, ...]) -> tuple[str, ...]:
+        """``actions`` without those already taken in this very state this episode.
+
+        All of them when every one was taken (the accept check then escalates the
+        repeat). Records how many were dropped in ``ctx.extras["skipped_repeats"]``.
+        """
+        fresh = tuple(a for a in actions if not repeats_without_progress(ctx, a))
+        if not fresh or len(fresh) == len(actions):
+            return actions
+        ctx.extras["skipped_repeats"] = len(actions) - len(fresh)
+        return fresh
+
     async def _score(
         self,
         model: MeteredModel,
@@ -233,10 +249,9 @@ class StudentTier(Tier):
         ranked, scores = list(actions), list(scored.scores)
         if self.avoid_repeats:
             # an action already taken in this very state is never progress: rank the rest
-            fresh = [i for i, a in enumerate(ranked) if not repeats_without_progress(ctx, a)]
-            if fresh and len(fresh) < len(ranked):
-                ctx.extras["skipped_repeats"] = len(ranked) - len(fresh)
-                ranked = [ranked[i] for i in fresh]
-                scores = [scores[i] for i in fresh]
+            keep = set(self._fresh(ctx, tuple(ranked)))
+            if len(keep) < len(ranked):
+                scores = [s for a, s in zip(ranked, scores, strict=True) if a in keep]
+                ranked = [a for a in ranked if a in keep]
         hint = demo_hint(demos, ctx.observation, ranked) if self.rule.uses_demos else None
         return self.rule.judge_scores(ranked, scores, demo_action=hint.action if hint else None)
