@@ -83,7 +83,8 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
             rec = await run_tasks(app, RunSpec(
                 name=f"{ladder} {chosen['spec']}", env=env, split="test", task_ids=test_ids,
                 ladder=ladder, rule=chosen["spec"], temperature=chosen["temperature"],
-                budget=budget, concurrency=args.concurrency))
+                repeats=chosen.get("repeats") or "explore", budget=budget,
+                concurrency=args.concurrency))
         else:
             rec = teacher
     ratio = teacher.cost_per_episode / rec.cost_per_episode if rec.cost_per_episode else math.inf
@@ -97,11 +98,13 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         "dev_tasks": len(cal.dev_task_ids),
         "student_top1_dev": cal.student_top1_agreement,
         "calibrate_choice": chosen["spec"] if chosen else "teacher (student cannot pay)",
+        "calibrate_repeats": chosen.get("repeats") if chosen else None,
         "calibrate_predicted_success": cal.chosen.get("predicted_success"),
         "calibrate_open_loop_choice": (cal.predicted_choice or {}).get("spec"),
         "calibrate_verdict": cal.verdict,
         "calibrate_dev_rollouts": [
-            {k: r.get(k) for k in ("spec", "temperature", "dev_successes", "dev_episodes",
+            {k: r.get(k) for k in ("spec", "temperature", "repeats", "dev_successes",
+                                   "dev_episodes",
                                    "dev_cost_per_episode", "dev_teacher_share",
                                    "predicted_success", "predicted_cost_per_episode")}
             for r in cal.rollouts],

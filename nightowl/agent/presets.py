@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 
 from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
 from nightowl.agent.ladder import Ladder, Tier
-from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
+from nightowl.agent.tiers import OracleTier, RepeatPolicy, StudentTier, TeacherTier
 from nightowl.config import Settings
 from nightowl.distill.prompt import PromptBuilder
 from nightowl.errors import ConfigError, UnknownNameError
@@ -140,6 +140,7 @@ def build_ladder(
     builder: PromptBuilder | None = None,
     fallback: str = "best",
     avoid_repeats: bool = True,
+    repeats: RepeatPolicy = "explore",
 ) -> Ladder:
     """Tiers for a preset (see `LADDER_PRESETS`); inputs checked by `validate_ladder`.
 
@@ -156,7 +157,8 @@ def build_ladder(
         temperature: the student's sampling temperature for voting rules.
         builder: the prompt builder.
         fallback: "best" or "end" when every tier escalates.
-        avoid_repeats: escalate a student action repeated without progress.
+        avoid_repeats: never let the student repeat an action in the same state.
+        repeats: "explore" (take another action) or "escalate" (ask the next tier).
     """
     choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
     builder = builder or PromptBuilder()
@@ -191,7 +193,7 @@ def build_ladder(
         )
     tiers: list[Tier] = [
         StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                    temperature=temperature, avoid_repeats=avoid_repeats)
+                    temperature=temperature, avoid_repeats=avoid_repeats, repeats=repeats)
     ]
     if preset == "bavt":
         from nightowl.agent.search.tier import BavtTier

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.presets import preset_for_rule
 from nightowl.agent.state import LoopConfig
+from nightowl.agent.tiers import RepeatPolicy
 from nightowl.app.events import Message, PhaseAdvanced, PhaseStarted, ProgressSink, ignore
 from nightowl.app.runs import RunSpec, run_tasks
 from nightowl.distill.calibrate import (
@@ -31,6 +32,7 @@ from nightowl.distill.calibrate import (
     next_probe,
     recommend,
     recommend_measured,
+    repeat_policy,
 )
 from nightowl.distill.parser import normalize_action
 from nightowl.distill.prompt import PromptBuilder
@@ -157,10 +159,12 @@ def dev_candidates(opts: CalibrateOptions) -> list[str]:
     return select_tasks(opts.env, opts.split, n, game=opts.game)
 
 
-def _dev_row(rule: str, spec: str, temperature: float, summary: Any) -> dict[str, Any]:
+def _dev_row(rule: str, spec: str, temperature: float, summary: Any,
+             repeats: str | None = None) -> dict[str, Any]:
     """A rule's measured dev episodes (from a run summary)."""
     return {
-        "rule": rule, "spec": spec, "temperature": temperature, "run_id": summary.run_id,
+        "rule": rule, "spec": spec, "temperature": temperature, "repeats": repeats,
+        "run_id": summary.run_id,
         "dev_episodes": summary.episodes, "dev_successes": summary.successes,
         "dev_success": summary.success_rate, "dev_cost_per_episode": summary.cost_per_episode,
         "dev_teacher_share": summary.teacher_share,
@@ -174,17 +178,21 @@ async def play_on_dev(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Teacher-only, then frontier rules chosen by `next_probe`, end to end on dev.
 
-    At most ``opts.verify`` student rules are played. Returns (teacher-only's dev row,
-    one dev row per rule played, cheapest first). Each is a ledger run of kind
-    ``calibrate``; escalations are not stored as demos (dev stays out of memory).
+    At most ``opts.verify`` student rules are played, the first with the student
+    exploring on repeats; if that loses dev episodes it is replayed, and the others
+    played, with repeats escalated (`repeat_policy`; one rollout more). Returns
+    (teacher-only's dev row, one dev row per rollout, cheapest rule first; each row
+    says its ``repeats``). Each is a ledger run of kind ``calibrate``; escalations are
+    not stored as demos (dev stays out of memory).
     """
     sink = progress or ignore
     budget = EpisodeBudget(max_steps=opts.rollout_max_steps)
 
-    def spec(name: str, preset: str, rule: str | None, temperature: float) -> RunSpec:
+    def spec(name: str, preset: str, rule: str | None, temperature: float,
+             repeats: RepeatPolicy = "explore") -> RunSpec:
         return RunSpec(name=f"calibrate {opts.env}/{opts.game or '*'} {name}", env=opts.env,
                        split=opts.split, task_ids=ids, ladder=preset, rule=rule,
-                       temperature=temperature, budget=budget, kind="calibrate",
+                       temperature=temperature, repeats=repeats, budget=budget, kind="calibrate",
                        store_escalations=False, concurrency=opts.concurrency,
                        k_episodes=opts.k_episodes, window=opts.window)
 
@@ -192,16 +200,25 @@ async def play_on_dev(
     teacher = _dev_row("teacher only", "teacher", 0.0, t)
     played: dict[int, bool] = {}
     rows: dict[int, dict[str, Any]] = {}
+    dropped: list[dict[str, Any]] = []  # the first rule explored, when that lost episodes
+    policy: RepeatPolicy = "explore"
+
+    async def play(c: dict[str, Any], repeats: RepeatPolicy) -> dict[str, Any]:
+        n = len(played) + len(dropped) + 1
+        sink(Message(text=f"dev rollout {n}: {c['rule']} (repeats: {repeats})"))
+        s = await run_tasks(app, spec(c["spec"], preset_for_rule(c["spec"]), c["spec"],
+                                      c["temperature"], repeats), progress=sink)
+        return {**c, **_dev_row(c["rule"], c["spec"], c["temperature"], s, repeats)}
+
     while len(played) < opts.verify and (i := next_probe(pool, chosen, played)) is not None:
-        c = pool[i]
-        sink(Message(text=f"dev rollout {len(played) + 1}: {c['rule']}"))
-        s = await run_tasks(
-            app, spec(c["spec"], preset_for_rule(c["spec"]), c["spec"], c["temperature"]),
-            progress=sink,
-        )
-        rows[i] = {**c, **_dev_row(c["rule"], c["spec"], c["temperature"], s)}
+        row = await play(pool[i], policy)
+        if not played and not dropped and repeat_policy(row, teacher, opts.target) != policy:
+            policy = "escalate"  # a wrong move is fatal here: the teacher decides repeats
+            dropped.append(row)
+            row = await play(pool[i], policy)
+        rows[i] = row
         played[i] = keeps_success_and_saves(rows[i], teacher, opts.target, opts.min_saving)
-    return teacher, [rows[i] for i in sorted(rows)]
+    return teacher, dropped + [rows[i] for i in sorted(rows)]
 
 
 async def calibrate(

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
 from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, build_ladder, validate_ladder
+from nightowl.agent.tiers import REPEAT_POLICIES, RepeatPolicy
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
@@ -46,6 +47,8 @@ class RunSpec:
     ladder: str = "cascade"
     rule: str | None = None
     temperature: float = 0.5
+    #: a student's repeated action in the same state: "explore" or "escalate" (StudentTier)
+    repeats: RepeatPolicy = "explore"
     teacher: str = "oracle"
     student: str | None = None
     budget: EpisodeBudget = field(default_factory=EpisodeBudget)
@@ -98,6 +101,9 @@ def validate_spec(settings: Settings, spec: RunSpec) -> None:
     env_class(spec.env)  # unknown env / missing extra: a clear error now
     if spec.demos_per not in ("step", "episode"):
         raise ConfigError(f"demos_per must be 'step' or 'episode', not {spec.demos_per!r}")
+    if spec.repeats not in REPEAT_POLICIES:
+        raise ConfigError(f"repeats must be one of {', '.join(REPEAT_POLICIES)}, "
+                          f"not {spec.repeats!r}")
     validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, settings)
 
 
@@ -110,6 +116,7 @@ def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
         "ladder": spec.ladder,
         "rule": spec.rule,
         "temperature": spec.temperature,
+        "repeats": spec.repeats,
         "teacher": spec.teacher,
         "student": spec.student or app.student,
         "budget": spec.budget.model_dump(),
@@ -170,6 +177,7 @@ async def run_episodes(
         teacher=spec.teacher,
         rule=spec.rule,
         temperature=spec.temperature,
+        repeats=spec.repeats,
         builder=builder,
     )
     config["tiers"] = ladder.describe()

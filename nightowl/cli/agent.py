@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.table import Table
 from nightowl.cli import options as opt
 from nightowl.config import Settings, get_settings
 from nightowl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nightowl.agent.tiers import RepeatPolicy
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -113,6 +117,7 @@ def run(
     ladder: str = typer.Option("cascade", help="teacher|student|student+demos|cascade|margin|bavt"),
     rule: str = opt.RULE,
     temperature: float = opt.TEMPERATURE,
+    repeats: str = opt.REPEATS,
     teacher: str = opt.TEACHER,
     student: str = opt.STUDENT,
     max_steps: int = typer.Option(20, min=1, help="step budget per episode"),
@@ -142,7 +147,8 @@ def run(
     )
     spec = RunSpec(
         name=ladder, env=env, split=split, task_ids=[], ladder=ladder, rule=rule or None,
-        temperature=temperature, teacher=teacher, student=student or None, budget=budget,
+        temperature=temperature, repeats=cast("RepeatPolicy", repeats), teacher=teacher,
+        student=student or None, budget=budget,
         concurrency=concurrency, store_escalations=store_escalations, run_id=resume or None,
         demos_per=demos_per,
     )
@@ -234,7 +240,8 @@ def calibrate(
     console.print(rep.verdict)
     if rep.student_pays:
         console.print(f"use --ladder {preset_for_rule(best['spec'])} --rule {best['spec']} "
-                      f"--temperature {best['temperature']:g}")
+                      f"--temperature {best['temperature']:g} "
+                      f"--repeats {best.get('repeats') or 'explore'}")
     if out:
         Path(out).write_text(rep.model_dump_json(indent=1))
         console.print(f"written: {out}")

@@ -16,6 +16,10 @@ RULE = typer.Option(
     "('' = the ladder's default)",
 )
 TEMPERATURE = typer.Option(0.5, help="student sampling temperature for votes")
+REPEATS = typer.Option(
+    "explore", help="a student action already taken in the same state: explore (take "
+    "another) or escalate (ask the teacher); nightowl calibrate chooses per family",
+)
 DEMOS_PER = typer.Option(
     "step", help="retrieve demos every step, or once per episode (stable cached prefix)"
 )

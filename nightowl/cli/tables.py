@@ -58,9 +58,10 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
     t = Table(title=f"calibration on {o.env} {o.split} ({rep.states} states, "
                     f"student top-1 = expert {rep.student_top1_agreement:.0%})")
     for col in ("rule", "pred. success", "pred. cost/ep", "student accepts", "samples/step",
-                "dev success", "dev cost/ep", "dev teacher share"):
+                "dev success", "dev cost/ep", "dev teacher share", "repeats"):
         t.add_column(col, justify="right")
-    played = {(r["spec"], r["temperature"]): r for r in rep.rollouts}
+    played = {(r["spec"], r["temperature"]): r for r in rep.rollouts}  # the last play wins
+    replaced = [r for r in rep.rollouts if played[(r["spec"], r["temperature"])] is not r]
     chosen = (rep.chosen["spec"], rep.chosen["temperature"])
     shown = {(r["spec"], r["temperature"]) for r in frontier(rep.candidates, 1.0)}
     shown |= set(played) | {chosen, ("teacher", 0.0)}
@@ -82,8 +83,13 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
             f"{m['dev_successes']}/{m['dev_episodes']}" if m else "",
             f"${m['dev_cost_per_episode']:.5f}" if m else "",
             f"{m['dev_teacher_share']:.2f}" if m else "",
+            (m.get("repeats") or "") if m else "",
         )
+    notes = [f"{r['rule']} with repeats {r.get('repeats')}: dev {r['dev_successes']}/"
+             f"{r['dev_episodes']}, so repeats went to the teacher" for r in replaced]
     if hidden:
-        t.caption = (f"{hidden} more candidates off the predicted frontier "
+        notes.append(f"{hidden} more candidates off the predicted frontier "
                      "(--all-rules shows them; --out writes them all)")
+    if notes:
+        t.caption = "; ".join(notes)
     return t

@@ -28,7 +28,10 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
 5. Dev rollouts (``verify`` > 0): the open-loop prediction cannot see that a wrong
    action is often recoverable (walk back, look again) nor that it lengthens the
    episode. So rules on the predicted cost/success `frontier` are played end to end on
-   the same dev tasks with the real ladder, next to teacher-only -- the cheapest first,
+   the same dev tasks with the real ladder, next to teacher-only -- the cheapest first
+   (with the student exploring instead of repeating an action in the same state; if
+   that loses dev episodes, wrong moves are fatal on this family and it is replayed,
+   and the rest played, with repeats escalated to the teacher: `repeat_policy`),
    then the open-loop choice, then a bisection between them, then the rules just above
    the cheapest one that kept success (`next_probe`, at most ``verify`` rules) -- and
    the choice is made on those measured successes and costs (`recommend_measured`).
@@ -348,6 +351,23 @@ def next_probe(pool: list[dict[str, Any]], chosen: dict[str, Any],
     return next((j for j in range(ok[0] + 1, len(pool)) if j not in passed), None)
 
 
+def keeps_success(row: dict[str, Any], teacher: dict[str, Any], target: float) -> bool:
+    """Whether a rule played on dev won >= ``target`` x teacher-only's dev success."""
+    return bool(row["dev_success"] >= target * teacher["dev_success"] - 1e-9)
+
+
+def repeat_policy(first: dict[str, Any], teacher: dict[str, Any], target: float) -> str:
+    """The student's repeat policy for the rest of calibration, from its first dev rollout.
+
+    The first rule is played with ``repeats="explore"`` (the student tries an action
+    it has not taken in that state instead of asking the teacher). If it kept success,
+    wrong moves on this family can be undone and exploring stays; if it lost dev
+    episodes, a wrong move is fatal here and repeats go to the teacher
+    (``"escalate"``) from then on, starting with a replay of that first rule.
+    """
+    return "explore" if keeps_success(first, teacher, target) else "escalate"
+
+
 def keeps_success_and_saves(
     row: dict[str, Any], teacher: dict[str, Any], target: float, min_saving: float
 ) -> bool:
@@ -356,7 +376,7 @@ def keeps_success_and_saves(
     Keeps success: its dev success is >= ``target`` x teacher-only's. Saves enough: its
     dev cost is <= teacher-only's dev cost / ``min_saving``.
     """
-    return bool(row["dev_success"] >= target * teacher["dev_success"] - 1e-9
+    return bool(keeps_success(row, teacher, target)
                 and row["dev_cost_per_episode"] * min_saving <= teacher["dev_cost_per_episode"])
 
 

@@ -250,6 +250,31 @@ async def test_constrained_voting_samples_only_actions_not_taken_in_this_state()
     assert not d.accepted and d.reason.startswith("repeat without progress")
 
 
+async def test_escalate_policy_judges_every_action_and_escalates_the_repeat():
+    """``repeats="escalate"``: the rule sees every valid action (voting: all choices;
+    scoring: all ranked) and a repeat it accepts goes to the teacher."""
+    from nightowl.agent.acceptance import LogprobMargin
+    from nightowl.agent.state import visit_key
+
+    model = ScriptedModel(["take coin"] * 3)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3), avoid_repeats=True,
+                       repeats="escalate")
+    c = ctx()
+    c.seen = frozenset({visit_key(c.observation, "take coin")})
+    d = await tier.decide(c)
+    assert len(model.calls[-1].choices or ()) == 3
+    assert not d.accepted and d.reason.startswith("repeat without progress")
+    scored = ScriptedModel([], scores={" take coin\n": -0.1, " go north\n": -3.0,
+                                       " look around\n": -8.0})
+    tier = StudentTier(scored, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0),
+                       avoid_repeats=True, repeats="escalate")
+    d = await tier.decide(c)
+    assert not d.accepted and d.reason.startswith("repeat without progress")
+    assert tier.describe()["repeats"] == "escalate"
+    with pytest.raises(ValueError, match="repeats"):
+        StudentTier(scored, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0), repeats="loop")
+
+
 async def test_score_rule_ranks_only_actions_not_taken_in_this_state():
     """With avoid_repeats a score rule skips an action already taken here (no model call
     more) and judges the rest; with every action taken here it escalates."""

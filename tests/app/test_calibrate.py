@@ -42,7 +42,12 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     teacher, *played = rep.rollouts
     assert teacher["spec"] == "teacher" and teacher["dev_episodes"] == 2
     assert teacher["dev_success"] == 1.0  # the oracle wins simonsays
-    assert 1 <= len(played) <= 2 and len(runs) == 1 + len(played)
+    # the first rule is played with the student exploring on repeats; a replay with
+    # repeats escalated comes only after that lost a dev episode (one rollout more)
+    assert 1 <= len(played) <= 3 and len(runs) == 1 + len(played)
+    assert played[0]["repeats"] == "explore"
+    if any(p["repeats"] == "escalate" for p in played):
+        assert played[0]["dev_success"] < 0.9 and played[1]["repeats"] == "escalate"
     assert all(p["dev_episodes"] == 2 and p["dev_cost_per_episode"] > 0 for p in played)
     assert demos_after == demos_before  # dev rollouts never become demos
     if rep.student_pays:  # the choice is a played rule that kept success and saved enough

@@ -40,6 +40,8 @@ async def test_bad_spec_is_refused_before_a_run_is_recorded(tmp_path):
                      rule="unanimity:3"), ConfigError),
             (RunSpec(name="x", env="twx", split="test", task_ids=[], demos_per="sometimes"),
              ConfigError),
+            (RunSpec(name="x", env="twx", split="test", task_ids=[],
+                     repeats="loop"), ConfigError),  # type: ignore[arg-type]
             (RunSpec(name="x", env="nope", split="test", task_ids=[]), UnknownNameError),
         ):
             with pytest.raises(err):

@@ -76,7 +76,12 @@ def test_teacher_only_when_the_student_is_confidently_wrong():
 
 
 # ------------------------------------------------------------------- dev rollouts
-from nightowl.distill.calibrate import frontier, next_probe, recommend_measured  # noqa: E402
+from nightowl.distill.calibrate import (  # noqa: E402
+    frontier,
+    next_probe,
+    recommend_measured,
+    repeat_policy,
+)
 
 
 def row(spec, cost, acc, success=1.0, t=0.0):
@@ -148,3 +153,14 @@ def test_open_loop_recommend_needs_the_minimum_saving():
     assert recommend(rows, 0.9)["student_pays"]
     out = recommend(rows, 0.9, min_saving=1.2)
     assert not out["student_pays"] and out["chosen"]["spec"] == "teacher"
+
+
+def test_repeat_policy_explores_only_where_the_first_rule_kept_success():
+    """A student exploring instead of repeating keeps doing so where that lost nothing on
+    dev; where it lost episodes (a wrong move is fatal) repeats go to the teacher."""
+    teacher = dev("teacher", 1.0, 1.0)
+    assert repeat_policy(dev("unanimity:1", 1.0, 0.01), teacher, 0.9) == "explore"
+    assert repeat_policy(dev("unanimity:1", 2 / 3, 0.01), teacher, 0.9) == "escalate"
+    # relative to teacher-only's dev success, not to 100%
+    assert repeat_policy(dev("unanimity:1", 0.5, 0.01), dev("teacher", 0.5, 1.0), 0.9) == (
+        "explore")

@@ -12,7 +12,15 @@ budget with the actual cost after checking an upper bound first.
 
 from nightowl.agent.tiers.common import count_tokens, repeats_without_progress
 from nightowl.agent.tiers.oracle import OracleTier
-from nightowl.agent.tiers.student import StudentTier
+from nightowl.agent.tiers.student import REPEAT_POLICIES, RepeatPolicy, StudentTier
 from nightowl.agent.tiers.teacher import TeacherTier
 
-__all__ = ["OracleTier", "StudentTier", "TeacherTier", "count_tokens", "repeats_without_progress"]
+__all__ = [
+    "REPEAT_POLICIES",
+    "OracleTier",
+    "RepeatPolicy",
+    "StudentTier",
+    "TeacherTier",
+    "count_tokens",
+    "repeats_without_progress",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 from nightowl.agent.acceptance import AcceptanceRule, Verdict
 from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
@@ -32,6 +32,10 @@ from nightowl.distill.signals import demo_hint
 from nightowl.ledger.metered import MeteredModel, as_metered
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
 
+#: what a student does about an action already taken in this very state this episode
+RepeatPolicy = Literal["explore", "escalate"]
+REPEAT_POLICIES: tuple[str, ...] = ("explore", "escalate")
+
 
 class StudentTier(Tier):
     """The frozen student: samples + acceptance rule.
@@ -47,9 +51,14 @@ class StudentTier(Tier):
         temperature: sampling temperature for voting rules.
         max_tokens: generation cap per free-text sample.
         avoid_repeats: never act with an action already taken in this very state this
-            episode (no progress in a deterministic game): score rules rank, and
-            constrained voting rules sample, only the other valid actions; a repeat
-            that is left (every valid action taken, or free text) escalates.
+            episode (no progress in a deterministic game).
+        repeats: with ``avoid_repeats``, how: ``"explore"`` -- score rules rank, and
+            constrained voting rules sample, only the other valid actions, so the
+            student tries something new (where a wrong move can be undone: maps,
+            search); ``"escalate"`` -- the rule judges every valid action and a repeat
+            it accepts goes to the next tier (where a wrong move is fatal). A repeat
+            left either way (every valid action taken, or free text) escalates.
+            `nightowl calibrate` chooses per family.
         name: tier name.
     """
 
@@ -67,8 +76,11 @@ class StudentTier(Tier):
         temperature: float = 0.7,
         max_tokens: int = 16,
         avoid_repeats: bool = False,
+        repeats: RepeatPolicy = "explore",
         name: str = "student",
     ) -> None:
+        if repeats not in REPEAT_POLICIES:
+            raise ValueError(f"repeats must be one of {REPEAT_POLICIES}, not {repeats!r}")
         self.model: MeteredModel = as_metered(model, role="student", prices=prices)
         self.prices = prices
         self.rule = rule
@@ -78,6 +90,7 @@ class StudentTier(Tier):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.avoid_repeats = avoid_repeats
+        self.repeats = repeats
         self.name = name
 
     def describe(self) -> dict[str, Any]:
@@ -88,6 +101,7 @@ class StudentTier(Tier):
             "model": getattr(self.model, "name", type(self.model).__name__),
             "rule": self.rule.describe(),
             "avoid_repeats": self.avoid_repeats,
+            "repeats": self.repeats,
             "use_demos": self.use_demos,
             "constrain": self.constrain,
             "temperature": self.temperature,
@@ -110,7 +124,7 @@ class StudentTier(Tier):
         failures: list[str] = []
         valid = tuple(ctx.valid_actions) if ctx.valid_actions else None
         by_norm = {normalize_action(a): a for a in valid} if valid else {}
-        if valid and self.avoid_repeats and self.constrain and not self.rule.uses_scores:
+        if valid and self.explores and self.constrain and not self.rule.uses_scores:
             valid = self._fresh(ctx, valid)
         calls = [0]
 
@@ -199,6 +213,11 @@ class StudentTier(Tier):
             return finish(None, f"model error: {type(exc).__name__}: {str(exc)[:160]}")
         return finish(verdict)
 
+    @property
+    def explores(self) -> bool:
+        """Whether repeats are left out before the rule judges (``repeats="explore"``)."""
+        return self.avoid_repeats and self.repeats == "explore"
+
     @staticmethod
     def _fresh(ctx: StepContext, actions: tuple[str, ...]) -> tuple[str, ...]:
         """``actions`` without those already taken in this very state this episode.
@@ -247,7 +266,7 @@ class StudentTier(Tier):
         )
         spend(scored.usage)
         ranked, scores = list(actions), list(scored.scores)
-        if self.avoid_repeats:
+        if self.explores:
             # an action already taken in this very state is never progress: rank the rest
             keep = set(self._fresh(ctx, tuple(ranked)))
             if len(keep) < len(ranked):
