@@ -4,10 +4,11 @@
         [--test 12]
 
 `bench/icd_e2e.py` lets `calibrate` choose one rule on dev; this plays the rules you
-name (``rule@temperature/repeats``, repeats ``explore`` by default) next to teacher-only on the same test tasks, with the same
-oracle demos (``--demos`` train tasks, collected once into a throw-away home), so a
-change to the student tier can be measured before and after on one sample (run it at
-both commits). Prints a table and writes ``--out`` (JSON, with the CPU and load).
+name (``rule@temperature/repeats``, repeats ``explore`` by default) next to teacher-only
+on the same test tasks, with the same oracle demos (``--demos`` train tasks, collected
+once into a throw-away home), so a change to the student tier can be measured before
+and after on one sample (run it at both commits). Prints a table and writes ``--out``
+(JSON, with the CPU and load).
 """
 
 from __future__ import annotations
