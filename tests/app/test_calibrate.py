@@ -72,3 +72,39 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     assert n_rows == len(rep.candidates)  # --all-rules: every candidate has a row
     shown = sum(1 for line in text.splitlines() if "$" in line)
     assert shown < n_rows and "more candidates off the predicted frontier" in text
+
+
+async def test_dev_rollouts_escalate_repeats_where_exploring_lost_episodes(monkeypatch):
+    """Control logic only (a scripted stand-in for `run_tasks`, no model): the first rule
+    is played exploring; it loses dev episodes, so it is replayed with repeats escalated
+    and every later rule is played that way too."""
+    from types import SimpleNamespace
+
+    import nightowl.app.calibrate as cal
+
+    specs: list = []
+
+    async def scripted_run_tasks(app, spec, progress=None):
+        specs.append(spec)
+        won = {"teacher": 3, "explore": 1, "escalate": 3}[
+            "teacher" if spec.ladder == "teacher" else spec.repeats]
+        cost = 1.0 if spec.ladder == "teacher" else 0.1
+        return SimpleNamespace(run_id=f"r{len(specs)}", episodes=3, successes=won,
+                               success_rate=won / 3, cost_per_episode=cost,
+                               teacher_share=0.5, steps_per_episode=4.0)
+
+    monkeypatch.setattr(cal, "run_tasks", scripted_run_tasks)
+    pool = [{"rule": f"unanimity:{n}", "spec": f"unanimity:{n}", "temperature": 0.5,
+             "predicted_success": n / 10, "predicted_cost_per_episode": n / 100}
+            for n in (1, 2, 3)]
+    opts = cal.CalibrateOptions(env="twx", game="coin", verify=2, target=0.9)
+    teacher, rows = await cal.play_on_dev(None, opts, pool, pool[2], ["a", "b", "c"])
+    assert teacher["dev_success"] == 1.0
+    assert [(r["spec"], r["repeats"]) for r in rows] == [
+        ("unanimity:1", "explore"),  # lost 2 of 3: dropped
+        ("unanimity:1", "escalate"),
+        ("unanimity:2", "escalate"),
+    ]
+    assert [s.repeats for s in specs[1:]] == ["explore", "escalate", "escalate"]
+    best = cal.recommend_measured(rows, teacher, opts.target, opts.min_saving)
+    assert best["chosen"]["repeats"] == "escalate" and best["chosen"]["spec"] == "unanimity:1"
