@@ -395,8 +395,10 @@ def recommend_measured(
     if ok:
         best = min(ok, key=lambda m: m["dev_cost_per_episode"])
         saving = tcost / best["dev_cost_per_episode"] if best["dev_cost_per_episode"] else math.inf
-        verdict = (f"student pays: {best['rule']} won {best['dev_success']:.0%} of dev episodes "
-                   f"(teacher-only {teacher['dev_success']:.0%}) at {saving:.2f}x lower cost")
+        how = f" (repeats: {best['repeats']})" if best.get("repeats") else ""
+        verdict = (f"student pays: {best['rule']}{how} won {best['dev_success']:.0%} of dev "
+                   f"episodes (teacher-only {teacher['dev_success']:.0%}) at {saving:.2f}x "
+                   "lower cost")
         return {"chosen": best, "target_met": True, "student_pays": True,
                 "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
     why = "; ".join(
