@@ -91,11 +91,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_rules.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()
+    commit = _git_rev()  # the code this process runs (later commits do not count)
     rows = asyncio.run(play(args.family, [r for r in args.rules.split(",") if r], args))
     load_after = os.getloadavg()
     machine: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(),
                                "load_before": load_before, "load_after": load_after,
-                               "commit": _git_rev()}
+                               "commit": commit}
     t = Table(title=f"{args.family}: rules on {args.test} test tasks ({machine['cpu']}, load "
                     f"{load_before[0]:.1f} -> {load_after[0]:.1f}, {machine['commit']})")
     for col in ("rule", "success", "$/episode", "x cheaper", "steps", "teacher share"):
