@@ -402,7 +402,8 @@ def recommend_measured(
         return {"chosen": best, "target_met": True, "student_pays": True,
                 "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
     why = "; ".join(
-        f"{m['rule']}: {m['dev_success']:.0%} at "
+        f"{m['rule']}{' (repeats: ' + m['repeats'] + ')' if m.get('repeats') else ''}: "
+        f"{m['dev_success']:.0%} at "
         f"{tcost / m['dev_cost_per_episode'] if m['dev_cost_per_episode'] else math.inf:.2f}x"
         for m in measured) or "no student rule predicted to save enough to try"
     verdict = (f"student cannot pay at {target:.0%} of teacher-only success and >= "
