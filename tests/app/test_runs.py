@@ -47,3 +47,42 @@ async def test_bad_spec_is_refused_before_a_run_is_recorded(tmp_path):
             with pytest.raises(err):
                 await run_tasks(app, spec)
         assert app.ledger.list_runs() == []
+
+
+def test_cli_run_takes_the_repeat_policy_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
+    """`nightowl run --repeats escalate` reaches the run's config (the ladder is built from it);
+    an unknown policy is a one-line user error (exit 2) before anything is recorded."""
+    import json
+    import sys
+
+    from nightowl.cli.main import main
+    from nightowl.config import load_settings
+    from nightowl.ledger import Ledger
+    from nightowl.storage import open_db
+
+    models = {"fake": {"backend": "scripted",
+                       "params": {"function": "tests.agent.fakes:first_choice"}}}
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for k, v in {"NIGHTOWL_HOME": str(tmp_path / "home"), "NIGHTOWL_DATABASE_URL": url,
+                 "NIGHTOWL_MODELS": json.dumps(models), "NIGHTOWL_STUDENT_MODEL": "fake",
+                 "NIGHTOWL_EMBEDDER": "hashing-fake"}.items():
+        monkeypatch.setenv(k, v)
+
+    def cli(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["nightowl", "run", "--env", "twx", "--game", "coin",
+                                          "--tasks", "1", "--max-steps", "3", *args])
+        try:
+            main()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+
+    assert cli("--repeats", "loop") == 2
+    err = capsys.readouterr().err
+    assert "repeats must be one of explore, escalate" in err and len(err.strip().splitlines()) == 1
+    ledger = Ledger(open_db(load_settings(database_url=url)))
+    assert ledger.list_runs() == []
+    assert cli("--repeats", "escalate") == 0
+    (run,) = ledger.list_runs()
+    config = ledger.get_run(run.run_id).config
+    assert config["repeats"] == "escalate"
