@@ -56,7 +56,7 @@ def test_cli_run_takes_the_repeat_policy_and_refuses_a_bad_one(tmp_path, monkeyp
     import sys
 
     from nightowl.cli.main import main
-    from nightowl.config import load_settings
+    from nightowl.config import get_settings, load_settings
     from nightowl.ledger import Ledger
     from nightowl.storage import open_db
 
@@ -77,12 +77,17 @@ def test_cli_run_takes_the_repeat_policy_and_refuses_a_bad_one(tmp_path, monkeyp
             return int(exc.code or 0)
         return 0
 
-    assert cli("--repeats", "loop") == 2
-    err = capsys.readouterr().err
+    get_settings.cache_clear()  # the CLI reads the settings once per process
+    try:
+        code = cli("--repeats", "loop")
+        err = capsys.readouterr().err
+        ok = cli("--repeats", "escalate")
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
     assert "repeats must be one of explore, escalate" in err and len(err.strip().splitlines()) == 1
     ledger = Ledger(open_db(load_settings(database_url=url)))
-    assert ledger.list_runs() == []
-    assert cli("--repeats", "escalate") == 0
-    (run,) = ledger.list_runs()
+    assert ok == 0
+    (run,) = ledger.list_runs()  # the bad policy recorded nothing
     config = ledger.get_run(run.run_id).config
     assert config["repeats"] == "escalate"
