@@ -380,6 +380,11 @@ def keeps_success_and_saves(
                 and row["dev_cost_per_episode"] * min_saving <= teacher["dev_cost_per_episode"])
 
 
+def _played(row: dict[str, Any]) -> str:
+    """A dev row's rule, with its repeat policy when it was played with one."""
+    return f"{row['rule']} (repeats: {row['repeats']})" if row.get("repeats") else row["rule"]
+
+
 def recommend_measured(
     measured: list[dict[str, Any]], teacher: dict[str, Any], target: float, min_saving: float
 ) -> dict[str, Any]:
@@ -395,15 +400,13 @@ def recommend_measured(
     if ok:
         best = min(ok, key=lambda m: m["dev_cost_per_episode"])
         saving = tcost / best["dev_cost_per_episode"] if best["dev_cost_per_episode"] else math.inf
-        how = f" (repeats: {best['repeats']})" if best.get("repeats") else ""
-        verdict = (f"student pays: {best['rule']}{how} won {best['dev_success']:.0%} of dev "
+        verdict = (f"student pays: {_played(best)} won {best['dev_success']:.0%} of dev "
                    f"episodes (teacher-only {teacher['dev_success']:.0%}) at {saving:.2f}x "
                    "lower cost")
         return {"chosen": best, "target_met": True, "student_pays": True,
                 "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
     why = "; ".join(
-        f"{m['rule']}{' (repeats: ' + m['repeats'] + ')' if m.get('repeats') else ''}: "
-        f"{m['dev_success']:.0%} at "
+        f"{_played(m)}: {m['dev_success']:.0%} at "
         f"{tcost / m['dev_cost_per_episode'] if m['dev_cost_per_episode'] else math.inf:.2f}x"
         for m in measured) or "no student rule predicted to save enough to try"
     verdict = (f"student cannot pay at {target:.0%} of teacher-only success and >= "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from nightowl.agent.acceptance import AcceptanceRule, Verdict
 from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
@@ -34,7 +34,7 @@ from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend,
 
 #: what a student does about an action already taken in this very state this episode
 RepeatPolicy = Literal["explore", "escalate"]
-REPEAT_POLICIES: tuple[str, ...] = ("explore", "escalate")
+REPEAT_POLICIES: tuple[str, ...] = get_args(RepeatPolicy)
 
 
 class StudentTier(Tier):
