@@ -50,6 +50,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nightowl.distill.moves import is_move, without_walk_back  # noqa: E402
 from nightowl.distill.parser import normalize_action  # noqa: E402
 from nightowl.distill.prompt import PromptBuilder  # noqa: E402
 from nightowl.distill.scoring import action_continuations, rank_scores  # noqa: E402
@@ -273,6 +274,7 @@ async def score_family(
                                 "hint": hint.action if hint else None,
                                 "hint_sim": hint.similarity if hint else None,
                                 "n_demos": len(ds),
+                                "previous": hist[-1][1] if hist else None,
                             })
             hist.append((obs, st["action"]))
         path.write_text(json.dumps(list(done.values())))
@@ -282,16 +284,6 @@ async def score_family(
 
 
 # ----------------------------------------------------------------------------- analysis
-_DIRECTIONS = {"north", "south", "east", "west", "up", "down", "northeast", "northwest",
-               "southeast", "southwest"}
-
-
-def is_move(action: str) -> bool:
-    """Whether an action moves the agent (``go west``, ``move north``, ``north``)."""
-    words = normalize_action(action).split()
-    return bool(words) and (words[0] in ("go", "move") or words[0] in _DIRECTIONS)
-
-
 def move_choice(s: dict[str, Any]) -> bool:
     """A navigation choice: the expert moves and two or more moves are valid.
 
@@ -318,6 +310,31 @@ def _split_top1(states: list[dict[str, Any]], right: list[bool]) -> dict[str, An
     out["move_choice"]["chance"] = (
         float(np.mean([1 / sum(is_move(a) for a in s["actions"]) for s in mc])) if mc else None)
     return out
+
+
+def walk_back_top1(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Top-1 when the move back through the exit just used is left out of the ranking.
+
+    The student tier's default (`nightowl.distill.moves.without_walk_back`): that move
+    is dropped while another compass move is valid. Also counts the states where the
+    rule applies, where the student's own top-1 walked back, and where the expert did.
+    """
+    oks: list[bool] = []
+    applies = student_back = expert_back = 0
+    for s in states:
+        v = np.array(rank_scores(s["raw"], s["tokens"], method, s["cf"]))
+        keep = set(without_walk_back(s["actions"], s.get("previous")))
+        dropped = [i for i, a in enumerate(s["actions"]) if a not in keep]
+        if dropped:
+            applies += 1
+            student_back += int(int(np.argmax(v)) in dropped)
+            expert_back += int(s["expert_i"] in dropped)
+            v[dropped] = -np.inf
+        oks.append(int(np.argmax(v)) == s["expert_i"])
+    n = len(states)
+    return {"top1": sum(oks) / n if n else 0.0, "by_state_kind": _split_top1(states, oks),
+            "states_applied": applies, "student_top1_walked_back": student_back,
+            "expert_walked_back": expert_back}
 
 
 def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -357,6 +374,7 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
         return [round(float(x), 2) for x in np.percentile(xs, [10, 50, 90])] if xs else None
 
     n = len(states)
+    back = walk_back_top1(states, method)
     # top-1 when the nearest demo step's action gets a bonus (demo prior on the ranking)
     hinted: dict[str, float] = {}
     for b in HINT_BONUS:
@@ -371,7 +389,7 @@ def metrics(states: list[dict[str, Any]], method: str) -> dict[str, Any]:
             ok_n += int(int(np.argmax(v)) == s["expert_i"])
         hinted[f"{b:g}"] = ok_n / n if n else 0.0
     return {"states": n, "top1": right / n if n else 0.0, "top1_hint_bonus": hinted,
-            "by_state_kind": _split_top1(states, oks),
+            "by_state_kind": _split_top1(states, oks), "walk_back": back,
             "margin_right_p10_50_90": q(margins_r), "margin_wrong_p10_50_90": q(margins_w),
             "demo_hint_states": hint_n, "demo_hint_is_expert": hint_ok / hint_n if hint_n else None,
             "demo_hint_is_student_top1": hint_agree / hint_n if hint_n else None,
@@ -546,6 +564,27 @@ def print_tables(report: dict[str, Any]) -> None:
         t6.add_row(name, str(mv["states"]), pct(mv["top1"]), pct(mv["chance"]),
                    str(ot["states"]), pct(ot["top1"]))
     console.print(t6)
+    t7 = Table(title="with demos (variant plain, mean scoring): top-1 when the move back "
+                     "through the exit just used is left out (the student tier's default)")
+    for c in ("family", "states", "rule applies", "student walked back", "expert walked back",
+              "top-1 as scored", "top-1 no walk-back", "nav. top-1 as scored",
+              "nav. top-1 no walk-back"):
+        t7.add_column(c, justify="right")
+    for name, f in fams.items():
+        cell = f["default"].get("plain|demos")
+        wb = cell and cell["mean"].get("walk_back")
+        if not wb:
+            continue
+        m = cell["mean"]
+
+        def pc(x: float | None) -> str:
+            return "-" if x is None else f"{x:.0%}"
+
+        t7.add_row(name, str(m["states"]), str(wb["states_applied"]),
+                   str(wb["student_top1_walked_back"]), str(wb["expert_walked_back"]),
+                   pc(m["top1"]), pc(wb["top1"]), pc(m["by_state_kind"]["move_choice"]["top1"]),
+                   pc(wb["by_state_kind"]["move_choice"]["top1"]))
+    console.print(t7)
     if any(len(f["by_retrieval"]) > 1 for f in fams.values()):
         t3 = Table(title="retrieval sweep: top-1 with demos (variant plain if run, sum)")
         t3.add_column("family")

@@ -13,7 +13,13 @@ from typing import Any, Literal, cast
 
 from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
 from nightowl.agent.ladder import Ladder, Tier
-from nightowl.agent.tiers import OracleTier, RepeatPolicy, StudentTier, TeacherTier
+from nightowl.agent.tiers import (
+    BacktrackPolicy,
+    OracleTier,
+    RepeatPolicy,
+    StudentTier,
+    TeacherTier,
+)
 from nightowl.config import Settings
 from nightowl.distill.prompt import PromptBuilder
 from nightowl.errors import ConfigError, UnknownNameError
@@ -141,6 +147,7 @@ def build_ladder(
     fallback: str = "best",
     avoid_repeats: bool = True,
     repeats: RepeatPolicy = "explore",
+    backtrack: BacktrackPolicy = "avoid",
 ) -> Ladder:
     """Tiers for a preset (see `LADDER_PRESETS`); inputs checked by `validate_ladder`.
 
@@ -159,6 +166,8 @@ def build_ladder(
         fallback: "best" or "end" when every tier escalates.
         avoid_repeats: never let the student repeat an action in the same state.
         repeats: "explore" (take another action) or "escalate" (ask the next tier).
+        backtrack: "avoid" (never walk back through the exit just used while another
+            is open) or "allow".
     """
     choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
     builder = builder or PromptBuilder()
@@ -188,12 +197,14 @@ def build_ladder(
     if preset in ("student", "student+demos"):
         return Ladder(
             [StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                         use_demos=preset == "student+demos", temperature=0.0)],
+                         use_demos=preset == "student+demos", temperature=0.0,
+                         backtrack=backtrack)],
             fallback="best",
         )
     tiers: list[Tier] = [
         StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                    temperature=temperature, avoid_repeats=avoid_repeats, repeats=repeats)
+                    temperature=temperature, avoid_repeats=avoid_repeats, repeats=repeats,
+                    backtrack=backtrack)
     ]
     if preset == "bavt":
         from nightowl.agent.search.tier import BavtTier

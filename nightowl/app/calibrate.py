@@ -34,6 +34,7 @@ from nightowl.distill.calibrate import (
     recommend_measured,
     repeat_policy,
 )
+from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import normalize_action
 from nightowl.distill.prompt import PromptBuilder
 from nightowl.distill.scoring import score_actions
@@ -69,6 +70,10 @@ async def collect_states(
     app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None
 ) -> tuple[list[StateRecord], list[str]]:
     """Walk the oracle's path on dev tasks, scoring the valid actions at every state.
+
+    The student's candidates there are the student tier's: without the move back
+    through the exit just used while another is open (`without_walk_back`, the tier's
+    default ``backtrack="avoid"``).
 
     Walks ``opts.tasks`` tasks, then more (up to ``opts.max_tasks``) until at least
     ``opts.min_states`` states are scored. Returns (states, the dev task ids walked).
@@ -116,14 +121,16 @@ async def collect_states(
                     prompt = builder.build(
                         goal=goal, observation=text, history=hist, valid_actions=valid, demos=demos
                     )
-                    # ranked as the student tier ranks them (builder.scoring)
+                    # the student tier's candidates (its default backtrack="avoid"),
+                    # ranked as it ranks them (builder.scoring)
+                    cands = without_walk_back(valid, hist[-1][1] if hist else None)
                     scored = await score_actions(
-                        student, prompt, list(valid), method=builder.scoring,
+                        student, prompt, list(cands), method=builder.scoring,
                         content_free_prompt=(
                             builder.content_free(demos) if calibrated else None
                         ),
                     )
-                    hint = demo_hint(demos, text, valid)
+                    hint = demo_hint(demos, text, cands)
                     tprompt = builder.for_teacher().build(
                         goal=goal, observation=text, history=hist, valid_actions=valid
                     )
@@ -132,7 +139,7 @@ async def collect_states(
                         StateRecord(
                             task_id=tid,
                             step=step,
-                            actions=list(valid),
+                            actions=list(cands),
                             logprobs=list(scored.scores),
                             expert=expert,
                             prompt_tokens=student.count_tokens(prompt),

@@ -21,7 +21,12 @@ from pydantic import BaseModel
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
 from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, build_ladder, validate_ladder
-from nightowl.agent.tiers import REPEAT_POLICIES, RepeatPolicy
+from nightowl.agent.tiers import (
+    BACKTRACK_POLICIES,
+    REPEAT_POLICIES,
+    BacktrackPolicy,
+    RepeatPolicy,
+)
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
@@ -49,6 +54,8 @@ class RunSpec:
     temperature: float = 0.5
     #: a student's repeated action in the same state: "explore" or "escalate" (StudentTier)
     repeats: RepeatPolicy = "explore"
+    #: the move back through the exit just used: "avoid" or "allow" (StudentTier)
+    backtrack: BacktrackPolicy = "avoid"
     teacher: str = "oracle"
     student: str | None = None
     budget: EpisodeBudget = field(default_factory=EpisodeBudget)
@@ -104,6 +111,9 @@ def validate_spec(settings: Settings, spec: RunSpec) -> None:
     if spec.repeats not in REPEAT_POLICIES:
         raise ConfigError(f"repeats must be one of {', '.join(REPEAT_POLICIES)}, "
                           f"not {spec.repeats!r}")
+    if spec.backtrack not in BACKTRACK_POLICIES:
+        raise ConfigError(f"backtrack must be one of {', '.join(BACKTRACK_POLICIES)}, "
+                          f"not {spec.backtrack!r}")
     validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, settings)
 
 
@@ -117,6 +127,7 @@ def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
         "rule": spec.rule,
         "temperature": spec.temperature,
         "repeats": spec.repeats,
+        "backtrack": spec.backtrack,
         "teacher": spec.teacher,
         "student": spec.student or app.student,
         "budget": spec.budget.model_dump(),
@@ -178,6 +189,7 @@ async def run_episodes(
         rule=spec.rule,
         temperature=spec.temperature,
         repeats=spec.repeats,
+        backtrack=spec.backtrack,
         builder=builder,
     )
     config["tiers"] = ladder.describe()

@@ -19,7 +19,7 @@ from nightowl.config import Settings, get_settings
 from nightowl.errors import ConfigError
 
 if TYPE_CHECKING:
-    from nightowl.agent.tiers import RepeatPolicy
+    from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -118,6 +118,7 @@ def run(
     rule: str = opt.RULE,
     temperature: float = opt.TEMPERATURE,
     repeats: str = opt.REPEATS,
+    backtrack: str = opt.BACKTRACK,
     teacher: str = opt.TEACHER,
     student: str = opt.STUDENT,
     max_steps: int = typer.Option(20, min=1, help="step budget per episode"),
@@ -147,7 +148,8 @@ def run(
     )
     spec = RunSpec(
         name=ladder, env=env, split=split, task_ids=[], ladder=ladder, rule=rule or None,
-        temperature=temperature, repeats=cast("RepeatPolicy", repeats), teacher=teacher,
+        temperature=temperature, repeats=cast("RepeatPolicy", repeats),
+        backtrack=cast("BacktrackPolicy", backtrack), teacher=teacher,
         student=student or None, budget=budget,
         concurrency=concurrency, store_escalations=store_escalations, run_id=resume or None,
         demos_per=demos_per,

@@ -20,6 +20,10 @@ REPEATS = typer.Option(
     "explore", help="a student action already taken in the same state: explore (take "
     "another) or escalate (ask the teacher); nightowl calibrate chooses per family",
 )
+BACKTRACK = typer.Option(
+    "avoid", help="the move back through the exit just used: avoid (while another exit "
+    "is open; a dead end still walks back) or allow",
+)
 DEMOS_PER = typer.Option(
     "step", help="retrieve demos every step, or once per episode (stable cached prefix)"
 )

@@ -12,11 +12,19 @@ budget with the actual cost after checking an upper bound first.
 
 from nightowl.agent.tiers.common import count_tokens, repeats_without_progress
 from nightowl.agent.tiers.oracle import OracleTier
-from nightowl.agent.tiers.student import REPEAT_POLICIES, RepeatPolicy, StudentTier
+from nightowl.agent.tiers.student import (
+    BACKTRACK_POLICIES,
+    REPEAT_POLICIES,
+    BacktrackPolicy,
+    RepeatPolicy,
+    StudentTier,
+)
 from nightowl.agent.tiers.teacher import TeacherTier
 
 __all__ = [
+    "BACKTRACK_POLICIES",
     "REPEAT_POLICIES",
+    "BacktrackPolicy",
     "OracleTier",
     "RepeatPolicy",
     "StudentTier",

@@ -25,6 +25,7 @@ from nightowl.agent.tiers.common import (
     sample_seed,
 )
 from nightowl.config import Prices
+from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import normalize_action, parse_action
 from nightowl.distill.prompt import PromptBuilder, continuation
 from nightowl.distill.scoring import score_actions
@@ -35,6 +36,9 @@ from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend,
 #: what a student does about an action already taken in this very state this episode
 RepeatPolicy = Literal["explore", "escalate"]
 REPEAT_POLICIES: tuple[str, ...] = get_args(RepeatPolicy)
+#: whether a student may walk back through the exit it just came through
+BacktrackPolicy = Literal["avoid", "allow"]
+BACKTRACK_POLICIES: tuple[str, ...] = get_args(BacktrackPolicy)
 
 
 class StudentTier(Tier):
@@ -59,6 +63,10 @@ class StudentTier(Tier):
             it accepts goes to the next tier (where a wrong move is fatal). A repeat
             left either way (every valid action taken, or free text) escalates.
             `nightowl calibrate` chooses per family.
+        backtrack: ``"avoid"`` -- with a valid-action list (scored, or sampled with
+            ``choices=``), leave out the compass move that undoes the previous move
+            while another move is valid (`nightowl.distill.moves`); a dead end still
+            walks back. ``"allow"`` -- rank every valid action.
         name: tier name.
     """
 
@@ -77,10 +85,14 @@ class StudentTier(Tier):
         max_tokens: int = 16,
         avoid_repeats: bool = False,
         repeats: RepeatPolicy = "explore",
+        backtrack: BacktrackPolicy = "avoid",
         name: str = "student",
     ) -> None:
         if repeats not in REPEAT_POLICIES:
             raise ValueError(f"repeats must be one of {REPEAT_POLICIES}, not {repeats!r}")
+        if backtrack not in BACKTRACK_POLICIES:
+            raise ValueError(
+                f"backtrack must be one of {BACKTRACK_POLICIES}, not {backtrack!r}")
         self.model: MeteredModel = as_metered(model, role="student", prices=prices)
         self.prices = prices
         self.rule = rule
@@ -91,6 +103,7 @@ class StudentTier(Tier):
         self.max_tokens = max_tokens
         self.avoid_repeats = avoid_repeats
         self.repeats = repeats
+        self.backtrack = backtrack
         self.name = name
 
     def describe(self) -> dict[str, Any]:
@@ -102,6 +115,7 @@ class StudentTier(Tier):
             "rule": self.rule.describe(),
             "avoid_repeats": self.avoid_repeats,
             "repeats": self.repeats,
+            "backtrack": self.backtrack,
             "use_demos": self.use_demos,
             "constrain": self.constrain,
             "temperature": self.temperature,
@@ -124,8 +138,8 @@ class StudentTier(Tier):
         failures: list[str] = []
         valid = tuple(ctx.valid_actions) if ctx.valid_actions else None
         by_norm = {normalize_action(a): a for a in valid} if valid else {}
-        if valid and self.explores and self.constrain and not self.rule.uses_scores:
-            valid = self._fresh(ctx, valid)
+        if valid and (self.constrain or self.rule.uses_scores):
+            valid = self._candidates(ctx, valid)
         calls = [0]
 
         def spend(usage: Usage) -> None:
@@ -186,6 +200,7 @@ class StudentTier(Tier):
                     "parse_failures": len(failures),
                     "calls": calls[0],
                     "skipped_repeats": ctx.extras.get("skipped_repeats", 0),
+                    "skipped_walk_back": ctx.extras.get("skipped_walk_back", 0),
                 },
             }
             if verdict is not None and verdict.accepted and reason is None:
@@ -217,6 +232,21 @@ class StudentTier(Tier):
     def explores(self) -> bool:
         """Whether repeats are left out before the rule judges (``repeats="explore"``)."""
         return self.avoid_repeats and self.repeats == "explore"
+
+    def _candidates(self, ctx: StepContext, valid: tuple[str, ...]) -> tuple[str, ...]:
+        """The valid actions the student chooses among (scored, or sampled as choices).
+
+        Exploring: without those already taken in this state (`_fresh`). Then, with
+        ``backtrack="avoid"``: without the move back through the exit just used, while
+        another move is left (recorded in ``ctx.extras["skipped_walk_back"]``).
+        """
+        cands = self._fresh(ctx, valid) if self.explores else valid
+        if self.backtrack == "avoid" and ctx.history:
+            kept = without_walk_back(cands, ctx.history[-1][1])
+            if len(kept) < len(cands):
+                ctx.extras["skipped_walk_back"] = len(cands) - len(kept)
+                cands = kept
+        return cands
 
     @staticmethod
     def _fresh(ctx: StepContext, actions: tuple[str, ...]) -> tuple[str, ...]:
@@ -266,8 +296,9 @@ class StudentTier(Tier):
         )
         spend(scored.usage)
         ranked, scores = list(actions), list(scored.scores)
-        if self.explores:
-            # an action already taken in this very state is never progress: rank the rest
+        if self.explores and not valid:
+            # a sampled action already taken in this very state is never progress
+            # (a valid-action list was already narrowed by `_candidates`)
             keep = set(self._fresh(ctx, tuple(ranked)))
             if len(keep) < len(ranked):
                 scores = [s for a, s in zip(ranked, scores, strict=True) if a in keep]
