@@ -298,3 +298,61 @@ async def test_score_rule_ranks_only_actions_not_taken_in_this_state():
     c = ctx()
     c.seen = frozenset({visit_key(c.observation, "take coin")})
     assert (await plain.decide(c)).action == "take coin"  # the guard is opt-in
+
+
+ROOM = ("go north", "go west", "take coin")
+
+
+async def test_score_rule_leaves_out_the_walk_back_while_another_exit_is_open():
+    """After ``go east``, ``go west`` leads back: the default ``backtrack="avoid"`` does
+    not score it (one action fewer in the call); ``"allow"`` ranks it first again."""
+    from nightowl.agent.acceptance import LogprobMargin
+
+    scores = {" go west\n": -0.1, " go north\n": -3.0, " take coin\n": -8.0}
+    model = ScriptedModel([], scores=scores)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0))
+    c = ctx(history=(("You are in the hall.", "go east"),))
+    c.valid_actions = ROOM
+    d = await tier.decide(c)
+    assert d.accepted and d.action == "go north" and d.meta["skipped_walk_back"] == 1
+    assert tier.describe()["backtrack"] == "avoid"
+    allow = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0),
+                        backtrack="allow")
+    c = ctx(history=(("You are in the hall.", "go east"),))
+    c.valid_actions = ROOM
+    d = await allow.decide(c)
+    assert d.action == "go west" and d.meta["skipped_walk_back"] == 0
+    with pytest.raises(ValueError, match="backtrack"):
+        StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0),
+                    backtrack="never")
+
+
+async def test_constrained_voting_offers_no_walk_back_but_a_dead_end_walks_back():
+    model = ScriptedModel(["go north"] * 3 + ["go west"] * 3)  # scripted: choices not enforced
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=Unanimity(3))
+    c = ctx(history=(("You are in the hall.", "go east"),))
+    c.valid_actions = ROOM
+    assert (await tier.decide(c)).action == "go north"
+    assert model.calls[-1].choices == (" go north", " take coin")
+    c = ctx(history=(("You are in the hall.", "go east"),))
+    c.valid_actions = ("go west", "take coin")  # a dead end: the way back is the only exit
+    assert (await tier.decide(c)).action == "go west"
+    assert model.calls[-1].choices == (" go west", " take coin")
+
+
+async def test_walk_back_is_judged_after_repeats_are_left_out():
+    """Exploring first drops the exit already taken here; if that was the only other
+    exit, the way back stays (the student backtracks instead of stalling)."""
+    from nightowl.agent.acceptance import LogprobMargin
+    from nightowl.agent.state import visit_key
+
+    scores = {" go west\n": -0.5, " go north\n": -0.1, " take coin\n": -8.0}
+    model = ScriptedModel([], scores=scores)
+    tier = StudentTier(model, prices=SMALL_HOSTED_PRICES, rule=LogprobMargin(1.0),
+                       avoid_repeats=True)
+    c = ctx(history=(("You are in the hall.", "go east"),))
+    c.valid_actions = ROOM
+    c.seen = frozenset({visit_key(c.observation, "go north")})
+    d = await tier.decide(c)
+    assert d.accepted and d.action == "go west"
+    assert d.meta["skipped_repeats"] == 1 and d.meta["skipped_walk_back"] == 0

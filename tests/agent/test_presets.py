@@ -75,3 +75,17 @@ def test_bavt_preset_tiers_and_margin_rule(settings):
     with pytest.raises(ConfigError, match="score rule"):
         build_ladder("margin", settings=settings, ledger=None, run_id="r",
                      student_backend=make, rule="unanimity:2")
+
+
+@pytest.mark.parametrize("preset", ["student", "student+demos", "cascade", "margin"])
+def test_every_student_tier_takes_the_backtrack_and_repeat_policies(settings, preset):
+    make = lambda name: FunctionModel(lambda req: "x")  # noqa: E731
+    default = build_ladder(preset, settings=settings, ledger=None, run_id="r",
+                           student_backend=make)
+    assert default.tiers[0].backtrack == "avoid"
+    ladder = build_ladder(preset, settings=settings, ledger=None, run_id="r",
+                          student_backend=make, backtrack="allow", repeats="escalate")
+    student = ladder.tiers[0]
+    assert isinstance(student, StudentTier) and student.backtrack == "allow"
+    if preset in ("cascade", "margin"):
+        assert student.repeats == "escalate"

@@ -49,9 +49,11 @@ async def test_bad_spec_is_refused_before_a_run_is_recorded(tmp_path):
         assert app.ledger.list_runs() == []
 
 
-def test_cli_run_takes_the_repeat_policy_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
-    """`nightowl run --repeats escalate` reaches the run's config (the ladder is built from it);
-    an unknown policy is a one-line user error (exit 2) before anything is recorded."""
+def test_cli_run_takes_the_repeat_and_backtrack_policies_and_refuses_bad_ones(
+        tmp_path, monkeypatch, capsys):
+    """`nightowl run --repeats escalate --backtrack allow` reaches the run's config (the
+    ladder is built from it); an unknown policy is a one-line user error
+    (exit 2) before anything is recorded."""
     import json
     import sys
 
@@ -81,13 +83,16 @@ def test_cli_run_takes_the_repeat_policy_and_refuses_a_bad_one(tmp_path, monkeyp
     try:
         code = cli("--repeats", "loop")
         err = capsys.readouterr().err
-        ok = cli("--repeats", "escalate")
+        code_back = cli("--backtrack", "never")
+        err_back = capsys.readouterr().err
+        ok = cli("--repeats", "escalate", "--backtrack", "allow")
     finally:
         get_settings.cache_clear()
     assert code == 2
     assert "repeats must be one of explore, escalate" in err and len(err.strip().splitlines()) == 1
+    assert code_back == 2 and "backtrack must be one of avoid, allow" in err_back
     ledger = Ledger(open_db(load_settings(database_url=url)))
     assert ok == 0
     (run,) = ledger.list_runs()  # the bad policy recorded nothing
     config = ledger.get_run(run.run_id).config
-    assert config["repeats"] == "escalate"
+    assert config["repeats"] == "escalate" and config["backtrack"] == "allow"
