@@ -2,9 +2,12 @@
 
     python bench/icd_rules.py twx/mapreader --rules majority:3:0.6@0.5,margin:0/escalate \
         [--test 12]
+    python bench/icd_rules.py tw/coin_collector \
+        --rules unanimity:1@0.5/explore/allow,unanimity:1@0.5/explore/avoid --test 12
 
 `bench/icd_e2e.py` lets `calibrate` choose one rule on dev; this plays the rules you
-name (``rule@temperature/repeats``, repeats ``explore`` by default) next to teacher-only
+name (``rule@temperature/repeats/backtrack``; repeats ``explore`` and backtrack ``avoid``
+by default, the student tier's defaults) next to teacher-only
 on the same test tasks, with the same oracle demos (``--demos`` train tasks, collected
 once into a throw-away home), so a change to the student tier can be measured before
 and after on one sample (run it at both commits). Prints a table and writes ``--out``
@@ -58,13 +61,15 @@ async def play(fam: str, rules: list[str], args: argparse.Namespace) -> list[dic
         ids = select_tasks(env, "test", args.test, game=game)
         budget = EpisodeBudget(max_steps=args.max_steps)
         for item in ["teacher", *rules]:
-            head, _, repeats = item.partition("/")
+            head, _, policies = item.partition("/")
+            repeats, _, backtrack = policies.partition("/")
             spec, _, temp = head.partition("@")
             t0 = time.perf_counter()
             s = await run_tasks(app, RunSpec(
                 name=item, env=env, split="test", task_ids=ids, ladder=preset_for_rule(spec),
                 rule=None if spec == "teacher" else spec, temperature=float(temp or 0.0),
                 repeats=repeats or "explore",  # type: ignore[arg-type]  # checked by the run
+                backtrack=backtrack or "avoid",  # type: ignore[arg-type]
                 budget=budget, concurrency=args.concurrency))
             rows.append({"rule": item, "episodes": s.episodes, "successes": s.successes,
                          "cost_per_episode": s.cost_per_episode,
@@ -82,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("family", help="env/game, e.g. twx/coin")
     ap.add_argument("--rules", required=True,
-                    help="comma-separated rule@temperature[/explore|/escalate]")
+                    help="comma-separated rule@temperature[/explore|/escalate[/avoid|/allow]]")
     ap.add_argument("--demos", type=int, default=8)
     ap.add_argument("--test", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=30)
