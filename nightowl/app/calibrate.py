@@ -147,6 +147,7 @@ async def collect_states(
                             teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens),
                             demo_action=hint.action if hint else None,
                             sample_logprobs=list(scored.raw),
+                            left_out=[a for a in valid if a not in cands],
                         )
                     )
                 res = await asyncio.to_thread(env.step, expert)

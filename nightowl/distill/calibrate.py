@@ -105,6 +105,9 @@ class StateRecord(BaseModel):
     #: ``logprobs`` are the ranking scores (`PromptBuilder.scoring`, e.g. per-token mean)
     #: that score rules use. None: sample from ``logprobs`` too.
     sample_logprobs: list[float] | None = None
+    #: valid actions the student tier would not consider here (the walk back,
+    #: `nightowl.distill.moves.without_walk_back`), so not scored
+    left_out: list[str] = []
 
 
 def _probs(logps: np.ndarray, temperature: float) -> np.ndarray:

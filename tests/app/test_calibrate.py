@@ -108,3 +108,23 @@ async def test_dev_rollouts_escalate_repeats_where_exploring_lost_episodes(monke
     assert [s.repeats for s in specs[1:]] == ["explore", "escalate", "escalate"]
     best = cal.recommend_measured(rows, teacher, opts.target, opts.min_saving)
     assert best["chosen"]["repeats"] == "escalate" and best["chosen"]["spec"] == "unanimity:1"
+
+
+async def test_dev_states_leave_out_the_walk_back_as_the_student_tier_does(tmp_path, has_smollm2):
+    """Calibration scores the student tier's candidates: after the expert's move, the way
+    back is not scored while another exit is open (real mapreader games, real student)."""
+    from nightowl.app.calibrate import collect_states
+    from nightowl.distill.calibrate import CalibrateOptions as Opts
+    from nightowl.distill.moves import direction, walks_back
+
+    with Nightowl.open(load_settings(home=tmp_path), embedder=HashingEmbedder()) as app:
+        states, _ = await collect_states(app, Opts(env="twx", game="mapreader", tasks=2,
+                                                   min_states=0, max_steps=12))
+    by_key = {(s.task_id, s.step): s for s in states}
+    left = [s for s in states if s.left_out]
+    assert left, "no state on these paths had the way back open next to another exit"
+    for s in left:
+        prev = by_key[(s.task_id, s.step - 1)].expert
+        assert all(walks_back(prev, a) for a in s.left_out)
+        assert any(direction(a) for a in s.actions)  # another exit stays
+        assert not any(walks_back(prev, a) for a in s.actions)
