@@ -472,6 +472,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
 def print_tables(report: dict[str, Any]) -> None:
     """Top-1 per family: variants x demos (sum scoring), best scoring, margins."""
     fams = report["families"]
@@ -548,42 +552,29 @@ def print_tables(report: dict[str, Any]) -> None:
     console.print(t5)
     t6 = Table(title="with demos (variant plain, mean scoring): top-1 on navigation choices "
                      "(the expert moves, 2+ moves valid) vs all other states")
+    t7 = Table(title="with demos (variant plain, mean scoring): top-1 when the move back "
+                     "through the exit just used is left out (the student tier's default)")
     for c in ("family", "nav. states", "nav. top-1", "nav. chance", "other states",
               "other top-1"):
         t6.add_column(c, justify="right")
-    for name, f in fams.items():
-        cell = f["default"].get("plain|demos")
-        kinds = cell and cell["mean"].get("by_state_kind")
-        if not kinds:
-            continue
-        mv, ot = kinds["move_choice"], kinds["other"]
-
-        def pct(x: float | None) -> str:
-            return "-" if x is None else f"{x:.0%}"
-
-        t6.add_row(name, str(mv["states"]), pct(mv["top1"]), pct(mv["chance"]),
-                   str(ot["states"]), pct(ot["top1"]))
-    console.print(t6)
-    t7 = Table(title="with demos (variant plain, mean scoring): top-1 when the move back "
-                     "through the exit just used is left out (the student tier's default)")
     for c in ("family", "states", "rule applies", "student walked back", "expert walked back",
               "top-1 as scored", "top-1 no walk-back", "nav. top-1 as scored",
               "nav. top-1 no walk-back"):
         t7.add_column(c, justify="right")
     for name, f in fams.items():
-        cell = f["default"].get("plain|demos")
-        wb = cell and cell["mean"].get("walk_back")
-        if not wb:
+        m = (f["default"].get("plain|demos") or {}).get("mean")
+        if not m or "by_state_kind" not in m:
             continue
-        m = cell["mean"]
-
-        def pc(x: float | None) -> str:
-            return "-" if x is None else f"{x:.0%}"
-
-        t7.add_row(name, str(m["states"]), str(wb["states_applied"]),
-                   str(wb["student_top1_walked_back"]), str(wb["expert_walked_back"]),
-                   pc(m["top1"]), pc(wb["top1"]), pc(m["by_state_kind"]["move_choice"]["top1"]),
-                   pc(wb["by_state_kind"]["move_choice"]["top1"]))
+        mv, ot = m["by_state_kind"]["move_choice"], m["by_state_kind"]["other"]
+        t6.add_row(name, str(mv["states"]), _pct(mv["top1"]), _pct(mv["chance"]),
+                   str(ot["states"]), _pct(ot["top1"]))
+        wb = m.get("walk_back")
+        if wb:
+            t7.add_row(name, str(m["states"]), str(wb["states_applied"]),
+                       str(wb["student_top1_walked_back"]), str(wb["expert_walked_back"]),
+                       _pct(m["top1"]), _pct(wb["top1"]), _pct(mv["top1"]),
+                       _pct(wb["by_state_kind"]["move_choice"]["top1"]))
+    console.print(t6)
     console.print(t7)
     if any(len(f["by_retrieval"]) > 1 for f in fams.values()):
         t3 = Table(title="retrieval sweep: top-1 with demos (variant plain if run, sum)")
