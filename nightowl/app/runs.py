@@ -21,12 +21,7 @@ from pydantic import BaseModel
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
 from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, build_ladder, validate_ladder
-from nightowl.agent.tiers import (
-    BACKTRACK_POLICIES,
-    REPEAT_POLICIES,
-    BacktrackPolicy,
-    RepeatPolicy,
-)
+from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy, check_policies
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
@@ -108,12 +103,10 @@ def validate_spec(settings: Settings, spec: RunSpec) -> None:
     env_class(spec.env)  # unknown env / missing extra: a clear error now
     if spec.demos_per not in ("step", "episode"):
         raise ConfigError(f"demos_per must be 'step' or 'episode', not {spec.demos_per!r}")
-    if spec.repeats not in REPEAT_POLICIES:
-        raise ConfigError(f"repeats must be one of {', '.join(REPEAT_POLICIES)}, "
-                          f"not {spec.repeats!r}")
-    if spec.backtrack not in BACKTRACK_POLICIES:
-        raise ConfigError(f"backtrack must be one of {', '.join(BACKTRACK_POLICIES)}, "
-                          f"not {spec.backtrack!r}")
+    try:
+        check_policies(spec.repeats, spec.backtrack)  # the student tier's own check
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, settings)
 
 

@@ -18,6 +18,7 @@ from nightowl.agent.tiers.student import (
     BacktrackPolicy,
     RepeatPolicy,
     StudentTier,
+    check_policies,
 )
 from nightowl.agent.tiers.teacher import TeacherTier
 
@@ -29,6 +30,7 @@ __all__ = [
     "RepeatPolicy",
     "StudentTier",
     "TeacherTier",
+    "check_policies",
     "count_tokens",
     "repeats_without_progress",
 ]

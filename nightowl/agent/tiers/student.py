@@ -41,6 +41,14 @@ BacktrackPolicy = Literal["avoid", "allow"]
 BACKTRACK_POLICIES: tuple[str, ...] = get_args(BacktrackPolicy)
 
 
+def check_policies(repeats: str, backtrack: str) -> None:
+    """Raise ValueError naming the first unknown repeat or backtrack policy."""
+    for name, value, known in (("repeats", repeats, REPEAT_POLICIES),
+                               ("backtrack", backtrack, BACKTRACK_POLICIES)):
+        if value not in known:
+            raise ValueError(f"{name} must be one of {', '.join(known)}, not {value!r}")
+
+
 class StudentTier(Tier):
     """The frozen student: samples + acceptance rule.
 
@@ -88,11 +96,7 @@ class StudentTier(Tier):
         backtrack: BacktrackPolicy = "avoid",
         name: str = "student",
     ) -> None:
-        if repeats not in REPEAT_POLICIES:
-            raise ValueError(f"repeats must be one of {REPEAT_POLICIES}, not {repeats!r}")
-        if backtrack not in BACKTRACK_POLICIES:
-            raise ValueError(
-                f"backtrack must be one of {BACKTRACK_POLICIES}, not {backtrack!r}")
+        check_policies(repeats, backtrack)
         self.model: MeteredModel = as_metered(model, role="student", prices=prices)
         self.prices = prices
         self.rule = rule
