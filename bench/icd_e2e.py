@@ -21,6 +21,7 @@ import asyncio
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +70,8 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
                                                        max_steps=args.collect_steps))
         cal = await calibrate_rules(app, CalibrateOptions(
             env=env, game=game, tasks=args.dev, target=args.target, max_steps=args.collect_steps,
-            verify=args.verify, min_saving=args.min_saving, rollout_max_steps=args.max_steps,
+            verify=args.verify, min_saving=args.min_saving, confidence=args.confidence,
+            rollout_max_steps=args.max_steps,
             min_states=args.min_states,
             concurrency=args.concurrency))
         chosen = cal.chosen if cal.student_pays else None
@@ -115,7 +117,17 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         "equal_success": rec.successes >= teacher.successes - 1,
         "break_even_episodes": None if math.isinf(n_star) else n_star,
         "wall_s": time.perf_counter() - t0,
+        "confidence": args.confidence,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
 
 def _c(x: float) -> str:
@@ -139,6 +151,9 @@ async def main() -> None:
                     help="calibration: walk more dev tasks until this many states")
     ap.add_argument("--min-saving", type=float, default=1.2,
                     help="calibration: a student rule must be this many times cheaper on dev")
+    ap.add_argument("--confidence", type=float, default=0.8,
+                    help="calibration: ...and beat teacher-only's cost of pass at this lower "
+                    "confidence bound of its dev success (0: observed success)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_e2e.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()

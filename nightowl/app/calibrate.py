@@ -225,7 +225,8 @@ async def play_on_dev(
             dropped.append(row)
             row = await play(pool[i], policy)
         rows[i] = row
-        played[i] = keeps_success_and_saves(rows[i], teacher, opts.target, opts.min_saving)
+        played[i] = keeps_success_and_saves(rows[i], teacher, opts.target, opts.min_saving,
+                                             opts.confidence)
     return teacher, dropped + [rows[i] for i in sorted(rows)]
 
 
@@ -246,7 +247,8 @@ async def calibrate(
         teacher, measured = await play_on_dev(app, opts, pool, predicted, ids,
                                              progress=progress)
         played = [teacher, *measured]
-        rec = recommend_measured(measured, teacher, opts.target, opts.min_saving)
+        rec = recommend_measured(measured, teacher, opts.target, opts.min_saving,
+                                 opts.confidence)
     elif opts.verify > 0:
         rec = {**rec, "verdict": rec["verdict"] + " (no student rule predicted to save "
                f">= {opts.min_saving:g}x: nothing played on dev)"}

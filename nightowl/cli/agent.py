@@ -221,6 +221,11 @@ def calibrate(
     min_saving: float = typer.Option(
         1.2, min=1.0, help="a student rule must be this many times cheaper than teacher-only"
     ),
+    confidence: float = typer.Option(
+        0.8, min=0.0, max=0.99,
+        help="...and cheap enough that its cost of pass beats teacher-only's even at this "
+        "lower confidence bound of its dev success (0: the observed success)",
+    ),
     out: str = typer.Option("", help="write the calibration JSON here"),
     all_rules: bool = typer.Option(False, help="list every candidate rule, not the frontier"),
 ) -> None:
@@ -233,7 +238,8 @@ def calibrate(
     opts = CalibrateOptions(
         env=env, game=game or None, tasks=tasks, target=target,
         temperatures=[float(x) for x in temperatures.split(",") if x.strip()],
-        verify=verify, min_saving=min_saving, min_states=min_states, max_tasks=max_tasks,
+        verify=verify, min_saving=min_saving, confidence=confidence,
+        min_states=min_states, max_tasks=max_tasks,
     )
     with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink))

@@ -36,9 +36,13 @@ Method (one scoring pass per dev state, then exact/Monte-Carlo simulation):
    the cheapest one that kept success (`next_probe`, at most ``verify`` rules) -- and
    the choice is made on those measured successes and costs (`recommend_measured`).
    A student rule is recommended only when it reaches ``target`` x teacher-only's dev
-   success *and* is at least ``min_saving`` x cheaper than teacher-only on dev: a saving
-   smaller than that is within the noise of a few dev episodes, and the recommendation
-   must not cost more than teacher-only where the student cannot pay.
+   success *and* saves enough on dev (`required_saving`): at least ``min_saving`` x
+   (a smaller saving is within the noise of a few dev episodes), and enough that its
+   cost of pass stays at or below teacher-only's even at the lower ``confidence``
+   bound of its dev success. Three won dev episodes say little: at 80% confidence the
+   rule's success may be as low as 58%, so it must be >= 1.71x cheaper; eight won
+   episodes need 1.22x. The recommendation must not cost more than teacher-only where
+   the student cannot pay.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
+from scipy.stats import beta
 
 from nightowl.distill.parser import normalize_action
 
@@ -82,6 +87,10 @@ class CalibrateOptions(BaseModel):
     verify: int = Field(4, ge=0)
     #: a student rule must be this many times cheaper than teacher-only on dev
     min_saving: float = Field(1.2, ge=1.0)
+    #: ... and cheaper by enough to cover the success it may lose: its cost of pass at
+    #: this one-sided lower confidence bound of its dev success must not exceed
+    #: teacher-only's (`required_saving`; 0: judge the observed success only)
+    confidence: float = Field(0.8, ge=0.0, lt=1.0)
     #: step budget of a dev rollout (as the runs being calibrated for)
     rollout_max_steps: int = Field(30, ge=1)
     #: dev episodes played at once in a rollout
@@ -371,16 +380,48 @@ def repeat_policy(first: dict[str, Any], teacher: dict[str, Any], target: float)
     return "explore" if keeps_success(first, teacher, target) else "escalate"
 
 
+def success_lower_bound(successes: int, episodes: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound of a success rate.
+
+    Seen ``successes`` in ``episodes``, the true rate is at least this with probability
+    ``confidence`` (0: the observed rate).
+    """
+    if episodes <= 0 or successes <= 0:
+        return 0.0
+    if confidence <= 0:
+        return successes / episodes
+    return float(beta.ppf(1.0 - confidence, successes, episodes - successes + 1))
+
+
+def required_saving(
+    row: dict[str, Any], teacher: dict[str, Any], min_saving: float, confidence: float
+) -> float:
+    """How many times cheaper than teacher-only a rule played on dev must be to pay.
+
+    At least ``min_saving``; with ``confidence`` > 0 also teacher-only's dev success
+    over the rule's lower bound (`success_lower_bound` of its ``dev_successes`` /
+    ``dev_episodes``): then its cost of pass (cost per episode / success) is no more
+    than teacher-only's even if its success is as low as the bound. Infinite when the
+    bound is 0 (no dev episode won).
+    """
+    if confidence <= 0:
+        return min_saving
+    low = success_lower_bound(int(row["dev_successes"]), int(row["dev_episodes"]), confidence)
+    return max(min_saving, teacher["dev_success"] / low) if low > 0 else math.inf
+
+
 def keeps_success_and_saves(
-    row: dict[str, Any], teacher: dict[str, Any], target: float, min_saving: float
+    row: dict[str, Any], teacher: dict[str, Any], target: float, min_saving: float,
+    confidence: float = 0.0,
 ) -> bool:
     """Whether a rule played on dev keeps success and saves enough.
 
     Keeps success: its dev success is >= ``target`` x teacher-only's. Saves enough: its
-    dev cost is <= teacher-only's dev cost / ``min_saving``.
+    dev cost is <= teacher-only's dev cost / `required_saving`.
     """
+    need = required_saving(row, teacher, min_saving, confidence)
     return bool(keeps_success(row, teacher, target)
-                and row["dev_cost_per_episode"] * min_saving <= teacher["dev_cost_per_episode"])
+                and row["dev_cost_per_episode"] * need <= teacher["dev_cost_per_episode"])
 
 
 def _played(row: dict[str, Any]) -> str:
@@ -389,17 +430,20 @@ def _played(row: dict[str, Any]) -> str:
 
 
 def recommend_measured(
-    measured: list[dict[str, Any]], teacher: dict[str, Any], target: float, min_saving: float
+    measured: list[dict[str, Any]], teacher: dict[str, Any], target: float, min_saving: float,
+    confidence: float = 0.0,
 ) -> dict[str, Any]:
     """The choice among rules played on dev (``dev_success``, ``dev_cost_per_episode``).
 
     ``teacher`` is teacher-only's dev row. A student rule qualifies when its dev success
-    is >= ``target`` x teacher-only's and its dev cost <= teacher-only's / ``min_saving``;
-    the cheapest qualifying rule is chosen, else teacher-only ("the student cannot pay").
-    Returns the same keys as `recommend`.
+    is >= ``target`` x teacher-only's and its dev cost <= teacher-only's /
+    `required_saving` (``min_saving``, raised by ``confidence`` where few dev episodes
+    were won); the cheapest qualifying rule is chosen, else teacher-only ("the student
+    cannot pay"). Returns the same keys as `recommend`.
     """
     tcost = teacher["dev_cost_per_episode"]
-    ok = [m for m in measured if keeps_success_and_saves(m, teacher, target, min_saving)]
+    ok = [m for m in measured
+          if keeps_success_and_saves(m, teacher, target, min_saving, confidence)]
     if ok:
         best = min(ok, key=lambda m: m["dev_cost_per_episode"])
         saving = tcost / best["dev_cost_per_episode"] if best["dev_cost_per_episode"] else math.inf
@@ -408,12 +452,17 @@ def recommend_measured(
                    "lower cost")
         return {"chosen": best, "target_met": True, "student_pays": True,
                 "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
-    why = "; ".join(
-        f"{_played(m)}: {m['dev_success']:.0%} at "
-        f"{tcost / m['dev_cost_per_episode'] if m['dev_cost_per_episode'] else math.inf:.2f}x"
-        for m in measured) or "no student rule predicted to save enough to try"
-    verdict = (f"student cannot pay at {target:.0%} of teacher-only success and >= "
-               f"{min_saving:g}x saving on dev ({why}); recommended: teacher only "
-               "(--ladder teacher)")
+
+    def why(m: dict[str, Any]) -> str:
+        saving = tcost / m["dev_cost_per_episode"] if m["dev_cost_per_episode"] else math.inf
+        need = required_saving(m, teacher, min_saving, confidence)
+        return f"{_played(m)}: {m['dev_success']:.0%} at {saving:.2f}x (needs {need:.2f}x)"
+
+    bar = f">= {min_saving:g}x saving" + (
+        f", covering its success at {confidence:.0%} confidence," if confidence > 0 else "")
+    tried = "; ".join(why(m) for m in measured) or (
+        "no student rule predicted to save enough to try")
+    verdict = (f"student cannot pay at {target:.0%} of teacher-only success and {bar} on dev "
+               f"({tried}); recommended: teacher only (--ladder teacher)")
     return {"chosen": teacher, "target_met": True, "student_pays": False,
             "teacher_cost_per_episode": tcost, "saving": 1.0, "verdict": verdict}
