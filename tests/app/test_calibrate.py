@@ -106,7 +106,8 @@ async def test_dev_rollouts_escalate_repeats_where_exploring_lost_episodes(monke
         ("unanimity:2", "escalate"),
     ]
     assert [s.repeats for s in specs[1:]] == ["explore", "escalate", "escalate"]
-    best = cal.recommend_measured(rows, teacher, opts.target, opts.min_saving)
+    best = cal.recommend_measured(rows, teacher, opts.target, opts.min_saving,
+                                  opts.confidence)
     assert best["chosen"]["repeats"] == "escalate" and best["chosen"]["spec"] == "unanimity:1"
 
 

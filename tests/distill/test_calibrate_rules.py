@@ -81,6 +81,8 @@ from nightowl.distill.calibrate import (  # noqa: E402
     next_probe,
     recommend_measured,
     repeat_policy,
+    required_saving,
+    success_lower_bound,
 )
 
 
@@ -126,9 +128,10 @@ def test_next_probe_finds_the_cheapest_passing_rule_by_bisection():
     assert next_probe([], chosen, {}) is None
 
 
-def dev(spec, success, cost):
+def dev(spec, success, cost, episodes=3):
     return {"rule": spec, "spec": spec, "temperature": 0.0, "dev_success": success,
-            "dev_cost_per_episode": cost}
+            "dev_cost_per_episode": cost, "dev_episodes": episodes,
+            "dev_successes": round(success * episodes)}
 
 
 def test_recommend_measured_takes_the_cheapest_rule_that_keeps_success():
@@ -146,6 +149,48 @@ def test_recommend_measured_falls_back_to_teacher_when_saving_is_noise():
     assert not out["student_pays"] and out["chosen"]["spec"] == "teacher"
     assert out["saving"] == 1.0 and "cannot pay" in out["verdict"] and "margin:0: 50%" in out[
         "verdict"]
+
+
+def test_success_lower_bound_is_the_one_sided_clopper_pearson_bound():
+    # all won: the bound solves p**n = 1 - confidence
+    assert abs(success_lower_bound(3, 3, 0.8) - 0.2 ** (1 / 3)) < 1e-9
+    assert abs(success_lower_bound(8, 8, 0.8) - 0.2 ** (1 / 8)) < 1e-9
+    # one lost of 10: P(X >= 9 | p) = 1 - confidence at the bound
+    p = success_lower_bound(9, 10, 0.8)
+    assert abs(p ** 10 + 10 * p ** 9 * (1 - p) - 0.2) < 1e-9
+    assert success_lower_bound(0, 3, 0.8) == 0.0 and success_lower_bound(2, 3, 0.0) == 2 / 3
+    # more evidence, higher bound; more confidence, lower bound
+    assert success_lower_bound(3, 3, 0.8) < success_lower_bound(8, 8, 0.8)
+    assert success_lower_bound(3, 3, 0.9) < success_lower_bound(3, 3, 0.8)
+
+
+def test_required_saving_covers_the_success_a_few_dev_episodes_cannot_rule_out():
+    teacher = dev("teacher", 1.0, 1.0)
+    assert abs(required_saving(dev("r", 1.0, 0.5, 3), teacher, 1.2, 0.8) - 0.2 ** (-1 / 3)) < 1e-9
+    assert abs(required_saving(dev("r", 1.0, 0.5, 8), teacher, 1.2, 0.8) - 0.2 ** (-1 / 8)) < 1e-9
+    # with many won episodes the bound is above 1 / min_saving: the floor decides
+    assert required_saving(dev("r", 1.0, 0.5, 60), teacher, 1.2, 0.8) == 1.2
+    assert required_saving(dev("r", 1.0, 0.5, 3), teacher, 1.2, 0.0) == 1.2
+    assert required_saving(dev("r", 0.0, 0.5, 3), teacher, 1.2, 0.8) == float("inf")
+
+
+def test_recommend_measured_refuses_a_saving_three_dev_episodes_cannot_back():
+    """TextWorld cooking, issue 13: a rule won 3/3 dev episodes at 1.57x lower cost and
+    won 6/8 test episodes at 1.07x. At 80% confidence 3/3 may be a 58% rule: its cost
+    of pass could be above teacher-only's, so the student does not pay on that
+    evidence; the same saving over 8 won episodes does."""
+    teacher = dev("teacher", 1.0, 1.0)
+    out = recommend_measured([dev("majority:3:0.6", 1.0, 1 / 1.57)], teacher, 0.9, 1.2, 0.8)
+    assert not out["student_pays"] and out["chosen"]["spec"] == "teacher"
+    assert "at 1.57x (needs 1.71x)" in out["verdict"] and "80% confidence" in out["verdict"]
+    assert recommend_measured([dev("majority:3:0.6", 1.0, 1 / 1.57)], teacher, 0.9, 1.2,
+                              0.0)["student_pays"]  # the observed success alone: pays
+    out = recommend_measured([dev("majority:3:0.6", 1.0, 1 / 1.57, episodes=8)], teacher,
+                             0.9, 1.2, 0.8)
+    assert out["student_pays"] and out["chosen"]["spec"] == "majority:3:0.6"
+    # a large saving pays on 3 episodes too (simonsays, mapreader: 16x - 115x)
+    assert recommend_measured([dev("unanimity:1", 1.0, 0.05)], teacher, 0.9, 1.2,
+                              0.8)["student_pays"]
 
 
 def test_open_loop_recommend_needs_the_minimum_saving():
