@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from rich.table import Table
 
@@ -52,15 +53,24 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
     frontier, every rule played on dev, the open-loop choice and teacher-only (the JSON
     written with ``--out`` holds every candidate); ``all_rules`` shows all of them.
     """
-    from nightowl.distill.calibrate import frontier
+    from nightowl.distill.calibrate import frontier, required_saving
 
     o = rep.options
     t = Table(title=f"calibration on {o.env} {o.split} ({rep.states} states, "
                     f"student top-1 = expert {rep.student_top1_agreement:.0%})")
     for col in ("rule", "pred. success", "pred. cost/ep", "student accepts", "samples/step",
-                "dev success", "dev cost/ep", "dev teacher share", "repeats"):
+                "dev success", "dev cost/ep", "dev x cheaper (needs)", "dev teacher share",
+                "repeats"):
         t.add_column(col, justify="right")
     played = {(r["spec"], r["temperature"]): r for r in rep.rollouts}  # the last play wins
+    teacher = played.get(("teacher", 0.0))
+
+    def saving(m: dict[str, Any]) -> str:
+        """Dev saving against teacher-only, and what calibrate required of this rule."""
+        if teacher is None or m is teacher or not m["dev_cost_per_episode"]:
+            return ""
+        need = required_saving(m, teacher, o.min_saving, o.confidence)
+        return f"{teacher['dev_cost_per_episode'] / m['dev_cost_per_episode']:.2f}x ({need:.2f}x)"
     replaced = [r for r in rep.rollouts if played[(r["spec"], r["temperature"])] is not r]
     chosen = (rep.chosen["spec"], rep.chosen["temperature"])
     shown = {(r["spec"], r["temperature"]) for r in frontier(rep.candidates, 1.0)}
@@ -82,6 +92,7 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
             f"{r['samples_per_step']:.2f}",
             f"{m['dev_successes']}/{m['dev_episodes']}" if m else "",
             f"${m['dev_cost_per_episode']:.5f}" if m else "",
+            saving(m) if m else "",
             f"{m['dev_teacher_share']:.2f}" if m else "",
             (m.get("repeats") or "") if m else "",
         )

@@ -64,6 +64,12 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     con.print(calibration_table(rep))
     text = con.export_text()
     assert "dev success" in text and f"{played[0]['dev_successes']}/2" in text
+    # each played rule's dev saving, and the saving calibrate required of it
+    from nightowl.distill.calibrate import required_saving
+
+    assert "x cheaper (needs)" in text
+    need = required_saving(played[-1], teacher, 1.2, 0.8)
+    assert f"({need:.2f}x)" in text or need == float("inf") and "(infx)" in text
     assert text.count(" *") == 1  # exactly one chosen row
     assert "teacher only" in text
     full = Console(record=True, width=200)
