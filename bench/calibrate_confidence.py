@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nightowl.distill.calibrate import (  # noqa: E402
+    dev_saving,
     keeps_success_and_saves,
     recommend_measured,
     required_saving,
@@ -63,7 +64,7 @@ def replay(row: dict[str, Any], target: float, min_saving: float,
         "family": row["family"],
         "rules": [{"spec": p["spec"], "temperature": p["temperature"], "repeats": p["repeats"],
                    "dev": f"{p['dev_successes']}/{p['dev_episodes']}",
-                   "saving": teacher["dev_cost_per_episode"] / p["dev_cost_per_episode"],
+                   "saving": dev_saving(p, teacher),
                    "needs": required_saving(p, teacher, min_saving, confidence)}
                   for p in played],
         "choice_before": name(before), "choice_with_bound": name(after),

@@ -21,7 +21,6 @@ import asyncio
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.icd_rules import git_rev  # noqa: E402
 from nightowl.agent.budget import EpisodeBudget  # noqa: E402
 from nightowl.agent.presets import preset_for_rule  # noqa: E402
 from nightowl.app import (  # noqa: E402
@@ -48,16 +48,10 @@ from nightowl.app import (  # noqa: E402
 from nightowl.config import load_settings  # noqa: E402
 from nightowl.envs.registry import select_tasks  # noqa: E402
 from nightowl.ledger import break_even_episodes  # noqa: E402
+from nightowl.llm.dtype import cpu_model  # noqa: E402
 
 DEFAULT_FAMILIES = ("twx/coin,twx/simonsays,twx/peckingorder,twx/mapreader,twx/sorting,"
                     "twx/arithmetic,twx/cookingworld,twx/twc,tw/coin_collector,tw/cooking")
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -118,16 +112,7 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         "break_even_episodes": None if math.isinf(n_star) else n_star,
         "wall_s": time.perf_counter() - t0,
         "confidence": args.confidence,
-        "commit": _commit(),
     }
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def _c(x: float) -> str:
@@ -157,15 +142,16 @@ async def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_e2e.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()
+    commit = git_rev()  # the code this process runs (later commits do not count)
     rows = []
     for fam in args.families.split(","):
-        row = await family(fam.strip(), args)
+        row = {**await family(fam.strip(), args), "commit": commit}
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("family", "calibrate_choice",
                                               "cost_ratio_teacher_over_recommended")}),
               flush=True)
         Path(args.out).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=1))
-    machine = {"cpu": _cpu(), "cores": os.cpu_count(), "load_before": load_before,
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": load_before,
                "load_after": os.getloadavg()}
     t = Table(title=f"ICD end to end, test split ({machine['cpu']}, load "
                     f"{load_before[0]:.1f} -> {machine['load_after'][0]:.1f})")

@@ -41,7 +41,8 @@ from nightowl.envs.registry import select_tasks  # noqa: E402
 from nightowl.llm.dtype import cpu_model  # noqa: E402
 
 
-def _git_rev() -> str:
+def git_rev() -> str:
+    """The short commit of this checkout ("?" outside git)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, check=True)
@@ -96,7 +97,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_rules.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()
-    commit = _git_rev()  # the code this process runs (later commits do not count)
+    commit = git_rev()  # the code this process runs (later commits do not count)
     rows = asyncio.run(play(args.family, [r for r in args.rules.split(",") if r], args))
     load_after = os.getloadavg()
     machine: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(),

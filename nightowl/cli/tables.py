@@ -53,7 +53,7 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
     frontier, every rule played on dev, the open-loop choice and teacher-only (the JSON
     written with ``--out`` holds every candidate); ``all_rules`` shows all of them.
     """
-    from nightowl.distill.calibrate import frontier, required_saving
+    from nightowl.distill.calibrate import dev_saving, frontier, required_saving
 
     o = rep.options
     t = Table(title=f"calibration on {o.env} {o.split} ({rep.states} states, "
@@ -70,7 +70,7 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
         if teacher is None or m is teacher or not m["dev_cost_per_episode"]:
             return ""
         need = required_saving(m, teacher, o.min_saving, o.confidence)
-        return f"{teacher['dev_cost_per_episode'] / m['dev_cost_per_episode']:.2f}x ({need:.2f}x)"
+        return f"{dev_saving(m, teacher):.2f}x ({need:.2f}x)"
     replaced = [r for r in rep.rollouts if played[(r["spec"], r["temperature"])] is not r]
     chosen = (rep.chosen["spec"], rep.chosen["temperature"])
     shown = {(r["spec"], r["temperature"]) for r in frontier(rep.candidates, 1.0)}

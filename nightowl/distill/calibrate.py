@@ -380,6 +380,12 @@ def repeat_policy(first: dict[str, Any], teacher: dict[str, Any], target: float)
     return "explore" if keeps_success(first, teacher, target) else "escalate"
 
 
+def dev_saving(row: dict[str, Any], teacher: dict[str, Any]) -> float:
+    """How many times cheaper than teacher-only a rule was on dev (inf when it cost 0)."""
+    cost = row["dev_cost_per_episode"]
+    return teacher["dev_cost_per_episode"] / cost if cost else math.inf
+
+
 def success_lower_bound(successes: int, episodes: int, confidence: float) -> float:
     """One-sided Clopper-Pearson lower bound of a success rate.
 
@@ -446,7 +452,7 @@ def recommend_measured(
           if keeps_success_and_saves(m, teacher, target, min_saving, confidence)]
     if ok:
         best = min(ok, key=lambda m: m["dev_cost_per_episode"])
-        saving = tcost / best["dev_cost_per_episode"] if best["dev_cost_per_episode"] else math.inf
+        saving = dev_saving(best, teacher)
         verdict = (f"student pays: {_played(best)} won {best['dev_success']:.0%} of dev "
                    f"episodes (teacher-only {teacher['dev_success']:.0%}) at {saving:.2f}x "
                    "lower cost")
@@ -454,9 +460,9 @@ def recommend_measured(
                 "teacher_cost_per_episode": tcost, "saving": saving, "verdict": verdict}
 
     def why(m: dict[str, Any]) -> str:
-        saving = tcost / m["dev_cost_per_episode"] if m["dev_cost_per_episode"] else math.inf
         need = required_saving(m, teacher, min_saving, confidence)
-        return f"{_played(m)}: {m['dev_success']:.0%} at {saving:.2f}x (needs {need:.2f}x)"
+        return (f"{_played(m)}: {m['dev_success']:.0%} at {dev_saving(m, teacher):.2f}x "
+                f"(needs {need:.2f}x)")
 
     bar = f">= {min_saving:g}x saving" + (
         f", covering its success at {confidence:.0%} confidence," if confidence > 0 else "")
