@@ -3,7 +3,7 @@
     python examples/collect_and_run.py                      # cascade with the embedded student
     python examples/collect_and_run.py --ladder teacher     # teacher-only baseline (fast)
 
-Everything lands in the database of the current settings (``./.nightowl`` by default);
+Everything lands in the database of the current settings (the data home: `nightowl info`);
 the run's ledger report is printed at the end.
 """
 

@@ -2,8 +2,16 @@
 
 Settings come from (highest priority first) constructor arguments, environment
 variables prefixed ``NIGHTOWL_`` (nested fields with ``__``, e.g.
-``NIGHTOWL_MODELS__SMOLLM2__PRICES__INPUT=0.2``), a ``nightowl.toml`` in the working
-directory (or the file named by ``NIGHTOWL_CONFIG``), then the embedded defaults.
+``NIGHTOWL_MODELS__SMOLLM2__PRICES__INPUT=0.2``), the project's ``nightowl.toml`` (the
+file named by ``NIGHTOWL_CONFIG``, else the first ``nightowl.toml`` found walking up
+from the working directory, as git finds ``.git``), then the embedded defaults.
+
+The data home (database, indexes, checkpoints, reports, caches) is, in that order:
+``NIGHTOWL_HOME``; the project's ``home`` key (relative to the toml's folder), or
+``<project>/.nightowl`` when its toml has no ``home``; else the per-user data folder
+(``platformdirs.user_data_dir("nightowl")``, e.g. ``~/.local/share/nightowl``). So every
+command run anywhere inside a project, or anywhere at all without one, finds the same
+data.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -156,6 +165,48 @@ def _default_models() -> dict[str, ModelSpec]:
     }
 
 
+CONFIG_FILE = "nightowl.toml"
+PROJECT_HOME = ".nightowl"
+
+
+def user_home() -> Path:
+    """The per-user data home used when neither NIGHTOWL_HOME nor a project sets one."""
+    return Path(platformdirs.user_data_dir("nightowl", appauthor=False))
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The project's config file: ``$NIGHTOWL_CONFIG``, else the nearest ``nightowl.toml``.
+
+    Walks up from ``start`` (default: the working directory) to the filesystem root,
+    the way git looks for ``.git``.
+    """
+    env = os.environ.get("NIGHTOWL_CONFIG")
+    if env:
+        return Path(env).expanduser().absolute()
+    here = (start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class _ProjectToml(TomlConfigSettingsSource):
+    """The project's nightowl.toml; its folder anchors ``home`` (default ``.nightowl``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls, toml_file=path)
+        self._path = path
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        if self._path is not None and self._path.is_file():
+            given = data.get("home")
+            rel = Path(str(given)).expanduser() if given else Path(PROJECT_HOME)
+            data["home"] = self._path.parent / rel
+        return data
+
+
 class Settings(BaseSettings):
     """All of nightowl's configuration."""
 
@@ -163,10 +214,14 @@ class Settings(BaseSettings):
         env_prefix="NIGHTOWL_",
         env_nested_delimiter="__",
         extra="forbid",
-        toml_file="nightowl.toml",
     )
 
-    home: Path = Field(Path(".nightowl"), description="folder for the SQLite db, indexes, caches")
+    home: Path = Field(
+        default_factory=user_home, description="folder for the SQLite db, indexes, reports"
+    )
+    cache_dir: Path | None = Field(
+        None, description="generated games and environment data; default <home>/cache"
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in home")
     broker_url: str | None = Field(
         None, description="Celery broker (redis://...); none = in-process"
@@ -182,6 +237,12 @@ class Settings(BaseSettings):
         60, ge=0, description="output tokens billed per oracle-teacher step (reasoning + action)"
     )
     embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model")
+
+    @field_validator("home", "cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Anchor a relative folder to the working directory once, at load time."""
+        return None if value is None else value.expanduser().absolute()
 
     @field_validator("models", mode="before")
     @classmethod
@@ -219,13 +280,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Order: init args, env vars, nightowl.toml (or $NIGHTOWL_CONFIG)."""
-        toml_path = os.environ.get("NIGHTOWL_CONFIG", "nightowl.toml")
-        return (
-            init_settings,
-            env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
-        )
+        """Order: init args, env vars, the project's nightowl.toml (`find_config`)."""
+        return (init_settings, env_settings, _ProjectToml(settings_cls, find_config()))
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """Where generated games and environment data are cached."""
+        return self.cache_dir if self.cache_dir is not None else self.home / "cache"
 
     @property
     def resolved_database_url(self) -> str:

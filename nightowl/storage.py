@@ -1,7 +1,7 @@
 """Open nightowl's SQL database: one `Database` per URL per process, migrated to heads.
 
 `open_db()` resolves the URL (argument, else ``Settings.resolved_database_url``: SQLite
-under ``.nightowl/`` by default), creates the engine (SQLite: WAL, busy timeout,
+in the data home by default, see `nightowl.config`), creates the engine (SQLite: WAL, busy timeout,
 foreign keys; PostgreSQL: pre-ping), checks that the database answers, and runs the
 Alembic migrations (``upgrade heads``) programmatically. The result is cached per URL
 per process (a forked child gets its own engine).

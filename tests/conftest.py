@@ -10,13 +10,29 @@ Shared fixtures (storage and services):
 - ``db``: an opened, migrated `nightowl.storage.Database` on ``db_url`` (SQLite: a copy
   of a database migrated once per session).
 - ``sqlite_db``: the same on SQLite only (cheap).
+
+The session's data home (``NIGHTOWL_HOME``) is a fresh temporary folder, removed at the
+end, so no test writes into the user's own data folder or a project's ``.nightowl``;
+generated games and environment data stay cached across sessions in the git-ignored
+``<repo>/.nightowl/cache`` (``NIGHTOWL_CACHE_DIR``, unless already set).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+_TEST_HOME = tempfile.mkdtemp(prefix="nightowl-test-home-")
+atexit.register(shutil.rmtree, _TEST_HOME, ignore_errors=True)
+os.environ["NIGHTOWL_HOME"] = _TEST_HOME
+os.environ.setdefault(
+    "NIGHTOWL_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".nightowl" / "cache")
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -51,7 +51,7 @@ def demo(
         "teacher,student,student+demos,cascade,margin", help="comma-separated configurations"
     ),
     concurrency: int = opt.CONCURRENCY,
-    out: str = typer.Option("", help="JSON report path (default .nightowl/reports/demo-*.json)"),
+    out: str = typer.Option("", help="JSON report path (default <home>/reports/demo-*.json)"),
     keep: bool = typer.Option(False, help="keep the previous demo database"),
     demos_per: str = opt.DEMOS_PER,
 ) -> None:

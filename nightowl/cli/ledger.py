@@ -20,7 +20,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="SQLAlchemy database URL (default: NIGHTOWL_DATABASE_URL, nightowl.toml, "
-        "or SQLite under .nightowl/)",
+        "or SQLite in the data home: nightowl info)",
         show_default=False,
     ),
 ]

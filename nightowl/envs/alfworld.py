@@ -50,10 +50,10 @@ INVALID_FEEDBACK = "Nothing happens."
 
 
 def default_cache_dir() -> Path:
-    """``<settings.home>/cache/alfworld``."""
+    """``<settings.resolved_cache_dir>/alfworld`` (default ``<home>/cache/alfworld``)."""
     from nightowl.config import get_settings
 
-    return get_settings().home / "cache" / "alfworld"
+    return get_settings().resolved_cache_dir / "alfworld"
 
 
 def import_alfworld(cache_dir: Path) -> Any:

@@ -63,10 +63,10 @@ GRACE_S = 20.0
 
 
 def default_cache_dir() -> Path:
-    """``<settings.home>/cache/appworld`` (holds APPWORLD_ROOT and APPWORLD_CACHE)."""
+    """``<settings.resolved_cache_dir>/appworld`` (holds APPWORLD_ROOT and APPWORLD_CACHE)."""
     from nightowl.config import get_settings
 
-    return get_settings().home / "cache" / "appworld"
+    return get_settings().resolved_cache_dir / "appworld"
 
 
 def find_python(python: str | Path | None = None) -> Path:

@@ -3,7 +3,7 @@
 Games (``cooking``, ``coin_collector``, ``treasure_hunter``, ``simple``) are generated
 on first use from (challenge, settings, seed, TextWorld version) and cached as
 ``<cache_dir>/<game>-<seed>-<hash>.z8`` (+ its ``.json``), where ``cache_dir`` defaults
-to ``<settings.home>/cache/textworld``. Generation takes seconds per game (Inform 7
+to ``<settings.resolved_cache_dir>/textworld``. Generation takes seconds per game (Inform 7
 compiles it); a cached game starts in ~0.1 s. Inform 7 writes a scratch ``~/Inform``
 folder while compiling, so ``HOME`` points into the cache folder during compilation
 (under a lock; restored afterwards).
@@ -196,7 +196,7 @@ class TextWorldEnv(ReplayEnvironment):
         if cache_dir is None:
             from nightowl.config import get_settings
 
-            cache_dir = get_settings().home / "cache" / "textworld"
+            cache_dir = get_settings().resolved_cache_dir / "textworld"
         self.cache_dir = Path(cache_dir)
         self._tw: Any = None
         self._tw_path: Path | None = None
