@@ -33,6 +33,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from nightowl.envs.tw_engine import TEXTWORLD_ENGINE_LOCK, SerialGame
+
 #: ALFWorld's task types, by their short game names in task ids.
 TASK_TYPES: dict[str, str] = {
     "pick": "pick_and_place_simple",
@@ -331,7 +333,7 @@ def task_id(task: str, split: str, seed: int) -> str:
 
 def start_game(
     gamefile: str | Path, *, expert: str = "handcoded", planner: bool = False, rng_seed: str = ""
-) -> Any:
+) -> SerialGame:
     """A TextWorld env on an ALFWorld game, wrapped as `AlfredTWEnv.init_env` wraps it.
 
     The wrappers are ALFWorld's own: `AlfredDemangler` (ids -> "mug 1"), `AlfredInfos`
@@ -339,17 +341,23 @@ def start_game(
     ``planner=True`` also requests ``policy_commands`` with the handcoded expert.
     The handcoded expert's random choices (which object of a kind to take, a random
     admissible command when it is stuck) are seeded with ``rng_seed``, so that expert
-    episodes replay exactly; one game at a time per process.
+    episodes replay exactly. The engine is not thread-safe (`nightowl.envs.tw_engine`):
+    the game is a `SerialGame`, whose calls hold the engine lock and point the expert's
+    module-global RNG at this game's own generator, so concurrent games neither break
+    each other nor draw from each other's RNG.
     """
     import alfworld.agents.expert.handcoded_expert as handcoded
     import textworld
-
-    handcoded.random = random.Random(rng_seed)  # type: ignore[assignment]
     from alfworld.agents.environment.alfred_tw_env import (
         AlfredDemangler,
         AlfredExpert,
         AlfredInfos,
     )
+
+    rng = random.Random(rng_seed)
+
+    def own_rng() -> None:
+        handcoded.random = rng  # type: ignore[assignment]
 
     infos = textworld.EnvInfos(
         admissible_commands=True,
@@ -358,11 +366,15 @@ def start_game(
         policy_commands=planner,
         extras=["gamefile", "expert_plan"],
     )
-    return textworld.start(
-        str(gamefile),
-        request_infos=infos,
-        wrappers=[AlfredDemangler(shuffle=False), AlfredInfos, AlfredExpert(expert_type=expert)],
-    )
+    with TEXTWORLD_ENGINE_LOCK:  # loading parses the domain and grammar
+        env = textworld.start(
+            str(gamefile),
+            request_infos=infos,
+            wrappers=[
+                AlfredDemangler(shuffle=False), AlfredInfos, AlfredExpert(expert_type=expert)
+            ],
+        )
+    return SerialGame(env, enter=own_rng)
 
 
 def play_expert(
@@ -407,12 +419,24 @@ def generate(
     Raises:
         RuntimeError: no candidate passed in ``max_attempts``.
     """
-    from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
-
     folder = game_dir(root, task, split, seed)
     gamefile = folder / "game.tw-pddl"
     if gamefile.exists():
         return gamefile
+    # One generator at a time in a process: the expert check runs the engine, and the
+    # planner's child is forked, so no other thread may be inside the engine then.
+    with TEXTWORLD_ENGINE_LOCK:
+        if gamefile.exists():  # another thread generated it while this one waited
+            return gamefile
+        return _generate(folder, gamefile, task, split, seed, max_attempts, max_steps)
+
+
+def _generate(
+    folder: Path, gamefile: Path, task: str, split: str, seed: int, max_attempts: int,
+    max_steps: int,
+) -> Path:
+    from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
+
     domain = Path(ALFRED_PDDL_PATH).read_text()
     grammar_src = Path(ALFRED_TWL2_PATH).read_text()
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 from nightowl.envs.base import Snapshot, Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
+from nightowl.envs.tw_engine import TEXTWORLD_ENGINE_LOCK
 from nightowl.errors import EnvError, MissingExtraError
 
 try:
@@ -50,7 +50,9 @@ except ImportError as exc:  # the envs extra; say what is missing
 #: game generation (`make` + `compile_game`) and `textworld.start` both use it, so both
 #: hold this one lock. With two locks, an episode starting a cached game while another
 #: thread generated one failed with "pop from empty list" or "list index out of range".
-_TW_LOCK = threading.RLock()
+#: ALFWorld's PDDL games use the same parser at every step, so the lock is the one
+#: process-wide engine lock both adapters share (`nightowl.envs.tw_engine`).
+_TW_LOCK = TEXTWORLD_ENGINE_LOCK
 
 #: our game name -> TextWorld challenge name
 CHALLENGES: dict[str, str] = {
