@@ -30,7 +30,9 @@ COST_USD = "cost_usd"
 TEACHER_CALLS = "teacher_calls"
 TOKENS = "tokens"
 TOOL_CALLS = "tool_calls"
-RESOURCES: tuple[str, ...] = (STEPS, COST_USD, TEACHER_CALLS, TOKENS, TOOL_CALLS)
+#: wall seconds an episode's steps took (charged by the agent loop, up to the limit)
+WALL_S = "wall_s"
+RESOURCES: tuple[str, ...] = (STEPS, COST_USD, TEACHER_CALLS, TOKENS, TOOL_CALLS, WALL_S)
 
 #: tolerance for float resources (cost) so that rounding never trips a limit
 _EPS = 1e-12
@@ -180,6 +182,8 @@ class EpisodeBudget(BaseModel):
     max_teacher_calls: int | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, ge=0)
     max_tool_calls: int | None = Field(None, ge=0)
+    #: wall seconds of the episode's steps (resumes included), then it ends as a loss
+    max_wall_s: float | None = Field(None, gt=0)
 
     def make(self) -> Budget:
         """A fresh `Budget` with these limits."""
@@ -190,5 +194,6 @@ class EpisodeBudget(BaseModel):
                 TEACHER_CALLS: self.max_teacher_calls,
                 TOKENS: self.max_tokens,
                 TOOL_CALLS: self.max_tool_calls,
+                WALL_S: self.max_wall_s,
             }
         )

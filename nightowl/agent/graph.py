@@ -28,7 +28,7 @@ from typing import Any
 
 from langgraph.graph import END, StateGraph
 
-from nightowl.agent.budget import STEPS, Budget
+from nightowl.agent.budget import STEPS, WALL_S, Budget
 from nightowl.agent.env_pool import EnvPool
 from nightowl.agent.ladder import Ladder, StepContext
 from nightowl.agent.recording import StepRecorder, short_decision
@@ -232,15 +232,20 @@ class AgentGraph:
             await self.recorder.flush(pending)
         else:
             actor = dec.actor if dec.tier != "fallback" else "fallback:" + dec.actor
-            env_s = await self._act(state, env, budget, dec.action or "", actor, pending, upd)
+            env_s = await self._act(state, env, budget, dec.action or "", actor, pending, upd,
+                                    t0=t0)
         stats["node_s"] += time.perf_counter() - t0 - model_s - retrieve_s - env_s
         return upd
 
     async def _act(
         self, state: EpisodeState, env: Environment, budget: Budget, action: str, actor: str,
-        pending: PendingWrites, upd: dict[str, Any],
+        pending: PendingWrites, upd: dict[str, Any], *, t0: float | None = None,
     ) -> float:
-        """Step the environment with ``action``, record the step; fills ``upd``; env seconds."""
+        """Step the environment with ``action``, record the step; fills ``upd``; env seconds.
+
+        ``t0`` is when the step's node started: its wall time is charged to ``wall_s``
+        (up to the limit: the clock cannot be refused, the next check ends the episode).
+        """
         budget.charge(**{STEPS: 1})
         t1 = time.perf_counter()
         try:
@@ -249,6 +254,8 @@ class AgentGraph:
         except Exception as exc:  # noqa: BLE001 - the env crashed: end, recorded
             res, err = None, f"{type(exc).__name__}: {exc}"
         env_s = time.perf_counter() - t1
+        if t0 is not None:
+            budget.charge(**{WALL_S: min(time.perf_counter() - t0, budget.remaining(WALL_S))})
         stats = upd["stats"]
         stats[step_counter(actor)] += 1
         stats["env_s"] += env_s

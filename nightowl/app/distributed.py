@@ -9,26 +9,44 @@ episode inside the same ledger run. The episode's LangGraph thread id is
 thread's last checkpoint (checkpoints live where the database is), and a finished
 episode is returned as is: no finished step is run or billed twice.
 `nightowl report RUN_ID` reads the run while it is in flight.
+
+Leases (`nightowl.ledger.leases`, `nightowl.app.leasing`): each episode has a lease row
+written before its message is sent. The worker that claims it heartbeats it and writes
+the episode through a `FencedLedger`; an episode whose holder went silent for
+``NIGHTOWL_EPISODE_LEASE_S`` is re-queued by whoever notices first and resumes from its
+checkpoint on another worker; a message of an older generation (a late duplicate, or the
+broker's own redelivery after a re-queue) is refused. An episode that raises, or is
+claimed ``max_attempts`` times without finishing, fails as an infrastructure error.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel
 
+from nightowl.app.leasing import Heartbeat, LeaseSettings, load_lease_settings
 from nightowl.app.runs import DEMO_PRESETS, RunSpec, run_config, run_episodes, validate_spec
+from nightowl.ledger.fenced import FencedLedger
+from nightowl.ledger.leases import LeaseLostError, LeaseRow, LeaseStore
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
 
+log = logging.getLogger(__name__)
 
 class EpisodeJob(BaseModel):
-    """One episode of a distributed run (the Celery payload): the run's spec, one task."""
+    """One episode of a distributed run (the Celery payload): the run's spec, one task.
+
+    ``gen`` is the lease generation the message was sent for (0, then one more per
+    re-queue): a message behind its lease's generation is refused.
+    """
 
     run_id: str
     spec: RunSpec  # a stdlib dataclass: pydantic validates and serialises it as JSON
+    gen: int = 0
 
     @property
     def task_id(self) -> str:
@@ -44,6 +62,10 @@ class EpisodeOutcome(BaseModel):
     success: bool
     steps: int
     reason: str
+    #: finished; refused (not claimed: late duplicate, live holder, already done);
+    #: lost (the lease was taken over while it ran); unleased (a run from before leases)
+    status: Literal["finished", "refused", "lost", "unleased"] = "finished"
+    attempt: int = 0
 
 
 class EpisodeQueue(Protocol):
@@ -54,22 +76,74 @@ class EpisodeQueue(Protocol):
 
 
 def start_distributed_run(app: Nightowl, spec: RunSpec, queue: EpisodeQueue) -> str:
-    """Validate, open the ledger run, enqueue one job per task; returns the run id."""
+    """Validate, open the ledger run, lease and enqueue one job per task; the run id."""
     validate_spec(app.settings, spec)
     config = {**run_config(app, spec), "via": "queue"}
     run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
+    leases = LeaseStore(app.db)
     for task_id in spec.task_ids:
         one = replace(spec, task_ids=[task_id], concurrency=1, run_id=run_id)
-        queue.enqueue_episode(EpisodeJob(run_id=run_id, spec=one))
+        job = EpisodeJob(run_id=run_id, spec=one)
+        leases.enqueue(run_id, task_id, job.model_dump(mode="json"))
+        queue.enqueue_episode(job)
     return run_id
 
 
-async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
-    """Run (or resume, or return the finished result of) one queued episode."""
+def _refusal(row: LeaseRow | None, gen: int) -> str:
+    if row is None:
+        return "no lease"
+    if row.gen != gen:
+        return f"late duplicate: message generation {gen}, lease at {row.gen}"
+    if row.state == "running":
+        return f"held by {row.host}:{row.pid} (attempt {row.attempt}, lease live)"
+    return f"episode {row.state}"
+
+
+async def run_episode_job(
+    app: Nightowl, job: EpisodeJob, settings: LeaseSettings | None = None
+) -> EpisodeOutcome:
+    """Claim, run (or resume) and finish one queued episode under its lease."""
+    settings = settings or load_lease_settings()
     spec = job.spec
+    leases = LeaseStore(app.db)
+
+    def outcome(status: str, reason: str, attempt: int = 0) -> EpisodeOutcome:
+        return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=False, steps=0,
+                              reason=reason, status=status, attempt=attempt)  # type: ignore[arg-type]
+
+    holder = leases.claim(job.run_id, job.task_id, job.gen, settings.lease_s)
+    if holder is None:
+        row = leases.get(job.run_id, job.task_id)
+        if row is not None:
+            log.info("refused episode %s of run %s: %s", job.task_id, job.run_id[:8],
+                     _refusal(row, job.gen))
+            return outcome("refused", _refusal(row, job.gen))
+        return await _run_unleased(app, job)
     if spec.ladder in DEMO_PRESETS and spec.retrieve:
         app.memory.refresh()  # demos other workers or hosts added since this index was built
+    fenced = FencedLedger(app.ledger, leases, holder)
+    try:
+        with Heartbeat(leases, holder, settings.heartbeat_every):
+            _, results, _ = await run_episodes(app, spec, ledger=fenced)
+    except LeaseLostError as exc:
+        return outcome("lost", str(exc), holder.attempt)
+    except Exception as exc:
+        leases.fail(holder, f"{type(exc).__name__}: {exc}")
+        raise
+    if not leases.finish(holder):
+        return outcome("lost", "lease taken over before the episode was marked done",
+                       holder.attempt)
+    ep = results[0]
+    return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
+                          steps=ep.steps, reason=ep.reason, attempt=holder.attempt)
+
+
+async def _run_unleased(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
+    """A job of a run enqueued before leases existed: run it as before (no fencing)."""
+    spec = job.spec
+    if spec.ladder in DEMO_PRESETS and spec.retrieve:
+        app.memory.refresh()
     _, results, _ = await run_episodes(app, spec)
     ep = results[0]
     return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
-                          steps=ep.steps, reason=ep.reason)
+                          steps=ep.steps, reason=ep.reason, status="unleased")

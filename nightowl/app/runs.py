@@ -152,13 +152,16 @@ async def run_episodes(
     *,
     progress: ProgressSink | None = None,
     checkpoint_db: Path | None = None,
+    ledger: Any = None,
 ) -> tuple[str, list[EpisodeResult], dict[str, Any]]:
     """`run_tasks` without the run-wide summary: (run id, episode results, run config).
 
     A queued episode of a distributed run calls this: summarising the whole run (a
     ledger report over every episode so far) after each of its episodes is wasted work.
+    ``ledger`` replaces ``app.ledger`` for the episodes' writes (a lease-fenced ledger).
     """
     validate_spec(app.settings, spec)
+    episode_ledger = ledger if ledger is not None else app.ledger
     sink = progress or ignore
     student = spec.student or app.student
     config = run_config(app, spec)
@@ -174,7 +177,7 @@ async def run_episodes(
     ladder = build_ladder(
         spec.ladder,
         settings=app.settings,
-        ledger=app.ledger,
+        ledger=episode_ledger,
         student_backend=app.backend,
         run_id=run_id,
         student=student,
@@ -209,7 +212,7 @@ async def run_episodes(
         graph = AgentGraph(
             ladder=ladder,
             env_factory=make_env_factory(spec.env, **spec.env_kwargs),
-            ledger=app.ledger,
+            ledger=episode_ledger,
             memory=memory,
             config=loop,
             checkpointer=saver,

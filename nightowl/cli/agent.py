@@ -8,18 +8,21 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli import options as opt
+from nightowl.cli.fit import fit
 from nightowl.config import Settings, get_settings
 from nightowl.errors import ConfigError
 
 if TYPE_CHECKING:
     from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy
+    from nightowl.app import Nightowl
+    from nightowl.app.leasing import RunProgress
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -132,6 +135,14 @@ def run(
         "local", help="local: run here; celery: one message per episode on the 'episodes' "
         "queue for `nightowl worker` processes (needs NIGHTOWL_BROKER_URL)",
     ),
+    watch: bool = typer.Option(
+        False, help="--via celery: show a live progress bar until the run is done (and "
+        "re-queue episodes of dead workers); exit 1 if episodes failed for infrastructure "
+        "reasons",
+    ),
+    max_wall: float = typer.Option(
+        0.0, min=0.0, help="wall seconds per episode, then it ends as a loss (0 = unlimited)"
+    ),
 ) -> None:
     """Run a ladder over tasks as one ledger run (resumable; or spread over workers)."""
     from nightowl.agent.budget import EpisodeBudget
@@ -145,6 +156,7 @@ def run(
         max_steps=max_steps,
         max_cost_usd=max_cost or None,
         max_teacher_calls=None if max_teacher_calls < 0 else max_teacher_calls,
+        max_wall_s=max_wall or None,
     )
     spec = RunSpec(
         name=ladder, env=env, split=split, task_ids=[], ladder=ladder, rule=rule or None,
@@ -165,13 +177,41 @@ def run(
         from nightowl.workers.app import CeleryQueue
 
         with Nightowl.open(settings) as app:
-            run_id = start_distributed_run(app, spec, CeleryQueue())
-        console.print(f"run {run_id}: {len(spec.task_ids)} episodes enqueued on 'episodes'; "
-                      f"follow it with `nightowl report {run_id}`")
+            queue = CeleryQueue()
+            run_id = start_distributed_run(app, spec, queue)
+            console.print(f"run {run_id}: {len(spec.task_ids)} episodes enqueued on "
+                          f"'episodes'; follow it with `nightowl report {run_id}`")
+            if watch:
+                _watch(app, run_id, queue)
         return
     with Nightowl.open(settings) as app, rich_progress(console, episode_lines=True) as sink:
         summ = asyncio.run(run_tasks(app, spec, progress=sink))
     console.print(summary_table([summ], f"run {summ.run_id}"))
+
+
+def _watch(app: Nightowl, run_id: str, queue: Any) -> None:
+    """Follow a distributed run with a live bar; exit 1 on infrastructure failures."""
+    from nightowl.app.leasing import check_leases, load_lease_settings, run_progress
+    from nightowl.cli.inflight import inflight_table, success_text, watch_run
+
+    lease = load_lease_settings()
+
+    def poll() -> RunProgress:
+        try:  # this process re-queues dead workers' episodes too
+            check_leases(app.db, queue, lease, run_id=run_id)
+        except Exception as exc:  # noqa: BLE001 - broker down: keep watching
+            console.print(f"[yellow]lease check: {exc}[/]")
+        return run_progress(app.db, run_id)
+
+    snap = watch_run(console, poll, every_s=min(2.0, lease.check_every))
+    rep = app.report(run_id)
+    console.print(f"run {run_id}: {rep.progress}, success {success_text(rep)}")
+    table = inflight_table(rep)
+    if table is not None:
+        console.print(fit(table))
+    if snap.failed:
+        console.print(f"[red]{snap.failed} episode(s) failed for infrastructure reasons[/]")
+        raise typer.Exit(1)
 
 
 def report(
@@ -180,6 +220,7 @@ def report(
 ) -> None:
     """Success, cost per episode, cost-of-pass and teacher call share of a run."""
     from nightowl.app import Nightowl
+    from nightowl.cli.inflight import inflight_table, success_text
     from nightowl.cli.tables import fmt_cost
 
     with Nightowl.open(_settings()) as app:
@@ -191,8 +232,8 @@ def report(
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in (
-        ("episodes", f"{rep.n_episodes}"),
-        ("success rate", f"{rep.success_rate:.0%}"),
+        ("episodes", rep.progress),
+        ("success rate", success_text(rep)),
         ("total cost", f"${rep.total_cost:.5f}"),
         ("cost per episode", f"${rep.cost_per_episode:.5f}"),
         ("cost-of-pass", fmt_cost(rep.cost_of_pass)),
@@ -202,7 +243,10 @@ def report(
         t.add_row(k, v)
     for role, st in rep.roles.items():
         t.add_row(f"{role} calls / cost", f"{st.calls} / ${st.cost_usd:.5f}")
-    console.print(t)
+    console.print(fit(t))
+    flight = inflight_table(rep)
+    if flight is not None:
+        console.print(flight)
 
 
 def calibrate(

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.cli.fit import fit
+
 ledger_app = typer.Typer(
     help="Cost ledger: runs, episodes, model and tool calls.", no_args_is_help=True
 )
@@ -48,6 +50,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Costs of one run: per role calls/tokens/cost, episodes, success, cost-of-pass."""
+    from nightowl.cli.inflight import inflight_table, success_text
     from nightowl.ledger import Ledger
 
     ledger = Ledger(_open(db))
@@ -62,9 +65,9 @@ def show(
     head.add_column("value", justify="right")
     head.add_row("name / kind", f"{report.name or '-'} / {report.kind or '-'}")
     head.add_row("created", report.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"))
-    head.add_row("episodes (finished)", f"{report.n_episodes} ({report.n_finished})")
+    head.add_row("episodes", report.progress)
     head.add_row("successes", str(report.successes))
-    head.add_row("success rate", f"{report.success_rate:.1%}")
+    head.add_row("success rate", success_text(report, 1))
     head.add_row("total cost", _usd(report.total_cost))
     head.add_row("  model / tools", f"{_usd(report.model_cost)} / {_usd(report.tool_cost)}")
     for model, cost in report.models.items():
@@ -80,7 +83,10 @@ def show(
     head.add_row("model calls (failed)", f"{report.model_calls} ({report.failed_model_calls})")
     head.add_row("tool calls", str(report.tool_calls))
     head.add_row("wall time", f"{report.wall_time_s:,.1f} s")
-    console.print(head)
+    console.print(fit(head))
+    flight = inflight_table(report)
+    if flight is not None:
+        console.print(flight)
 
     roles = Table(title="per role")
     cols = ["role", "calls", "failed", "prompt tok", "cached tok", "completion tok", "cost"]
@@ -99,7 +105,7 @@ def show(
         )
     if not report.roles:
         roles.add_row("(no model calls)", "", "", "", "", "", "", "")
-    console.print(roles)
+    console.print(fit(roles))
 
     if episodes:
         eps = Table(title="episodes")
@@ -116,7 +122,7 @@ def show(
                 str(e.teacher_calls),
                 _usd(e.cost_usd),
             )
-        console.print(eps)
+        console.print(fit(eps))
 
 
 @ledger_app.command("runs")
@@ -148,7 +154,7 @@ def runs(
             str(r.successes),
             _usd(r.total_cost),
         )
-    Console().print(table)
+    Console().print(fit(table))
     if not rows:
         typer.echo("no runs recorded yet")
 
@@ -182,7 +188,7 @@ def break_even(
     table.add_row("saving / episode", _usd(be.saving_per_episode))
     episodes = "never (not cheaper)" if math.isinf(be.episodes) else f"{be.episodes:,.1f}"
     table.add_row("break-even episodes", episodes)
-    Console().print(table)
+    Console().print(fit(table))
 
 
 @db_app.command("upgrade")

@@ -8,6 +8,8 @@ Tables (on `nightowl.db.Base`, created by migration ``0001``):
   calls included (``ok`` false, ``meta["error"]``). ``kind`` is ``"generate"`` or
   ``"score"`` (log-probability scoring).
 - ``tool_calls``: one row per tool/environment call with an optional price.
+- ``episode_leases``: who runs which episode of a distributed run (migration
+  ``0005_leases``; `LeaseStore`, `FencedLedger`).
 
 Writes are short transactions that retry when SQLite is busy, so several threads,
 asyncio tasks (through `MeteredModel`, which writes from a worker thread) and
@@ -30,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nightowl.ledger.core import Ledger
+from nightowl.ledger.fenced import FencedLedger
+from nightowl.ledger.leases import EpisodeLease, Holder, LeaseLostError, LeaseRow, LeaseStore
 from nightowl.ledger.metered import MeteredModel, as_metered
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
@@ -57,6 +61,12 @@ __all__: Sequence[str] = (
     "CallSite",
     "Episode",
     "EpisodeCost",
+    "EpisodeLease",
+    "FencedLedger",
+    "Holder",
+    "LeaseLostError",
+    "LeaseRow",
+    "LeaseStore",
     "Ledger",
     "MeteredModel",
     "ModelCall",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, insert, update
@@ -44,8 +45,12 @@ class Ledger(LedgerReads):
         split: str = "",
         *,
         episode_id: str | None = None,
+        extra: Callable[[Session], Any] | None = None,
     ) -> str:
-        """Create a running episode; returns its id (a uuid4 hex string)."""
+        """Create a running episode; returns its id (a uuid4 hex string).
+
+        ``extra(session)`` runs in the same transaction (a lease fence).
+        """
         eid = episode_id or _new_id()
         row = Episode(
             id=eid,
@@ -57,7 +62,13 @@ class Ledger(LedgerReads):
             n_steps=0,
             started_at=_now(),
         )
-        self._write_fk(lambda s: s.add(row), run_id=run_id)
+        def _do(s: Session) -> None:
+            s.add(row)
+            if extra is not None:
+                s.flush()
+                extra(s)
+
+        self._write_fk(_do, run_id=run_id)
         return eid
 
     def finish_episode(
@@ -69,8 +80,12 @@ class Ledger(LedgerReads):
         reason: str | None = None,
         *,
         status: str = "done",
+        extra: Callable[[Session], Any] | None = None,
     ) -> None:
-        """Record an episode's outcome (``status`` e.g. "done", "failed", "aborted")."""
+        """Record an episode's outcome (``status`` e.g. "done", "failed", "aborted").
+
+        ``extra(session)`` runs in the same transaction (a lease fence).
+        """
         values = {
             "status": status,
             "success": bool(success),
@@ -81,6 +96,8 @@ class Ledger(LedgerReads):
         }
 
         def _do(s: Session) -> int:
+            if extra is not None:
+                extra(s)
             res = s.execute(update(Episode).where(Episode.id == episode_id).values(**values))
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
 

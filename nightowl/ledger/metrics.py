@@ -61,6 +61,20 @@ class RoleStats(BaseModel):
     latency_s: float = 0.0
 
 
+class LeaseView(BaseModel):
+    """One episode of a distributed run as its lease shows it (`RunReport.in_flight`...)."""
+
+    task_id: str
+    state: str
+    host: str | None = None
+    pid: int | None = None
+    step: int = 0
+    attempt: int = 0
+    requeues: int = 0
+    heartbeat_age_s: float | None = None
+    reason: str | None = None
+
+
 class RunReport(BaseModel):
     """Aggregates of one run (definitions in docs/storage.md)."""
 
@@ -95,6 +109,25 @@ class RunReport(BaseModel):
     roles: dict[str, RoleStats]
     models: dict[str, float]
     wall_time_s: float
+    #: episodes the run was started with (its task list), when known; ``n_episodes``
+    #: counts only those that have started
+    n_planned: int | None = None
+    #: distributed runs: episodes running now (worker, step, heartbeat age) ...
+    in_flight: list[LeaseView] = []
+    #: ... waiting on the broker ...
+    queued: int = 0
+    #: ... re-queued at least once (and why) ...
+    requeued: list[LeaseView] = []
+    #: ... and given up as infrastructure failures
+    failed: list[LeaseView] = []
+
+    @property
+    def progress(self) -> str:
+        """``"9 of 10 finished"`` (or ``"10 finished"`` when nothing is missing)."""
+        total = max(self.n_planned or 0, self.n_episodes)
+        if self.n_finished >= total:
+            return f"{self.n_finished} finished"
+        return f"{self.n_finished} of {total} finished"
 
     @property
     def calls_per_role(self) -> dict[str, int]:

@@ -15,6 +15,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from nightowl.errors import UnknownNameError
+from nightowl.ledger.leases import EpisodeLease, LeaseRow
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
     ENV_TOOL_PREFIX,
@@ -22,6 +23,7 @@ from nightowl.ledger.metrics import (
     TEACHER_ROLE,
     BreakEven,
     EpisodeCost,
+    LeaseView,
     RoleStats,
     RunReport,
     RunSummary,
@@ -31,6 +33,13 @@ from nightowl.ledger.metrics import (
 )
 from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _utc
 from nightowl.storage import Database
+
+
+def _view(r: LeaseRow) -> LeaseView:
+    age = r.age_s()
+    return LeaseView(task_id=r.task_id, state=r.state, host=r.host, pid=r.pid, step=r.step,
+                     attempt=r.attempt, requeues=r.requeues, reason=r.reason,
+                     heartbeat_age_s=None if age is None else round(age, 1))
 
 
 class LedgerReads:
@@ -209,6 +218,11 @@ class LedgerReads:
         acting = sum(roles[r].generate_calls for r in ACTING_ROLES if r in roles)
         created = _utc(run.created_at) or run.created_at
         wall = max((t - created).total_seconds() for t in last) if last else 0.0
+        leases = [LeaseRow.of(r) for r in s.scalars(
+            select(EpisodeLease).where(EpisodeLease.run_id == run_id)
+            .order_by(EpisodeLease.queued_at, EpisodeLease.task_id))]
+        tasks = (run.config or {}).get("tasks") if isinstance(run.config, dict) else None
+        planned = len(leases) or (len(tasks) if isinstance(tasks, list) else None)
         return RunReport(
             run_id=run.id,
             name=run.name,
@@ -239,6 +253,11 @@ class LedgerReads:
             roles=dict(sorted(roles.items())),
             models=dict(sorted(models.items())),
             wall_time_s=max(wall, 0.0),
+            n_planned=planned,
+            in_flight=[_view(r) for r in leases if r.state == "running"],
+            queued=sum(r.state == "queued" for r in leases),
+            requeued=[_view(r) for r in leases if r.requeues],
+            failed=[_view(r) for r in leases if r.state == "failed"],
         )
 
     def episode_costs(self, run_id: str) -> list[EpisodeCost]:

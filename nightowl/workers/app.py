@@ -96,6 +96,9 @@ def create_app(settings: Settings | None = None, sleep: SleepSettings | None = N
         task_track_started=True,
         result_expires=24 * 3600,
         worker_hijack_root_logger=False,
+        # every task runs under soft and hard time limits (nightowl.workers.guards)
+        task_soft_time_limit=sleep.task_soft_time_limit_s,
+        task_time_limit=sleep.task_time_limit_s,
         beat_schedule={
             "sleep-scan": {"task": "nightowl.sleep.scan", "schedule": sleep.scan_interval_s},
         },
@@ -174,3 +177,16 @@ class CeleryQueue:
         return str(
             self.app.send_task("nightowl.episodes.run", args=[job.model_dump(mode="json")]).id
         )
+
+    def resend_episode(self, payload: dict, gen: int) -> str:
+        """Send an episode job again as lease generation ``gen`` (a re-queue)."""
+        return str(self.app.send_task("nightowl.episodes.run", args=[{**payload, "gen": gen}]).id)
+
+    def waiting(self, queue: str = "episodes") -> int | None:
+        """Messages waiting on ``queue`` (not those a worker holds); None when unknown."""
+        try:
+            with self.app.connection_for_read() as conn:
+                return int(conn.default_channel.queue_declare(queue=queue, passive=True)
+                           .message_count)
+        except Exception:  # noqa: BLE001 - unknown: the caller then does nothing
+            return None

@@ -9,9 +9,9 @@ real failures get (``autoretry_for`` with exponential backoff).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_ready
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
@@ -21,6 +21,7 @@ from nightowl.errors import RunError
 from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
 from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.workers.app import LearnPayload, ThreadRethinkPayload, app, enqueue_learn
+from nightowl.workers.guards import confined, parse, plain_name
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = load_sleep_settings().max_retries
@@ -63,7 +64,7 @@ def service() -> SleepService:
 )
 def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
     """Compute the learned context of one context (idempotent)."""
-    job = LearnPayload.model_validate(payload)
+    job = parse(LearnPayload, payload, "nightowl.sleep.learn")
     outcome = service().learn_sync(job.context_id, job.config, worker=worker_id(self.request.id))
     if outcome.status in RETRY_STATUSES:
         again = job.model_copy(update={"deferrals": job.deferrals + 1})
@@ -93,7 +94,7 @@ def rethink_thread(payload: dict) -> dict:
 
     from nightowl.chat.sleep import rethink_thread_job
 
-    job = ThreadRethinkPayload.model_validate(payload)
+    job = parse(ThreadRethinkPayload, payload, "nightowl.sleep.rethink_thread")
     base = root()
     name = job.model or base.student
     outcome = asyncio.run(
@@ -116,15 +117,19 @@ def rebuild_index(payload: dict) -> dict:
     """Rebuild every demo index from SQL (idempotent: SQL is the source of truth)."""
     from nightowl.app import rebuild_index as rebuild
 
-    job = IndexRebuildPayload.model_validate(payload)
+    name = "nightowl.index.rebuild"
+    job = parse(IndexRebuildPayload, payload, name)
     base = root()
     if job.index_dir is None and job.embedder is None:
         return {"rebuilt": rebuild(base, reembed=job.reembed)}
     from nightowl.memory import build_embedder
 
-    embedder = build_embedder(job.embedder or base.settings.embedder, threads=base.settings.threads)
+    # index files go only under the data home; a message cannot name a path elsewhere
+    index_dir = confined(job.index_dir, base.settings.home, name) if job.index_dir else None
+    model = plain_name(job.embedder or base.settings.embedder, name)
+    embedder = build_embedder(model, threads=base.settings.threads)
     other = Nightowl(settings=base.settings, db=base.db, ledger=base.ledger, embedder=embedder,
-                     memory_dir=Path(job.index_dir) if job.index_dir else None)
+                     memory_dir=index_dir)
     try:
         return {"rebuilt": rebuild(other, reembed=job.reembed)}
     finally:
@@ -144,16 +149,40 @@ def collect_demos(payload: dict) -> dict:
     from nightowl.app import CollectRequest
     from nightowl.app import collect_demos as collect
 
-    res = asyncio.run(collect(root(), CollectRequest.model_validate(payload)))
+    job = parse(CollectRequest, payload, "nightowl.demos.collect")
+    res = asyncio.run(collect(root(), job))
     return res.model_dump(mode="json", exclude={"summary"})
 
 
 @app.task(name="nightowl.episodes.run", **_RELIABLE)
 def run_episode(payload: dict) -> dict:
-    """Run one episode of a distributed run (resumes from its checkpoint on redelivery)."""
+    """Run one episode of a distributed run under its lease (resumes from its checkpoint)."""
     import asyncio
 
     from nightowl.app.distributed import EpisodeJob, run_episode_job
 
-    job = EpisodeJob.model_validate(payload)
+    job = parse(EpisodeJob, payload, "nightowl.episodes.run")
     return asyncio.run(run_episode_job(root(), job)).model_dump(mode="json")
+
+
+_MONITOR: list[Any] = []
+
+
+@worker_ready.connect
+def start_lease_monitor(sender: Any = None, **_: Any) -> None:
+    """A worker consuming ``episodes`` re-queues expired episode leases (every check_s)."""
+    from nightowl.app.leasing import LeaseMonitor, load_lease_settings
+    from nightowl.storage import open_db
+    from nightowl.workers.app import CeleryQueue
+
+    try:
+        queues = {q.name for q in sender.task_consumer.queues}
+    except AttributeError:
+        queues = {"episodes"}
+    if "episodes" not in queues or _MONITOR:
+        return
+    settings = load_lease_settings()
+    monitor = LeaseMonitor(open_db(get_settings()), CeleryQueue(app), settings).start()
+    _MONITOR.append(monitor)
+    log.info("lease monitor: lease %.0f s, check every %.1f s", settings.lease_s,
+             settings.check_every)
