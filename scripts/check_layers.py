@@ -14,7 +14,7 @@ from pathlib import Path
 
 # Lowest layer first. A package may import only from layers below its own.
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "sandbox"},
     {"config", "db"},
     {"storage", "checkpoints_sqlite", "llm", "envs"},
     {"checkpoints"},

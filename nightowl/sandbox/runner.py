@@ -22,6 +22,7 @@ nightowl.
 from __future__ import annotations
 
 import ast
+import contextlib
 import ctypes
 import json
 import logging
@@ -292,6 +293,7 @@ class _Proc:
     workdir: str | None
     buf: bytearray = field(default_factory=bytearray)
     ready: bool = False
+    interp: int = 0  # pid of the sandboxed interpreter (bwrap's grandchild or popen's pid)
 
 
 class Session:
@@ -340,12 +342,19 @@ class Session:
         if proc is None:
             return
         pid = proc.popen.pid
+        tree = _descendants(pid)
         for sig in (signal.SIGKILL, signal.SIGCONT):
             try:
                 os.killpg(pid, sig)
             except ProcessLookupError:
                 pass
+        if self.sandbox.ids is not None:  # those that left the group (setsid)
+            for p in tree:
+                if _uid_of(p) == self.sandbox.ids[0]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
         proc.popen.wait()
+        _wait_gone(tree)
         for stream in (proc.popen.stdin, proc.popen.stdout):
             if stream is not None:
                 stream.close()
@@ -438,7 +447,31 @@ class Session:
                 self._kill()
                 raise SandboxError(f"the sandbox runs as uid {msg.get('uid')}, not {ids[0]}")
             self._proc.ready = True
+            self._proc.interp = self._find_interp()
         return "restarted" if restarted and self.starts > 1 else ""
+
+    def _find_interp(self) -> int:
+        """The interpreter's pid: the first process in the tree running our python."""
+        assert self._proc is not None
+        pid = self._proc.popen.pid
+        for p in [pid, *_descendants(pid)]:
+            try:
+                argv0 = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0", 1)[0]
+            except OSError:
+                continue
+            if argv0.decode(errors="replace") == self.sandbox.python:
+                return p
+        return pid
+
+    def _reap_leftovers(self) -> int:
+        """Kill processes an action started and left behind (none survives its action)."""
+        assert self._proc is not None
+        left = _descendants(self._proc.interp)
+        for p in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+        _wait_gone(left)
+        return len(left)
 
     def run(self, code: str, timeout: float = 10.0, *, check: bool = True) -> ActionResult:
         """Run one code action; errors (and kills) come back in the result, never raised.
@@ -468,6 +501,7 @@ class Session:
             if msg is None:
                 break
             if msg.get("done"):
+                self._reap_leftovers()
                 try:
                     os.killpg(pid, signal.SIGSTOP)  # nothing of it runs between actions
                 except ProcessLookupError:
@@ -502,6 +536,46 @@ class Session:
             return {"ok": json.loads(json.dumps(result, default=str))}
         except Exception as exc:  # noqa: BLE001 - the app's refusal goes back as an error
             return {"err": str(exc)[:MAX_OUTPUT] or type(exc).__name__}
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo and len(out) < 10_000:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                kids = [int(k) for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _wait_gone(pids: list[int], timeout: float = 2.0) -> None:
+    """Wait until these processes are dead (zombies count as dead)."""
+    end = time.monotonic() + timeout
+    for p in pids:
+        while time.monotonic() < end:
+            try:
+                state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.005)
 
 
 def _cap(text: str) -> str:

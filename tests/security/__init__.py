@@ -1,0 +1,1 @@
+"""Adversarial tests of the code-action sandbox (issue 26)."""
