@@ -66,6 +66,15 @@ class RunError(NightowlError):
     """A failure while running; usually recorded and survived."""
 
 
+class InfrastructureError(RunError):
+    """The environment or a model backend failed, not the agent.
+
+    An episode that ends on one is recorded as an *error* (status "error"), never as a
+    loss: it is kept out of success rate and cost-of-pass, and the command that ran it
+    exits 1 (docs/agent.md, "Infrastructure errors").
+    """
+
+
 class ModelError(RunError):
     """A model backend failed (HTTP error, bad response, load failure)."""
 
@@ -82,6 +91,20 @@ class ModelOutputError(ModelError):
     """The model answered, but the output is empty, cut off or unparseable."""
 
 
+class BackendUnavailableError(ModelError, InfrastructureError):
+    """A model backend is unreachable or kept erroring (5xx, 429, timeouts) after its retries.
+
+    The run stops early: every further episode would fail the same way.
+    """
+
+    def __init__(
+        self, message: str, *, model: str = "", url: str = "", status: int | None = None,
+        body: str = "",
+    ) -> None:
+        self.url = url
+        super().__init__(message, model=model, status=status, body=body)
+
+
 class BudgetExceededError(RunError):
     """A hard budget (steps, cost, tokens, teacher calls) would be exceeded."""
 
@@ -92,7 +115,7 @@ class BudgetExceededError(RunError):
         super().__init__(f"{budget} budget exhausted: used {used:g} of {limit:g}")
 
 
-class EnvError(RunError):
+class EnvError(InfrastructureError):
     """An environment failed (crashed engine, reset failure)."""
 
 

@@ -45,6 +45,8 @@ from nightowl.agent.state import (
     visit_key,
 )
 from nightowl.envs.base import Environment
+from nightowl.errors import BackendUnavailableError, EnvError, InfrastructureError
+from nightowl.ledger.metrics import ERROR_STATUS
 from nightowl.ledger.pending import PendingWrites
 
 __all__ = ["AgentGraph", "EpisodeResult", "EpisodeState", "LoopConfig"]
@@ -92,6 +94,8 @@ class AgentGraph:
         self.recorder = StepRecorder(ledger, record_steps=self.config.record_steps)
         self._live: dict[str, _Live] = {}
         self._in_flight = 0
+        #: the dead model backend that stopped this graph's episodes, if any
+        self.fatal: BackendUnavailableError | None = None
         self.graph = self._build().compile(checkpointer=checkpointer)
 
     def _build(self) -> StateGraph:
@@ -144,12 +148,9 @@ class AgentGraph:
     async def _start(self, state: EpisodeState) -> dict[str, Any]:
         """Reset the task (first visit only; a resumed episode skips this node)."""
         live = self._live_of(state)
-        live.env = await self.envs.acquire()
         t0 = time.perf_counter()
-        try:
-            obs = await self._blocking(live.env.reset, state["task_id"])
-        except Exception as exc:  # noqa: BLE001 - recorded as the episode's end
-            return {"done": True, "won": False, "reason": f"env reset failed: {exc}", "goal": ""}
+        # raises EnvError after a retry on a fresh instance: an infrastructure error
+        live.env, obs = await self.envs.start(state["task_id"], self._blocking)
         stats = dict(state["stats"])
         stats["env_s"] += time.perf_counter() - t0
         return {
@@ -219,7 +220,11 @@ class AgentGraph:
         pending = ctx.pending
         assert pending is not None
         t1 = time.perf_counter()
-        outcome = await self.ladder.decide(ctx)
+        try:
+            outcome = await self.ladder.decide(ctx)
+        except InfrastructureError:
+            await self.recorder.flush(pending)  # what was called before it failed is billed
+            raise
         model_s = time.perf_counter() - t1
         stats["model_s"] += model_s
         count_decisions(stats, outcome.trail)
@@ -249,10 +254,19 @@ class AgentGraph:
         budget.charge(**{STEPS: 1})
         t1 = time.perf_counter()
         try:
-            res = await self._blocking(env.step, action)
-            err = None
-        except Exception as exc:  # noqa: BLE001 - the env crashed: end, recorded
-            res, err = None, f"{type(exc).__name__}: {exc}"
+            env, res = await self.envs.step(
+                env, state["task_id"], state.get("actions") or (), action, self._blocking
+            )
+        except EnvError as exc:  # failed twice: record the call, then end as an error
+            self._live_of(state).env = None  # the pool closed it
+            self.recorder.env_step(
+                pending, run_id=state["run_id"], episode_id=state["episode_id"],
+                step=state["step"], env_name=state.get("env_name", ""),
+                latency_s=time.perf_counter() - t1, action=action, actor=actor, error=str(exc),
+            )
+            await self.recorder.flush(pending)
+            raise
+        self._live_of(state).env = env  # a fresh instance when the first one failed
         env_s = time.perf_counter() - t1
         if t0 is not None:
             budget.charge(**{WALL_S: min(time.perf_counter() - t0, budget.remaining(WALL_S))})
@@ -270,41 +284,37 @@ class AgentGraph:
             budget=budget.to_dict(),
             step=state["step"] + 1,
         )
-        step_row = None
-        if res is None:
-            upd.update(done=True, won=False, reason=f"env error: {err}")
-        else:
-            upd.update(
-                observation=res.text,
-                valid_actions=list(res.valid_actions) if res.valid_actions else None,
-                score=float(res.score),
-                won=bool(res.won),
-                done=bool(res.done),
+        upd.update(
+            observation=res.text,
+            valid_actions=list(res.valid_actions) if res.valid_actions else None,
+            score=float(res.score),
+            won=bool(res.won),
+            done=bool(res.done),
+        )
+        if res.done:
+            upd["reason"] = "won" if res.won else (
+                "env step limit" if res.info.get("truncated") else "lost"
             )
-            if res.done:
-                upd["reason"] = "won" if res.won else (
-                    "env step limit" if res.info.get("truncated") else "lost"
-                )
-            elif budget.exhausted():
-                upd.update(done=True, reason=f"budget: {budget.exhausted()} exhausted")
-            step_row = {
-                "idx": state["step"],
-                "observation": state["observation"],
-                "action": action,
-                "reward": float(res.reward),
-                "score": float(res.score),
-                "done": bool(res.done),
-                "actor": actor.split(":")[-1] or "student",
-                "valid_actions": state.get("valid_actions"),
-                "meta": {
-                    "trail": upd["trail"],
-                    **({"goal": state["goal"]} if state["step"] == 0 else {}),
-                },
-            }
+        elif budget.exhausted():
+            upd.update(done=True, reason=f"budget: {budget.exhausted()} exhausted")
+        step_row = {
+            "idx": state["step"],
+            "observation": state["observation"],
+            "action": action,
+            "reward": float(res.reward),
+            "score": float(res.score),
+            "done": bool(res.done),
+            "actor": actor.split(":")[-1] or "student",
+            "valid_actions": state.get("valid_actions"),
+            "meta": {
+                "trail": upd["trail"],
+                **({"goal": state["goal"]} if state["step"] == 0 else {}),
+            },
+        }
         self.recorder.env_step(
             pending, run_id=state["run_id"], episode_id=state["episode_id"],
             step=state["step"], env_name=state.get("env_name", ""), latency_s=env_s,
-            action=action, actor=actor, error=err,
+            action=action, actor=actor, error=None,
         )
         await self.recorder.flush(pending, episode_id=state["episode_id"], step_row=step_row)
         return env_s
@@ -329,6 +339,30 @@ class AgentGraph:
             self.envs.release(live.env)
         self._live.pop(state["episode_id"], None)
         return {"finished": True, "done": True, "reason": reason}
+
+    async def _errored(
+        self, state: dict[str, Any], cfg: Any, exc: InfrastructureError
+    ) -> dict[str, Any]:
+        """End an episode on an environment or backend failure: an error, not a loss.
+
+        The ledger row gets status "error" (kept out of success rate and cost-of-pass);
+        the checkpoint stays at the last finished step, so a resumed run tries it again.
+        A dead model backend also stops the run (`fatal`).
+        """
+        if self.graph.checkpointer is not None:
+            snap = await self.graph.aget_state(cfg)
+            state = dict(snap.values) if snap and snap.values else state
+        live = self._live.pop(state["episode_id"], None)
+        if live is not None:
+            await self.envs.discard(live.env)
+        reason = " ".join(str(exc).split())
+        await self.recorder.finish_episode(
+            state["episode_id"], False, float(state.get("score") or 0.0),
+            int(state.get("step") or 0), reason, status=ERROR_STATUS,
+        )
+        if isinstance(exc, BackendUnavailableError) and self.fatal is None:
+            self.fatal = exc
+        return {**state, "done": True, "won": False, "reason": reason, "error": reason}
 
     def _store_escalation(self, state: EpisodeState) -> None:
         steps = self.memory.episode_steps(state["episode_id"])
@@ -375,18 +409,23 @@ class AgentGraph:
             values = dict(snap.values) if snap and snap.values else None
         if values and values.get("finished"):
             return result_from_state(values, 0.0, resumed=True)
-        if values:
-            final = await self.graph.ainvoke(None, cfg, **durability)
-        else:
+        if not values:
             episode_id = (
                 await self.recorder.start_episode(run_id, task_id, self.env_name, split)
                 if self.ledger is not None
                 else f"{abs(hash(tid)):x}"
             )
-            init = self.initial_state(
+            values_or_init = dict(self.initial_state(
                 run_id=run_id, episode_id=episode_id, task_id=task_id, split=split
+            ))
+        else:
+            values_or_init = values
+        try:
+            final = await self.graph.ainvoke(
+                None if values else values_or_init, cfg, **durability
             )
-            final = await self.graph.ainvoke(init, cfg, **durability)
+        except InfrastructureError as exc:
+            final = await self._errored(values_or_init, cfg, exc)
         return result_from_state(dict(final), time.perf_counter() - t0, resumed=bool(values))
 
     async def run_many(
@@ -398,17 +437,25 @@ class AgentGraph:
         concurrency: int = 4,
         on_done: Callable[[EpisodeResult], None] | None = None,
     ) -> list[EpisodeResult]:
-        """Run episodes concurrently (a semaphore bounds how many are in flight)."""
+        """Run episodes concurrently (a semaphore bounds how many are in flight).
+
+        Episodes that end on an infrastructure error come back with ``error`` set. After
+        a `BackendUnavailableError` (kept in ``fatal``) no further episode starts; those
+        in flight finish, and the results list only the episodes that ran.
+        """
         sem = asyncio.Semaphore(max(1, concurrency))
 
-        async def one(tid: str) -> EpisodeResult:
+        async def one(tid: str) -> EpisodeResult | None:
             async with sem:
+                if self.fatal is not None:  # a dead backend: the rest would fail alike
+                    return None
                 res = await self.run_episode(run_id=run_id, task_id=tid, split=split)
             if on_done is not None:
                 on_done(res)
             return res
 
-        return list(await asyncio.gather(*(one(t) for t in task_ids)))
+        done = await asyncio.gather(*(one(t) for t in task_ids))
+        return [r for r in done if r is not None]
 
 
 def _route_after(onward: str) -> Callable[[EpisodeState], Awaitable[str]]:

@@ -80,16 +80,17 @@ class StepRecorder:
         return str(self.ledger.start_episode(run_id, task_id, env_name, split))
 
     async def finish_episode(
-        self, episode_id: str, won: bool, score: float, steps: int, reason: str
+        self, episode_id: str, won: bool, score: float, steps: int, reason: str,
+        *, status: str = "done",
     ) -> None:
-        """Record the episode's outcome."""
+        """Record the episode's outcome (``status="error"``: an infrastructure error)."""
         if self.ledger is None:
             return
         if self._inline:
-            self.ledger.finish_episode(episode_id, won, score, steps, reason)
+            self.ledger.finish_episode(episode_id, won, score, steps, reason, status=status)
         else:
             await asyncio.to_thread(
-                self.ledger.finish_episode, episode_id, won, score, steps, reason
+                self.ledger.finish_episode, episode_id, won, score, steps, reason, status=status
             )
 
 

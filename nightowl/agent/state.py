@@ -63,6 +63,8 @@ class EpisodeState(TypedDict, total=False):
     budget: dict[str, dict[str, float]]
     stats: dict[str, float]
     finished: bool
+    #: set when the episode ended on an infrastructure error (environment or backend)
+    error: str
 
 
 @dataclass(kw_only=True)
@@ -101,6 +103,8 @@ class EpisodeResult:
     budget: dict[str, dict[str, float]]
     wall_s: float = 0.0
     resumed: bool = False
+    #: why the environment or a model backend failed; "" for an episode that played out
+    error: str = ""
 
 
 def new_counters() -> dict[str, float]:
@@ -160,6 +164,7 @@ def result_from_state(values: dict[str, Any], wall: float, *, resumed: bool) -> 
         budget=dict(values.get("budget") or {}),
         wall_s=wall,
         resumed=resumed,
+        error=str(values.get("error") or ""),
     )
 
 

@@ -47,6 +47,8 @@ class EpisodeDone:
     steps: int
     reason: str
     wins: int  # episodes of this phase won so far
+    #: an infrastructure error (environment or model backend): not a loss
+    error: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

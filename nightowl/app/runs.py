@@ -68,6 +68,10 @@ class RunSpec:
 class RunSummary(BaseModel):
     """One configuration's results over a task set (one ledger run).
 
+    ``episodes`` counts the episodes that played out (won or lost); ``errors`` those
+    that ended on an infrastructure error (environment or model backend), which are
+    kept out of every rate and per-episode cost (``total_cost`` includes them).
+
     ``teacher_share`` is the share of environment steps whose action the teacher chose
     (docs/agent.md); ``teacher_call_share`` is the ledger's teacher generate calls over
     all generate calls (a cost-side view of the same thing).
@@ -89,6 +93,9 @@ class RunSummary(BaseModel):
     wall_s: float
     overhead_ms_per_step: float
     reasons: dict[str, int]
+    #: episodes that ended on an infrastructure error (not counted in ``episodes``)
+    errors: int = 0
+    error_reasons: dict[str, int] = {}
     config: dict[str, Any]
     episodes_detail: list[dict[str, Any]] = []
 
@@ -206,7 +213,7 @@ async def run_episodes(
         nonlocal wins
         wins += int(res.success)
         sink(EpisodeDone(key=spec.name, task_id=res.task_id, success=res.success,
-                         steps=res.steps, reason=res.reason, wins=wins))
+                         steps=res.steps, reason=res.reason, wins=wins, error=res.error))
 
     async with open_checkpointer(app.settings, sqlite_path=checkpoint_db) as saver:
         graph = AgentGraph(
@@ -228,6 +235,8 @@ async def run_episodes(
             )
         finally:
             graph.close()
+    if graph.fatal is not None:  # a dead model backend: what finished is recorded; stop
+        raise graph.fatal
     return run_id, results, config
 
 
@@ -249,15 +258,22 @@ def summarize(
 ) -> RunSummary:
     """Aggregate episode results and the ledger's report into a `RunSummary`."""
     rep = ledger.run_report(run_id)
-    n = len(results)
-    succ = sum(r.success for r in results)
-    steps = sum(r.steps for r in results)
-    samples = sum(r.stats.get("student_samples", 0.0) for r in results)
-    overhead = sum(r.stats.get("node_s", 0.0) + r.stats.get("retrieve_s", 0.0) for r in results)
-    rate = succ / n if n else 0.0
-    cpe = rep.total_cost / n if n else 0.0
-    reasons: dict[str, int] = {}
+    # infrastructure errors (environment, model backend) are not the agent's outcome:
+    # they stay out of success rate, cost per episode and cost-of-pass (docs/agent.md)
+    played = [r for r in results if not r.error]
+    errors: dict[str, int] = {}
     for r in results:
+        if r.error:
+            errors[r.error[:120]] = errors.get(r.error[:120], 0) + 1
+    n = len(played)
+    succ = sum(r.success for r in played)
+    steps = sum(r.steps for r in played)
+    samples = sum(r.stats.get("student_samples", 0.0) for r in played)
+    overhead = sum(r.stats.get("node_s", 0.0) + r.stats.get("retrieve_s", 0.0) for r in played)
+    rate = succ / n if n else 0.0
+    cpe = (rep.total_cost - rep.error_cost) / n if n else 0.0
+    reasons: dict[str, int] = {}
+    for r in played:
         key = r.reason.split(" (")[0][:60]
         reasons[key] = reasons.get(key, 0) + 1
     return RunSummary(
@@ -277,6 +293,8 @@ def summarize(
         wall_s=wall_s,
         overhead_ms_per_step=1000 * overhead / steps if steps else 0.0,
         reasons=reasons,
+        errors=sum(errors.values()),
+        error_reasons=errors,
         config=config,
         episodes_detail=[
             {
@@ -285,6 +303,7 @@ def summarize(
                 "success": r.success,
                 "steps": r.steps,
                 "reason": r.reason,
+                "error": r.error,
                 "teacher_calls": r.stats.get("teacher_calls", 0.0),
                 "student_samples": r.stats.get("student_samples", 0.0),
                 "cost_usd": r.stats.get("cost_usd", 0.0),

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli import options as opt
+from nightowl.cli.errors import exit_line, exit_on_errors
 from nightowl.cli.fit import fit
 from nightowl.config import Settings, get_settings
 from nightowl.errors import ConfigError
@@ -87,6 +88,7 @@ def demo(
                   "README 'Measured', python bench/icd_e2e.py")
     console.print(f"report: {rep.report_path}\nplot:   {rep.plot_path}\n"
                   f"total wall time: {rep.wall_s:.0f} s")
+    exit_on_errors(exit_line(sink.errors))
 
 
 def collect(
@@ -110,6 +112,7 @@ def collect(
         f"run {res.run_id}: {res.successes}/{res.episodes} successful, {res.demos_added} demos "
         f"added, collection cost ${res.collection_cost:.5f}"
     )
+    exit_on_errors(exit_line(sink.errors))
 
 
 def run(
@@ -187,6 +190,7 @@ def run(
     with Nightowl.open(settings) as app, rich_progress(console, episode_lines=True) as sink:
         summ = asyncio.run(run_tasks(app, spec, progress=sink))
     console.print(summary_table([summ], f"run {summ.run_id}"))
+    exit_on_errors(exit_line(sink.errors))
 
 
 def _watch(app: Nightowl, run_id: str, queue: Any) -> None:
@@ -241,6 +245,9 @@ def report(
         ("teacher call share (of model calls)", f"{rep.teacher_call_share:.2f}"),
     ):
         t.add_row(k, v)
+    if rep.errors:  # infrastructure errors: not losses, out of the rates above
+        top = next(iter(rep.error_reasons), "")
+        t.add_row("errors (not losses)", f"{rep.errors} ({top})")
     for role, st in rep.roles.items():
         t.add_row(f"{role} calls / cost", f"{st.calls} / ${st.cost_usd:.5f}")
     console.print(fit(t))
@@ -297,6 +304,7 @@ def calibrate(
     if out:
         Path(out).write_text(rep.model_dump_json(indent=1))
         console.print(f"written: {out}")
+    exit_on_errors(exit_line(sink.errors))
 
 
 def register(app: typer.Typer) -> None:

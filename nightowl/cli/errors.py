@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import typer
 
 from nightowl.errors import NightowlError, UserError
+
+
+def exit_line(errors: Sequence[str]) -> str:
+    """The one line that ends a command whose episodes had infrastructure errors ("" if none).
+
+    ``errors`` holds each failed episode's reason (environment or model backend).
+    """
+    if not errors:
+        return ""
+    counts = Counter(errors)
+    reason, _ = counts.most_common(1)[0]
+    more = f"; {len(counts) - 1} other reason(s), see nightowl report" if len(counts) > 1 else ""
+    return (
+        f"error: {len(errors)} episode(s) ended on an infrastructure error, not counted as "
+        f"losses ({reason}){more}"
+    )
+
+
+def exit_on_errors(line: str) -> None:
+    """Print ``line`` (from `exit_line`) on stderr and exit 1; nothing when it is empty."""
+    if line:
+        typer.secho(line, fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 @contextmanager

@@ -25,8 +25,9 @@ from nightowl.ledger.metrics import RunReport
 
 
 def success_text(rep: RunReport, digits: int = 0) -> str:
-    """``"100% (9/9 finished)"``: a rate says what it is of."""
-    return f"{rep.success_rate:.{digits}%} ({rep.successes}/{rep.n_finished} finished)"
+    """``"100% (9/9 finished)"``: a rate says what it is of (infrastructure errors left out)."""
+    played = rep.n_finished - rep.errors
+    return f"{rep.success_rate:.{digits}%} ({rep.successes}/{played} finished)"
 
 
 def inflight_table(rep: RunReport) -> Table | None:

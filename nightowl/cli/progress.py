@@ -26,6 +26,8 @@ class RichProgress:
         self.progress = progress
         self.episode_lines = episode_lines
         self._ids: dict[str, Any] = {}
+        #: reasons of the episodes that ended on an infrastructure error (exit code 1)
+        self.errors: list[str] = []
 
     def __call__(self, event: Event) -> None:
         """Render one event."""
@@ -41,7 +43,10 @@ class RichProgress:
         elif isinstance(event, EpisodeDone):
             if event.key in self._ids:
                 p.update(self._ids[event.key], advance=1, extra=f"won {event.wins}")
-            if self.episode_lines:
+            if event.error:
+                self.errors.append(event.error)
+                p.console.print(f"  {event.task_id}: error, not a loss ({event.error})")
+            elif self.episode_lines:
                 outcome = "won" if event.success else "lost"
                 p.console.print(
                     f"  {event.task_id}: {outcome} in {event.steps} steps ({event.reason})"

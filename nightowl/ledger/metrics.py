@@ -14,6 +14,9 @@ TEACHER_ROLE = "teacher"
 TEACHER_ACTORS: tuple[str, ...] = ("teacher", "oracle")
 #: tool-name prefix of the agent loop's environment steps (``env:<env name>``)
 ENV_TOOL_PREFIX = "env:"
+#: episode status of an infrastructure error (the environment or a model backend failed):
+#: not a loss, so out of success rate, cost per episode and cost-of-pass
+ERROR_STATUS = "error"
 
 
 def teacher_share(teacher_steps: int, env_steps: int) -> float:
@@ -120,6 +123,12 @@ class RunReport(BaseModel):
     requeued: list[LeaseView] = []
     #: ... and given up as infrastructure failures
     failed: list[LeaseView] = []
+    #: episodes that ended on an infrastructure error (status "error"): counted in
+    #: ``n_episodes`` and ``total_cost``, left out of success rate, cost per episode and
+    #: cost-of-pass; ``error_reasons`` counts them per reason, ``error_cost`` is their cost
+    errors: int = 0
+    error_reasons: dict[str, int] = {}
+    error_cost: float = 0.0
 
     @property
     def progress(self) -> str:

@@ -19,6 +19,7 @@ from nightowl.ledger.leases import EpisodeLease, LeaseRow
 from nightowl.ledger.metrics import (
     ACTING_ROLES,
     ENV_TOOL_PREFIX,
+    ERROR_STATUS,
     TEACHER_ACTORS,
     TEACHER_ROLE,
     BreakEven,
@@ -210,10 +211,14 @@ class LedgerReads:
             env_steps += 1
             teacher_steps += bool(meta and meta.get("actor") in TEACHER_ACTORS)
         n_ep, n_fin, n_succ = int(n_ep), int(n_fin), int(n_succ)
+        errors, error_cost = self._errors(s, run_id)
+        n_err = sum(errors.values())
         model_cost = sum(r.cost_usd for r in roles.values())
         total = model_cost + float(tool_cost)
-        success_rate = n_succ / n_fin if n_fin else 0.0
-        per_episode = total / n_ep if n_ep else 0.0
+        # infrastructure errors are no outcome of the agent's: out of rate and per-episode
+        success_rate = n_succ / (n_fin - n_err) if n_fin > n_err else 0.0
+        n_played = n_ep - n_err
+        per_episode = (total - error_cost) / n_played if n_played > 0 else 0.0
         teacher = roles[TEACHER_ROLE].generate_calls if TEACHER_ROLE in roles else 0
         acting = sum(roles[r].generate_calls for r in ACTING_ROLES if r in roles)
         created = _utc(run.created_at) or run.created_at
@@ -237,7 +242,10 @@ class LedgerReads:
             total_cost=total,
             overhead_cost=float(unattributed),
             cost_per_episode=per_episode,
-            cost_of_pass=cost_of_pass(per_episode, success_rate) if n_ep else math.inf,
+            cost_of_pass=cost_of_pass(per_episode, success_rate) if n_played > 0 else math.inf,
+            errors=n_err,
+            error_reasons=errors,
+            error_cost=error_cost,
             model_calls=sum(r.calls for r in roles.values()),
             failed_model_calls=sum(r.failed_calls for r in roles.values()),
             tool_calls=int(n_tool),
@@ -259,6 +267,29 @@ class LedgerReads:
             requeued=[_view(r) for r in leases if r.requeues],
             failed=[_view(r) for r in leases if r.state == "failed"],
         )
+
+    @staticmethod
+    def _errors(s: Session, run_id: str) -> tuple[dict[str, int], float]:
+        """Episodes that ended on an infrastructure error: (count per reason, their cost)."""
+        reasons: dict[str, int] = {}
+        ids: list[str] = []
+        for eid, reason in s.execute(
+            select(Episode.id, Episode.reason).where(
+                Episode.run_id == run_id, Episode.status == ERROR_STATUS
+            )
+        ):
+            ids.append(eid)
+            key = (reason or "unknown")[:120]
+            reasons[key] = reasons.get(key, 0) + 1
+        cost = 0.0
+        if ids:
+            for table in (ModelCall, ToolCall):
+                cost += float(s.execute(
+                    select(func.coalesce(func.sum(table.cost_usd), 0.0)).where(
+                        table.run_id == run_id, table.episode_id.in_(ids)
+                    )
+                ).scalar_one())
+        return dict(sorted(reasons.items(), key=lambda kv: -kv[1])), cost
 
     def episode_costs(self, run_id: str) -> list[EpisodeCost]:
         """Per-episode cost and outcome of a run, in start order."""

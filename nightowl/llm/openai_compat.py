@@ -25,8 +25,9 @@ Usage (with ``prompt_tokens_details.cached_tokens`` when the server reports it) 
 from the server, i.e. from the model's own tokenizer.
 
 Failures: 429, 5xx, timeouts and connection errors are retried with exponential backoff
-and jitter (bounded by ``max_retries``; ``Retry-After`` honoured up to ``backoff_max_s``);
-other 4xx raise `ModelError` at once, carrying the status and body.
+and jitter (bounded by ``max_retries``; ``Retry-After`` honoured up to ``backoff_max_s``),
+then raise `BackendUnavailableError` (an infrastructure error: the agent loop stops the
+run); other 4xx raise `ModelError` at once, carrying the status and body.
 
 Registry params: ``base_url`` (required), ``model`` (served model name; defaults to the
 registry name), ``api_key_env`` (name of the env var holding the key), ``timeout_s``,
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING, Any, get_args
 import httpx
 
 from nightowl.config import ConstraintStyle, ModelCapabilities
-from nightowl.errors import ConfigError, ModelError, ModelOutputError
+from nightowl.errors import BackendUnavailableError, ConfigError, ModelError, ModelOutputError
 from nightowl.llm.base import (
     Completion,
     GenerationRequest,
@@ -173,7 +174,8 @@ class OpenAICompatBackend(ModelBackend):
                 response = await client.post(path, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "unreachable"
-                last, status = f"model server {kind} at {url}: {type(exc).__name__}", None
+                last = f"model backend {self.name!r} {kind} at {url}: {type(exc).__name__}"
+                status = None
             else:
                 if response.status_code < 400:
                     try:
@@ -204,12 +206,17 @@ class OpenAICompatBackend(ModelBackend):
                         status=status,
                         body=text,
                     )
-                last = f"{self.name}: HTTP {status} from {url}: {error_message(text)}"
+                last = (
+                    f"model backend {self.name!r}: HTTP {status} from {url}: "
+                    f"{error_message(text)}"
+                )
             if attempt < self.max_retries:
                 await asyncio.sleep(self._delay(attempt, response))
-        raise ModelError(
+        # unreachable, timing out or 429/5xx after every retry: an infrastructure error
+        raise BackendUnavailableError(
             f"{last} (after {self.max_retries + 1} attempts)",
             model=self.name,
+            url=url,
             status=status,
             body=last,
         )

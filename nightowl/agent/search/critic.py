@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from nightowl.agent.budget import TOKENS, Budget
 from nightowl.agent.search.step_budget import generation_bound, scoring_bound, usage_tokens
-from nightowl.errors import ModelError
+from nightowl.errors import BackendUnavailableError, ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
 
 CriticMode = Literal["auto", "score", "generate"]
@@ -123,6 +123,8 @@ class ResidualCritic:
         except NotImplementedError:
             self._can_score = False
             return None
+        except BackendUnavailableError:
+            raise  # infrastructure, not a verdict: the run stops (graph)
         except (ModelError, ValueError, RuntimeError) as exc:
             return CriticVerdict(delta=0.0, status="error", raw=str(exc))
         self._can_score = True
@@ -151,6 +153,8 @@ class ResidualCritic:
         )
         try:
             res = await self._generate(req)
+        except BackendUnavailableError:
+            raise  # infrastructure, not a verdict: the run stops (graph)
         except (ModelError, ValueError, RuntimeError) as exc:
             # A failed call may still have been billed by the server; without a usage
             # we charge nothing and record the failure.

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
-from nightowl.errors import ModelError
+from nightowl.errors import BackendUnavailableError, ModelError
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
 
 #: a model's ``generate`` (or a wrapper with the same signature)
@@ -128,6 +128,8 @@ class CallMeter:
             return None
         try:
             res = await self.generate(request)
+        except BackendUnavailableError:
+            raise  # infrastructure, not a failed expansion: the run stops (graph)
         except (ModelError, ValueError, RuntimeError) as exc:
             return exc if isinstance(exc, ModelError) else ModelError(str(exc))
         self.usage = self.usage + res.usage

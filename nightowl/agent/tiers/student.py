@@ -30,6 +30,7 @@ from nightowl.distill.parser import normalize_action, parse_action
 from nightowl.distill.prompt import PromptBuilder, continuation
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
+from nightowl.errors import BackendUnavailableError
 from nightowl.ledger.metered import MeteredModel, as_metered
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
 
@@ -226,8 +227,8 @@ class StudentTier(Tier):
                 verdict = await self.rule.judge(draw)
         except BudgetStop:
             return finish(None, "budget: cannot afford the student's next call")
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, BackendUnavailableError):
+            raise  # a dead backend is an infrastructure error: the run stops (graph)
         except Exception as exc:  # model errors never crash the episode
             return finish(None, f"model error: {type(exc).__name__}: {str(exc)[:160]}")
         return finish(verdict)

@@ -11,6 +11,7 @@ from nightowl.agent.tiers.common import build_prompt, can_afford, charge, count_
 from nightowl.config import Prices
 from nightowl.distill.parser import normalize_action, parse_action
 from nightowl.distill.prompt import PromptBuilder, continuation
+from nightowl.errors import BackendUnavailableError
 from nightowl.ledger.metered import as_metered
 from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
 
@@ -79,8 +80,8 @@ class TeacherTier(Tier):
             )
             try:
                 res = await model.generate(req)
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, BackendUnavailableError):
+                raise  # a dead backend is an infrastructure error: the run stops (graph)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
                 # a failed call may or may not be billed upstream; count the attempt
