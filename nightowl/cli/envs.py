@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nightowl.cli.errors import one_line_errors
+from nightowl.cli.fit import fit
 
 if TYPE_CHECKING:
     from nightowl.envs.base import Environment, Observation
@@ -54,7 +55,7 @@ def list_envs(
         games = str(len(r.games)) if r.games else "-"
         table.add_row(f"{r.name} ({r.feature})", games, *counts, expert, installed)
     console = Console()
-    console.print(table)
+    console.print(fit(table))
     for r in rows:
         if r.games:
             console.print(f"[bold]{r.name}[/]: {escape(', '.join(r.games))}")

@@ -32,6 +32,9 @@ app = typer.Typer(
     "sleep-time compute.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # click's plain help (not rich's option table): option names are never cut at 80
+    # columns and boolean flags read as flags (`--json`), not `--json <bool>`.
+    rich_markup_mode=None,
 )
 
 # One line per subsystem; each module keeps its commands thin.

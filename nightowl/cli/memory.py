@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.cli.fit import fit
+
 memory_app = typer.Typer(
     help="Demo memory: recorded steps, demo episodes, FAISS indexes, retrieval.",
     no_args_is_help=True,
@@ -78,7 +80,7 @@ def stats(
         table.add_column(col)
     for key, info in st.indexes.items():
         table.add_row(key, str(info["rows"]), info["type"], str(info["saved"]), info["last_open"])
-    console.print(table)
+    console.print(fit(table))
 
 
 @memory_app.command("rebuild")
@@ -162,4 +164,4 @@ def search(
         for st in w.steps:
             mark = "*" if st.idx in w.hit_idxs else ""
             table.add_row(f"{mark}{st.idx}", st.actor, st.observation[-300:], st.action)
-        console.print(table)
+        console.print(fit(table))

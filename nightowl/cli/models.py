@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli.errors import one_line_errors
+from nightowl.cli.fit import fit
 from nightowl.errors import NightowlError, UserError
 
 models_app = typer.Typer(
@@ -60,7 +61,7 @@ def list_models(
             r["name"], r["backend"], r["model"], r["where"],
             f"{p['input']:g}", f"{p['cached_input']:g}", f"{p['output']:g}",
         )  # fmt: skip
-    Console().print(table)
+    Console().print(fit(table))
 
 
 def _ledger_recorder(name: str, settings: Any, backend: Any) -> tuple[Any, str]:

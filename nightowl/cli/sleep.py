@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.cli.fit import fit
 from nightowl.errors import UserError
 
 sleep_app = typer.Typer(
@@ -86,7 +87,7 @@ def list_contexts() -> None:
             f"{ranked[ctx.id].priority:.3g}",
             pending[ctx.id].reason if ctx.id in pending else "",
         )
-    console.print(table)
+    console.print(fit(table))
 
 
 @sleep_app.command("run")

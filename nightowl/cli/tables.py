@@ -1,4 +1,4 @@
-"""Rich tables for run summaries, calibration reports and ledger reports."""
+"""Rich tables for run summaries and calibration reports (drawn through `fit`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 from nightowl.app.calibrate import CalibrationReport
 from nightowl.app.runs import RunSummary
 from nightowl.app.showcase import CONFIG_LABELS
+from nightowl.cli.fit import Fitted, fit
 
 
 def fmt_cost(x: float | None) -> str:
@@ -18,7 +19,7 @@ def fmt_cost(x: float | None) -> str:
     return "inf" if x is None or math.isinf(x) else f"${x:.5f}"
 
 
-def summary_table(rows: Sequence[RunSummary], title: str) -> Table:
+def summary_table(rows: Sequence[RunSummary], title: str) -> Fitted:
     """The comparison table of run summaries."""
     t = Table(title=title)
     for col in (
@@ -43,10 +44,10 @@ def summary_table(rows: Sequence[RunSummary], title: str) -> Table:
             f"{r.steps_per_episode:.1f}",
             f"{r.wall_s:.1f}",
         )
-    return t
+    return fit(t)
 
 
-def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Table:
+def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Fitted:
     """Candidate rules cheapest first, the chosen one starred, dev results where played.
 
     By default only the rules worth reading are shown: the predicted cost/success
@@ -103,4 +104,4 @@ def calibration_table(rep: CalibrationReport, *, all_rules: bool = False) -> Tab
                      "(--all-rules shows them; --out writes them all)")
     if notes:
         t.caption = "; ".join(notes)
-    return t
+    return fit(t)

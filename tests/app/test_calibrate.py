@@ -78,6 +78,10 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     assert n_rows == len(rep.candidates)  # --all-rules: every candidate has a row
     shown = sum(1 for line in text.splitlines() if "$" in line)
     assert shown < n_rows and "more candidates off the predicted frontier" in text
+    narrow = Console(record=True, width=80)  # nothing cut at 80 columns
+    narrow.print(calibration_table(rep))
+    text80 = narrow.export_text()
+    assert "…" not in text80 and "x cheaper (needs)" in text80 and " *" in text80
 
 
 async def test_dev_rollouts_escalate_repeats_where_exploring_lost_episodes(monkeypatch):
