@@ -142,13 +142,48 @@ def serve(
     name: Annotated[str, typer.Argument(help="registry name, e.g. smollm2")],
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    keys: Annotated[
+        bool, typer.Option("--keys/--no-keys", help="require bearer keys (`nightowl keys`)")
+    ] = False,
+    insecure_bind: Annotated[
+        bool, typer.Option(help="allow a non-loopback --host without --keys")
+    ] = False,
+    max_concurrency: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
+    key_concurrency: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
+    key_rate: Annotated[str | None, typer.Option(help="per key, e.g. 20/second")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(min=1024, max=1 << 30)] = None,
 ) -> None:
-    """Serve a registry model over the OpenAI protocol (/v1/chat/completions, ...)."""
+    """Serve a registry model over the OpenAI protocol (/v1/chat/completions, ...).
+
+    Limits not given as flags come from NIGHTOWL_SERVE_* settings (docs/servers.md).
+    """
     from nightowl.config import load_settings
     from nightowl.llm.registry import build_backend
     from nightowl.llm.serve import run_server
+    from nightowl.llm.serve_limits import check_bind, load_limits
 
     with one_line_errors():
-        backend = build_backend(name, load_settings())
+        check_bind(host, has_keys=keys, insecure=insecure_bind)
+        limits = load_limits(
+            max_concurrency=max_concurrency, key_concurrency=key_concurrency,
+            key_rate=key_rate, max_body_bytes=max_body_bytes,
+        )  # fmt: skip
+        settings = load_settings()
+        authenticate = _key_authenticator(settings) if keys else None
+        backend = build_backend(name, settings)
         typer.echo(f"serving {name!r} at http://{host}:{port}/v1", err=True)
-        run_server(backend, host=host, port=port)
+        run_server(backend, host=host, port=port, limits=limits, authenticate=authenticate)
+
+
+def _key_authenticator(settings: Any) -> Any:
+    """A key check (token -> key id, tenant) over the key store of `nightowl keys`."""
+    from nightowl.chat import KeyStore
+    from nightowl.storage import open_db
+
+    store = KeyStore(open_db(settings))
+
+    def authenticate(token: str) -> tuple[str, str] | None:
+        key = store.authenticate(token)
+        return None if key is None else (key.id, key.tenant)
+
+    return authenticate

@@ -22,23 +22,43 @@ def serve(
     oracle: Annotated[Path | None, typer.Option(help="JSON {question: answer} oracle")] = None,
     n: Annotated[int, typer.Option(min=1, max=16, help="student samples per turn")] = 3,
     tau: Annotated[float, typer.Option(min=0.0, max=1.01, help="agreement to accept")] = 0.67,
-    max_tokens: Annotated[int, typer.Option(min=1, help="default reply tokens")] = 192,
+    max_tokens: Annotated[int, typer.Option(min=1, max=32_768, help="default reply tokens")] = 192,
     demos: Annotated[bool, typer.Option(help="keep teacher replies as tenant demos")] = True,
     sleep: Annotated[bool, typer.Option(help="rethink idle threads in the background")] = False,
-    sleep_idle_s: Annotated[float, typer.Option(min=0.0)] = 30.0,
-    thread_budget: Annotated[float | None, typer.Option(help="USD budget per thread")] = None,
+    sleep_idle_s: Annotated[float, typer.Option(min=0.0, max=86_400.0)] = 30.0,
+    thread_budget: Annotated[
+        float | None, typer.Option(min=0.0, max=1e6, help="USD budget per thread")
+    ] = None,
     auth: Annotated[bool, typer.Option(help="require bearer API keys")] = True,
-    max_concurrency: Annotated[int, typer.Option(min=1)] = 8,
-    max_body_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
-    max_prompt_chars: Annotated[int, typer.Option(min=100)] = 32_000,
+    insecure_bind: Annotated[
+        bool, typer.Option(help="allow --no-auth on a non-loopback --host")
+    ] = False,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, max=4096, help="in flight, whole server")
+    ] = None,
+    key_concurrency: Annotated[
+        int | None, typer.Option(min=1, max=4096, help="in flight per key")
+    ] = None,
+    key_rate: Annotated[str | None, typer.Option(help="per key, e.g. 20/second")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(min=1024, max=1 << 30)] = None,
+    max_prompt_chars: Annotated[int | None, typer.Option(min=100, max=10_000_000)] = None,
 ) -> None:
-    """Serve the chat cascade at /v1/chat/completions (+ /v1/models, /health, /metrics)."""
+    """Serve the chat cascade at /v1/chat/completions (+ /v1/models, /health, /metrics).
+
+    Limits not given as flags come from NIGHTOWL_SERVE_* settings (docs/servers.md).
+    """
     with one_line_errors():
         from nightowl.chat import AssistantConfig
         from nightowl.config import load_settings
+        from nightowl.llm.serve_limits import check_bind, load_limits
         from nightowl.server import build_app
         from nightowl.server.service import ServerConfig
 
+        check_bind(host, has_keys=auth, insecure=insecure_bind)
+        limits = load_limits(
+            max_concurrency=max_concurrency, key_concurrency=key_concurrency,
+            key_rate=key_rate, max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars,
+        )  # fmt: skip
         settings = load_settings()
         rethink_queue = None
         if sleep and settings.broker_url:  # idle threads are rethought by `nightowl worker`s
@@ -62,12 +82,7 @@ def serve(
                 sleep_idle_s=sleep_idle_s,
                 thread_budget_usd=thread_budget,
             ),
-            ServerConfig(
-                require_key=auth,
-                max_concurrency=max_concurrency,
-                max_body_bytes=max_body_bytes,
-                max_prompt_chars=max_prompt_chars,
-            ),
+            ServerConfig(require_key=auth, limits=limits),
             oracle_path=oracle,
             rethink_queue=rethink_queue,
         )
@@ -81,7 +96,9 @@ def serve(
 def create(
     name: Annotated[str, typer.Argument(help="a label for the key")],
     tenant: Annotated[str | None, typer.Option(help="namespace for threads and demos")] = None,
-    budget: Annotated[float | None, typer.Option(help="USD budget of the key")] = None,
+    budget: Annotated[
+        float | None, typer.Option(min=0.0, max=1e6, help="USD budget of the key")
+    ] = None,
 ) -> None:
     """Create a key; prints it once (only its hash is stored)."""
     with one_line_errors():

@@ -30,12 +30,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from nightowl.errors import ModelError, UserError
+from nightowl.errors import UserError
 from nightowl.llm.base import (
     ChatMessage,
     Completion,
@@ -44,6 +43,8 @@ from nightowl.llm.base import (
     ModelBackend,
     Usage,
 )
+from nightowl.llm.serve_guard import Authenticator, install_guards
+from nightowl.llm.serve_limits import ServeLimits, bounded
 
 
 class PromptTooLongError(UserError):
@@ -100,6 +101,10 @@ class CompletionBody(_Constrained):
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
 
+    def prompt_chars(self) -> int:
+        """Characters of all prompts together (for the prompt-size bound)."""
+        return len(self.prompt) if isinstance(self.prompt, str) else sum(map(len, self.prompt))
+
 
 class ContentPart(BaseModel):
     """One part of a message's content list; only ``text`` parts can be served."""
@@ -133,6 +138,14 @@ class ChatTurn(BaseModel):
                 )
             texts.append(part.text)
         return "\n".join(texts)
+
+    def chars(self) -> int:
+        """Characters of text in this message (for the prompt-size bound)."""
+        if self.content is None:
+            return 0
+        if isinstance(self.content, str):
+            return len(self.content)
+        return sum(len(p.text or "") for p in self.content)
 
     def chat_message(self) -> ChatMessage:
         """As a backend `ChatMessage` (``developer`` is treated as ``system``)."""
@@ -177,6 +190,10 @@ class ChatBody(_Constrained):
         """The messages as backend `ChatMessage`s."""
         return tuple(t.chat_message() for t in self.messages)
 
+    def prompt_chars(self) -> int:
+        """Characters of all messages together (for the prompt-size bound)."""
+        return sum(t.chars() for t in self.messages)
+
 
 def _usage(u: Usage) -> dict[str, Any]:
     return {
@@ -185,12 +202,6 @@ def _usage(u: Usage) -> dict[str, Any]:
         "total_tokens": u.total_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
     }
-
-
-def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"error": {"message": message, "type": kind, "code": status}}
-    )
 
 
 def check_prompt_fits(backend: ModelBackend, request: GenerationRequest) -> int | None:
@@ -280,40 +291,31 @@ def sse_response(events: list[str]) -> StreamingResponse:
 # -- the app ------------------------------------------------------------------------
 
 
-def create_app(backend: ModelBackend, *, served_name: str | None = None) -> FastAPI:
-    """A FastAPI app serving ``backend`` under the model id ``served_name``."""
+def create_app(
+    backend: ModelBackend,
+    *,
+    served_name: str | None = None,
+    limits: ServeLimits | None = None,
+    authenticate: Authenticator | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``backend`` under the model id ``served_name``.
+
+    ``limits`` bound every request (default: `ServeLimits` from the environment);
+    ``authenticate`` (token -> (key id, tenant) or None) makes bearer keys required.
+    """
     name = served_name or backend.name
+    limits = limits or ServeLimits()
     app = FastAPI(title=f"nightowl: {name}", version="1")
     app.state.backend = backend
+    guard = install_guards(app, limits, authenticate)
+    chat_body = bounded(ChatBody, limits)
+    completion_body = bounded(CompletionBody, limits)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(
-            400, f"invalid request at {where}: {first.get('msg')}", "invalid_request_error"
-        )
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "in_flight": app.state.admission.in_flight}
 
-    @app.exception_handler(ValueError)
-    async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:
-        return _error(400, str(exc), "invalid_request_error")
-
-    @app.exception_handler(UserError)
-    async def _user(_: Request, exc: UserError) -> JSONResponse:
-        return _error(400, str(exc), "invalid_request_error")
-
-    @app.exception_handler(NotImplementedError)
-    async def _unsupported(_: Request, exc: NotImplementedError) -> JSONResponse:
-        return _error(400, str(exc) or "not supported by this backend", "invalid_request_error")
-
-    @app.exception_handler(ModelError)
-    async def _model(_: Request, exc: ModelError) -> JSONResponse:
-        unsupported = "does not support" in str(exc)
-        status = 400 if unsupported else (exc.status or 500)
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return _error(status, str(exc), kind)
-
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(guard)])
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
@@ -324,7 +326,6 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
         if requested is not None and requested != name:
             raise UserError(f"model {requested!r} is not served here; this server has {name!r}")
 
-    @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatBody) -> dict[str, Any] | StreamingResponse:
         _check_model(body.model)
         body.refuse_unsupported(name)
@@ -369,12 +370,11 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
             "usage": _usage(result.usage),
         }
 
-    @app.post("/v1/completions")
     async def completions(body: CompletionBody) -> dict[str, Any]:
         _check_model(body.model)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
-            raise ValueError("prompt must not be empty")
+            raise UserError("prompt must not be empty")
         choices: list[dict[str, Any]] = []
         usage = Usage()
         for prompt in prompts:
@@ -406,6 +406,11 @@ def create_app(backend: ModelBackend, *, served_name: str | None = None) -> Fast
             "usage": _usage(usage),
         }
 
+    # The routes take the bounded body models (their schema shows the limits).
+    chat.__annotations__["body"] = chat_body
+    completions.__annotations__["body"] = completion_body
+    app.post("/v1/chat/completions", response_model=None, dependencies=[Depends(guard)])(chat)
+    app.post("/v1/completions", dependencies=[Depends(guard)])(completions)
     return app
 
 
@@ -477,9 +482,16 @@ def _completion_choice(
 
 
 def run_server(
-    backend: ModelBackend, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+    backend: ModelBackend,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    limits: ServeLimits | None = None,
+    authenticate: Authenticator | None = None,
 ) -> None:
     """Serve ``backend`` until interrupted (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(backend), host=host, port=port, log_level=log_level)
+    app = create_app(backend, limits=limits, authenticate=authenticate)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

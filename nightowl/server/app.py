@@ -1,10 +1,13 @@
 """`nightowl serve`: the FastAPI app (thin routes; logic in `ChatService`).
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models`` (bearer key required unless
-disabled), ``GET /health``, ``GET /metrics`` (Prometheus text). Every error is the
-OpenAI shape ``{"error": {"message", "type", "code"}}`` with a one-line message:
-400 bad input or unsupported field, 401 bad key, 402 budget spent, 404 unknown model,
-413 body too large, 429 busy (with Retry-After), 5xx only for server-side failures.
+disabled), ``GET /health``, ``GET /metrics`` (Prometheus text; a key is required too
+unless ``NIGHTOWL_SERVE_METRICS_PUBLIC=1``). Every error is the OpenAI shape
+``{"error": {"message", "type", "code"}}`` with a one-line message: 400 bad input or
+unsupported field or over a bound, 401 bad key, 402 budget spent, 404 unknown model,
+413 body too large, 429 over a rate or concurrency limit (with Retry-After), 5xx only
+for server-side failures, and then with a generic message naming an error id that the
+server log has with the traceback (no internal message or path reaches the client).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nightowl.errors import BudgetExceededError, NightowlError, StoreError, UserError
 from nightowl.llm.serve import sse_response
+from nightowl.llm.serve_guard import validation_message
+from nightowl.llm.serve_limits import internal_error, public_message
 from nightowl.server.metrics import Metrics
-from nightowl.server.protocol import ChatCompletionRequest
 from nightowl.server.service import (
     AuthError,
     ChatService,
@@ -47,33 +51,29 @@ _STATUS: list[tuple[type[BaseException], int, str]] = [
 ]
 
 
-def one_line(text: str) -> str:
-    """First line of a message, trimmed (error bodies stay one line)."""
-    return (text.strip().splitlines() or [""])[0][:500]
+def error_response(exc: BaseException, retry_after: int = 2, where: str = "") -> JSONResponse:
+    """The OpenAI-shaped error for ``exc``.
 
-
-def error_response(exc: BaseException, retry_after: int = 2) -> JSONResponse:
-    """The OpenAI-shaped error for ``exc``."""
+    4xx messages are the error's first line with file paths replaced; a 5xx says only
+    "internal server error" with an error id, logged with the traceback (`internal_error`).
+    """
     status, kind = 500, "server_error"
     for cls, code, name in _STATUS:
         if isinstance(exc, cls):
             status, kind = code, name
             break
-    message = one_line(str(exc)) or type(exc).__name__
-    headers = {"Retry-After": str(retry_after)} if status == 429 else None
+    if status >= 500:
+        message = internal_error(exc, where or "nightowl serve")
+    else:
+        message = public_message(str(exc)) or type(exc).__name__
+    headers = None
+    if status == 429:
+        headers = {"Retry-After": str(getattr(exc, "retry_after_s", retry_after))}
     return JSONResponse(
         status_code=status,
         headers=headers,
         content={"error": {"message": message, "type": kind, "code": status}},
     )
-
-
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    if first.get("type") == "json_invalid":
-        return f"malformed JSON body: {first.get('msg')}"
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return f"invalid request at {where or 'body'}: {first.get('msg')}"
 
 
 class CountRequests:
@@ -110,7 +110,7 @@ class CountRequests:
         except Exception as exc:  # noqa: BLE001 - last resort: one-line 500, keep serving
             if sent:
                 raise
-            response = error_response(exc, self.retry_after)
+            response = error_response(exc, self.retry_after, str(scope.get("path", "")))
             status = response.status_code
             await response(scope, receive, send)
         finally:
@@ -130,42 +130,54 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
 
     app = FastAPI(title="nightowl serve", version="1", lifespan=lifespan)
     app.state.service = service
-    limit = service.config.retry_after_s
+    limits = service.config.limits
+    limit = limits.retry_after_s
 
     app.add_middleware(CountRequests, metrics=service.metrics, retry_after=limit)
+
+    def client(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "in_flight": service.metrics.in_flight}
 
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
+    @app.get("/metrics", response_model=None)
+    async def metrics(request: Request) -> Response:
+        if not limits.metrics_public:
+            try:
+                await service.authenticate(request.headers.get("authorization"), rate=False)
+            except NightowlError as exc:
+                return error_response(exc, limit, "/metrics")
         return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", response_model=None)
     async def models(request: Request) -> JSONResponse | dict[str, Any]:
         try:
-            await service.authenticate(request.headers.get("authorization"))
+            await service.authenticate(request.headers.get("authorization"),
+                                       client=client(request))  # fmt: skip
         except NightowlError as exc:
-            return error_response(exc, limit)
+            return error_response(exc, limit, "/v1/models")
         return service.model_list().model_dump()
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None,
+              openapi_extra=_body_schema(app, service.request_model))  # fmt: skip
     async def chat(request: Request) -> Response | dict[str, Any]:
         try:
-            key = await service.authenticate(request.headers.get("authorization"))
+            key = await service.authenticate(request.headers.get("authorization"),
+                                             client=client(request))  # fmt: skip
             declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > service.config.max_body_bytes:
+            if declared and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
                 raise TooLargeError(
                     f"request body of {declared} bytes is over the "
-                    f"{service.config.max_body_bytes}-byte limit"
+                    f"{limits.max_body_bytes}-byte limit"
                 )
-            raw = await _read_limited(request, service.config.max_body_bytes)
+            raw = await _read_limited(request, limits.max_body_bytes)
             try:
-                body = ChatCompletionRequest.model_validate_json(raw)
+                body = service.request_model.model_validate_json(raw)
             except ValidationError as exc:
-                raise UserError(_validation_message(exc)) from None
-            async with service.admitted():
+                raise UserError(validation_message(list(exc.errors()))) from None
+            async with service.admitted(key, client(request)):
                 answer = await service.complete(
                     body,
                     key=key,
@@ -175,12 +187,34 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
         except (NightowlError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return error_response(exc, limit)
+            return error_response(exc, limit, "/v1/chat/completions")
         if answer.events is not None:
             return sse_response(answer.events)
         return JSONResponse(answer.json)
 
     return app
+
+
+def _body_schema(app: FastAPI, model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` publishing ``model`` as the JSON body of a route that reads raw.
+
+    The chat route reads the body itself (to stop at the size limit), so FastAPI cannot
+    see its model; this puts the model's schema, bounds included, into the OpenAPI
+    document (nested models under ``components/schemas``) for clients and fuzzers.
+    """
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = build()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}
+    }
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -79,6 +79,10 @@ class ChatCompletionRequest(BaseModel):
             raise UserError("at most 4 stop sequences")
         return stops
 
+    def prompt_chars(self) -> int:
+        """Characters of all messages together (the prompt-size bound checks it)."""
+        return sum(t.chars() for t in self.messages)
+
     def chat_messages(self) -> list[ChatMessage]:
         """The messages as `ChatMessage`s (content parts joined; images refused)."""
         return [t.chat_message() for t in self.messages]

@@ -1,10 +1,13 @@
 """`ChatService`: the logic behind `nightowl serve`'s routes.
 
-It authenticates bearer keys (sha256 lookup in SQL, in a worker thread), admits
-requests under a concurrency limit (over it: `OverloadedError`, a 429 with
-Retry-After), checks the prompt size, maps model names to cascade modes, runs the
-`Assistant` and renders OpenAI responses (JSON or SSE chunks) with the nightowl
-extension. Routes in `nightowl.server.app` only parse and call it.
+It authenticates bearer keys (sha256 lookup in SQL, in a worker thread) after a
+per-key rate check on the token's hash, admits requests under per-key, per-tenant and
+server-wide concurrency limits and a per-tenant rate (over any: `OverloadedError`, a
+429 with Retry-After), maps model names to cascade modes, runs the `Assistant` and
+renders OpenAI responses (JSON or SSE chunks) with the nightowl extension. The request
+bounds (``n``, ``max_tokens``, messages, prompt size) are in the body model that
+`request_model` builds from `ServeLimits`. Routes in `nightowl.server.app` only parse
+and call it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from nightowl.chat.cascade import Mode
 from nightowl.errors import NightowlError, UnknownNameError, UserError
 from nightowl.llm.base import Completion, FinishReason, GenerationResult, Usage
 from nightowl.llm.serve import chunk_events
+from nightowl.llm.serve_guard import AuthError, TooLargeError, bearer, token_digest
+from nightowl.llm.serve_limits import Admission, OverloadedError, ServeLimits, bounded
 from nightowl.server.metrics import Metrics
 from nightowl.server.protocol import (
     CASCADE_MODEL,
@@ -43,23 +48,11 @@ class ServerConfig(BaseModel):
     """Limits and access rules of the server."""
 
     require_key: bool = True
-    max_body_bytes: int = Field(1_000_000, ge=1024)
-    max_prompt_chars: int = Field(32_000, ge=100)
-    max_concurrency: int = Field(8, ge=1)
-    retry_after_s: int = Field(2, ge=1)
     tenant: str = Field("default", description="tenant when keys are not required")
+    limits: ServeLimits = Field(default_factory=ServeLimits)
 
 
-class AuthError(NightowlError):
-    """Missing or invalid API key (401)."""
-
-
-class OverloadedError(NightowlError):
-    """Too many requests in flight (429 + Retry-After)."""
-
-
-class TooLargeError(NightowlError):
-    """Request body over the limit (413)."""
+__all__ = ["AuthError", "ChatService", "OverloadedError", "ServerConfig", "TooLargeError"]
 
 
 class ModelNotFoundError(UnknownNameError):
@@ -85,38 +78,48 @@ class ChatService:
         self.assistant = assistant
         self.config = config
         self.metrics = Metrics()
-        self._inflight = 0
+        self.admission = Admission(config.limits)
+        self.request_model = bounded(ChatCompletionRequest, config.limits)
         self.models: dict[str, Mode] = {CASCADE_MODEL: "cascade", "nightowl-student": "student"}
         if has_teacher:
             self.models["nightowl-teacher"] = "teacher"
 
     # --- access --------------------------------------------------------------------------
-    async def authenticate(self, authorization: str | None) -> ApiKey | None:
-        """The key of a ``Bearer`` header (None when keys are not required)."""
+    async def authenticate(
+        self, authorization: str | None, *, client: str = "unknown", rate: bool = True
+    ) -> ApiKey | None:
+        """The key of a ``Bearer`` header (None when keys are not required).
+
+        With ``rate``, one request is counted against the key's rate before the SQL
+        lookup (by the token's hash; by the client address when keys are off) and
+        against its tenant's rate after it.
+        """
         if not self.config.require_key:
+            if rate:
+                self.admission.check_rate(f"client:{client}")
+                self.admission.check_tenant_rate(self.config.tenant)
             return None
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-        key = await asyncio.to_thread(self.assistant.keys.authenticate, authorization[7:].strip())
+        token = bearer(authorization)
+        if rate:
+            self.admission.check_rate(token_digest(token))
+        key = await asyncio.to_thread(self.assistant.keys.authenticate, token)
         if key is None:
             raise AuthError("invalid or revoked API key")
+        if rate:
+            self.admission.check_tenant_rate(key.tenant)
         return key
 
     @asynccontextmanager
-    async def admitted(self):  # type: ignore[no-untyped-def]
-        """Hold one of ``max_concurrency`` slots, or raise `OverloadedError` at once."""
-        if self._inflight >= self.config.max_concurrency:
-            raise OverloadedError(
-                f"server busy: {self._inflight} requests in flight (limit "
-                f"{self.config.max_concurrency}); retry after {self.config.retry_after_s}s"
-            )
-        self._inflight += 1
-        self.metrics.in_flight = self._inflight
-        try:
-            yield
-        finally:
-            self._inflight -= 1
-            self.metrics.in_flight = self._inflight
+    async def admitted(self, key: ApiKey | None, client: str = "unknown"):  # type: ignore[no-untyped-def]
+        """Hold a per-key, per-tenant and server slot, or raise `OverloadedError` at once."""
+        who = key.id if key is not None else f"client:{client}"
+        tenant = key.tenant if key is not None else self.config.tenant
+        with self.admission.slot(who, tenant):
+            self.metrics.in_flight = self.admission.in_flight
+            try:
+                yield
+            finally:
+                self.metrics.in_flight = self.admission.in_flight - 1
 
     def model_list(self) -> ModelList:
         """The cascade and its tiers as model names."""
@@ -137,12 +140,6 @@ class ChatService:
             raise ModelNotFoundError("model", body.model, sorted(self.models))
         body.refuse_unsupported()
         messages = body.chat_messages()
-        size = sum(len(m.content) for m in messages)
-        if size > self.config.max_prompt_chars:
-            raise UserError(
-                f"prompt has {size} characters; this server accepts at most "
-                f"{self.config.max_prompt_chars}"
-            )
         thread = body.thread_id(thread_header)
         if thread is not None and body.n > 1:
             raise UserError("n > 1 cannot be combined with a thread (a thread has one history)")

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nightowl.errors import ConfigError
@@ -74,8 +74,23 @@ class SleepSettings(BaseSettings):
     visibility_timeout_s: int = Field(
         3600, ge=1, description="Redis visibility timeout; must exceed the longest job"
     )
+    task_soft_time_limit_s: float = Field(
+        1800.0, gt=0, description="every worker task: SoftTimeLimitExceeded after this long"
+    )
+    task_time_limit_s: float = Field(
+        1900.0, gt=0, description="every worker task: its process is killed after this long"
+    )
     max_retries: int = Field(3, ge=0, description="retries of a failing job (busy never counts)")
     scan_interval_s: float = Field(60.0, ge=1, description="beat: how often to look for work")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> SleepSettings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError(
+                "task_soft_time_limit_s must be below task_time_limit_s (the soft limit "
+                "lets a task clean up before the hard one kills it)"
+            )
+        return self
 
     def generator(self, **overrides: object) -> GeneratorConfig:
         """The generator config these settings describe (with overrides)."""

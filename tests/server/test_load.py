@@ -44,7 +44,8 @@ def test_200_requests_at_concurrency_16(tmp_path: Path) -> None:
     env = {**os.environ, "NIGHTOWL_HOME": str(tmp_path), **FAKE_ENV}
     server = start_server(
         ["serve", "--student", "fake", "--no-auth", "--no-demos", "--n", "3",
-         "--max-concurrency", "8"], tmp_path / "server.log", env=env, ready="/health",
+         "--max-concurrency", "8", "--key-concurrency", "8", "--key-rate", "10000/second"],
+        tmp_path / "server.log", env=env, ready="/health",
     )
     try:
         results = asyncio.run(fire(server.url, 200, 16))

@@ -93,7 +93,7 @@ async def test_async_client_concurrent(models_server: ServerProcess) -> None:
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]},
             "image_url",
         ),
-        ({"messages": [{"role": "user", "content": "word " * 9000}]}, "context"),
+        ({"messages": [{"role": "user", "content": "x " * 9500}]}, "context"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
         ({"model": "gpt-9"}, "not served"),
     ],

@@ -188,7 +188,8 @@ def test_concurrency_limit_gives_429_with_retry_after(served: Served) -> None:
     busy = next(r for r in asyncio.run(go()) if r.status_code == 429)
     assert busy.headers["retry-after"] == "2"
     base = served.url.removesuffix("/v1")
-    metrics = httpx.get(f"{base}/metrics").text
+    assert httpx.get(f"{base}/metrics").status_code == 401  # behind a key unless public
+    metrics = httpx.get(f"{base}/metrics", headers=served.headers()).text
     assert 'nightowl_requests_total{status="429"}' in metrics
     assert 'nightowl_replies_total{tier="student"}' in metrics
     assert "nightowl_request_latency_seconds_bucket" in metrics

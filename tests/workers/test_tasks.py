@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from nightowl.config import get_settings
 from nightowl.workers.app import QUEUES, ROUTES, LearnPayload, create_app
+from nightowl.workers.guards import MalformedMessage
 from nightowl.workers.tasks import learn_context, rebuild_index
 
 
@@ -26,7 +26,7 @@ def test_index_rebuild_task_rebuilds_from_sql(
 
 
 def test_payloads_are_validated() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(MalformedMessage):  # rejected without requeue, never retried
         learn_context.run({"config": {"max_rounds": 0}})
     job = LearnPayload.model_validate({"context_id": "abc", "config": {"model": "m"}})
     assert job.config is not None and job.config.model == "m" and job.deferrals == 0
