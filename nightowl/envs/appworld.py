@@ -5,8 +5,9 @@ nightowl's core, so it lives in its own virtual environment (``scripts/install-e
 puts it at ``<venv>/extras/appworld``) and runs in a worker process
 (`nightowl.envs.appworld_tasks.worker`). The worker loads the apps once (in-memory
 SQLite, ~20-60 s), keeps a snapshot of the base world and restores it per task
-(milliseconds). The process boundary is also the sandbox boundary: agent code runs
-there with a time limit, in a namespace holding only ``apis`` and safe builtins.
+(milliseconds). Agent code does not run in the worker: each episode gets a sandboxed
+interpreter (`nightowl.sandbox`: bubblewrap namespaces, an unprivileged user, rlimits, a
+time limit that kills its process group) whose ``apis`` calls the worker checks and runs.
 
 Tasks come from nightowl's pack (`nightowl.envs.appworld_tasks.pack`, 21 tasks over
 simple_note, todoist, venmo and spotify): ``appworld/<task>/<split>/0``. When AppWorld's
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -54,6 +56,7 @@ from nightowl.envs.base import (
 from nightowl.envs.registry import format_task_id, parse_task_id
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
+log = logging.getLogger(__name__)
 WORKER = Path(__file__).with_name("appworld_tasks") / "worker.py"
 LOAD_TIMEOUT_S = 600.0
 #: nightowl split -> AppWorld dataset, for the official tasks
@@ -122,6 +125,8 @@ class Worker:
             )
         self.ready = self._read(LOAD_TIMEOUT_S)
         self.load_seconds = time.perf_counter() - t0
+        if self.ready and self.ready.get("sandbox_warning"):
+            log.warning("appworld: %s", self.ready["sandbox_warning"])
         if not self.ready or not self.ready.get("ready"):
             tail = self.stderr_path.read_text(errors="replace")[-1500:]
             self.kill()

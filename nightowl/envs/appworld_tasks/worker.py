@@ -3,17 +3,17 @@
 Runs in the AppWorld interpreter (stdlib + appworld only). Protocol: one JSON request
 per line on stdin, one JSON reply per line on the original stdout (the apps' own prints
 go to stderr). Requests: ``{"op": "reset", "task": name}``, ``{"op": "exec", "code": str,
-"timeout": s}``, ``{"op": "ping"}``. Agent code runs in a restricted namespace: only
-``apis`` (the loaded apps' APIs, nothing else of AppWorld) and safe builtins; imports,
-dunder/private attribute access and file/network builtins are refused with feedback.
+"timeout": s}``, ``{"op": "ping"}``. Agent code never runs in this process: each episode
+gets a sandboxed interpreter (`nightowl/sandbox/runner.py`, loaded by path: bubblewrap or
+the uid-drop fallback, see docs/sandbox.md) whose namespace holds only ``apis`` and safe
+builtins; its ``apis.<app>.<api>(...)`` calls come back here over a pipe, are checked
+against the apps' public API names and run on the app state, which stays in this process
+with the reference solutions. The AST filter (imports, private names) runs first.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
-import contextlib
-import io
+import importlib.util
 import json
 import os
 import signal
@@ -22,37 +22,26 @@ import sys
 import time
 import traceback
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pack  # noqa: E402
 
-SAFE_BUILTIN_NAMES = (
-    "abs all any bool dict enumerate filter float format int isinstance len list map max min "
-    "next print range repr reversed round set slice sorted str sum tuple zip True False None "
-    "Exception KeyError ValueError TypeError IndexError AttributeError StopIteration"
-).split()
-SAFE_BUILTINS = {n: getattr(builtins, n) for n in SAFE_BUILTIN_NAMES}
-MAX_OUTPUT = 4000
+
+def _load_sandbox() -> Any:
+    """`nightowl.sandbox.runner`, loaded by path (this interpreter has no nightowl)."""
+    path = Path(__file__).resolve().parents[2] / "sandbox" / "runner.py"
+    spec = importlib.util.spec_from_file_location("nightowl_sandbox_runner", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
-class Refused(Exception):
-    """Code that the sandbox does not run."""
-
-
-def check_code(code: str) -> ast.Module:
-    """Parse agent code and refuse imports and private/dunder access."""
-    tree = ast.parse(code, mode="exec")
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            raise Refused("imports are not allowed; use the `apis` object only")
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            raise Refused(f"access to private attribute {node.attr!r} is not allowed")
-        if isinstance(node, ast.Name) and node.id.startswith("__"):
-            raise Refused(f"access to {node.id!r} is not allowed")
-        if isinstance(node, ast.Global | ast.Nonlocal):
-            raise Refused("global/nonlocal are not allowed")
-    return tree
+sandbox = _load_sandbox()
+MAX_OUTPUT = sandbox.MAX_OUTPUT
 
 
 class AppProxy:
@@ -110,8 +99,10 @@ class World:
         pack.build_world(self.models)
         self.base = self._save()
         self.apis = ApisProxy(self.real_apis, [*apps, "supervisor"])
+        self.api_names = {a: dir(getattr(self.apis, a)) for a in [*apps, "supervisor"]}
+        self.sandbox = sandbox.Sandbox()
+        self.session: Any = None
         self.task: pack.PackTask | None = None
-        self.ns: dict = {}
         self._total = 0  # sqlite total_changes at the last data check
         self._digest = 0  # app-data hash at the last data check
 
@@ -160,7 +151,10 @@ class World:
         sup.Task.create_save(
             supervisor_id=sup.Supervisor.all()[0].id, instruction=self.task.instruction
         )
-        self.ns = {"apis": self.apis, "__builtins__": SAFE_BUILTINS}
+        if self.session is not None:
+            self.session.close()  # nothing of the previous episode survives
+        self.session = self.sandbox.session(handler=self.call_api, apps=self.api_names)
+        self.session.start()
         self._total = sum(c.total_changes for c in self._conns().values())
         self._digest = self.digest()
         return {
@@ -169,45 +163,22 @@ class World:
             "supervisor": pack.SUPERVISOR,
         }
 
+    def call_api(self, app: str, api: str, args: list, kwargs: dict) -> object:
+        """An API call from the sandbox (names already checked against `api_names`)."""
+        return getattr(getattr(self.apis, app), api)(*args, **kwargs)
+
     def exec(self, code: str, timeout: float) -> dict:
-        """Run agent code with a time limit; report output, errors and task status."""
-        out = io.StringIO()
-        error = None
-        refused = False
-        try:
-            tree = check_code(code)
-            compiled = compile(tree, "<agent>", "exec")
-
-            def on_alarm(*_: object) -> None:
-                raise TimeoutError(f"execution exceeded the {timeout:g} s time limit")
-
-            signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            try:
-                with contextlib.redirect_stdout(out):
-                    exec(compiled, self.ns)  # noqa: S102 - restricted namespace, checked AST
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except Refused as exc:
-            refused, error = True, f"Refused: {exc}"
-        except SyntaxError as exc:
-            refused, error = True, f"SyntaxError: {exc.msg} (line {exc.lineno})"
-        except BaseException as exc:  # noqa: BLE001 - agent code may raise anything
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                error = f"{type(exc).__name__} is not allowed"
-            else:
-                tb = traceback.format_exception_only(type(exc), exc)
-                error = "Execution failed: " + "".join(tb).strip()
-        text = out.getvalue()
-        if error:
-            text = (text + "\n" if text else "") + error
-        if len(text) > MAX_OUTPUT:
-            text = text[:MAX_OUTPUT] + f"\n... ({len(text) - MAX_OUTPUT} more characters)"
+        """Run agent code in the sandbox; report output, errors and task status."""
+        if self.session is None:
+            raise RuntimeError("exec before reset")
+        res = self.session.run(code, timeout)
+        text, error, refused = res.output, res.error, res.refused
         completed, won, reason, answer = self.status()
         return {
             "output": text or "Execution successful.",
             "error": error,
             "refused": refused,
+            "sandbox_s": res.seconds,
             "changed": self.data_changed(),
             "completed": completed,
             "won": won,
@@ -290,7 +261,10 @@ def main() -> None:
     sys.stdout = sys.stderr
     t0 = time.perf_counter()
     world: World | OfficialWorld = OfficialWorld() if "--official" in sys.argv else World()
-    proto.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0}) + "\n")
+    ready = {"ready": True, "load_s": time.perf_counter() - t0}
+    if isinstance(world, World):
+        ready.update(sandbox=world.sandbox.mode, sandbox_warning=world.sandbox.warning)
+    proto.write(json.dumps(ready) + "\n")
     for line in sys.stdin:
         try:
             req = json.loads(line)
