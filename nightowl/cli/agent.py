@@ -6,6 +6,7 @@ Each command parses its options, calls one use case in `nightowl.app`, and rende
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
+#: progress and notes when stdout carries --json
+err_console = Console(stderr=True)
+JSON = typer.Option(False, "--json", help="print the result as JSON (progress goes to stderr)")
 
 
 def _settings(threads: int | None = None) -> Settings:
@@ -91,6 +95,11 @@ def demo(
     exit_on_errors(exit_line(sink.errors))
 
 
+def _ui(as_json: bool) -> Console:
+    """Where progress and notes go: stderr when stdout carries JSON."""
+    return err_console if as_json else console
+
+
 def collect(
     env: str = opt.ENV,
     teacher: str = opt.TEACHER,
@@ -99,6 +108,7 @@ def collect(
     game: str = opt.GAME,
     max_steps: int = opt.MAX_STEPS,
     concurrency: int = opt.CONCURRENCY,
+    as_json: bool = JSON,
 ) -> None:
     """The teacher solves tasks concurrently; successful episodes become demos."""
     from nightowl.app import CollectRequest, Nightowl, collect_demos
@@ -106,8 +116,12 @@ def collect(
 
     req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
                          game=game or None, max_steps=max_steps, concurrency=concurrency)
-    with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
+    with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
         res = asyncio.run(collect_demos(app, req, progress=sink))
+    if as_json:
+        typer.echo(res.model_dump_json(indent=2))
+        exit_on_errors(exit_line(sink.errors))
+        return
     console.print(
         f"run {res.run_id}: {res.successes}/{res.episodes} successful, {res.demos_added} demos "
         f"added, collection cost ${res.collection_cost:.5f}"
@@ -146,6 +160,7 @@ def run(
     max_wall: float = typer.Option(
         0.0, min=0.0, help="wall seconds per episode, then it ends as a loss (0 = unlimited)"
     ),
+    as_json: bool = JSON,
 ) -> None:
     """Run a ladder over tasks as one ledger run (resumable; or spread over workers)."""
     from nightowl.agent.budget import EpisodeBudget
@@ -182,14 +197,22 @@ def run(
         with Nightowl.open(settings) as app:
             queue = CeleryQueue()
             run_id = start_distributed_run(app, spec, queue)
-            console.print(f"run {run_id}: {len(spec.task_ids)} episodes enqueued on "
-                          f"'episodes'; follow it with `nightowl report {run_id}`")
+            if as_json:
+                typer.echo(json.dumps({"run_id": run_id, "enqueued": len(spec.task_ids)}))
+            else:
+                console.print(f"run {run_id}: {len(spec.task_ids)} episodes enqueued on "
+                              f"'episodes'; follow it with `nightowl report {run_id}`")
             if watch:
                 _watch(app, run_id, queue)
         return
-    with Nightowl.open(settings) as app, rich_progress(console, episode_lines=True) as sink:
+    with Nightowl.open(settings) as app, rich_progress(
+        _ui(as_json), episode_lines=True
+    ) as sink:
         summ = asyncio.run(run_tasks(app, spec, progress=sink))
-    console.print(summary_table([summ], f"run {summ.run_id}"))
+    if as_json:
+        typer.echo(summ.model_dump_json(indent=2))
+    else:
+        console.print(summary_table([summ], f"run {summ.run_id}"))
     exit_on_errors(exit_line(sink.errors))
 
 
@@ -279,6 +302,7 @@ def calibrate(
     ),
     out: str = typer.Option("", help="write the calibration JSON here"),
     all_rules: bool = typer.Option(False, help="list every candidate rule, not the frontier"),
+    as_json: bool = JSON,
 ) -> None:
     """Choose the cascade's acceptance rule on the dev split: the cheapest that keeps success."""
     from nightowl.agent.presets import preset_for_rule
@@ -292,8 +316,14 @@ def calibrate(
         verify=verify, min_saving=min_saving, confidence=confidence,
         min_states=min_states, max_tasks=max_tasks,
     )
-    with Nightowl.open(_settings()) as app, rich_progress(console) as sink:
+    with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink))
+    if as_json:
+        typer.echo(rep.model_dump_json(indent=2))
+        if out:
+            Path(out).write_text(rep.model_dump_json(indent=2))
+        exit_on_errors(exit_line(sink.errors))
+        return
     console.print(calibration_table(rep, all_rules=all_rules))
     best = rep.chosen
     console.print(rep.verdict)

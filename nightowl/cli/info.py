@@ -50,3 +50,16 @@ def info(
         t.add_row(f"model {mi.name}",
                   f"{mi.backend}  {_mark(mi.reachable)}{detail}\n{mi.where}")
     console.print(t)
+
+
+def schema(
+    name: Annotated[
+        str, typer.Argument(help="run, collect, calibrate, info, ledger-show, sleep-list, ...")
+    ],
+) -> None:
+    """Print the JSON Schema of a command's --json output (docs/json.md)."""
+    import json
+
+    from nightowl.cli.schemas import json_schema
+
+    typer.echo(json.dumps(json_schema(name), indent=2))

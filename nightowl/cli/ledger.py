@@ -57,7 +57,16 @@ def show(
     rid = ledger.resolve_run_id(run_id)
     report = ledger.run_report(rid)
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        if episodes:
+            from nightowl.cli.schemas import RunReportWithEpisodes
+
+            full = RunReportWithEpisodes(
+                report=report.model_dump(mode="json"),
+                episodes=[e.model_dump(mode="json") for e in ledger.episode_costs(rid)],
+            )
+            typer.echo(full.model_dump_json(indent=2))
+        else:
+            typer.echo(report.model_dump_json(indent=2))
         return
     console = Console()
     head = Table(title=f"run {report.run_id}", show_header=False)

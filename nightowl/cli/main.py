@@ -17,7 +17,7 @@ import typer  # noqa: E402
 
 from nightowl.cli.agent import register as register_agent  # noqa: E402
 from nightowl.cli.envs import envs_app  # noqa: E402
-from nightowl.cli.info import info  # noqa: E402
+from nightowl.cli.info import info, schema  # noqa: E402
 from nightowl.cli.ledger import db_app, ledger_app  # noqa: E402
 from nightowl.cli.memory import memory_app  # noqa: E402
 from nightowl.cli.models import models_app  # noqa: E402
@@ -41,6 +41,7 @@ app = typer.Typer(
 register_agent(app)  # demo, collect, run, report, calibrate
 app.command("worker")(worker)
 app.command("info")(info)
+app.command("schema")(schema)
 app.add_typer(db_app, name="db")
 app.add_typer(envs_app, name="envs")
 app.add_typer(ledger_app, name="ledger")

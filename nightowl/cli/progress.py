@@ -7,7 +7,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from nightowl.app.events import (
     EpisodeDone,
@@ -64,6 +71,8 @@ def rich_progress(console: Console, *, episode_lines: bool = False) -> Iterator[
         MofNCompleteColumn(),
         TextColumn("{task.fields[extra]}"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
         yield RichProgress(progress, episode_lines=episode_lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -111,13 +112,23 @@ def create(
 
 
 @keys_app.command("list")
-def list_keys() -> None:
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (never the keys)")] = False,
+) -> None:
     """Keys: id, prefix, name, tenant, spend / budget, state."""
     with one_line_errors():
+        from dataclasses import asdict
+
         from nightowl.chat import KeyStore
+        from nightowl.cli.schemas import KeyRow
         from nightowl.storage import open_db
 
-        for k in KeyStore(open_db()).list():
+        keys = KeyStore(open_db()).list()
+        if as_json:
+            rows = [KeyRow(**asdict(k)).model_dump(mode="json") for k in keys]
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for k in keys:
             budget = "-" if k.budget_usd is None else f"{k.budget_usd:g}"
             state = "revoked" if k.revoked else "active"
             typer.echo(

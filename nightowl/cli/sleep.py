@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +62,11 @@ def update(
 
 
 @sleep_app.command("list")
-def list_contexts() -> None:
+def list_contexts(
+    as_json: bool = typer.Option(False, "--json", help="print JSON (a list of rows)"),
+) -> None:
     """Contexts with the state of their learned context and their queue priority."""
+    from nightowl.cli.schemas import ContextRow
     from nightowl.sleeptime.policy import rank
 
     svc = _service()
@@ -74,8 +78,15 @@ def list_contexts() -> None:
     for col in ("name", "kind", "rev", "c'", "ver", "queries", "prio", "needs"):
         table.add_column(col, overflow="fold")
     counts = svc.store.query_counts()
+    rows: list[ContextRow] = []
     for ctx in contexts:
         status, learned = svc.store.fresh_learned(ctx)
+        rows.append(ContextRow(
+            id=ctx.id, name=ctx.name, kind=ctx.kind, revision=ctx.revision,
+            learned_status=status, learned_version=learned.version if learned else None,
+            queries=counts.get(ctx.id, 0), priority=ranked[ctx.id].priority,
+            needs=pending[ctx.id].reason if ctx.id in pending else "",
+        ))
         table.add_row(
             ctx.id[:12],
             ctx.name,
@@ -87,6 +98,9 @@ def list_contexts() -> None:
             f"{ranked[ctx.id].priority:.3g}",
             pending[ctx.id].reason if ctx.id in pending else "",
         )
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
     console.print(fit(table))
 
 
@@ -147,12 +161,20 @@ def ask(
     budget: str = typer.Option("mid", help="test-time budget: low, mid or high"),
     mode: str = typer.Option("with", help="with: c and c'; instead: c' replaces c"),
     no_learned: bool = typer.Option(False, "--no-learned", help="ignore c' (baseline)"),
+    as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
 ) -> None:
     """Answer a question about a context, using its fresh learned context if any."""
     svc = _service()
     res = asyncio.run(
         svc.ask(context, question, budget=budget, mode=mode, use_learned=not no_learned)
     )
+    if as_json:
+        from dataclasses import asdict
+
+        from nightowl.cli.schemas import AnswerOut
+
+        typer.echo(AnswerOut(**asdict(res)).model_dump_json(indent=2))
+        return
     typer.echo(res.text)
     used = f"yes ({res.mode}, c' #{res.learned_id})" if res.used_learned else "no"
     typer.echo(

@@ -1,0 +1,86 @@
+"""--json on the reporting commands: stdout is one JSON document that validates against
+the command's pydantic schema (`nightowl schema NAME`); progress goes to stderr."""
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from nightowl.cli.main import app, main
+from nightowl.cli.schemas import json_schema, schemas
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake_setup(tmp_path, monkeypatch):
+    """A scripted student (first choice), a hashing embedder and a fresh SQLite database."""
+    from nightowl.config import get_settings
+
+    models = {"fake": {"backend": "scripted",
+                       "params": {"function": "tests.agent.fakes:first_choice"}}}
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    for k, v in {"NIGHTOWL_HOME": str(tmp_path / "home"), "NIGHTOWL_DATABASE_URL": url,
+                 "NIGHTOWL_MODELS": json.dumps(models), "NIGHTOWL_STUDENT_MODEL": "fake",
+                 "NIGHTOWL_EMBEDDER": "hashing-fake"}.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sys, "argv", ["nightowl", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_collect_and_run_json(fake_setup, monkeypatch, capsys):
+    from nightowl.app.collect import CollectResult
+    from nightowl.app.runs import RunSummary
+
+    code, out, _ = _main(monkeypatch, capsys, "collect", "--env", "twx", "--game", "coin",
+                         "--tasks", "1", "--max-steps", "6", "--json")
+    assert code == 0, out
+    col = CollectResult.model_validate_json(out)
+    assert col.episodes == 1
+    code, out, err = _main(monkeypatch, capsys, "run", "--env", "twx", "--game", "coin",
+                           "--tasks", "1", "--max-steps", "3", "--ladder", "teacher", "--json")
+    assert code == 0, err
+    summ = RunSummary.model_validate_json(out)  # nothing but the JSON on stdout
+    assert summ.episodes == 1 and summ.ladder == "teacher"
+    code, out, _ = _main(monkeypatch, capsys, "ledger", "show", summ.run_id, "--json",
+                         "--episodes")
+    data = json.loads(out)
+    assert data["report"]["run_id"] == summ.run_id
+    assert len(data["episodes"]) == 1 and data["episodes"][0]["task_id"].startswith("twx")
+
+
+def test_keys_list_json_never_prints_the_key(fake_setup):
+    from nightowl.chat import KeyStore
+    from nightowl.storage import open_db
+
+    plaintext, key = KeyStore(open_db(url=fake_setup)).create("ci", budget_usd=1.5)
+    res = runner.invoke(app, ["keys", "list", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert rows[0]["id"] == key.id and rows[0]["budget_usd"] == 1.5
+    assert plaintext not in res.output
+
+
+@pytest.mark.parametrize("name", sorted(schemas()))
+def test_every_schema_prints(name):
+    res = runner.invoke(app, ["schema", name])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == json_schema(name)
+
+
+def test_unknown_schema_lists_known(monkeypatch, capsys):
+    code, _, err = _main(monkeypatch, capsys, "schema", "nope")
+    assert code == 2 and "run" in err
