@@ -56,7 +56,7 @@ from nightowl.envs.base import (
 from nightowl.envs.registry import format_task_id, parse_task_id
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 WORKER = Path(__file__).with_name("appworld_tasks") / "worker.py"
 LOAD_TIMEOUT_S = 600.0
 #: nightowl split -> AppWorld dataset, for the official tasks
@@ -126,7 +126,7 @@ class Worker:
         self.ready = self._read(LOAD_TIMEOUT_S)
         self.load_seconds = time.perf_counter() - t0
         if self.ready and self.ready.get("sandbox_warning"):
-            log.warning("appworld: %s", self.ready["sandbox_warning"])
+            logger.warning("appworld: %s", self.ready["sandbox_warning"])
         if not self.ready or not self.ready.get("ready"):
             tail = self.stderr_path.read_text(errors="replace")[-1500:]
             self.kill()
