@@ -148,9 +148,10 @@ class ShowcaseReport(BaseModel):
 def arm_verdict(teacher: RunSummary, arm: RunSummary, *, goal: float = 3.0) -> str:
     """Whether an arm pays against teacher-only on the same tasks, in one line.
 
-    Equal success means within one episode of teacher-only (the issue's criterion);
-    "pays" means equal success at a lower cost per episode, and the ratio says whether
-    it reaches ``goal`` x.
+    An arm may pay when its successes are within one episode of teacher-only's; the
+    verdict says in words which case it is ("equal success", "one episode short",
+    "more success") and always shows both counts ("3/4 vs 4/4"). "Pays" means a lower
+    cost per episode, and the ratio says whether it reaches ``goal`` x.
     """
     label = CONFIG_LABELS.get(arm.name, arm.name)
     ratio = teacher.cost_per_episode / arm.cost_per_episode if arm.cost_per_episode else math.inf
@@ -160,7 +161,13 @@ def arm_verdict(teacher: RunSummary, arm: RunSummary, *, goal: float = 3.0) -> s
     if ratio <= 1.0:
         return f"{label}: does not pay here: {1 / ratio:.2f}x the teacher-only cost ({won})"
     reach = "reaches" if ratio >= goal else "below"
-    return f"{label}: pays {ratio:.2f}x at equal success ({won}); {reach} the {goal:g}x goal"
+    if arm.successes == teacher.successes:
+        level = f"equal success ({won})"
+    elif arm.successes < teacher.successes:
+        level = f"success one episode short of teacher-only ({won})"
+    else:
+        level = f"more success than teacher-only ({won})"
+    return f"{label}: pays {ratio:.2f}x at {level}; {reach} the {goal:g}x goal"
 
 
 def _student_settings(

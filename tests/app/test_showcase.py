@@ -68,7 +68,13 @@ def test_arm_verdict_says_whether_and_how_much_a_student_arm_pays():
     teacher = summary("teacher", 4, 0.006)
     assert arm_verdict(teacher, summary("margin", 4, 0.001)).startswith(
         "student + demos + margin cascade: pays 6.00x at equal success (4/4 vs 4/4); reaches")
-    assert "below the 3x goal" in arm_verdict(teacher, summary("cascade", 3, 0.004))
+    short = arm_verdict(teacher, summary("cascade", 3, 0.004))
+    assert "below the 3x goal" in short
+    # "equal success" is said only when the counts are equal; both counts always shown
+    assert "at success one episode short of teacher-only (3/4 vs 4/4)" in short
+    assert "equal success" not in short
+    more = arm_verdict(summary("teacher", 3, 0.006), summary("cascade", 4, 0.002))
+    assert "more success than teacher-only (4/4 vs 3/4)" in more
     assert "more than one episode short" in arm_verdict(teacher, summary("student", 2, 0.0001))
     assert "does not pay here: 1.17x the teacher-only cost" in arm_verdict(
         teacher, summary("margin", 4, 0.007))
