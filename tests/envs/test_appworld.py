@@ -132,3 +132,25 @@ def test_conformance(env):
         env_suite.check_expert_wins(env, task_id, max_steps=10)
         env_suite.check_after_end(env)
     env_suite.check_unknown_task(env)
+
+
+def test_issue_26_escapes_meet_the_os_boundary(env):
+    """The escapes of issue 26 reach only the sandboxed interpreter, never the worker."""
+    secret_solution = pack.TASKS["venmo-pay"].solution[-2]
+    env.reset("appworld/venmo-pay/train/0")
+    frame_walk = (
+        "def g():\n    yield box[0].gi_frame.f_back\n"
+        "box = [None]\ngen = g()\nbox[0] = gen\ntop = next(gen).f_back\n"
+        "os = top.f_globals['os']\nprint(os.getuid(), dict(os.environ), os.listdir('/'))\n"
+        "print(top.f_builtins['open']('/etc/shadow').read())"
+    )
+    res = env.step(frame_walk)
+    assert res.invalid and not res.done and "Error" in res.text
+    assert "root:" not in res.text and not res.text.startswith("0 ")
+    res = env.step("print('{0.__init__.__globals__}'.format(apis))")
+    assert secret_solution not in res.text and "World" not in res.text
+    res = env.step("print('{0.__init__.__globals__[os].environ}'.format(apis))")
+    assert "APPWORLD_ROOT" not in res.text and "HOME" not in res.text, res.text
+    while (action := env.expert_action()) is not None:
+        res = env.step(action)
+    assert res.won
