@@ -10,7 +10,19 @@ into chunks that bound the repeated cache (`SCORE_CHUNK_TOKENS`).
 
 This gives `choices=` (pick or sample among allowed strings) and
 `score_continuations` (logprob margins, log p(q|c)) the same numbers as scoring each
-continuation alone (tested within 1e-3 nats), at the cost of one forward.
+continuation alone, at the cost of one forward.
+
+One score for one (prompt, action, dtype). In float32 every path agrees within ~1e-5
+nats. In bfloat16 a row's numbers depend on the shape of the forward it ran in: a
+float32 difference of ~1e-7 from another kernel blocking flips a bf16 rounding, and
+30 layers amplify it to up to 0.1 nats. So in reduced precision the rows are padded
+to a fixed width (`ROW_MULTIPLE`: the attention sees the same query length whatever
+else is in the batch), and the batch is kept only where the linear kernels were
+measured row-invariant on this machine (`rows_invariant`); otherwise each row runs
+in a forward of its own. Together with the block-aligned prefill
+(`nightowl.llm.prefix_cache`), cold, prefix-cached, batched and one-at-a-time scores
+are then bit-for-bit equal (tests/llm/test_score_paths.py, for every dtype this CPU
+runs natively).
 """
 
 from __future__ import annotations
@@ -30,6 +42,28 @@ if TYPE_CHECKING:
 SCORE_CHUNK_TOKENS = 24_000
 #: scored (prompt, continuations) pairs remembered per model
 SCORE_MEMO_ENTRIES = 16
+#: scoring rows are padded to a multiple of this in reduced precision (an AMX tile)
+ROW_MULTIPLE = 16
+
+
+def rows_invariant(weight: Any) -> bool:
+    """Whether a linear layer gives each row the same bits whatever the batch's size.
+
+    Measured once per loaded model on one of its own weights (a few milliseconds): the
+    CPU's GEMM kernels may pick another blocking for more rows, and in bf16 that
+    changes results. Row counts are multiples of `ROW_MULTIPLE`, as scoring uses them.
+    """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8 * ROW_MULTIPLE, weight.shape[1], generator=gen).to(weight.dtype)
+    with torch.inference_mode():
+        whole = F.linear(x, weight)
+        for rows in (ROW_MULTIPLE, 2 * ROW_MULTIPLE, 5 * ROW_MULTIPLE):
+            if not torch.equal(F.linear(x[:rows], weight), whole[:rows]):
+                return False
+    return True
 
 
 class ScoreMemo:
@@ -80,10 +114,14 @@ def score_batched(
     pad_id: int,
     *,
     chunk_tokens: int | None = None,
+    row_multiple: int = 1,
+    batch_rows: bool = True,
 ) -> tuple[list[list[float]], int]:
     """Per-token log-probs of each continuation after ``p_ids``, and reused prefix tokens.
 
     Call under the model's lock. ``p_ids`` and every continuation must be non-empty.
+    ``row_multiple`` pads every row to a multiple of that many tokens; ``batch_rows``
+    False scores each continuation in a forward of its own (both: the module doc).
     """
     import torch
 
@@ -94,10 +132,11 @@ def score_batched(
         if len(p_ids) > 1:
             base, reused = cached_prefill(model, cache_kw, prefixes, p_ids[:-1])
         last = p_ids[-1]
-        chunk = max(1, budget // len(p_ids))
+        chunk = max(1, budget // len(p_ids)) if batch_rows else 1
         for lo in range(0, len(c_ids), chunk):
             group = c_ids[lo : lo + chunk]
             width = 1 + max(len(c) for c in group)
+            width += -width % row_multiple
             rows = [[last, *c] + [pad_id] * (width - 1 - len(c)) for c in group]
             kw: dict[str, Any] = {}
             if base is not None:
@@ -159,9 +198,11 @@ def token_logprobs(
 
 
 __all__ = [
+    "ROW_MULTIPLE",
     "SCORE_CHUNK_TOKENS",
     "ScoreMemo",
     "pick_choices",
+    "rows_invariant",
     "score_batched",
     "token_logprobs",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nightowl.errors import ConfigError, ModelError
-from nightowl.llm.hf_scoring import ScoreMemo
+from nightowl.llm.hf_scoring import ROW_MULTIPLE, ScoreMemo, rows_invariant
 from nightowl.llm.prefix_cache import PrefixCache
 
 #: dtypes a model can be loaded in ("auto" is resolved by `nightowl.llm.dtype` first)
@@ -54,6 +54,10 @@ class LoadedModel:
     cache_kw: str
     prefixes: PrefixCache = field(default_factory=PrefixCache)
     scores: ScoreMemo = field(default_factory=ScoreMemo)
+    #: scoring rows are padded to this many tokens (1: float32; see hf_scoring)
+    row_multiple: int = 1
+    #: whether scoring may batch rows (the linear kernels are row-invariant here)
+    batch_rows: bool = True
 
 
 _tokenizers: dict[tuple[str, str], LoadedTokenizer] = {}
@@ -230,14 +234,31 @@ def load_model(directory: str, gguf_file: str | None, dtype: str = "float32") ->
         model.eval()
         params = inspect.signature(model.forward).parameters
         cache_kw = "cache" if "cache" in params else "past_key_values"
+        reduced = dtype != "float32"
         loaded = LoadedModel(
             model=model,
             lock=threading.Lock(),
             load_s=time.perf_counter() - started,
             cache_kw=cache_kw,
+            row_multiple=ROW_MULTIPLE if reduced else 1,
+            batch_rows=not reduced or rows_invariant(_a_linear_weight(model)),
         )
         _models[key] = loaded
         return loaded
+
+
+def _a_linear_weight(model: Any) -> Any:
+    """The weight of the model's largest square-ish linear layer (the row check's probe)."""
+    import torch
+
+    best = None
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.shape[0] < 8192:
+            if best is None or module.weight.numel() > best.numel():
+                best = module.weight
+    if best is None:
+        raise ModelError("the model has no linear layer to probe")
+    return best
 
 
 def save_converted(model: Any, tokenizer: Any, target: Path) -> None:

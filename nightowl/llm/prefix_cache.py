@@ -8,6 +8,16 @@ token prefix with a new one, copies its cache cut to that prefix, and runs the m
 only over the tokens that differ. The reused count is reported as
 ``cached_prompt_tokens`` and billed at the cached-input price.
 
+One prompt, one set of keys/values, whichever path computed them: a prompt is always
+prefilled in blocks of `PREFILL_BLOCK` tokens at fixed positions (0, B, 2B, ...), as
+vLLM's paged cache does, and a cached prefix is reused up to its last whole block
+(or whole, when the new prompt is exactly the stored one). So a cold prefill and one
+that starts from a cached prefix run the very same forwards over the very same token
+blocks. That matters in bfloat16: a forward over 107 tokens and one over 84 + 23
+differ in float32 by ~1e-7, which bf16 rounding amplifies into up to 0.1 nats on an
+action's log-probability (measured, `bench/score_paths.py`). Billing still counts the
+whole common prefix as cached, as a priced API would.
+
 The cache is not thread-safe on its own: use it under the model's lock.
 """
 
@@ -21,6 +31,8 @@ from typing import Any
 #: for SmolLM2-135M in float32: 30 layers x keys+values x 3 heads x 64 dims x 4 bytes)
 PREFIX_ENTRIES = 4
 PREFIX_TOKENS = 16_384
+#: prompt tokens per prefill forward, at positions 0, B, 2B, ... (see the module doc)
+PREFILL_BLOCK = 64
 
 
 def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
@@ -49,10 +61,14 @@ class PrefixCache:
         """Forget every cached prompt."""
         self._store.clear()
 
-    def longest(self, ids: list[int]) -> tuple[Any | None, int]:
-        """A private copy of the cache covering the longest stored prefix of ``ids``.
+    def longest(self, ids: list[int], block: int = 1) -> tuple[Any | None, int, int]:
+        """A private copy of the cache covering the longest usable stored prefix of ``ids``.
 
-        Returns (cache, reused tokens); (None, 0) when no stored prompt shares a token.
+        Returns (cache, usable tokens, common tokens): the cache covers the first
+        ``usable`` tokens of ``ids`` -- the common prefix cut down to a multiple of
+        ``block``, or all of it when ``ids`` is exactly a stored prompt -- and
+        ``common`` is the whole common prefix (what billing counts as cached).
+        (None, 0, common) when nothing usable is stored.
         """
         best: tuple[int, ...] | None = None
         best_len = 0
@@ -61,13 +77,18 @@ class PrefixCache:
             if n > best_len:
                 best, best_len = key, n
         if best is None:
-            return None, 0
+            return None, 0, 0
+        usable = best_len
+        if not (best_len == len(best) == len(ids)):
+            usable = best_len - best_len % block
+        if usable == 0:
+            return None, 0, best_len
         self._store.move_to_end(best)
         cache = copy.deepcopy(self._store[best])
-        if best_len < len(best):
+        if usable < len(best):
             # negative = tokens to drop (the form every transformers version accepts)
-            cache.crop(best_len - len(best))
-        return cache, best_len
+            cache.crop(usable - len(best))
+        return cache, usable, best_len
 
     def put(self, ids: list[int], cache: Any) -> None:
         """Store a copy of ``cache`` (covering exactly ``ids``); evict the oldest."""
@@ -88,26 +109,35 @@ def cache_of(out: Any, cache_kw: str) -> Any:
 
 
 def cached_prefill(
-    model: Any, cache_kw: str, prefixes: PrefixCache, ids: list[int]
+    model: Any, cache_kw: str, prefixes: PrefixCache, ids: list[int], block: int | None = None
 ) -> tuple[Any, int]:
     """A KV cache covering ``ids`` (the caller's own copy) and how many tokens were reused.
 
-    Runs the model over the tokens after the longest cached prefix and stores the
-    result for later calls. Call under the model's lock, inside ``torch.inference_mode``.
+    Runs the model over the tokens after the longest usable cached prefix, in blocks
+    of ``block`` tokens at fixed positions, and stores the result for later calls. The
+    reused count is the whole common prefix (billing). Call under the model's lock,
+    inside ``torch.inference_mode``.
     """
     import torch
 
-    cache, reused = prefixes.longest(ids)
-    rest = ids[reused:]
-    if rest:
-        kw = {cache_kw: cache} if cache is not None else {}
-        out = model(input_ids=torch.tensor([rest]), use_cache=True, **kw)
-        cache = cache_of(out, cache_kw)
+    size = PREFILL_BLOCK if block is None else block
+    cache, start, common = prefixes.longest(ids, size)
+    if start < len(ids):
+        while start < len(ids):
+            end = min(len(ids), start - start % size + size)
+            kw = {cache_kw: cache} if cache is not None else {}
+            # logits_to_keep=1: the prefill needs the cache, not 49k logits per token
+            out = model(
+                input_ids=torch.tensor([ids[start:end]]), use_cache=True, logits_to_keep=1, **kw
+            )
+            cache = cache_of(out, cache_kw)
+            start = end
         prefixes.put(ids, cache)
-    return cache, reused
+    return cache, common
 
 
 __all__ = [
+    "PREFILL_BLOCK",
     "PREFIX_ENTRIES",
     "PREFIX_TOKENS",
     "PrefixCache",

@@ -301,7 +301,8 @@ class TransformersBackend(ModelBackend):
                 return memo, len(p_ids) - 1
             per_token, reused = hf_scoring.score_batched(
                 loaded.model, loaded.cache_kw, loaded.prefixes, p_ids, c_ids, pad,
-                chunk_tokens=chunk_tokens,
+                chunk_tokens=chunk_tokens, row_multiple=loaded.row_multiple,
+                batch_rows=loaded.batch_rows,
             )  # fmt: skip
             loaded.scores.put(key, per_token)
         return per_token, reused

@@ -10,6 +10,7 @@ import torch
 from nightowl.errors import ModelError
 from nightowl.llm.base import ChatMessage, GenerationRequest
 from nightowl.llm.transformers import TransformersBackend
+from tests.llm.test_score_paths import PLAIN_TOL
 
 FRANCE = (ChatMessage(role="user", content="What is the capital of France?"),)
 
@@ -228,7 +229,9 @@ async def test_batched_scores_equal_one_at_a_time(smollm2: TransformersBackend):
             logits = smollm2.model(input_ids=torch.tensor([p_ids + c_ids])).logits[0]
         logp = torch.log_softmax(logits.float(), dim=-1)
         alone = sum(logp[len(p_ids) + i - 1, t].item() for i, t in enumerate(c_ids))
-        assert math.isclose(got, alone, abs_tol=1e-3), (cont, got, alone)
+        # a one-pass forward is shaped differently: bf16 rounding alone moves it (the
+        # tolerance and its measurement: tests/llm/test_score_paths.py)
+        assert math.isclose(got, alone, abs_tol=PLAIN_TOL[smollm2.dtype]), (cont, got, alone)
 
 
 async def test_next_step_hits_the_shared_demo_prefix(smollm2: TransformersBackend):

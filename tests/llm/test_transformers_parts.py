@@ -33,10 +33,35 @@ def test_explicit_dtype_wins_and_bad_dtype_is_a_config_error():
         dtype_mod.resolve_dtype("fp8")
 
 
-def test_this_machine_gets_what_its_flags_say():
-    flags = dtype_mod.cpu_flags()
-    native = {"amx_bf16", "avx512_bf16", "bf16"} & flags
-    assert dtype_mod.choose_dtype()[0] == ("bfloat16" if native else "float32")
+def test_auto_dtype_is_what_measures_faster(tmp_path, monkeypatch):
+    import time
+
+    fast = dtype_mod.DtypeProbe(float32_s=2.0, bfloat16_s=1.0, machine="m")
+    slow = dtype_mod.DtypeProbe(float32_s=1.0, bfloat16_s=5.0, machine="m")
+    near = dtype_mod.DtypeProbe(float32_s=1.1, bfloat16_s=1.0, machine="m")
+    flags = dtype_mod.cpu_flags(SAPPHIRE)
+    d, why = dtype_mod.choose_by_probe(fast, flags)
+    assert d == "bfloat16" and "2.00x" in why and "amx_bf16" in why
+    # the flags say native, the measurement says no: the measurement wins
+    assert dtype_mod.choose_by_probe(slow, flags)[0] == "float32"
+    assert dtype_mod.choose_by_probe(near, flags)[0] == "float32"  # not by a clear margin
+    # the real probe, cached in the model cache per machine
+    monkeypatch.setenv("NIGHTOWL_MODEL_CACHE", str(tmp_path))
+    started = time.perf_counter()
+    probe = dtype_mod.cached_probe(1)
+    assert time.perf_counter() - started < 1.0
+    assert probe.float32_s > 0 and probe.bfloat16_s > 0
+    assert probe.machine == dtype_mod.machine_key(1)
+    stored = (tmp_path / dtype_mod.PROBE_FILE).read_text()
+    assert dtype_mod.machine_key(1) in stored
+    assert dtype_mod.cached_probe(1) == probe  # read back, not measured again
+
+
+def test_this_machine_gets_what_it_measures():
+    choice, why = dtype_mod.choose_dtype()
+    probe = dtype_mod.cached_probe(dtype_mod.probe_threads())
+    assert choice == ("bfloat16" if probe.speedup >= dtype_mod.BF16_MARGIN else "float32")
+    assert "probe: float32" in why
 
 
 class FakeKV:
@@ -53,11 +78,11 @@ class FakeKV:
 def test_prefix_cache_longest_common_prefix_and_eviction():
     assert common_prefix((1, 2, 3), [1, 2, 4]) == 2
     pc = PrefixCache(max_entries=2, max_tokens=100)
-    assert pc.longest([1, 2]) == (None, 0)
+    assert pc.longest([1, 2]) == (None, 0, 0)
     pc.put([1, 2, 3, 4], FakeKV(4))
-    kv, n = pc.longest([1, 2, 3, 9, 9])  # shares the instructions, not the end
-    assert n == 3 and kv.n == 3
-    kv, n = pc.longest([1, 2, 3, 4, 5])
+    kv, n, common = pc.longest([1, 2, 3, 9, 9])  # shares the instructions, not the end
+    assert n == common == 3 and kv.n == 3
+    kv, n, common = pc.longest([1, 2, 3, 4, 5])
     assert n == 4 and kv.n == 4
     assert pc.longest([1, 2, 3, 4, 5])[0] is not pc.longest([1, 2, 3, 4, 5])[0]  # copies
     pc.put([1, 2, 3, 4, 5], FakeKV(5))  # supersedes its own prefix [1, 2, 3, 4]
@@ -69,6 +94,19 @@ def test_prefix_cache_longest_common_prefix_and_eviction():
     big.put([1, 2, 3], FakeKV(3))
     big.put([4, 5, 6], FakeKV(3))  # 6 tokens > 5: the older one goes
     assert len(big) == 1 and big.longest([4])[1] == 1
+
+
+def test_prefix_cache_reuses_whole_blocks_or_the_exact_prompt():
+    pc = PrefixCache()
+    pc.put(list(range(10)), FakeKV(10))
+    # a longer prompt: reuse stops at the last whole block (4), billing counts all 10
+    kv, usable, common = pc.longest([*range(10), 42], block=4)
+    assert (usable, common, kv.n) == (8, 10, 8)
+    # a prompt diverging inside the first block: nothing usable, 3 tokens in common
+    assert pc.longest([0, 1, 2, 99], block=4) == (None, 0, 3)
+    # the very same prompt: all of it, no recomputation
+    kv, usable, common = pc.longest(list(range(10)), block=4)
+    assert (usable, common, kv.n) == (10, 10, 10)
 
 
 def test_count_tokens_loads_only_the_tokenizer():
