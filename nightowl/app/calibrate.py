@@ -41,6 +41,7 @@ from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.envs.registry import make_env, select_tasks
 from nightowl.errors import ConfigError
+from nightowl.llm.machine import ScoringMachine, scoring_machine
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
@@ -64,6 +65,8 @@ class CalibrationReport(BaseModel):
     predicted_choice: dict[str, Any] | None = None
     #: teacher-only and the candidates played end to end on dev (empty with verify=0)
     rollouts: list[dict[str, Any]] = []
+    #: the student's dtype, CPU, torch and scoring path the dev scores were made with
+    machine: ScoringMachine | None = None
 
 
 async def collect_states(
@@ -269,4 +272,5 @@ async def calibrate(
         wall_s=time.perf_counter() - t0,
         predicted_choice=predicted,
         rollouts=played,
+        machine=scoring_machine(app.student_backend()),
     )

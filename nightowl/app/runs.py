@@ -27,7 +27,8 @@ from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
 from nightowl.distill.prompt import PromptBuilder
 from nightowl.envs.registry import env_class
-from nightowl.errors import ConfigError
+from nightowl.errors import ConfigError, NightowlError
+from nightowl.llm.machine import ScoringMachine, scoring_machine
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
@@ -63,6 +64,8 @@ class RunSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     kind: str = "run"
+    #: the machine a calibrated rule's scores came from (`nightowl run --calibration`)
+    calibrated_on: ScoringMachine | None = None
 
 
 class RunSummary(BaseModel):
@@ -134,7 +137,17 @@ def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
         "retrieve": spec.retrieve,
         "concurrency": spec.concurrency,
         "demos_per": spec.demos_per,
+        "scoring": _scoring(app, spec),
+        "calibrated_on": spec.calibrated_on.model_dump() if spec.calibrated_on else None,
     }
+
+
+def _scoring(app: Nightowl, spec: RunSpec) -> dict[str, Any] | None:
+    """The student's scoring machine (None where the student cannot even be built)."""
+    try:
+        return scoring_machine(app.student_backend(spec.student)).model_dump()
+    except NightowlError:
+        return None
 
 
 async def run_tasks(

@@ -129,6 +129,30 @@ def collect(
     exit_on_errors(exit_line(sink.errors))
 
 
+def _apply_calibration(settings: Any, spec: Any, path: str, *, rule_given: bool) -> None:
+    """Take a calibration file's rule into ``spec``; warn when its dtype is not this run's."""
+    from pathlib import Path
+
+    from nightowl.app import CalibrationReport, Nightowl
+    from nightowl.llm.machine import dtype_note, scoring_machine
+
+    try:
+        rep = CalibrationReport.model_validate_json(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--calibration {path}: not a calibration report ({exc})") from exc
+    chosen = rep.chosen
+    if not rule_given and chosen.get("spec") != "teacher":
+        spec.rule = chosen.get("rule")
+        spec.temperature = float(chosen.get("temperature", spec.temperature))
+        spec.repeats = chosen.get("repeats") or spec.repeats
+    spec.calibrated_on = rep.machine
+    if rep.machine is not None:
+        with Nightowl.open(settings) as app:
+            note = dtype_note(rep.machine, scoring_machine(app.student_backend(spec.student)))
+        if note:
+            err_console.print(f"[yellow]warning:[/] {note}")
+
+
 def run(
     env: str = opt.ENV,
     split: str = typer.Option("test"),
@@ -160,6 +184,10 @@ def run(
     max_wall: float = typer.Option(
         0.0, min=0.0, help="wall seconds per episode, then it ends as a loss (0 = unlimited)"
     ),
+    calibration: str = typer.Option(
+        "", help="a `calibrate --out` JSON: its chosen rule (unless --rule is given), and a "
+        "warning when this run scores in another dtype than calibration did",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Run a ladder over tasks as one ledger run (resumable; or spread over workers)."""
@@ -188,6 +216,8 @@ def run(
         raise ConfigError(f"--via must be 'local' or 'celery', not {via!r}")
     if via == "celery" and not settings.broker_url:
         raise ConfigError("--via celery needs a broker: set NIGHTOWL_BROKER_URL=redis://HOST:6379/0")
+    if calibration:
+        _apply_calibration(settings, spec, calibration, rule_given=bool(rule))
     validate_spec(settings, spec)  # before the environment starts or a run is recorded
     spec.task_ids = select_tasks(env, split, tasks, game=game or None)
     if via == "celery":
