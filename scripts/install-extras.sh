@@ -39,6 +39,23 @@ if [ ! -f "$apps_dir/apps/simple_note/apis.py" ] || [ ! -f "$APPWORLD_CACHE/test
   (cd "$APPWORLD_ROOT" && "$AW/bin/appworld" install)
 fi
 
+echo "== sandbox for code actions (bubblewrap + user nightowl-sandbox; docs/sandbox.md)"
+SUDO=()
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then SUDO=(sudo -n); fi
+if ! command -v bwrap >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && { [[ $(id -u) -eq 0 ]] || [[ ${#SUDO[@]} -gt 0 ]]; }; then
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null ||
+      { "${SUDO[@]}" apt-get update -qq >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; } ||
+      echo "warning: could not install bubblewrap; code actions use the weaker fallback sandbox"
+  else
+    echo "warning: bubblewrap missing (install the bubblewrap package); code actions use the fallback sandbox"
+  fi
+fi
+if [[ $(id -u) -eq 0 ]] && ! id nightowl-sandbox >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nightowl-sandbox
+fi
+
 echo "== checks"
 "$AW/bin/pip" check
 # The core must be untouched: pydantic 2, SQLAlchemy 2, and nightowl imports.

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pwd
 from collections.abc import Iterator
 
 import pytest
 
 from nightowl.sandbox import Sandbox, SandboxError, Session
+from nightowl.sandbox.runner import _descendants
 
 SECRET = "nightowl-test-secret-7f3a9c"
 #: held only by the trusted side (like AppWorld's app tables and reference solutions)
@@ -40,28 +39,27 @@ def session(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sessi
     s = sandbox.session(handler=handler, apps={"demo": ["echo", "fail"]})
     s.start()
     yield s
+    tree = session_processes(s)
     s.close()
-    left = sandbox_processes(sandbox)
+    left = [p for p in tree if alive(p)]
     assert left == [], [open(f"/proc/{p}/stat").read() for p in left]
 
 
-def sandbox_processes(sandbox: Sandbox) -> list[int]:
-    """Live processes of the sandbox user (none may outlive a session)."""
-    if sandbox.ids is None:
-        return []
-    out = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                st = os.stat(entry.path)
-                state = open(f"{entry.path}/stat").read().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if st.st_uid == sandbox.ids[0] and state != "Z":
-                out.append(int(entry.name))
-    return out
+def session_processes(s: Session) -> list[int]:
+    """The live processes of a session: its launcher and every descendant."""
+    proc = s._proc
+    return [] if proc is None else [proc.popen.pid, *_descendants(proc.popen.pid)]
 
 
-def sandbox_user(sandbox: Sandbox) -> str | None:
-    """The name of the user code actions run as (None: the caller's own)."""
-    return None if sandbox.ids is None else pwd.getpwuid(sandbox.ids[0]).pw_name
+def action_leftovers(s: Session) -> list[int]:
+    """Processes below the sandboxed interpreter (none may survive an action)."""
+    return [] if s._proc is None else [p for p in _descendants(s._proc.interp) if alive(p)]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
