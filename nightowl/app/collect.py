@@ -4,19 +4,26 @@ One flow for `nightowl collect`, the Celery ``nightowl.demos.collect`` task, the
 showcase demo and scripts. With a ``run_id`` the collection is idempotent: a repeated
 request (a redelivered Celery message) resumes the same ledger run from its
 checkpoints, and re-adding an episode that is already a demo replaces it.
+
+Collecting the same tasks with the same teacher again never duplicates demos: by default
+the tasks that teacher already has a demo of are skipped (and cost nothing); with
+``existing="replace"`` they are collected again and each new demo replaces the old
+ones of its task (an old demo stays when the new episode is lost). The result lists the
+skipped tasks and counts the replaced demos.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.agent.budget import EpisodeBudget
-from nightowl.app.events import PhaseNote, ProgressSink, ignore
+from nightowl.app.events import Message, PhaseNote, ProgressSink, ignore
 from nightowl.app.runs import RunSpec, RunSummary, run_tasks
 from nightowl.envs.registry import select_tasks
+from nightowl.memory.collected import collected_demos
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
@@ -35,17 +42,28 @@ class CollectRequest(BaseModel):
     offset: int = Field(0, ge=0)
     run_id: str | None = Field(None, description="resume/make idempotent under this run id")
     name: str | None = Field(None, description="ledger run name (default collect:<env>)")
+    existing: Literal["skip", "replace"] = Field(
+        "skip",
+        description="tasks this teacher already has demos of: skip them (no cost), or "
+        "collect them again and replace their old demos with the new ones",
+    )
 
 
 class CollectResult(BaseModel):
     """What a collection did."""
 
-    run_id: str
+    model_config = ConfigDict(ser_json_inf_nan="constants")  # cost_of_pass may be inf
+
+    run_id: str | None = Field(description="None when every task was skipped")
     episodes: int
     successes: int
     demos_added: int
     collection_cost: float
-    summary: RunSummary
+    summary: RunSummary | None = Field(None, description="None when every task was skipped")
+    #: tasks left out because this teacher already has a demo of them (existing="skip")
+    skipped: list[str] = []
+    #: old demos dropped because a new demo of the same task replaced them
+    replaced: int = 0
 
 
 async def collect_demos(
@@ -60,6 +78,17 @@ async def collect_demos(
     ids = list(task_ids) if task_ids is not None else select_tasks(
         request.env, request.split, request.tasks, game=request.game, offset=request.offset
     )
+    before = collected_demos(app.db, request.env, ids, request.teacher,
+                             exclude_run=request.run_id)
+    skipped: list[str] = []
+    if request.existing == "skip" and before:
+        skipped = [t for t in ids if t in before]
+        ids = [t for t in ids if t not in before]
+        sink(Message(text=f"skipping {len(skipped)} task(s) already collected with teacher "
+                          f"{request.teacher} (existing='replace' collects them again)"))
+        if not ids:
+            return CollectResult(run_id=None, episodes=0, successes=0, demos_added=0,
+                                 collection_cost=0.0, skipped=skipped)
     spec = RunSpec(
         name=request.name or f"collect:{request.env}",
         env=request.env,
@@ -76,7 +105,14 @@ async def collect_demos(
     summary = await run_tasks(app, spec, progress=sink)
     sink(PhaseNote(key=spec.name, note=f"won {summary.successes}; embedding demos"))
     added = add_demos(app, summary)
-    sink(PhaseNote(key=spec.name, note=f"{added} demos stored"))
+    replaced = 0
+    if request.existing == "replace" and before:
+        won = {ep["task_id"] for ep in summary.episodes_detail if ep["success"]}
+        for task in won & set(before):
+            replaced += sum(app.memory.delete_episode(e) for e in before[task])
+        app.memory.flush()
+    note = f"{added} demos stored" + (f", {replaced} old ones replaced" if replaced else "")
+    sink(PhaseNote(key=spec.name, note=note))
     return CollectResult(
         run_id=summary.run_id,
         episodes=summary.episodes,
@@ -84,6 +120,8 @@ async def collect_demos(
         demos_added=added,
         collection_cost=summary.total_cost,
         summary=summary,
+        skipped=skipped,
+        replaced=replaced,
     )
 
 

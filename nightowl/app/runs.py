@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
@@ -79,6 +79,8 @@ class RunSummary(BaseModel):
     (docs/agent.md); ``teacher_call_share`` is the ledger's teacher generate calls over
     all generate calls (a cost-side view of the same thing).
     """
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")  # cost_of_pass may be inf
 
     name: str
     run_id: str

@@ -224,11 +224,12 @@ async def run_showcase(
             app,
             CollectRequest(env=opts.env, max_steps=opts.collect_max_steps,
                            concurrency=opts.concurrency, tasks=len(train_ids),
-                           name="collect demos (oracle, train)"),
+                           name="collect demos (oracle, train)", existing="replace"),
             task_ids=train_ids,
             progress=sink,
         )
         collect = collected.summary
+        assert collect is not None  # existing="replace" always runs the tasks
         n_demos = collected.demos_added
         sink(Message(text=f"  collection: {collect.successes}/{collect.episodes} won, "
                           f"{n_demos} demos, ${collect.total_cost:.5f}, {collect.wall_s:.0f} s"))

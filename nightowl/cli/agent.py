@@ -114,18 +114,31 @@ def collect(
     from nightowl.app import CollectRequest, Nightowl, collect_demos
     from nightowl.cli.progress import rich_progress
 
+    existing: str = typer.Option(
+        "skip", help="tasks this teacher already has demos of: skip (no cost) or replace "
+        "(collect again; each new demo replaces the old ones of its task)",
+    ),
     req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
-                         game=game or None, max_steps=max_steps, concurrency=concurrency)
+                         game=game or None, max_steps=max_steps, concurrency=concurrency,
+                         existing=cast("Any", existing))
     with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
         res = asyncio.run(collect_demos(app, req, progress=sink))
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
+    if existing not in ("skip", "replace"):
+        raise ConfigError(f"--existing must be 'skip' or 'replace', not {existing!r}")
         exit_on_errors(exit_line(sink.errors))
         return
-    console.print(
-        f"run {res.run_id}: {res.successes}/{res.episodes} successful, {res.demos_added} demos "
-        f"added, collection cost ${res.collection_cost:.5f}"
-    )
+    skipped = f"; {len(res.skipped)} skipped (already collected)" if res.skipped else ""
+    replaced = f"; {res.replaced} old demos replaced" if res.replaced else ""
+    if res.run_id is None:
+        console.print(f"nothing to collect: all {len(res.skipped)} tasks already have demos "
+                      f"from teacher {teacher} (--existing replace collects them again)")
+    else:
+        console.print(
+            f"run {res.run_id}: {res.successes}/{res.episodes} successful, {res.demos_added} "
+            f"demos added{replaced}{skipped}, collection cost ${res.collection_cost:.5f}"
+        )
     exit_on_errors(exit_line(sink.errors))
 
 

@@ -46,7 +46,7 @@ def test_collect_and_run_json(fake_setup, monkeypatch, capsys):
     from nightowl.app.runs import RunSummary
 
     code, out, _ = _main(monkeypatch, capsys, "collect", "--env", "twx", "--game", "coin",
-                         "--tasks", "1", "--max-steps", "6", "--json")
+                         "--tasks", "1", "--max-steps", "2", "--json")
     assert code == 0, out
     col = CollectResult.model_validate_json(out)
     assert col.episodes == 1
@@ -84,3 +84,36 @@ def test_every_schema_prints(name):
 def test_unknown_schema_lists_known(monkeypatch, capsys):
     code, _, err = _main(monkeypatch, capsys, "schema", "nope")
     assert code == 2 and "run" in err
+
+
+def test_collect_twice_skips_then_replaces_never_duplicates(fake_setup, monkeypatch, capsys):
+    from nightowl.app.collect import CollectResult
+    from nightowl.config import load_settings
+    from nightowl.memory.collected import collected_demos
+    from nightowl.storage import open_db
+
+    args = ("collect", "--env", "twx", "--game", "coin", "--tasks", "2", "--max-steps", "40",
+            "--json")
+    first = CollectResult.model_validate_json(_main(monkeypatch, capsys, *args)[1])
+    assert first.successes == 2 and first.demos_added == 2  # the oracle wins coin
+    db = open_db(load_settings())
+
+    def demos() -> dict[str, list[str]]:
+        from nightowl.envs.registry import select_tasks
+
+        return collected_demos(db, "twx", select_tasks("twx", "train", 2, game="coin"),
+                               "oracle")
+
+    before = demos()
+    assert all(len(v) == 1 for v in before.values()) and len(before) == first.successes
+    second = CollectResult.model_validate_json(_main(monkeypatch, capsys, *args)[1])
+    assert sorted(second.skipped) == sorted(before) and second.demos_added == 0
+    assert demos() == before  # skipped: nothing new
+    code, out, err = _main(monkeypatch, capsys, *args, "--existing", "replace")
+    third = CollectResult.model_validate_json(out)
+    assert code == 0 and third.skipped == [] and third.replaced == third.demos_added == 2
+    after = demos()
+    assert set(after) == set(before) and all(len(v) == 1 for v in after.values())
+    assert all(after[t] != before[t] for t in after), (before, after, third)
+    code, _, err = _main(monkeypatch, capsys, *args, "--existing", "both")
+    assert code == 2 and "--existing must be 'skip' or 'replace'" in err
