@@ -102,3 +102,18 @@ def test_planner_expert_solves_generated_game(env, game):
 @pytest.mark.slow
 def test_conformance(env):
     check_environment(env, ["alfworld/pick/dev/10000"], expert_max_steps=50)
+
+
+async def test_concurrency_4_plays_like_1(env, tmp_path):
+    """8 episodes at concurrency 4 end and move exactly as at 1 (the engine lock).
+
+    Without `nightowl.envs.tw_engine`'s lock, 3-4 of 4 concurrent resets failed with the
+    parser's "pop from empty list" / "(1:59) expecting '#'" (issue 25).
+    """
+    from tests.conformance.concurrency import check_concurrent_matches_serial
+
+    tasks = [f"alfworld/{g}/train/{i}" for g in ("pick", "look") for i in range(4)]
+    out = await check_concurrent_matches_serial(
+        tmp_path, "alfworld", tasks, env_kwargs={"cache_dir": env.cache_dir}
+    )
+    assert all(won for won, *_ in out.values())
