@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.chat.agreement import Agreement
 from nightowl.chat.cascade import (
+    DEFAULT_TAU,
     ChatCascade,
     Mode,
     ModelTeacher,
@@ -56,7 +57,10 @@ class AssistantConfig(BaseModel):
     teacher: str | None = Field(None, description="registry name of the teacher model")
     mode: Mode = "cascade"
     n: int = Field(3, ge=1, le=16, description="student samples per turn (one batched call)")
-    tau: float = Field(0.67, ge=0.0, le=1.01, description="accept when agreement share >= tau")
+    tau: float = Field(
+        DEFAULT_TAU, ge=0.0, le=1.01,
+        description="accept when agreement share >= tau (default 2/3: two of three agree)",
+    )
     sample_temperature: float = Field(0.7, gt=0.0, le=2.0)
     sim: float = Field(0.8, gt=0.0, le=1.0, description="cosine for 'same meaning'")
     max_tokens: int = Field(192, ge=1)

@@ -26,6 +26,12 @@ Tier = Literal["student", "teacher", "oracle"]
 Mode = Literal["cascade", "teacher", "student"]
 
 
+#: the default agreement to accept: two of three samples (a share of exactly 2/3)
+DEFAULT_TAU = 2 / 3
+#: shares are k/n fractions; compare with a little slack so 2/3 meets a tau of 2/3
+_EPS = 1e-9
+
+
 @dataclass(frozen=True, kw_only=True)
 class Sampling:
     """Per-request generation limits (from the client)."""
@@ -170,7 +176,7 @@ class ChatCascade:
         embedder: Embedder | None,
         *,
         n: int = 3,
-        tau: float = 0.67,
+        tau: float = DEFAULT_TAU,
         sample_temperature: float = 0.7,
         sim: float = 0.8,
         mode: Mode = "cascade",
@@ -231,7 +237,7 @@ class ChatCascade:
             replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
             texts = tuple(r.text for r in replies)
             fallback = replies[agreement.winner]
-            if mode == "student" or self.teacher is None or agreement.share >= self.tau:
+            if mode == "student" or self.teacher is None or agreement.share + _EPS >= self.tau:
                 return CascadeOutcome(
                     reply=fallback,
                     agreement=agreement,

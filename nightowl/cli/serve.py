@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,10 @@ def serve(
     teacher: Annotated[str | None, typer.Option(help="registry name of the teacher")] = None,
     oracle: Annotated[Path | None, typer.Option(help="JSON {question: answer} oracle")] = None,
     n: Annotated[int, typer.Option(min=1, max=16, help="student samples per turn")] = 3,
-    tau: Annotated[float, typer.Option(min=0.0, max=1.01, help="agreement to accept")] = 0.67,
+    tau: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.01, help="agreement to accept (default 2/3: 2 of 3 agree)"),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=32_768, help="default reply tokens")] = 192,
     demos: Annotated[bool, typer.Option(help="keep teacher replies as tenant demos")] = True,
     sleep: Annotated[bool, typer.Option(help="rethink idle threads in the background")] = False,
@@ -76,7 +79,7 @@ def serve(
                 student=student,
                 teacher=teacher,
                 n=n,
-                tau=tau,
+                **({} if tau is None else {"tau": tau}),
                 max_tokens=max_tokens,
                 demos=demos,
                 sleep=sleep,
@@ -90,6 +93,12 @@ def serve(
         import uvicorn
 
         typer.echo(f"nightowl serve at http://{host}:{port}/v1", err=True)
+        typer.echo(startup_line(settings, student=student, teacher=teacher, oracle=oracle,
+                                n=n, tau=tau, sleep=sleep, auth=auth), err=True)
+        if teacher is None and oracle is None:
+            typer.secho("warning: no --teacher: replies go out on student agreement alone; a "
+                        "reply whose samples disagree is not checked by anyone",
+                        fg=typer.colors.YELLOW, err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -146,6 +155,25 @@ def revoke(key: Annotated[str, typer.Argument(help="key id (prefix) or key prefi
 
         k = KeyStore(open_db()).revoke(key)
         typer.echo(f"revoked {k.id[:12]} ({k.name})")
+
+
+def startup_line(settings: Any, *, student: str | None, teacher: str | None,
+                 oracle: Path | None, n: int, tau: float | None, sleep: bool, auth: bool) -> str:
+    """Which tiers are live, in one line (printed to stderr when the server starts)."""
+    from fractions import Fraction
+
+    shown = "2/3" if tau is None else str(Fraction(tau).limit_denominator(16))
+    tiers = [f"student {student or settings.student_model} (n={n}, accept at agreement "
+             f">= {shown})"]
+    if teacher:
+        tiers.append(f"teacher {teacher}")
+    elif oracle:
+        tiers.append(f"oracle answers from {oracle}")
+    else:
+        tiers.append("no teacher")
+    tiers.append("sleep-time on" if sleep else "sleep-time off")
+    tiers.append("API keys required" if auth else "no API keys")
+    return "tiers: " + "; ".join(tiers)
 
 
 def register(app: typer.Typer) -> None:
