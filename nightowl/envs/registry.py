@@ -7,11 +7,19 @@ exists, and so that a missing extra (alfworld, appworld) is reported as such rat
 than as an import traceback.
 
 Task ids are ``<env>/<game>/<split>/<seed>``, e.g. ``twx/coin/test/20003``.
+
+Other packages add environments without editing this one, through the Python entry
+point group ``nightowl.envs`` (as pytest plugins and Gymnasium environments do): in
+their ``pyproject.toml``, ``[project.entry-points."nightowl.envs"]`` with
+``toy = "toy_env_plugin:CounterEnv"`` makes ``--env toy`` work once the package is
+installed (examples/toy_env_plugin). A built-in name always wins over a plugin's.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +36,26 @@ ENVIRONMENTS: dict[str, str] = {
     "appworld": "nightowl.envs.appworld:AppWorldEnv",
     "multihop": "nightowl.envs.multihop:MultiHopEnv",
 }
+
+
+#: the entry point group other packages register environments under
+ENTRY_POINT_GROUP = "nightowl.envs"
+
+
+@functools.cache
+def plugin_environments() -> dict[str, str]:
+    """Environments other installed packages register (name -> "module:Class").
+
+    Cached per process; `plugin_environments.cache_clear()` re-reads them (e.g. after
+    installing a plugin into a running interpreter).
+    """
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return {ep.name: ep.value for ep in found}
+
+
+def registry() -> dict[str, str]:
+    """Every environment: the built-in ones, then those of installed plugins."""
+    return {**plugin_environments(), **ENVIRONMENTS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,14 +83,14 @@ REQUIREMENTS: dict[str, Requirement] = {
 
 
 def env_names() -> list[str]:
-    """All registered environment names, in registry order."""
-    return list(ENVIRONMENTS)
+    """All registered environment names: built-in ones first, then plugins'."""
+    return [*ENVIRONMENTS, *(n for n in plugin_environments() if n not in ENVIRONMENTS)]
 
 
 def is_installed(name: str) -> bool:
     """Whether the adapter's module and its third-party package can be imported."""
     _check_name(name)
-    module = ENVIRONMENTS[name].split(":", 1)[0]
+    module = registry()[name].split(":", 1)[0]
     req = REQUIREMENTS.get(name)
     if req is not None and req.locate:
         mod, _, fn = req.locate.partition(":")
@@ -88,7 +116,7 @@ def env_class(name: str) -> type[Environment]:
         EnvError: the adapter module is missing or broken.
     """
     _check_name(name)
-    module_name, _, cls_name = ENVIRONMENTS[name].partition(":")
+    module_name, _, cls_name = registry()[name].partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -145,7 +173,7 @@ def env_for_task(task_id: str, **kwargs: Any) -> Environment:
 
 
 def _check_name(name: str) -> None:
-    if name not in ENVIRONMENTS:
+    if name not in registry():
         raise UnknownNameError("environment", name, env_names())
 
 
