@@ -43,7 +43,7 @@ def _settings(threads: int | None = None) -> Settings:
 def demo(
     env: str = typer.Option(
         "twx", help="environment (twx, tw, ...); the default family is one where the student "
-        "pays (README 'Measured' has every family)"
+        "pays (docs/results.md has every family)"
     ),
     game: str = typer.Option("peckingorder", help="game inside the environment ('' = all)"),
     train_tasks: int = typer.Option(12, help="training tasks the oracle plays for demos"),
@@ -89,7 +89,7 @@ def demo(
     for line in rep.verdicts.values():
         console.print(line)
     console.print("per environment family (where the student pays, where it does not yet): "
-                  "README 'Measured', python bench/icd_e2e.py")
+                  "docs/results.md, python bench/icd_e2e.py")
     console.print(f"report: {rep.report_path}\nplot:   {rep.plot_path}\n"
                   f"total wall time: {rep.wall_s:.0f} s")
     exit_on_errors(exit_line(sink.errors))
