@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -103,7 +103,7 @@ async def open_checkpointer(
             raise StoreError(f"cannot open checkpoints on {shown}: {exc}") from exc
         try:
             pg_saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await pg_saver.setup()
+            await _setup_serialised(pg_saver, postgres_conninfo(url))
             yield pg_saver
         finally:
             await pool.close()
@@ -116,6 +116,41 @@ async def open_checkpointer(
     with open_sqlite_checkpointer(sqlite_path or sqlite_checkpoint_path(settings)) as saver:
         saver.setup()
         yield saver
+
+
+#: arbitrary constant key of the advisory lock held while creating checkpoint tables
+_PG_CHECKPOINT_SETUP_LOCK_KEY = 0x6E6F636B  # "nock"
+
+
+async def _setup_serialised(saver: Any, conninfo: str, poll_s: float = 0.1) -> None:
+    """``saver.setup()`` under a PostgreSQL advisory lock.
+
+    LangGraph's setup is not safe against itself: two workers starting at once both see
+    no ``checkpoint_migrations`` table and one fails with a unique violation. The lock is
+    held on its own connection, so a pool of one connection cannot deadlock on it.
+
+    The lock is *polled* (``pg_try_advisory_lock``), never waited for: setup runs
+    ``CREATE INDEX CONCURRENTLY``, which waits until every other open statement ends, and
+    a ``pg_advisory_lock`` left waiting on the holder's lock is one that never would --
+    a deadlock across two sessions that PostgreSQL cannot see.
+    """
+    import asyncio
+
+    import psycopg
+
+    lock = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        while True:
+            cur = await lock.execute(
+                "SELECT pg_try_advisory_lock(%s)", (_PG_CHECKPOINT_SETUP_LOCK_KEY,)
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                break
+            await asyncio.sleep(poll_s)
+        await saver.setup()
+    finally:
+        await lock.close()  # closing the session releases its advisory locks
 
 
 __all__ = [

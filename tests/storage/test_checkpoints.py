@@ -100,3 +100,26 @@ async def test_postgres_checkpoints_resume_from_a_new_connection(pg_schema_url: 
         n = conn.execute(text("SELECT count(*) FROM checkpoints")).scalar_one()
     engine.dispose()
     assert n >= 2
+
+
+@pytest.mark.postgres
+async def test_postgres_checkpoint_tables_created_by_many_workers_at_once(
+    pg_schema_url: str, tmp_path: Path
+) -> None:
+    """Several workers opening checkpoints on a fresh database at the same moment all
+    succeed (LangGraph's setup alone raced on ``checkpoint_migrations``)."""
+    import asyncio
+
+    settings = load_settings(home=tmp_path, database_url=pg_schema_url)
+    start = asyncio.Event()
+
+    async def open_one() -> bool:
+        await start.wait()
+        async with open_checkpointer(settings, pool_size=1) as saver:
+            return saver is not None
+
+    tasks = [asyncio.create_task(open_one()) for _ in range(6)]
+    await asyncio.sleep(0.05)
+    start.set()
+    # a deadlock (as with a waiting pg_advisory_lock) fails here instead of hanging the run
+    assert await asyncio.wait_for(asyncio.gather(*tasks), timeout=60) == [True] * 6
