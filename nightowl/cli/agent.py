@@ -46,15 +46,21 @@ def demo(
         "pays (docs/results.md has every family)"
     ),
     game: str = typer.Option("peckingorder", help="game inside the environment ('' = all)"),
-    train_tasks: int = typer.Option(12, help="training tasks the oracle plays for demos"),
-    test_tasks: int = typer.Option(4, help="held-out test tasks per configuration"),
-    max_steps: int = typer.Option(15, help="step budget per test episode"),
+    train_tasks: int = typer.Option(
+        12, min=1, max=100_000, help="training tasks the oracle plays for demos"
+    ),
+    test_tasks: int = typer.Option(
+        4, min=1, max=100_000, help="held-out test tasks per configuration"
+    ),
+    max_steps: int = typer.Option(15, min=1, max=10_000, help="step budget per test episode"),
     student_dtype: str = typer.Option(
         "", help="dtype of the in-process student ('' = the registry's, chosen per machine)"
     ),
     rule: str = typer.Option("unanimity:3", help="cascade acceptance rule"),
     temperature: float = opt.TEMPERATURE,
-    margin: float = typer.Option(1.0, help="logprob-margin threshold (nightowl calibrate)"),
+    margin: float = typer.Option(
+        1.0, min=0.0, max=100.0, help="logprob-margin threshold (nightowl calibrate)"
+    ),
     configs: str = typer.Option(
         "teacher,student,student+demos,cascade,margin", help="comma-separated configurations"
     ),
@@ -104,20 +110,22 @@ def collect(
     env: str = opt.ENV,
     teacher: str = opt.TEACHER,
     split: str = typer.Option("train"),
-    tasks: int = typer.Option(20, min=1, help="how many tasks"),
+    tasks: int = typer.Option(20, min=1, max=100_000, help="how many tasks"),
     game: str = opt.GAME,
     max_steps: int = opt.MAX_STEPS,
     concurrency: int = opt.CONCURRENCY,
+    existing: str = typer.Option(
+        "skip", help="tasks this teacher already has demos of: skip (no cost) or replace "
+        "(collect again; each new demo replaces the old ones of its task)",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """The teacher solves tasks concurrently; successful episodes become demos."""
     from nightowl.app import CollectRequest, Nightowl, collect_demos
     from nightowl.cli.progress import rich_progress
 
-    existing: str = typer.Option(
-        "skip", help="tasks this teacher already has demos of: skip (no cost) or replace "
-        "(collect again; each new demo replaces the old ones of its task)",
-    ),
+    if existing not in ("skip", "replace"):
+        raise ConfigError(f"--existing must be 'skip' or 'replace', not {existing!r}")
     req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
                          game=game or None, max_steps=max_steps, concurrency=concurrency,
                          existing=cast("Any", existing))
@@ -125,8 +133,6 @@ def collect(
         res = asyncio.run(collect_demos(app, req, progress=sink))
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
-    if existing not in ("skip", "replace"):
-        raise ConfigError(f"--existing must be 'skip' or 'replace', not {existing!r}")
         exit_on_errors(exit_line(sink.errors))
         return
     skipped = f"; {len(res.skipped)} skipped (already collected)" if res.skipped else ""
@@ -169,7 +175,7 @@ def _apply_calibration(settings: Any, spec: Any, path: str, *, rule_given: bool)
 def run(
     env: str = opt.ENV,
     split: str = typer.Option("test"),
-    tasks: int = typer.Option(10, min=1),
+    tasks: int = typer.Option(10, min=1, max=100_000),
     game: str = opt.GAME,
     ladder: str = typer.Option("cascade", help="teacher|student|student+demos|cascade|margin|bavt"),
     rule: str = opt.RULE,
@@ -178,9 +184,11 @@ def run(
     backtrack: str = opt.BACKTRACK,
     teacher: str = opt.TEACHER,
     student: str = opt.STUDENT,
-    max_steps: int = typer.Option(20, min=1, help="step budget per episode"),
-    max_cost: float = typer.Option(0.0, help="USD per episode (0 = unlimited)"),
-    max_teacher_calls: int = typer.Option(-1, help="per episode (-1 = unlimited)"),
+    max_steps: int = typer.Option(20, min=1, max=10_000, help="step budget per episode"),
+    max_cost: float = typer.Option(0.0, min=0.0, max=1e6, help="USD per episode (0 = unlimited)"),
+    max_teacher_calls: int = typer.Option(
+        -1, min=-1, max=1_000_000, help="per episode (-1 = unlimited)"
+    ),
     concurrency: int = opt.CONCURRENCY,
     store_escalations: bool = typer.Option(True, help="successful escalated episodes become demos"),
     resume: str = typer.Option("", help="resume this run id (after a crash or kill)"),
@@ -195,7 +203,8 @@ def run(
         "reasons",
     ),
     max_wall: float = typer.Option(
-        0.0, min=0.0, help="wall seconds per episode, then it ends as a loss (0 = unlimited)"
+        0.0, min=0.0, max=86_400.0,
+        help="wall seconds per episode, then it ends as a loss (0 = unlimited)"
     ),
     calibration: str = typer.Option(
         "", help="a `calibrate --out` JSON: its chosen rule (unless --rule is given), and a "
@@ -324,19 +333,26 @@ def report(
 
 def calibrate(
     env: str = opt.ENV,
-    target: float = typer.Option(0.8, help="target success rate on the dev split"),
-    tasks: int = typer.Option(6, min=1, help="dev tasks"),
-    min_states: int = typer.Option(
-        20, min=0, help="walk more dev tasks (up to --max-tasks) until this many states"
+    target: float = typer.Option(
+        0.8, min=0.0, max=1.0, help="target success rate on the dev split"
     ),
-    max_tasks: int = typer.Option(24, min=1, help="most dev tasks --min-states may add"),
+    tasks: int = typer.Option(6, min=1, max=10_000, help="dev tasks"),
+    min_states: int = typer.Option(
+        20, min=0, max=1_000_000,
+        help="walk more dev tasks (up to --max-tasks) until this many states"
+    ),
+    max_tasks: int = typer.Option(
+        24, min=1, max=10_000, help="most dev tasks --min-states may add"
+    ),
     game: str = opt.GAME,
     temperatures: str = typer.Option("0.3,0.5,0.7"),
     verify: int = typer.Option(
-        4, min=0, help="candidate rules played end to end on the dev tasks (0: predict only)"
+        4, min=0, max=1_000,
+        help="candidate rules played end to end on the dev tasks (0: predict only)"
     ),
     min_saving: float = typer.Option(
-        1.2, min=1.0, help="a student rule must be this many times cheaper than teacher-only"
+        1.2, min=1.0, max=1e6,
+        help="a student rule must be this many times cheaper than teacher-only"
     ),
     confidence: float = typer.Option(
         0.8, min=0.0, max=0.99,

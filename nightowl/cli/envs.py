@@ -66,7 +66,7 @@ def list_tasks(
     env: Annotated[str, typer.Argument(help="environment name, e.g. twx")],
     split: Annotated[str, typer.Option(help="train, dev or test")] = "test",
     game: Annotated[str | None, typer.Option(help="only this game")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many")] = 10,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="at most this many")] = 10,
 ) -> None:
     """Task ids of one split (deterministic order), with their game parameters."""
     from nightowl.envs.base import SPLITS
@@ -94,7 +94,9 @@ def list_tasks(
 def play(
     task_id: Annotated[str, typer.Argument(help="e.g. twx/coin/test/20003")],
     expert: Annotated[bool, typer.Option("--expert", help="let the oracle teacher play")] = False,
-    max_steps: Annotated[int, typer.Option(help="stop after this many steps")] = 100,
+    max_steps: Annotated[
+        int, typer.Option(min=1, max=10_000, help="stop after this many steps")
+    ] = 100,
 ) -> None:
     """Play one task: with --expert the environment's expert plays; else you type actions."""
     from nightowl.envs.registry import env_for_task

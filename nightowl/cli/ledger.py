@@ -137,7 +137,7 @@ def show(
 @ledger_app.command("runs")
 def runs(
     db: DbOption = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="how many")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000, help="how many")] = 20,
     kind: Annotated[str | None, typer.Option("--kind", help="only runs of this kind")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:

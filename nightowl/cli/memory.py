@@ -121,9 +121,9 @@ def search(
     history: Annotated[
         list[str] | None, typer.Option("--action", help="an earlier action (repeatable)")
     ] = None,
-    k_episodes: Annotated[int, typer.Option("--k-episodes", "-k", min=1)] = 4,
-    k_steps: Annotated[int, typer.Option("--k-steps", min=1)] = 2,
-    window: Annotated[int, typer.Option("--window", min=0)] = 2,
+    k_episodes: Annotated[int, typer.Option("--k-episodes", "-k", min=1, max=100)] = 4,
+    k_steps: Annotated[int, typer.Option("--k-steps", min=1, max=100)] = 2,
+    window: Annotated[int, typer.Option("--window", min=0, max=100)] = 2,
     exclude_task: Annotated[
         list[str] | None, typer.Option("--exclude-task", help="task id to skip (repeatable)")
     ] = None,

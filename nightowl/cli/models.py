@@ -79,10 +79,10 @@ def _ledger_recorder(name: str, settings: Any, backend: Any) -> tuple[Any, str]:
 def try_model(
     name: Annotated[str, typer.Argument(help="registry name, e.g. smollm2")],
     prompt: Annotated[str, typer.Argument(help="the user message (or raw prompt with --raw)")],
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 128,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
-    n: Annotated[int, typer.Option("--n", min=1, help="samples")] = 1,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=32_768)] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
+    n: Annotated[int, typer.Option("--n", min=1, max=64, help="samples")] = 1,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=2**32 - 1)] = None,
     raw: Annotated[bool, typer.Option("--raw", help="send PROMPT as a raw completion")] = False,
     system: Annotated[str | None, typer.Option("--system", help="a system message")] = None,
     record: Annotated[

@@ -6,8 +6,8 @@ import typer
 
 ENV = typer.Option(..., help="environment name (nightowl envs list)")
 GAME = typer.Option("", help="only this game inside the environment ('' = all)")
-MAX_STEPS = typer.Option(40, min=1, help="step budget per episode")
-CONCURRENCY = typer.Option(4, min=1, help="episodes in flight")
+MAX_STEPS = typer.Option(40, min=1, max=10_000, help="step budget per episode")
+CONCURRENCY = typer.Option(4, min=1, max=256, help="episodes in flight")
 TEACHER = typer.Option("oracle", help="'oracle' (the env's expert) or a registry model name")
 STUDENT = typer.Option("", help="student model (default: settings.student_model)")
 RULE = typer.Option(
@@ -15,7 +15,7 @@ RULE = typer.Option(
     help="acceptance rule: unanimity:N | majority:N:TAU | sequential:N:TAU | margin:T "
     "('' = the ladder's default)",
 )
-TEMPERATURE = typer.Option(0.5, help="student sampling temperature for votes")
+TEMPERATURE = typer.Option(0.5, min=0.0, max=2.0, help="student sampling temperature for votes")
 REPEATS = typer.Option(
     "explore", help="a student action already taken in the same state: explore (take "
     "another) or escalate (ask the teacher); nightowl calibrate chooses per family",

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.cli.errors import one_line_errors
 from nightowl.cli.fit import fit
 from nightowl.errors import UserError
 
@@ -27,14 +28,43 @@ def _service():  # type: ignore[no-untyped-def]
     return Nightowl.open().sleep
 
 
-def _read(path: Path) -> str:
+def decode_text(data: bytes, source: str, *, binary_ok: bool = False) -> str:
+    """``data`` as UTF-8 text; NUL bytes or invalid UTF-8 are a one-line `UserError`.
+
+    A context is text a model reads; a binary file stored as one is a mistake, and NUL
+    cannot be stored in a PostgreSQL text column at all. With ``binary_ok`` the bytes
+    are decoded leniently (invalid sequences and NUL become U+FFFD).
+    """
+    if binary_ok:
+        return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    if b"\x00" in data:
+        at = data.index(b"\x00")
+        raise UserError(
+            f"{source} looks binary (NUL byte at offset {at}); contexts are text "
+            "(pass --binary-ok to store it anyway, with NUL and invalid bytes replaced)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{source} is not UTF-8 text (invalid byte at offset {exc.start}); "
+            "convert it, or pass --binary-ok to replace invalid bytes"
+        ) from None
+
+
+def _read(path: Path, binary_ok: bool = False) -> str:
     if str(path) == "-":
         import sys
 
-        return sys.stdin.read()
+        return decode_text(sys.stdin.buffer.read(), "standard input", binary_ok=binary_ok)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
-    return path.read_text(encoding="utf-8", errors="replace")
+    return decode_text(path.read_bytes(), str(path), binary_ok=binary_ok)
+
+
+BINARY_OK = typer.Option(
+    False, "--binary-ok", help="store a file with NUL or non-UTF-8 bytes (they are replaced)"
+)
 
 
 @sleep_app.command("add")
@@ -42,9 +72,12 @@ def add(
     file: Annotated[Path, typer.Argument(help="text file with the context ('-' for stdin)")],
     kind: str = typer.Option("document", help="document, conversation or environment"),
     name: str = typer.Option("", help="a name to refer to the context by"),
+    binary_ok: bool = BINARY_OK,
 ) -> None:
     """Store a context; prints its id."""
-    ctx = _service().store.add_context(_read(file), kind=kind, name=name or file.name)
+    with one_line_errors():
+        text = _read(file, binary_ok)
+        ctx = _service().store.add_context(text, kind=kind, name=name or file.name)
     typer.echo(ctx.id)
 
 
@@ -53,11 +86,13 @@ def update(
     context: Annotated[str, typer.Argument(help="context id, id prefix or name")],
     file: Annotated[Path, typer.Argument(help="new text ('-' for stdin)")],
     append: bool = typer.Option(False, help="append (a new conversation turn) instead of replace"),
+    binary_ok: bool = BINARY_OK,
 ) -> None:
     """Change a context; its learned context becomes stale (never used while stale)."""
-    svc = _service()
-    text = _read(file)
-    ctx = svc.store.append(context, text) if append else svc.store.set_content(context, text)
+    with one_line_errors():
+        text = _read(file, binary_ok)
+        svc = _service()
+        ctx = svc.store.append(context, text) if append else svc.store.set_content(context, text)
     typer.echo(f"{ctx.id} revision {ctx.revision}")
 
 
@@ -109,12 +144,18 @@ def run(
     context: str = typer.Option(
         "", "--context", help="only this context (else every one needing a c')"
     ),
-    rounds: int = typer.Option(0, "--rounds", min=0, help="max rethink rounds (0 = configured)"),
-    drafts: int = typer.Option(0, "--drafts", min=0, help="parallel first drafts (0 = configured)"),
+    rounds: int = typer.Option(
+        0, "--rounds", min=0, max=50, help="max rethink rounds (0 = configured)"
+    ),
+    drafts: int = typer.Option(
+        0, "--drafts", min=0, max=16, help="parallel first drafts (0 = configured)"
+    ),
     in_process: bool = typer.Option(
         False, "--in-process", help="run here even when a broker is configured"
     ),
-    max_wait: float = typer.Option(600.0, help="seconds to wait for an idle accelerator per job"),
+    max_wait: float = typer.Option(
+        600.0, min=0.0, max=86_400.0, help="seconds to wait for an idle accelerator per job"
+    ),
 ) -> None:
     """Compute learned contexts: enqueue to workers, or run in-process with no broker."""
     from nightowl.app import Nightowl, contexts_to_learn, learn_contexts

@@ -12,7 +12,9 @@ def worker(
         "sleep,demos,index,episodes", "--queues", "-Q", help="comma-separated queues to consume"
     ),
     beat: bool = typer.Option(False, "--beat", "-B", help="also run the scan schedule (beat)"),
-    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="worker processes"),
+    concurrency: int = typer.Option(
+        1, "--concurrency", "-c", min=1, max=256, help="worker processes"
+    ),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
     name: str = typer.Option("", "--name", "-n", help="worker node name (default celery@host)"),
 ) -> None:
