@@ -183,10 +183,17 @@ class CeleryQueue:
         return str(self.app.send_task("nightowl.episodes.run", args=[{**payload, "gen": gen}]).id)
 
     def waiting(self, queue: str = "episodes") -> int | None:
-        """Messages waiting on ``queue`` (not those a worker holds); None when unknown."""
+        """Messages waiting on ``queue`` (not those a worker holds); None when unknown.
+
+        Redis keeps no empty lists: a queue that is not found is empty.
+        """
+        from amqp.exceptions import ChannelError
+
         try:
             with self.app.connection_for_read() as conn:
                 return int(conn.default_channel.queue_declare(queue=queue, passive=True)
                            .message_count)
+        except ChannelError:
+            return 0
         except Exception:  # noqa: BLE001 - unknown: the caller then does nothing
             return None
