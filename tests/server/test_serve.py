@@ -44,7 +44,7 @@ class Served:
         self.server = start_server(
             ["serve", "--oracle", str(self.oracle), "--n", "2", "--max-tokens", "8",
              "--max-concurrency", "2", "--max-body-bytes", "20000", "--max-prompt-chars",
-             "4000"],
+             "4000", "--key-rate", "10000/second"],  # rates: tests/server/test_limits.py
             self.home / "server.log", env=self.env, ready="/health",
         )
         return self.server
