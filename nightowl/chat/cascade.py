@@ -5,9 +5,9 @@ prompt once and decodes the samples together). Their agreement (`measure_agreeme
 is compared with ``tau``: at or above it the representative student reply is
 accepted; below it the request goes to the teacher (a registry model) or, for data
 sets with gold answers, to the oracle, billed at the teacher price model's rates. Every
-call is recorded in the cost ledger (through `MeteredModel`, or `Ledger` directly for
-the oracle). `calibrate_tau` picks the smallest tau that reaches a target accuracy on
-a dev set.
+call is recorded in the cost ledger through metering's one write path (`MeteredModel`,
+or its `record_call` for the oracle). `calibrate_tau` picks the smallest tau that
+reaches a target accuracy on a dev set.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Literal, Protocol
 
 from nightowl.chat.agreement import Agreement, measure_agreement
 from nightowl.config import Prices
-from nightowl.ledger import Ledger, MeteredModel
+from nightowl.ledger import CallSite, Ledger, MeteredModel
+from nightowl.ledger.metered import record_call
 from nightowl.llm.base import ChatMessage, GenerationRequest, Usage
 from nightowl.memory import Embedder
 
@@ -134,25 +135,16 @@ class OracleTeacher:
         self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
     ) -> TierReply | None:
         """The gold answer for ``question`` (None when the data set has none)."""
-        import asyncio
-
         answer = self.gold(question)
         if answer is None:
             return None
         prompt = sum(self.count_tokens(m.content) for m in messages)
         usage = Usage(prompt_tokens=prompt, completion_tokens=self.output_tokens)
-        cost = await asyncio.to_thread(
-            lambda: self.ledger.record_model_call(
-                run_id=self.run_id,
-                role="teacher",
-                model=self.model,
-                usage=usage,
-                latency_s=0.0,
-                prices=self.prices,
-                meta={"oracle": True},
-            )
+        cost = await record_call(
+            self.ledger, CallSite(run_id=self.run_id, role="teacher"), self.prices,
+            model=self.model, usage=usage, latency_s=0.0, meta={"oracle": True},
         )
-        return TierReply(text=answer, tier="oracle", usage=usage, cost_usd=float(cost))
+        return TierReply(text=answer, tier="oracle", usage=usage, cost_usd=cost)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -136,13 +136,8 @@ class MeteredModel(ModelBackend):
             await self._record(model=self.name, usage=Usage(), latency_s=latency_s, ok=False, **kw)
         except asyncio.CancelledError:
             # Cancelled while recording: write synchronously so the call is not lost.
-            if self.ledger is not None:
-                s = self.site
-                self.ledger.record_model_call(
-                    run_id=s.run_id, episode_id=s.episode_id, step=s.step, role=s.role,
-                    prices=self.prices, model=self.name, usage=Usage(), latency_s=latency_s,
-                    ok=False, **kw,
-                )
+            write_call(self.ledger, self.site, self.prices, model=self.name, usage=Usage(),
+                       latency_s=latency_s, ok=False, **kw)
         except NightowlError:
             pass  # never mask the original failure
 
@@ -178,23 +173,28 @@ class MeteredModel(ModelBackend):
 
 async def record_call(
     ledger: Ledger | None, site: CallSite, prices: Prices, **kw: Any
-) -> None:
-    """Record one model call made at ``site`` (the single write path of metering).
+) -> float:
+    """Record one model call made at ``site`` (the single write path of metering); its cost.
 
     Queued in ``site.pending`` when the site has a buffer, else written at once from a
     worker thread. ``kw`` are `Ledger.model_call_values`'s remaining arguments (model,
-    usage, latency_s, meta, kind, ok). Nothing happens without a ledger.
+    usage, latency_s, meta, kind, ok). Nothing happens without a ledger (cost 0).
     """
     if ledger is None:
-        return
-    kw.update(
-        run_id=site.run_id, episode_id=site.episode_id, step=site.step, role=site.role,
-        prices=prices,
-    )
+        return 0.0
     if site.pending is not None:
-        site.pending.model_call(ledger, **kw)
-        return
-    await asyncio.to_thread(lambda: ledger.record_model_call(**kw))
+        return site.pending.model_call(ledger, **_at(site, prices, kw))
+    return await asyncio.to_thread(write_call, ledger, site, prices, **kw)
+
+
+def write_call(ledger: Ledger | None, site: CallSite, prices: Prices, **kw: Any) -> float:
+    """`record_call` written now, in this thread (``site.pending`` ignored); its cost."""
+    return 0.0 if ledger is None else ledger.record_model_call(**_at(site, prices, kw))
+
+
+def _at(site: CallSite, prices: Prices, kw: dict[str, Any]) -> dict[str, Any]:
+    return {**kw, "run_id": site.run_id, "episode_id": site.episode_id, "step": site.step,
+            "role": site.role, "prices": prices}
 
 
 def as_metered(model: ModelBackend, *, role: str, prices: Prices | None = None) -> MeteredModel:

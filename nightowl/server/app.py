@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nightowl.errors import BudgetExceededError, NightowlError, StoreError, UserError
-from nightowl.llm.serve import sse_response
+from nightowl.llm.openai_wire import sse_response
 from nightowl.llm.serve_guard import validation_message
 from nightowl.llm.serve_limits import internal_error, public_message
 from nightowl.server.metrics import Metrics

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.errors import UserError
 from nightowl.llm.base import ChatMessage
-from nightowl.llm.serve import ChatTurn, StreamOptions
+from nightowl.llm.openai_wire import ChatTurn, ChoiceOut, StreamOptions, UsageOut
 
 #: model names this server answers to, mapped to a cascade mode
 CASCADE_MODEL = "nightowl-cascade"
@@ -115,31 +115,6 @@ class NightowlExtension(BaseModel):
     learned_revision: int | None = None
 
 
-class UsageOut(BaseModel):
-    """OpenAI usage block."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: dict[str, int] = Field(default_factory=dict)
-
-
-class MessageOut(BaseModel):
-    """An assistant message."""
-
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChoiceOut(BaseModel):
-    """One choice."""
-
-    index: int
-    message: MessageOut
-    finish_reason: str
-    logprobs: None = None
-
-
 class ChatCompletionResponse(BaseModel):
     """A non-streaming reply."""
 
@@ -150,19 +125,3 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChoiceOut]
     usage: UsageOut
     nightowl: NightowlExtension | list[NightowlExtension]
-
-
-class ModelCard(BaseModel):
-    """An entry of ``/v1/models``."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int = 0
-    owned_by: str = "nightowl"
-
-
-class ModelList(BaseModel):
-    """``GET /v1/models``."""
-
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

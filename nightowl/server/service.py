@@ -26,7 +26,15 @@ from nightowl.chat import ApiKey, Assistant, ChatReply
 from nightowl.chat.cascade import Mode
 from nightowl.errors import NightowlError, UnknownNameError, UserError
 from nightowl.llm.base import Completion, FinishReason, GenerationResult, Usage
-from nightowl.llm.serve import chunk_events
+from nightowl.llm.openai_wire import (
+    ChoiceOut,
+    MessageOut,
+    ModelCard,
+    ModelList,
+    UsageOut,
+    chunk_events,
+    usage_json,
+)
 from nightowl.llm.serve_guard import AuthError, TooLargeError, bearer, token_digest
 from nightowl.llm.serve_limits import Admission, OverloadedError, ServeLimits, bounded
 from nightowl.server.metrics import Metrics
@@ -35,12 +43,7 @@ from nightowl.server.protocol import (
     AgreementOut,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChoiceOut,
-    MessageOut,
-    ModelCard,
-    ModelList,
     NightowlExtension,
-    UsageOut,
 )
 
 
@@ -201,12 +204,7 @@ class ChatService:
                 ChoiceOut(index=i, message=MessageOut(content=r.text), finish_reason=_finish(r))
                 for i, r in enumerate(replies)
             ],
-            usage=UsageOut(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                prompt_tokens_details={"cached_tokens": usage.cached_prompt_tokens},
-            ),
+            usage=UsageOut(**usage_json(usage)),
             nightowl=ext,
         )
         return Answer(json=resp.model_dump())
