@@ -5,22 +5,21 @@ environment step as a tool call) in a `PendingWrites` and `StepRecorder.flush` w
 them, plus the step row, in one transaction before the node returns (and so before
 LangGraph checkpoints it). On SQLite the write runs inline: one short local transaction
 costs less than a hop to a worker thread; other databases are written from a thread.
+
+Step rows go through the memory's `StepLog` interface (`record_new_steps`, inside the
+ledger's transaction): by default the `SqlStepLog` of the ledger's database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from datetime import UTC, datetime
-from typing import Any, cast
-
-from sqlalchemy import Table, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from nightowl.agent.ladder import TierDecision
 from nightowl.ledger.pending import PendingWrites
+
+if TYPE_CHECKING:
+    from nightowl.memory.base import StepLog
 
 
 class StepRecorder:
@@ -29,13 +28,27 @@ class StepRecorder:
     Args:
         ledger: the cost ledger (None: nothing is recorded).
         record_steps: write one ``steps`` row per acted step.
+        steps: where step rows go, in the ledger's transaction (default: the
+            `SqlStepLog` of the ledger's database).
     """
 
-    def __init__(self, ledger: Any, *, record_steps: bool = True) -> None:
+    def __init__(
+        self, ledger: Any, *, record_steps: bool = True, steps: StepLog | None = None
+    ) -> None:
         self.ledger = ledger
         self.record_steps = record_steps
         db = getattr(ledger, "db", None)
         self._inline = bool(getattr(db, "is_sqlite", False))
+        self._steps = steps
+
+    @property
+    def steps(self) -> StepLog:
+        """The step log step rows are recorded in (the default one is made on first use)."""
+        if self._steps is None:
+            from nightowl.memory.steps import SqlStepLog  # the memory package loads faiss
+
+            self._steps = SqlStepLog(getattr(self.ledger, "db", None))
+        return self._steps
 
     def pending(self) -> PendingWrites:
         """A fresh buffer for one node's rows."""
@@ -66,8 +79,11 @@ class StepRecorder:
         rows = pending.take()
         extra = None
         if step_row is not None and self.record_steps:
-            def extra(s: Session) -> None:
-                _upsert_step(s, episode_id, step_row)
+            steps = self.steps
+
+            def extra(tx: Any) -> None:
+                # insert-if-absent: a resumed node writes its step again, the first stands
+                steps.record_new_steps(episode_id, [step_row], within=tx)
         if not rows and extra is None:
             return
         if self._inline:
@@ -92,42 +108,6 @@ class StepRecorder:
             await asyncio.to_thread(
                 self.ledger.finish_episode, episode_id, won, score, steps, reason, status=status
             )
-
-
-@functools.cache
-def _step_insert(dialect: str) -> Any:
-    """The step-row ``INSERT`` for a dialect, built once (so SQLAlchemy compiles it once).
-
-    SQLite and PostgreSQL skip an existing (episode, idx) in the same statement.
-    """
-    from nightowl.memory.schema import StepRow
-
-    table = cast(Table, StepRow.__table__)
-    ins: Any
-    if dialect == "sqlite":
-        ins = sqlite_insert(table)
-    elif dialect == "postgresql":
-        ins = pg_insert(table)
-    else:
-        return None
-    return ins.on_conflict_do_nothing(index_elements=["episode_id", "idx"])
-    return None
-
-
-def _upsert_step(s: Session, episode_id: str, row: dict[str, Any]) -> None:
-    """Insert the step unless (episode, idx) exists (a resumed node writes it again)."""
-    from nightowl.memory.schema import StepRow
-
-    values = {"episode_id": episode_id, "reasoning": None, "created_at": datetime.now(UTC), **row}
-    stmt = _step_insert(s.get_bind().dialect.name)
-    if stmt is not None:
-        s.execute(stmt, [values])
-        return
-    exists = s.execute(
-        select(StepRow.id).where(StepRow.episode_id == episode_id, StepRow.idx == row["idx"])
-    ).first()
-    if exists is None:
-        s.execute(insert(cast(Table, StepRow.__table__)), [values])
 
 
 def short_decision(dec: TierDecision) -> dict[str, Any]:

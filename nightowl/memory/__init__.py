@@ -1,7 +1,8 @@
 """Demo memory: recorded steps, demo episodes, embeddings, FAISS indexes, retrieval.
 
-The agent codes against the `DemoStore` interface (`nightowl.memory.base`);
-`DemoMemory` (`nightowl.memory.store`) is the SQL + FAISS implementation::
+The agent codes against the `DemoStore` and `StepLog` interfaces (`nightowl.memory.base`);
+`DemoMemory` (`nightowl.memory.store`) is the SQL + FAISS implementation, `SqlStepLog`
+(`nightowl.memory.steps`) the recorded steps of a database alone::
 
     mem = DemoMemory(db, embedder)            # embedder defaults to all-MiniLM-L6-v2
     mem.record_steps(episode_id, steps)       # any episode, for replay/audit
@@ -9,13 +10,14 @@ The agent codes against the `DemoStore` interface (`nightowl.memory.base`);
     windows = mem.retrieve(goal, observation, history, k_episodes=4, k_steps=2, window=2)
 """
 
-from nightowl.memory.base import DemoStore
+from nightowl.memory.base import DemoStore, StepLog
 from nightowl.memory.embedder import (
     Embedder,
     HashingEmbedder,
     SentenceTransformerEmbedder,
     build_embedder,
 )
+from nightowl.memory.steps import SqlStepLog
 from nightowl.memory.store import (
     DemoMemory,
     DemoWindow,
@@ -35,6 +37,8 @@ __all__ = [
     "MemorySettings",
     "MemoryStats",
     "SentenceTransformerEmbedder",
+    "SqlStepLog",
+    "StepLog",
     "StepRecord",
     "build_embedder",
 ]

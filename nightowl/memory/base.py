@@ -1,11 +1,14 @@
-"""`DemoStore`: the interface the agent loop and demo collection use.
+"""`StepLog` and `DemoStore`: the interfaces the agent loop and demo collection use.
 
-A demo store keeps every recorded step of every episode (the audit record), remembers
-which episodes are demos, and returns demo windows relevant to a state. `DemoMemory`
-(SQL + FAISS) is the implementation nightowl ships; another store (a vector database,
-a remote service) implements the abstract methods and registers with the conformance
-suite in ``tests/conformance/test_demo_store.py``. The convenience methods are built on
-the abstract ones.
+A step log keeps every recorded step of every episode (the audit record): the agent
+loop records each acted step through it. A demo store is a step log that also
+remembers which episodes are demos and returns demo windows relevant to a state.
+`DemoMemory` (SQL + FAISS) is the demo store nightowl ships, `SqlStepLog` the step log
+of a database without the demo part (no embedder, no indexes); another store (a vector
+database, a remote service) implements the abstract methods and registers with the
+conformance suites in ``tests/conformance/test_demo_store.py`` and
+``tests/conformance/test_step_log.py``. The convenience methods are built on the
+abstract ones.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from nightowl.memory.records import (
 )
 
 
-class DemoStore(ABC):
-    """Recorded steps, demo episodes, and retrieval of demo windows."""
+class StepLog(ABC):
+    """Recorded steps of every episode, keyed by (episode_id, idx)."""
 
     # --- required -------------------------------------------------------------------------
     @abstractmethod
@@ -38,9 +41,43 @@ class DemoStore(ABC):
         """
 
     @abstractmethod
+    def record_new_steps(
+        self,
+        episode_id: str,
+        steps: Sequence[StepRecord | dict[str, Any]],
+        *,
+        within: Any = None,
+    ) -> None:
+        """Save the steps whose (episode_id, idx) is not recorded yet; recorded ones stay.
+
+        Recording the same step again changes nothing (the first write stands): the
+        agent loop relies on it when a resumed node writes its step a second time.
+
+        Args:
+            episode_id: the episode (known to the ledger).
+            steps: the steps (a repeated idx: the first one counts).
+            within: the caller's open write transaction on the store's database (a
+                SQLAlchemy ``Session`` for SQL stores), so that the steps commit or roll
+                back with the caller's own rows; None: a transaction of the store's own.
+
+        Raises:
+            StoreError: the store cannot write (``within`` None).
+        """
+
+    @abstractmethod
     def episode_steps(self, episode_id: str) -> list[StepRecord]:
         """Every recorded step of an episode, ordered by idx, ids set ([] if none)."""
 
+    # --- convenience ----------------------------------------------------------------------
+    def record_step(self, episode_id: str, step: StepRecord) -> int:
+        """Save one step; returns its id."""
+        return self.record_steps(episode_id, [step])[0]
+
+
+class DemoStore(StepLog):
+    """Recorded steps (a `StepLog`), demo episodes, and retrieval of demo windows."""
+
+    # --- required -------------------------------------------------------------------------
     @abstractmethod
     def add_episodes(self, demos: Sequence[EpisodeDemo]) -> list[int]:
         """Record the episodes' steps and make each a demo (all or nothing); demo ids.
@@ -116,10 +153,6 @@ class DemoStore(ABC):
             task_id=task_id,
         )
         return self.add_episodes([demo])[0]
-
-    def record_step(self, episode_id: str, step: StepRecord) -> int:
-        """Save one step; returns its id."""
-        return self.record_steps(episode_id, [step])[0]
 
     def flush(self) -> None:  # noqa: B027 - optional hook, nothing to persist by default
         """Persist anything kept only in memory (default: nothing)."""

@@ -2,7 +2,8 @@
 
 * `nightowl.memory.sync` - open, verify against SQL, catch up, rebuild, save indexes;
 * `nightowl.memory.reembed` - re-embed stored vectors whose text or model changed;
-* `nightowl.memory.writes` - record steps, add demo episodes, delete demos;
+* `nightowl.memory.writes` - record steps, add demo episodes, delete demos (the SQL of
+  the ``steps`` table is `nightowl.memory.steps`, shared with `SqlStepLog`);
 * `nightowl.memory.retrieval` - embed the query keys (cached), multi-key windows.
 
 They share one `MemoryCore` (state only). SQL is the source of truth; the indexes are
@@ -130,6 +131,19 @@ class DemoMemory(DemoStore):
     ) -> list[int]:
         """Save steps of any episode (upsert on (episode_id, idx)); returns their step ids."""
         return self._writer.record_steps(episode_id, as_step_records(steps))
+
+    def record_new_steps(
+        self,
+        episode_id: str,
+        steps: Sequence[StepRecord | dict[str, Any]],
+        *,
+        within: Any = None,
+    ) -> None:
+        """Save the steps not recorded yet (see `StepLog.record_new_steps`).
+
+        ``within``: an open `Session` on this memory's database to write in.
+        """
+        self._writer.record_new_steps(episode_id, as_step_records(steps), within=within)
 
     def episode_steps(self, episode_id: str) -> list[StepRecord]:
         """Every recorded step of an episode, in order (replay/audit)."""

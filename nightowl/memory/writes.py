@@ -23,15 +23,13 @@ from nightowl.memory.records import (
     EpisodeDemo,
     StepRecord,
     sha1,
-    step_record,
-    step_values,
     vec_bytes,
 )
 from nightowl.memory.reembed import embed_texts
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow, utcnow
+from nightowl.memory.steps import insert_new_steps, read_steps, upsert_steps
 from nightowl.memory.sync import IndexSync
 
-_CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit
 _EPISODES = sql_text("SELECT id, task_id, env FROM episodes WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True)
 )
@@ -51,37 +49,6 @@ class _Prepared:
     hist_vecs: np.ndarray
 
 
-def upsert_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> list[int]:
-    """Insert or update steps by (episode_id, idx) with bulk statements; ids in order."""
-    if not steps:
-        return []
-    existing: dict[int, int] = {}
-    idxs = [st.idx for st in steps]
-    for i in range(0, len(idxs), _CHUNK):
-        for sid, idx in s.execute(
-            select(StepRow.id, StepRow.idx).where(
-                StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + _CHUNK])
-            )
-        ):
-            existing[int(idx)] = int(sid)
-    updates = [{"id": existing[st.idx], **step_values(st)} for st in steps if st.idx in existing]
-    if updates:
-        s.execute(update(StepRow), updates)
-    now = utcnow()
-    new = [
-        {"episode_id": episode_id, "idx": st.idx, "created_at": now, **step_values(st)}
-        for st in steps
-        if st.idx not in existing
-    ]
-    if new:
-        rows = s.execute(
-            insert(StepRow).returning(StepRow.id, StepRow.idx, sort_by_parameter_order=True), new
-        )
-        for sid, idx in rows:
-            existing[int(idx)] = int(sid)
-    return [existing[st.idx] for st in steps]
-
-
 class DemoWriter:
     """The write path of one `MemoryCore` (SQL first, then the indexes)."""
 
@@ -97,16 +64,19 @@ class DemoWriter:
         self.core.steps.forget(ids)
         return ids
 
+    def record_new_steps(
+        self, episode_id: str, steps: Sequence[StepRecord], *, within: Session | None = None
+    ) -> None:
+        """Save the steps not recorded yet (recorded ones stay, so no cached step is stale)."""
+        if within is not None:
+            insert_new_steps(within, episode_id, steps)
+        else:
+            self.core.db.write(lambda s: insert_new_steps(s, episode_id, steps))
+
     def episode_steps(self, episode_id: str) -> list[StepRecord]:
         """Every recorded step of an episode, in order (replay/audit)."""
-
-        def q(s: Session) -> list[StepRecord]:
-            rows = s.scalars(
-                select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.idx)
-            ).all()
-            return [step_record(r) for r in rows]
-
-        return self.core.db.read(q)
+        steps: list[StepRecord] = self.core.db.read(lambda s: read_steps(s, episode_id))
+        return steps
 
     # --- demos ------------------------------------------------------------------------
     def add_episodes(self, demos: Sequence[EpisodeDemo]) -> list[int]:

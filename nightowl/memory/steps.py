@@ -1,0 +1,160 @@
+"""The SQL of the ``steps`` table, and `SqlStepLog`: the `StepLog` of one database.
+
+`DemoMemory` writes and reads steps through the functions here; `SqlStepLog` is the same
+step record without an embedder or indexes, so the agent loop records every step
+through the `StepLog` interface whether or not demo retrieval is on.
+
+Two ways to write a step that is already recorded (same episode and idx):
+`upsert_steps` updates it (`StepLog.record_steps`), `insert_new_steps` leaves it as it
+is (`StepLog.record_new_steps`: a resumed agent node writes its step again, and the
+first write stands).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from nightowl.memory.base import StepLog
+from nightowl.memory.records import StepRecord, as_step_records, step_record, step_values
+from nightowl.memory.schema import StepRow, utcnow
+
+_CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit
+
+
+def upsert_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> list[int]:
+    """Insert or update steps by (episode_id, idx) with bulk statements; ids in order."""
+    if not steps:
+        return []
+    existing: dict[int, int] = {}
+    idxs = [st.idx for st in steps]
+    for i in range(0, len(idxs), _CHUNK):
+        for sid, idx in s.execute(
+            select(StepRow.id, StepRow.idx).where(
+                StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + _CHUNK])
+            )
+        ):
+            existing[int(idx)] = int(sid)
+    updates = [{"id": existing[st.idx], **step_values(st)} for st in steps if st.idx in existing]
+    if updates:
+        s.execute(update(StepRow), updates)
+    now = utcnow()
+    new = [
+        {"episode_id": episode_id, "idx": st.idx, "created_at": now, **step_values(st)}
+        for st in steps
+        if st.idx not in existing
+    ]
+    if new:
+        rows = s.execute(
+            insert(StepRow).returning(StepRow.id, StepRow.idx, sort_by_parameter_order=True), new
+        )
+        for sid, idx in rows:
+            existing[int(idx)] = int(sid)
+    return [existing[st.idx] for st in steps]
+
+
+@functools.cache
+def _insert_new(dialect: str) -> Any:
+    """The insert-if-absent ``INSERT`` for a dialect, built once (compiled once).
+
+    SQLite and PostgreSQL skip an existing (episode, idx) in the same statement; None
+    for other dialects (`insert_new_steps` looks first).
+    """
+    table = cast(Table, StepRow.__table__)
+    ins: Any
+    if dialect == "sqlite":
+        ins = sqlite_insert(table)
+    elif dialect == "postgresql":
+        ins = pg_insert(table)
+    else:
+        return None
+    return ins.on_conflict_do_nothing(index_elements=["episode_id", "idx"])
+
+
+def insert_new_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> None:
+    """Insert the steps whose (episode_id, idx) is not recorded; recorded ones stay as they are.
+
+    One statement on SQLite and PostgreSQL; the first of repeated idxs wins.
+    """
+    if not steps:
+        return
+    now = utcnow()
+    values = [
+        {"episode_id": episode_id, "idx": st.idx, "created_at": now, **step_values(st)}
+        for st in steps
+    ]
+    stmt = _insert_new(s.get_bind().dialect.name)
+    if stmt is not None:
+        s.execute(stmt, values)
+        return
+    taken: set[int] = set()
+    idxs = [st.idx for st in steps]
+    for i in range(0, len(idxs), _CHUNK):
+        taken.update(
+            int(idx)
+            for idx in s.scalars(
+                select(StepRow.idx).where(
+                    StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + _CHUNK])
+                )
+            )
+        )
+    new: list[dict[str, Any]] = []
+    for v in values:
+        if v["idx"] not in taken:
+            taken.add(v["idx"])
+            new.append(v)
+    if new:
+        s.execute(insert(cast(Table, StepRow.__table__)), new)
+
+
+def read_steps(s: Session, episode_id: str) -> list[StepRecord]:
+    """Every recorded step of an episode, ordered by idx, ids set."""
+    rows = s.scalars(
+        select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.idx)
+    ).all()
+    return [step_record(r) for r in rows]
+
+
+class SqlStepLog(StepLog):
+    """The recorded steps of one database (no embedder, no indexes; thread-safe).
+
+    Args:
+        db: a `nightowl.storage.Database` (``.write``, ``.read``); it may be None when
+            every write joins a caller's transaction (``within``).
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def record_steps(
+        self, episode_id: str, steps: Sequence[StepRecord | dict[str, Any]]
+    ) -> list[int]:
+        """Save steps (upsert on (episode_id, idx)); their ids in order."""
+        recs = as_step_records(steps)
+        ids: list[int] = self.db.write(lambda s: upsert_steps(s, episode_id, recs))
+        return ids
+
+    def record_new_steps(
+        self,
+        episode_id: str,
+        steps: Sequence[StepRecord | dict[str, Any]],
+        *,
+        within: Any = None,
+    ) -> None:
+        """Save the steps not recorded yet, in ``within`` (a `Session`) or its own transaction."""
+        recs = as_step_records(steps)
+        if within is not None:
+            insert_new_steps(within, episode_id, recs)
+        else:
+            self.db.write(lambda s: insert_new_steps(s, episode_id, recs))
+
+    def episode_steps(self, episode_id: str) -> list[StepRecord]:
+        """Every recorded step of an episode, ordered by idx ([] if none)."""
+        steps: list[StepRecord] = self.db.read(lambda s: read_steps(s, episode_id))
+        return steps
