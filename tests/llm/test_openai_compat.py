@@ -17,6 +17,7 @@ from nightowl.llm.base import ChatMessage, GenerationRequest
 from nightowl.llm.openai_compat import OpenAICompatBackend, parse_usage
 from nightowl.llm.registry import create_backend
 from nightowl.llm.transformers import TransformersBackend
+from tests.llm.test_score_paths import PLAIN_TOL
 
 FRANCE = (ChatMessage(role="user", content="What is the capital of France?"),)
 
@@ -76,8 +77,10 @@ async def test_score_continuations_via_echo(client: OpenAICompatBackend, smollm2
     conts = [" Paris", " banana", " the city of Paris"]
     remote = await client.score_continuations("The capital of France is", conts)
     local = await smollm2.score_continuations("The capital of France is", conts)
+    # echo is one plain forward over prompt + continuation (as vLLM's prompt logprobs):
+    # held to the dtype's plain-forward bound (tests/llm/test_score_paths.py)
     for a, b in zip(remote.logprobs, local.logprobs, strict=True):
-        assert math.isclose(a, b, abs_tol=1e-3)
+        assert math.isclose(a, b, abs_tol=PLAIN_TOL[smollm2.dtype])
     assert remote.token_counts == local.token_counts
 
 

@@ -7,9 +7,11 @@ every dtype this CPU computes natively; bf16 where it is only emulated is a slow
 (several times slower, same numbers).
 
 Against a plain one-pass forward over prompt + action the tolerance is dtype's own:
-1e-3 in float32; in bf16 that forward is a differently shaped computation and differs by
-bf16 rounding alone -- measured up to 0.105 nats on these prompts (`bench/score_paths.py`),
-the same size as bf16 vs float32 (0.11) -- so it is held to 0.25.
+1e-3 in float32. In bf16 that forward is a differently shaped computation and differs by
+bf16 rounding alone: measured up to 0.09 nats (AVX2 EPYC, emulated) and 0.24 (Intel AMX,
+fixed-shape rows) on these prompts (`bench/score_paths.py`). Each bf16 computation lies
+up to ~0.2 nats from float32 (0.11-0.20 measured), so two of them up to ~0.4 from each
+other: held to 0.5, with the ranking required to be the same.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 import torch
 
 from nightowl.llm.dtype import NATIVE_BF16_FLAGS, cpu_flags
+from nightowl.llm.hf_weights import _a_linear_weight
 from nightowl.llm.transformers import TransformersBackend
 
 NATIVE_BF16 = bool(set(NATIVE_BF16_FLAGS) & cpu_flags())
@@ -30,7 +33,7 @@ DTYPES = [
     ),
 ]
 PATH_TOL = {"float32": 1e-4, "bfloat16": 0.0}
-PLAIN_TOL = {"float32": 1e-3, "bfloat16": 0.25}
+PLAIN_TOL = {"float32": 1e-3, "bfloat16": 0.5}
 
 HEAD = (
     "You are an agent in a text game. Choose the next action.\n\nExample:\n"
@@ -91,27 +94,42 @@ def test_every_scoring_path_gives_one_score(backend: TransformersBackend):
     )
 
 
-def test_one_row_per_forward_matches_the_batch(backend: TransformersBackend):
-    """Where the kernels were not row-invariant, rows run alone: the same numbers."""
+def test_fixed_shape_forwards_match_alone_reordered_and_the_batch(
+    backend: TransformersBackend,
+):
+    """Fixed-shape forwards (used where the kernels are not row-invariant) give a
+    continuation the same numbers alone, among others, in another order, and as the
+    backend's own choice of path.
+
+    On AMX a free batch moves bf16 rows by 0.2 nats (another GEMM blocking for some row
+    counts), so there every forward is `FIXED_ROWS` rows of one padded width.
+    """
     from nightowl.llm import hf_scoring
 
     loaded = backend._loaded()
     p = backend.encode(GROWN)
-    cs = [backend.encode(a) for a in ACTIONS]
-    with loaded.lock:
-        loaded.prefixes.clear()
-        batched, _ = hf_scoring.score_batched(
-            loaded.model, loaded.cache_kw, loaded.prefixes, p, cs, backend._pad_id,
-            row_multiple=loaded.row_multiple, batch_rows=True,
-        )  # fmt: skip
-        alone, _ = hf_scoring.score_batched(
-            loaded.model, loaded.cache_kw, loaded.prefixes, p, cs, backend._pad_id,
-            row_multiple=loaded.row_multiple, batch_rows=False,
-        )  # fmt: skip
-    worst = max(abs(sum(a) - sum(b)) for a, b in zip(batched, alone, strict=True))
-    assert worst <= PATH_TOL[backend.dtype]
+    cs = [backend.encode(a) for a in [*ACTIONS, " go north through the long dark corridor\n"]]
+
+    def run(conts: list[list[int]], batch_rows: bool) -> list[float]:
+        with loaded.lock:
+            loaded.prefixes.clear()
+            got, _ = hf_scoring.score_batched(
+                loaded.model, loaded.cache_kw, loaded.prefixes, p, conts, backend._pad_id,
+                row_multiple=loaded.row_multiple, batch_rows=batch_rows,
+            )  # fmt: skip
+        return [sum(t) for t in got]
+
+    together = run(cs, batch_rows=False)
+    alone = [run([c], batch_rows=False)[0] for c in cs]
+    reordered = run(cs[::-1], batch_rows=False)[::-1]
+    chosen = run(cs, batch_rows=loaded.batch_rows)
+    for other in (alone, reordered, chosen):
+        worst = max(abs(a - b) for a, b in zip(together, other, strict=True))
+        assert worst <= PATH_TOL[backend.dtype], (backend.dtype, worst)
     if backend.dtype != "float32":
         assert loaded.row_multiple == hf_scoring.ROW_MULTIPLE
+        weight = _a_linear_weight(loaded.model)
+        assert loaded.batch_rows == hf_scoring.rows_invariant(weight)
 
 
 async def test_greedy_text_is_the_same_from_a_cached_prefix(backend: TransformersBackend):
