@@ -2,6 +2,7 @@
 #   make demo   -> .venv + install + `nightowl demo`
 #   make test   -> .venv + install + services (PostgreSQL, Redis on 127.0.0.1) + pytest
 #   make test-servers -> opt-in: a real llama.cpp server on 127.0.0.1 (builds it once, ~5 min)
+#   make gpu-check -> on an NVIDIA GPU: vLLM student, gpu tests, cascade, faiss-gpu (< 8 min)
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export TOKENIZERS_PARALLELISM := false
 export NIGHTOWL_THREADS ?= 1
 
-.PHONY: setup demo test test-slow test-envs test-servers lint bench clean
+.PHONY: setup demo test test-slow test-envs test-servers gpu-check lint bench clean
 
 setup: $(STAMP)
 
@@ -46,6 +47,9 @@ test-envs: $(EXTRAS_STAMP)
 
 test-servers: setup
 	bash scripts/test-servers.sh $(BIN)
+
+gpu-check:
+	bash scripts/gpu-check.sh
 
 lint: setup
 	$(BIN)/ruff check nightowl tests bench
