@@ -3,8 +3,8 @@
 #
 #   bash scripts/with-services.sh CMD [ARGS...]
 #
-# Installs `postgresql` and `redis-server` with apt-get when they are missing (needs
-# root or sudo), starts both on free ports in a temporary folder, exports
+# Installs `postgresql`, `redis-server` (and `bubblewrap`, for the sandbox tests) with
+# apt-get when they are missing (needs root or sudo), starts both on free ports in a temporary folder, exports
 #   NIGHTOWL_TEST_PG_URL=postgresql+psycopg://postgres@127.0.0.1:PORT/nightowl_test
 #   NIGHTOWL_TEST_REDIS_URL=redis://127.0.0.1:PORT/0
 # runs CMD, stops both services (also on failure or interrupt) and exits with CMD's status.
@@ -67,6 +67,12 @@ if [[ -z $REDIS_SERVER ]]; then
   apt_install redis-server
   REDIS_SERVER=$(command -v redis-server || true)
   [[ -n $REDIS_SERVER ]] || die "redis-server installed but not on PATH"
+fi
+# bubblewrap is the sandbox's OS boundary for model-written code (tests/security runs every
+# escape in it); without it those tests skip, so install it too. Optional: a machine where
+# apt cannot install it still runs the rest.
+if ! command -v bwrap >/dev/null 2>&1; then
+  (apt_install bubblewrap) || log "bubblewrap not installed: the sandbox's bwrap tests will skip"
 fi
 # The packages may have started system-wide services; we do not use them (own ports).
 

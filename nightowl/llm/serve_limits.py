@@ -129,7 +129,7 @@ def bounded(base: type[M], limits: ServeLimits) -> type[M]:
         base.__name__,
         __base__=base,
         __module__=base.__module__,
-        __validators__={"_size": model_validator(mode="after")(_size)},
+        __validators__={"_size": model_validator(mode="after")(_size)},  # type: ignore[dict-item]
         **over,
     )
     return model

@@ -141,7 +141,7 @@ class _Apis:
 
 
 _SAFE = {n: getattr(builtins, n) for n in CONFIG.get("builtins", ()) if hasattr(builtins, n)}
-_NS = {"__builtins__": _SAFE}
+_NS: dict[str, object] = {"__builtins__": _SAFE}
 if CONFIG.get("apps"):
     _NS["apis"] = _Apis(CONFIG["apps"])
 

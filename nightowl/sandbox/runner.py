@@ -506,11 +506,12 @@ class Session:
                     os.killpg(pid, signal.SIGSTOP)  # nothing of it runs between actions
                 except ProcessLookupError:
                     pass
-                out, err = str(msg.get("output", ""))[:MAX_OUTPUT * 2], msg.get("error")
-                err = None if err is None else str(err)[:MAX_OUTPUT]
-                text = (out + "\n" if out else "") + err if err else out
+                out = str(msg.get("output", ""))[: MAX_OUTPUT * 2]
+                raw_err = msg.get("error")
+                failed = None if raw_err is None else str(raw_err)[:MAX_OUTPUT]
+                text = (out + "\n" if out else "") + failed if failed else out
                 return ActionResult(
-                    output=_cap(text), error=err, restarted=restarted,
+                    output=_cap(text), error=failed, restarted=restarted,
                     seconds=time.monotonic() - t0,
                 )
             if "call" in msg and not self._send(self._answer(msg["call"])):
@@ -540,7 +541,8 @@ class Session:
 
 def _descendants(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (from /proc/PID/task/*/children)."""
-    out, todo = [], [pid]
+    out: list[int] = []
+    todo = [pid]
     while todo and len(out) < 10_000:
         p = todo.pop()
         try:

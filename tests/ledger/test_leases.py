@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from nightowl.ledger import FencedLedger, Ledger, LeaseLostError, LeaseStore
+from nightowl.ledger import FencedLedger, LeaseLostError, LeaseStore, Ledger
 from nightowl.ledger.leases import EpisodeLease
 from nightowl.ledger.tables import Episode, ModelCall, ToolCall, _now
 from nightowl.llm.base import Usage
