@@ -1,9 +1,10 @@
 """The composition root: one object that owns settings, database, ledger, models, memory.
 
 Every use case (collect, run, calibrate, the showcase demo, sleep-time jobs, index
-maintenance) takes a `Nightowl`; the CLI, the Celery tasks and user scripts open one,
-call use cases, and close it. Opening is cheap: the demo memory, the embedder, model
-weights and the sleep-time service are built on first use.
+maintenance) takes a `Nightowl`; the CLI, both servers, the Celery tasks and user
+scripts open one, call use cases, and close it. This is the one place that opens the
+database. Opening is cheap: the demo memory, the embedder, model weights, the API key
+store, the chat assistant and the sleep-time service are built on first use.
 
     with Nightowl.open() as no:
         summary = no.run(RunSpec(name="cascade", env="twx", split="test",
@@ -23,9 +24,13 @@ from nightowl.ledger import Ledger
 from nightowl.storage import Database, open_db
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nightowl.app.collect import CollectRequest, CollectResult
     from nightowl.app.runs import RunSpec, RunSummary
-    from nightowl.ledger import RunReport
+    from nightowl.chat import Assistant, AssistantConfig, KeyStore
+    from nightowl.chat.sleep import RethinkQueue
+    from nightowl.ledger import MeteredModel, RunReport
     from nightowl.llm.base import ModelBackend
     from nightowl.memory.store import DemoMemory
     from nightowl.sleeptime.service import SleepService
@@ -53,6 +58,9 @@ class Nightowl:
     memory_dir: Path | None = None
     _memory: DemoMemory | None = field(default=None, repr=False)
     _sleep: SleepService | None = field(default=None, repr=False)
+    _keys: KeyStore | None = field(default=None, repr=False)
+    _assistant: Assistant | None = field(default=None, repr=False)
+    _owns_db: bool = field(default=True, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -63,13 +71,28 @@ class Nightowl:
         db_url: str | None = None,
         embedder: Any = None,
         memory_dir: Path | None = None,
+        migrate: bool = True,
     ) -> Nightowl:
-        """Open (and migrate) the database and the ledger; nothing else is loaded yet."""
+        """Open (and migrate) the database and the ledger; nothing else is loaded yet.
+
+        ``db_url`` overrides the settings' database; ``migrate=False`` opens the database
+        as it is (uncached, unmigrated: for inspecting its revisions).
+        """
         settings = settings or get_settings()
-        db = open_db(settings, url=db_url) if db_url else open_db(settings)
+        db = open_db(settings, db_url, migrate=migrate)
         return cls(
             settings=settings, db=db, ledger=Ledger(db), embedder=embedder, memory_dir=memory_dir
         )
+
+    def with_memory(self, *, embedder: Any = None, memory_dir: Path | None = None) -> Nightowl:
+        """A root sharing these settings, database and ledger with another demo memory.
+
+        Its ``close`` flushes only that memory; the database stays open (this root owns it).
+        """
+        return Nightowl(
+            settings=self.settings, db=self.db, ledger=self.ledger, embedder=embedder,
+            memory_dir=memory_dir, _owns_db=False,
+        )  # fmt: skip
 
     # --- defaults, resolved in one place -------------------------------------------
     @property
@@ -99,6 +122,19 @@ class Nightowl:
 
         return build_backend(name or self.student, self.settings)
 
+    def model(self, name: str | None = None, *, run_id: str, role: str) -> MeteredModel:
+        """``name``'s backend (default: the student), each call recorded in the ledger.
+
+        The backend comes from the registry (built once per name and process); the
+        wrapper records under ``run_id`` and ``role`` at the registry's prices.
+        """
+        from nightowl.ledger import MeteredModel
+
+        name = name or self.student
+        return MeteredModel(
+            self.backend(name), self.ledger, self.prices(name), run_id=run_id, role=role
+        )
+
     def cold_start(self, name: str | None = None) -> None:
         """Forget a backend's cached prompt prefixes and scores (for side-by-side runs).
 
@@ -119,8 +155,43 @@ class Nightowl:
         if self._sleep is None:
             from nightowl.sleeptime.service import SleepService
 
-            self._sleep = SleepService(self.settings, db=self.db, backend_factory=self.backend)
+            self._sleep = SleepService(
+                self.settings, db=self.db, ledger=self.ledger, backend_factory=self.backend
+            )
         return self._sleep
+
+    @property
+    def keys(self) -> KeyStore:
+        """The API keys of `nightowl serve` / `models serve --keys` (hashed, in ``db``)."""
+        if self._keys is None:
+            from nightowl.chat import KeyStore
+
+            self._keys = KeyStore(self.db)
+        return self._keys
+
+    def assistant(
+        self,
+        config: AssistantConfig | None = None,
+        *,
+        oracle: Callable[[str], str | None] | None = None,
+        rethink_queue: RethinkQueue | None = None,
+    ) -> Assistant:
+        """The chat assistant over this database, ledger and models (built on first call).
+
+        Later calls return the same assistant; they may not ask for another config.
+        ``oracle`` and ``rethink_queue`` are as in `Assistant.from_settings`.
+        """
+        if self._assistant is None:
+            from nightowl.chat import Assistant
+
+            self._assistant = Assistant.from_settings(
+                self.settings, config, db=self.db, ledger=self.ledger,
+                backend_factory=self.backend, embedder=self.embedder, oracle=oracle,
+                rethink_queue=rethink_queue,
+            )  # fmt: skip
+        elif config is not None and config != self._assistant.config:
+            raise ValueError("this root's assistant was already built with another config")
+        return self._assistant
 
     # --- use cases, for scripts (async code awaits the functions in nightowl.app) ------
     def run(self, spec: RunSpec, *, progress: Any = None) -> RunSummary:
@@ -141,7 +212,10 @@ class Nightowl:
 
     # --- lifetime ---------------------------------------------------------------------
     def close(self) -> None:
-        """Flush the memory's indexes and release the database (idempotent)."""
+        """Flush the memory's indexes and release the database (idempotent).
+
+        A root from `with_memory` leaves the database to the root it came from.
+        """
         if self._closed:
             return
         self._closed = True
@@ -149,7 +223,8 @@ class Nightowl:
             if self._memory is not None:
                 self._memory.close()
         finally:
-            self.db.engine.dispose()
+            if self._owns_db:
+                self.db.engine.dispose()
 
     def __enter__(self) -> Nightowl:
         return self
@@ -161,6 +236,8 @@ class Nightowl:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._assistant is not None:
+            await self._assistant.aclose()  # stop its sleep loop, if one was started
         self.close()
 
 

@@ -178,25 +178,38 @@ class Assistant:
         config: AssistantConfig | None = None,
         *,
         db: Database | None = None,
+        ledger: Ledger | None = None,
+        backend_factory: Callable[[str], ModelBackend] | None = None,
         oracle: Callable[[str], str | None] | None = None,
         embedder: Embedder | None = None,
         rethink_queue: RethinkQueue | None = None,
     ) -> Assistant:
         """Build from settings: registry models, the SQL database, the embedder.
 
+        The composition root (`nightowl.app.Nightowl.assistant`) passes its ``db``,
+        ``ledger`` and ``backend_factory`` (registry name -> backend); a script may leave
+        them out (the database of ``settings``, a ledger over it, the registry).
         ``rethink_queue`` sends idle threads' rethinks to a job queue (the CLI passes
         the Celery one when ``settings.broker_url`` is set); None rethinks in-process.
         """
         from nightowl.llm.registry import build_backend
         from nightowl.memory import build_embedder
-        from nightowl.storage import open_db
 
         config = config or AssistantConfig()
-        db = db or open_db(settings=settings)
-        ledger = Ledger(db)
+        if db is None:  # a script without a root; `Nightowl.assistant` passes its own
+            from nightowl.storage import open_db
+
+            db = open_db(settings=settings)
+        ledger = ledger if ledger is not None else Ledger(db)
+
+        def backend(name: str) -> ModelBackend:
+            if backend_factory is not None:
+                return backend_factory(name)
+            return build_backend(name, settings)
+
         run_id = ledger.start_run("chat", kind="chat", config=config.model_dump())
         student_name = config.student or settings.student_model
-        student = build_backend(student_name, settings)
+        student = backend(student_name)
         teacher: Teacher | None = None
         if oracle is not None:
             teacher = OracleTeacher(
@@ -211,7 +224,7 @@ class Assistant:
             tprices = settings.model(config.teacher).prices
             teacher = ModelTeacher(
                 MeteredModel(
-                    build_backend(config.teacher, settings),
+                    backend(config.teacher),
                     ledger,
                     tprices,
                     run_id=run_id,

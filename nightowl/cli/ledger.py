@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli.fit import fit
+
+if TYPE_CHECKING:
+    from nightowl.app import Nightowl
 
 ledger_app = typer.Typer(
     help="Cost ledger: runs, episodes, model and tool calls.", no_args_is_help=True
@@ -28,12 +31,12 @@ DbOption = Annotated[
 ]
 
 
-def _open(url: str | None, *, migrate: bool = True):  # type: ignore[no-untyped-def]
+def _open(url: str | None, *, migrate: bool = True) -> Nightowl:
+    """The composition root over ``url`` (default: the configured database)."""
+    from nightowl.app import Nightowl
     from nightowl.config import load_settings
-    from nightowl.storage import open_db
 
-    settings = None if url else load_settings()
-    return open_db(settings, url, migrate=migrate)
+    return Nightowl.open(None if url else load_settings(), db_url=url, migrate=migrate)
 
 
 def _usd(x: float) -> str:
@@ -50,10 +53,14 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Costs of one run: per role calls/tokens/cost, episodes, success, cost-of-pass."""
-    from nightowl.cli.inflight import inflight_table, success_text
-    from nightowl.ledger import Ledger
+    with _open(db) as no:
+        _show(no, run_id, episodes=episodes, as_json=as_json)
 
-    ledger = Ledger(_open(db))
+
+def _show(no: Nightowl, run_id: str, *, episodes: bool, as_json: bool) -> None:
+    from nightowl.cli.inflight import inflight_table, success_text
+
+    ledger = no.ledger
     rid = ledger.resolve_run_id(run_id)
     report = ledger.run_report(rid)
     if as_json:
@@ -142,9 +149,8 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """Recent runs, newest first."""
-    from nightowl.ledger import Ledger
-
-    rows = Ledger(_open(db)).list_runs(limit=limit, kind=kind)
+    with _open(db) as no:
+        rows = no.ledger.list_runs(limit=limit, kind=kind)
     if as_json:
         for r in rows:
             typer.echo(json.dumps(r.model_dump(mode="json")))
@@ -180,11 +186,9 @@ def break_even(
 
     n* = collection cost / (teacher-only cost per episode - our cost per episode).
     """
-    from nightowl.ledger import Ledger
-
-    ledger = Ledger(_open(db))
-    ids = [ledger.resolve_run_id(r) for r in (collection_run, teacher_only_run, our_run)]
-    be = ledger.break_even(*ids)
+    with _open(db) as no:
+        ids = [no.ledger.resolve_run_id(r) for r in (collection_run, teacher_only_run, our_run)]
+        be = no.ledger.break_even(*ids)
     if as_json:
         typer.echo(be.model_dump_json(indent=2))
         return
@@ -205,9 +209,10 @@ def upgrade(db: DbOption = None) -> None:
     """Create or migrate the database to the newest schema (all heads)."""
     from nightowl.storage import redact_url
 
-    database = _open(db)  # open_db migrates to heads
-    revs = database.upgrade()
-    typer.echo(f"{redact_url(database.url)}: at {', '.join(revs) or '(empty)'}")
+    with _open(db) as no:  # opening migrates to heads
+        revs = no.db.upgrade()
+        url = no.db.url
+    typer.echo(f"{redact_url(url)}: at {', '.join(revs) or '(empty)'}")
 
 
 @db_app.command("current")
@@ -215,8 +220,9 @@ def current(db: DbOption = None) -> None:
     """Show the database URL, its migration revisions and the shipped heads."""
     from nightowl.storage import head_revisions, redact_url
 
-    database = _open(db, migrate=False)
-    revs = database.current_revisions()
+    with _open(db, migrate=False) as no:
+        revs = no.db.current_revisions()
+        url = no.db.url
     heads = head_revisions()
     state = "up to date" if revs == heads else f"behind (heads: {', '.join(heads)})"
-    typer.echo(f"{redact_url(database.url)}: at {', '.join(revs) or '(empty)'} - {state}")
+    typer.echo(f"{redact_url(url)}: at {', '.join(revs) or '(empty)'} - {state}")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli.fit import fit
+
+if TYPE_CHECKING:
+    from nightowl.app import Nightowl
 
 memory_app = typer.Typer(
     help="Demo memory: recorded steps, demo episodes, FAISS indexes, retrieval.",
@@ -45,15 +48,15 @@ EmbedderOption = Annotated[
 ]
 
 
-def _memory(db: str | None, index_dir: Path | None, embedder: str | None) -> Any:
+def _open(db: str | None, index_dir: Path | None, embedder: str | None) -> Nightowl:
+    """The composition root whose ``memory`` is the one these options name."""
+    from nightowl.app import Nightowl
     from nightowl.config import load_settings
-    from nightowl.memory import DemoMemory, build_embedder
-    from nightowl.storage import open_db
 
     settings = load_settings()
-    database = open_db(settings, db)
-    emb = build_embedder(embedder or settings.embedder, threads=settings.threads)
-    return DemoMemory(database, emb, index_dir, settings)
+    if embedder:
+        settings = settings.model_copy(update={"embedder": embedder})
+    return Nightowl.open(settings, db_url=db, memory_dir=index_dir)
 
 
 @memory_app.command("stats")
@@ -64,9 +67,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Counts of steps, demos and demo steps, and the state of each index."""
-    mem = _memory(db, index_dir, embedder)
-    st = mem.stats()
-    mem.close()
+    with _open(db, index_dir, embedder) as no:
+        st = no.memory.stats()
     if as_json:
         typer.echo(st.model_dump_json(indent=2))
         return
@@ -93,8 +95,8 @@ def rebuild(
     ] = False,
 ) -> None:
     """Rebuild every index from SQL (the source of truth)."""
-    mem = _memory(db, index_dir, embedder)
-    counts = mem.rebuild(reembed=reembed)
+    with _open(db, index_dir, embedder) as no:
+        counts = no.memory.rebuild(reembed=reembed)
     typer.echo("rebuilt: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
@@ -106,11 +108,10 @@ def delete_run(
     embedder: EmbedderOption = None,
 ) -> None:
     """Stop using a run's episodes as demos (their recorded steps stay for audit)."""
-    from nightowl.ledger import Ledger
-
-    mem = _memory(db, index_dir, embedder)
-    rid = Ledger(mem.db).resolve_run_id(run_id)
-    n = mem.delete_run(rid)
+    with _open(db, index_dir, embedder) as no:
+        mem = no.memory
+        rid = no.ledger.resolve_run_id(run_id)
+        n = mem.delete_run(rid)
     typer.echo(f"deleted {n} demo episode(s) of run {rid}")
 
 
@@ -133,17 +134,16 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the demo windows retrieved for a goal and observation."""
-    mem = _memory(db, index_dir, embedder)
-    windows = mem.retrieve(
-        goal,
-        obs or goal,
-        [("", a) for a in (history or [])],
-        k_episodes=k_episodes,
-        k_steps=k_steps,
-        window=window,
-        exclude_task_ids=tuple(exclude_task or ()),
-    )
-    mem.close()
+    with _open(db, index_dir, embedder) as no:
+        windows = no.memory.retrieve(
+            goal,
+            obs or goal,
+            [("", a) for a in (history or [])],
+            k_episodes=k_episodes,
+            k_steps=k_steps,
+            window=window,
+            exclude_task_ids=tuple(exclude_task or ()),
+        )
     if as_json:
         typer.echo(json.dumps([w.model_dump() for w in windows], indent=2, default=str))
         return

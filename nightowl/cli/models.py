@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import ExitStack
 from typing import Annotated, Any
 
 import typer
@@ -64,15 +65,16 @@ def list_models(
     Console().print(fit(table))
 
 
-def _ledger_recorder(name: str, settings: Any, backend: Any) -> tuple[Any, str]:
-    """Wrap ``backend`` in the ledger's MeteredModel (role "try"), if a DB is usable."""
-    from nightowl.ledger import Ledger, MeteredModel
-    from nightowl.storage import open_db
+def _ledger_recorder(stack: ExitStack, name: str, settings: Any) -> tuple[Any, str]:
+    """``name``'s backend metered by the root's ledger (role "try"), if a DB is usable.
 
-    ledger = Ledger(open_db(settings))
-    run_id = ledger.start_run(f"models try {name}", kind="try", config={"model": name})
-    metered = MeteredModel(backend, ledger, settings.model(name).prices, run_id=run_id, role="try")
-    return metered, run_id
+    The root stays open (on ``stack``) until the command is done.
+    """
+    from nightowl.app import Nightowl
+
+    no = stack.enter_context(Nightowl.open(settings))
+    run_id = no.ledger.start_run(f"models try {name}", kind="try", config={"model": name})
+    return no.model(name, run_id=run_id, role="try"), run_id
 
 
 @models_app.command("try")
@@ -94,7 +96,7 @@ def try_model(
     from nightowl.llm.base import ChatMessage, GenerationRequest, require_text
     from nightowl.llm.registry import build_backend
 
-    with one_line_errors():
+    with one_line_errors(), ExitStack() as stack:
         settings = load_settings()
         spec = settings.model(name)
         if not prompt.strip():
@@ -114,7 +116,7 @@ def try_model(
         run_id = None
         if record:
             try:
-                backend, run_id = _ledger_recorder(name, settings, backend)
+                backend, run_id = _ledger_recorder(stack, name, settings)
             except NightowlError as exc:
                 typer.secho(f"warning: not recorded in the ledger: {exc}", err=True)
         result = asyncio.run(backend.generate(request))
@@ -162,25 +164,26 @@ def serve(
     from nightowl.llm.serve import run_server
     from nightowl.llm.serve_limits import check_bind, load_limits
 
-    with one_line_errors():
+    with one_line_errors(), ExitStack() as stack:
         check_bind(host, has_keys=keys, insecure=insecure_bind)
         limits = load_limits(
             max_concurrency=max_concurrency, key_concurrency=key_concurrency,
             key_rate=key_rate, max_body_bytes=max_body_bytes,
         )  # fmt: skip
         settings = load_settings()
-        authenticate = _key_authenticator(settings) if keys else None
+        authenticate = None
+        if keys:  # only a keyed server needs the database
+            from nightowl.app import Nightowl
+
+            no = stack.enter_context(Nightowl.open(settings))
+            authenticate = _key_authenticator(no.keys)
         backend = build_backend(name, settings)
         typer.echo(f"serving {name!r} at http://{host}:{port}/v1", err=True)
         run_server(backend, host=host, port=port, limits=limits, authenticate=authenticate)
 
 
-def _key_authenticator(settings: Any) -> Any:
+def _key_authenticator(store: Any) -> Any:
     """A key check (token -> key id, tenant) over the key store of `nightowl keys`."""
-    from nightowl.chat import KeyStore
-    from nightowl.storage import open_db
-
-    store = KeyStore(open_db(settings))
 
     def authenticate(token: str) -> tuple[str, str] | None:
         key = store.authenticate(token)

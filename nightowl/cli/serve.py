@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nightowl.cli.errors import one_line_errors
 
+if TYPE_CHECKING:
+    from nightowl.app import Nightowl
+
 keys_app = typer.Typer(
     help="API keys of `nightowl serve` (stored hashed in SQL).", no_args_is_help=True
 )
+
+
+def _root() -> Nightowl:
+    """The composition root over the configured database (`nightowl keys ...`)."""
+    from nightowl.app import Nightowl
+
+    return Nightowl.open()
 
 
 def serve(
@@ -52,6 +62,7 @@ def serve(
     Limits not given as flags come from NIGHTOWL_SERVE_* settings (docs/servers.md).
     """
     with one_line_errors():
+        from nightowl.app import Nightowl
         from nightowl.chat import AssistantConfig
         from nightowl.config import load_settings
         from nightowl.llm.serve_limits import check_bind, load_limits
@@ -73,33 +84,32 @@ def serve(
             def rethink_queue(thread_id: str, revision: int) -> str:
                 return celery.enqueue_thread_rethink(thread_id, revision, model=model)
 
-        app = build_app(
-            settings,
-            AssistantConfig(
-                student=student,
-                teacher=teacher,
-                n=n,
-                **({} if tau is None else {"tau": tau}),
-                max_tokens=max_tokens,
-                demos=demos,
-                sleep=sleep,
-                sleep_idle_s=sleep_idle_s,
-                thread_budget_usd=thread_budget,
-            ),
-            ServerConfig(require_key=auth, limits=limits),
-            oracle_path=oracle,
-            rethink_queue=rethink_queue,
+        config = AssistantConfig(
+            student=student,
+            teacher=teacher,
+            n=n,
+            **({} if tau is None else {"tau": tau}),
+            max_tokens=max_tokens,
+            demos=demos,
+            sleep=sleep,
+            sleep_idle_s=sleep_idle_s,
+            thread_budget_usd=thread_budget,
         )
-        import uvicorn
+        server_config = ServerConfig(require_key=auth, limits=limits)
+        with Nightowl.open(settings) as no:
+            app = build_app(
+                no, config, server_config, oracle_path=oracle, rethink_queue=rethink_queue
+            )
+            import uvicorn
 
-        typer.echo(f"nightowl serve at http://{host}:{port}/v1", err=True)
-        typer.echo(startup_line(settings, student=student, teacher=teacher, oracle=oracle,
-                                n=n, tau=tau, sleep=sleep, auth=auth), err=True)
-        if teacher is None and oracle is None:
-            typer.secho("warning: no --teacher: replies go out on student agreement alone; a "
-                        "reply whose samples disagree is not checked by anyone",
-                        fg=typer.colors.YELLOW, err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+            typer.echo(f"nightowl serve at http://{host}:{port}/v1", err=True)
+            typer.echo(startup_line(settings, student=student, teacher=teacher, oracle=oracle,
+                                    n=n, tau=tau, sleep=sleep, auth=auth), err=True)
+            if teacher is None and oracle is None:
+                typer.secho("warning: no --teacher: replies go out on student agreement alone; "
+                            "a reply whose samples disagree is not checked by anyone",
+                            fg=typer.colors.YELLOW, err=True)
+            uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @keys_app.command("create")
@@ -111,11 +121,8 @@ def create(
     ] = None,
 ) -> None:
     """Create a key; prints it once (only its hash is stored)."""
-    with one_line_errors():
-        from nightowl.chat import KeyStore
-        from nightowl.storage import open_db
-
-        plaintext, key = KeyStore(open_db()).create(name, tenant=tenant, budget_usd=budget)
+    with one_line_errors(), _root() as no:
+        plaintext, key = no.keys.create(name, tenant=tenant, budget_usd=budget)
         typer.echo(plaintext)
         typer.echo(f"id {key.id[:12]}  tenant {key.tenant}", err=True)
 
@@ -125,14 +132,12 @@ def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (never the keys)")] = False,
 ) -> None:
     """Keys: id, prefix, name, tenant, spend / budget, state."""
-    with one_line_errors():
+    with one_line_errors(), _root() as no:
         from dataclasses import asdict
 
-        from nightowl.chat import KeyStore
         from nightowl.cli.schemas import KeyRow
-        from nightowl.storage import open_db
 
-        keys = KeyStore(open_db()).list()
+        keys = no.keys.list()
         if as_json:
             rows = [KeyRow(**asdict(k)).model_dump(mode="json") for k in keys]
             typer.echo(json.dumps(rows, indent=2))
@@ -149,11 +154,8 @@ def list_keys(
 @keys_app.command("revoke")
 def revoke(key: Annotated[str, typer.Argument(help="key id (prefix) or key prefix")]) -> None:
     """Revoke a key (requests with it get 401 from then on)."""
-    with one_line_errors():
-        from nightowl.chat import KeyStore
-        from nightowl.storage import open_db
-
-        k = KeyStore(open_db()).revoke(key)
+    with one_line_errors(), _root() as no:
+        k = no.keys.revoke(key)
         typer.echo(f"revoked {k.id[:12]} ({k.name})")
 
 

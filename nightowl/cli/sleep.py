@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from nightowl.cli.errors import one_line_errors
 from nightowl.cli.fit import fit
 from nightowl.errors import UserError
 
+if TYPE_CHECKING:
+    from nightowl.app import Nightowl
+    from nightowl.sleeptime.service import SleepService
+
 sleep_app = typer.Typer(
     help="Sleep-time compute: think about known contexts while idle, answer cheaply later.",
     no_args_is_help=True,
@@ -22,10 +26,11 @@ sleep_app = typer.Typer(
 console = Console()
 
 
-def _service():  # type: ignore[no-untyped-def]
+def _root() -> Nightowl:
+    """The composition root (its ``sleep`` is the sleep-time service)."""
     from nightowl.app import Nightowl
 
-    return Nightowl.open().sleep
+    return Nightowl.open()
 
 
 def decode_text(data: bytes, source: str, *, binary_ok: bool = False) -> str:
@@ -77,7 +82,8 @@ def add(
     """Store a context; prints its id."""
     with one_line_errors():
         text = _read(file, binary_ok)
-        ctx = _service().store.add_context(text, kind=kind, name=name or file.name)
+        with _root() as no:
+            ctx = no.sleep.store.add_context(text, kind=kind, name=name or file.name)
     typer.echo(ctx.id)
 
 
@@ -91,8 +97,9 @@ def update(
     """Change a context; its learned context becomes stale (never used while stale)."""
     with one_line_errors():
         text = _read(file, binary_ok)
-        svc = _service()
-        ctx = svc.store.append(context, text) if append else svc.store.set_content(context, text)
+        with _root() as no:
+            store = no.sleep.store
+            ctx = store.append(context, text) if append else store.set_content(context, text)
     typer.echo(f"{ctx.id} revision {ctx.revision}")
 
 
@@ -101,10 +108,14 @@ def list_contexts(
     as_json: bool = typer.Option(False, "--json", help="print JSON (a list of rows)"),
 ) -> None:
     """Contexts with the state of their learned context and their queue priority."""
+    with _root() as no:
+        _list(no.sleep, as_json)
+
+
+def _list(svc: SleepService, as_json: bool) -> None:
     from nightowl.cli.schemas import ContextRow
     from nightowl.sleeptime.policy import rank
 
-    svc = _service()
     contexts = svc.store.list_contexts()
     pending = {w.context.id: w for w in svc.plan()}
     ranked = {w.context.id: w for w in rank(svc.store, [(c, "") for c in contexts])}
@@ -158,41 +169,43 @@ def run(
     ),
 ) -> None:
     """Compute learned contexts: enqueue to workers, or run in-process with no broker."""
-    from nightowl.app import Nightowl, contexts_to_learn, learn_contexts
+    from nightowl.app import contexts_to_learn, learn_contexts
     from nightowl.sleeptime.runner import RunnerEvent
 
-    app = Nightowl.open()
-    svc = app.sleep
-    config = svc.sleep.generator(max_rounds=rounds or None, drafts=drafts or None)
-    refs = contexts_to_learn(app, context or None)
-    if not refs:
-        typer.echo("nothing to do: every context has a fresh learned context")
-        return
-    if svc.settings.broker_url and not in_process:
-        from nightowl.workers.app import CeleryQueue
+    with _root() as app:
+        svc = app.sleep
+        config = svc.sleep.generator(max_rounds=rounds or None, drafts=drafts or None)
+        refs = contexts_to_learn(app, context or None)
+        if not refs:
+            typer.echo("nothing to do: every context has a fresh learned context")
+            return
+        if svc.settings.broker_url and not in_process:
+            from nightowl.workers.app import CeleryQueue
 
-        ids, _ = learn_contexts(app, refs, config=config, queue=CeleryQueue())
-        for ref, task_id in zip(refs, ids, strict=True):
-            typer.echo(f"enqueued {ref[:12]} task {task_id}")
-        return
+            ids, _ = learn_contexts(app, refs, config=config, queue=CeleryQueue())
+            for ref, task_id in zip(refs, ids, strict=True):
+                typer.echo(f"enqueued {ref[:12]} task {task_id}")
+            return
 
-    def show(ev: RunnerEvent) -> None:
-        o = ev.outcome
-        if o.status in ("stored", "exists"):
-            typer.echo(
-                f"{o.context_id[:12]} {o.status}: c' #{o.learned_id}, {o.rounds} rounds "
-                f"({o.stop_reason}), {o.completion_tokens} tokens, ${o.cost_usd:.6f}"
+        def show(ev: RunnerEvent) -> None:
+            o = ev.outcome
+            if o.status in ("stored", "exists"):
+                typer.echo(
+                    f"{o.context_id[:12]} {o.status}: c' #{o.learned_id}, {o.rounds} rounds "
+                    f"({o.stop_reason}), {o.completion_tokens} tokens, ${o.cost_usd:.6f}"
+                )
+            else:
+                typer.echo(
+                    f"{o.context_id[:12]} {o.status}: {o.detail}; retry in {o.retry_in_s:.0f}s"
+                )
+
+        with console.status(f"thinking about {len(refs)} context(s) with {config.model}"):
+            _, outcomes = learn_contexts(
+                app, refs, config=config, max_wait_s=max_wait, on_event=show
             )
-        else:
-            typer.echo(f"{o.context_id[:12]} {o.status}: {o.detail}; retry in {o.retry_in_s:.0f}s")
-
-    with console.status(f"thinking about {len(refs)} context(s) with {config.model}"):
-        _, outcomes = learn_contexts(
-            app, refs, config=config, max_wait_s=max_wait, on_event=show
-        )
-    left = [o for o in outcomes if o.status not in ("stored", "exists")]
-    if left:
-        typer.echo(f"{len(left)} job(s) still pending (run again when serving is idle)")
+        left = [o for o in outcomes if o.status not in ("stored", "exists")]
+        if left:
+            typer.echo(f"{len(left)} job(s) still pending (run again when serving is idle)")
 
 
 @sleep_app.command("ask")
@@ -205,10 +218,10 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
 ) -> None:
     """Answer a question about a context, using its fresh learned context if any."""
-    svc = _service()
-    res = asyncio.run(
-        svc.ask(context, question, budget=budget, mode=mode, use_learned=not no_learned)
-    )
+    with _root() as no:
+        res = asyncio.run(
+            no.sleep.ask(context, question, budget=budget, mode=mode, use_learned=not no_learned)
+        )
     if as_json:
         from dataclasses import asdict
 
@@ -228,9 +241,9 @@ def ask(
 @sleep_app.command("show")
 def show(context: str = typer.Argument(..., help="context id, id prefix or name")) -> None:
     """Print a context's newest learned context."""
-    svc = _service()
-    ctx = svc.store.get(context)
-    status, learned = svc.store.fresh_learned(ctx)
+    with _root() as no:
+        ctx = no.sleep.store.get(context)
+        status, learned = no.sleep.store.fresh_learned(ctx)
     if learned is None:
         raise UserError(
             f"context {ctx.id[:12]} has no learned context yet (run `nightowl sleep run`)"

@@ -1,6 +1,7 @@
 """`nightowl serve`: the chat assistant over the OpenAI protocol (FastAPI + uvicorn).
 
-`build_app` is the composition root: settings -> `Assistant` -> `ChatService` -> app.
+`build_app` wires the app: the root's `Assistant` (``Nightowl.assistant``, over the
+root's database, ledger and models) -> `ChatService` -> FastAPI app.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from nightowl.errors import ConfigError, UserError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from nightowl.app import Nightowl
     from nightowl.chat import AssistantConfig
     from nightowl.chat.sleep import RethinkQueue
-    from nightowl.config import Settings
     from nightowl.server.service import ServerConfig
 
 
@@ -32,14 +33,17 @@ def load_oracle(path: Path) -> dict[str, str]:
 
 
 def build_app(
-    settings: Settings,
+    root: Nightowl,
     assistant_config: AssistantConfig,
     server_config: ServerConfig,
     *,
     oracle_path: Path | None = None,
     rethink_queue: RethinkQueue | None = None,
 ) -> FastAPI:
-    """Settings -> Assistant -> ChatService -> FastAPI app.
+    """The root's Assistant -> ChatService -> FastAPI app.
+
+    ``root`` (an opened `Nightowl`) owns the database the assistant, its ledger run and
+    the API keys use; the caller closes it after the server stopped.
 
     ``rethink_queue`` (``queue(thread_id, revision)``) sends idle threads' sleep-time
     rethinks to workers; the server layer cannot import `nightowl.workers`, so the CLI
@@ -54,15 +58,12 @@ def build_app(
         raise UserError(
             f"nightowl serve needs {exc.name or 'fastapi'!r}: pip install fastapi uvicorn"
         ) from None
-    from nightowl.chat import Assistant
     from nightowl.server.app import create_app
     from nightowl.server.service import ChatService
 
     gold = load_oracle(oracle_path) if oracle_path is not None else None
     oracle = (lambda q: gold.get(q.strip())) if gold is not None else None
-    assistant = Assistant.from_settings(
-        settings, assistant_config, oracle=oracle, rethink_queue=rethink_queue
-    )
+    assistant = root.assistant(assistant_config, oracle=oracle, rethink_queue=rethink_queue)
     service = ChatService(
         assistant,
         server_config,

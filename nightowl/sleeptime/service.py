@@ -29,7 +29,7 @@ from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_
 from nightowl.sleeptime.schema import utcnow
 from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress, as_utc
-from nightowl.storage import Database, open_db
+from nightowl.storage import Database
 
 JobStatus = Literal["stored", "exists", "held", "busy", "yielded", "lost"]
 #: statuses after which the job must run again later (it is never dropped)
@@ -57,22 +57,27 @@ def worker_id(tag: str = "") -> str:
 
 
 class SleepService:
-    """Sleep-time compute over one database."""
+    """Sleep-time compute over one database.
+
+    It opens nothing itself: the database (and optionally its ledger and a backend
+    factory) come from the caller, normally the composition root (``Nightowl.sleep``).
+    """
 
     def __init__(
         self,
         settings: Settings | None = None,
         sleep: SleepSettings | None = None,
         *,
-        db: Database | None = None,
+        db: Database,
+        ledger: Ledger | None = None,
         backend_factory: Callable[[str], ModelBackend] | None = None,
         probe: IdleProbe | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.sleep = sleep or load_sleep_settings()
-        self.db = db or open_db(self.settings)
+        self.db = db
         self.store = ContextStore(self.db.sessions)
-        self.ledger = Ledger(self.db)
+        self.ledger = ledger if ledger is not None else Ledger(self.db)
         self._backend_factory = backend_factory
         self.probe: IdleProbe = probe or probe_for(self.sleep)
 

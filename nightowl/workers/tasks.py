@@ -9,6 +9,7 @@ real failures get (``autoretry_for`` with exponential backoff).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery.signals import worker_ready
@@ -36,18 +37,21 @@ _RELIABLE: dict[str, Any] = {
 }
 
 
-_ROOT: list[tuple[Settings, Nightowl]] = []
+_ROOT: list[tuple[int, Settings, Nightowl]] = []
 
 
 def root() -> Nightowl:
     """The worker process's composition root (built after fork, on first use).
 
-    Rebuilt only when the process's settings object changes (tests clear it).
+    Rebuilt when the process's settings object changes (tests clear it) and in a forked
+    child (a pool process never shares its parent's database connections; the parent's
+    root is left alone, not closed).
     """
     settings = get_settings()
-    if not _ROOT or _ROOT[0][0] is not settings:
-        _ROOT[:] = [(settings, Nightowl.open(settings))]
-    return _ROOT[0][1]
+    pid = os.getpid()
+    if not _ROOT or _ROOT[0][0] != pid or _ROOT[0][1] is not settings:
+        _ROOT[:] = [(pid, settings, Nightowl.open(settings))]
+    return _ROOT[0][2]
 
 
 def service() -> SleepService:
@@ -128,13 +132,8 @@ def rebuild_index(payload: dict) -> dict:
     index_dir = confined(job.index_dir, base.settings.home, name) if job.index_dir else None
     model = plain_name(job.embedder or base.settings.embedder, name)
     embedder = build_embedder(model, threads=base.settings.threads)
-    other = Nightowl(settings=base.settings, db=base.db, ledger=base.ledger, embedder=embedder,
-                     memory_dir=index_dir)
-    try:
+    with base.with_memory(embedder=embedder, memory_dir=index_dir) as other:
         return {"rebuilt": rebuild(other, reembed=job.reembed)}
-    finally:
-        if other._memory is not None:
-            other._memory.close()
 
 
 @app.task(name="nightowl.demos.collect", **_RELIABLE)
@@ -172,7 +171,6 @@ _MONITOR: list[Any] = []
 def start_lease_monitor(sender: Any = None, **_: Any) -> None:
     """A worker consuming ``episodes`` re-queues expired episode leases (every check_s)."""
     from nightowl.app.leasing import LeaseMonitor, load_lease_settings
-    from nightowl.storage import open_db
     from nightowl.workers.app import CeleryQueue
 
     try:
@@ -182,7 +180,7 @@ def start_lease_monitor(sender: Any = None, **_: Any) -> None:
     if "episodes" not in queues or _MONITOR:
         return
     settings = load_lease_settings()
-    monitor = LeaseMonitor(open_db(get_settings()), CeleryQueue(app), settings).start()
+    monitor = LeaseMonitor(root().db, CeleryQueue(app), settings).start()
     _MONITOR.append(monitor)
     log.info("lease monitor: lease %.0f s, check every %.1f s", settings.lease_s,
              settings.check_every)
