@@ -2,9 +2,10 @@
 
 ::
 
-    assistant = Assistant.from_settings(load_settings(), AssistantConfig(teacher="gpt"))
-    reply = await assistant.chat([{"role": "user", "content": "2+3?"}], thread="t1")
-    reply.text, reply.tier, reply.cost_usd, reply.agreement
+    async with Nightowl.open() as no:                    # nightowl.app.Nightowl
+        assistant = no.assistant(AssistantConfig(teacher="gpt"))
+        reply = await assistant.chat([{"role": "user", "content": "2+3?"}], thread="t1")
+        reply.text, reply.tier, reply.cost_usd, reply.agreement
 
 A turn: reconcile the thread's stored history with the incoming messages, check the
 thread and key budgets, build the prompt (tenant demos, learned context c' + messages
@@ -177,7 +178,7 @@ class Assistant:
         settings: Settings,
         config: AssistantConfig | None = None,
         *,
-        db: Database | None = None,
+        db: Database,
         ledger: Ledger | None = None,
         backend_factory: Callable[[str], ModelBackend] | None = None,
         oracle: Callable[[str], str | None] | None = None,
@@ -186,9 +187,9 @@ class Assistant:
     ) -> Assistant:
         """Build from settings: registry models, the SQL database, the embedder.
 
-        The composition root (`nightowl.app.Nightowl.assistant`) passes its ``db``,
-        ``ledger`` and ``backend_factory`` (registry name -> backend); a script may leave
-        them out (the database of ``settings``, a ledger over it, the registry).
+        Built by the composition root (`nightowl.app.Nightowl.assistant`), which passes
+        its ``db``, ``ledger`` and ``backend_factory`` (registry name -> backend); without
+        the last two: a ledger over ``db`` and the registry.
         ``rethink_queue`` sends idle threads' rethinks to a job queue (the CLI passes
         the Celery one when ``settings.broker_url`` is set); None rethinks in-process.
         """
@@ -196,10 +197,6 @@ class Assistant:
         from nightowl.memory import build_embedder
 
         config = config or AssistantConfig()
-        if db is None:  # a script without a root; `Nightowl.assistant` passes its own
-            from nightowl.storage import open_db
-
-            db = open_db(settings=settings)
         ledger = ledger if ledger is not None else Ledger(db)
 
         def backend(name: str) -> ModelBackend:
