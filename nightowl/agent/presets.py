@@ -9,40 +9,72 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
-from nightowl.agent.ladder import Ladder, Tier
-from nightowl.agent.tiers import (
-    BacktrackPolicy,
-    OracleTier,
-    RepeatPolicy,
-    StudentTier,
-    TeacherTier,
-)
-from nightowl.config import Settings
-from nightowl.distill.prompt import PromptBuilder
 from nightowl.errors import ConfigError, UnknownNameError
-from nightowl.ledger.metered import MeteredModel
-from nightowl.llm.base import ModelBackend
 
-LADDER_PRESETS: dict[str, str] = {
-    "teacher": "the teacher acts at every step (teacher-only baseline)",
-    "student": "the student acts alone, greedy, no demos",
-    "student+demos": "the student acts alone, greedy, with retrieved demos",
-    "cascade": "student with demos + acceptance rule; disagreement escalates to the teacher",
-    "margin": "student with demos + logprob-margin rule; low margin escalates to the teacher",
-    "bavt": "as cascade, but disagreement first escalates to a BAVT search (student as "
-    "proposer and critic), then to the teacher",
-}
+if TYPE_CHECKING:  # the tiers are imported by `build_ladder`: help texts import this module
+    from nightowl.agent.ladder import Ladder, Tier
+    from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy
+    from nightowl.config import Settings
+    from nightowl.distill.prompt import PromptBuilder
+    from nightowl.llm.base import ModelBackend
 
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    """A ladder preset: its tiers and the student's default rule.
+
+    Attributes:
+        name: the ``--ladder`` name.
+        help: one line for help texts.
+        student: "none" (teacher only), "alone" (the student acts alone, greedy, no
+            teacher) or "cascade" (its acceptance rule escalates to the teacher).
+        demos: the student retrieves demos.
+        rule: the acceptance rule when none is given.
+        scores: the rule must be a score rule (``uses_scores``).
+        search: a BAVT search tier between the student and the teacher.
+    """
+
+    name: str
+    help: str
+    student: Literal["none", "alone", "cascade"] = "cascade"
+    demos: bool = True
+    rule: str | None = None
+    scores: bool = False
+    search: bool = False
+
+
+#: the registry of ladder presets
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(name="teacher", help="the teacher acts at every step (teacher-only baseline)",
+           student="none", demos=False),
+    Preset(name="student", help="the student acts alone, greedy, no demos", student="alone",
+           demos=False),
+    Preset(name="student+demos", help="the student acts alone, greedy, with retrieved demos",
+           student="alone"),
+    Preset(name="cascade", help="student with demos + acceptance rule; disagreement escalates "
+           "to the teacher", rule="unanimity:3"),
+    Preset(name="margin", help="student with demos + logprob-margin rule; low margin escalates "
+           "to the teacher", rule="margin:1.0", scores=True),
+    Preset(name="bavt", help="as cascade, but disagreement first escalates to a BAVT search "
+           "(student as proposer and critic), then to the teacher", rule="unanimity:3",
+           search=True),
+)}
+#: name -> help of every preset
+LADDER_PRESETS: dict[str, str] = {n: p.help for n, p in PRESETS.items()}
 #: presets whose student retrieves demos
-DEMO_PRESETS = frozenset({"student+demos", "cascade", "margin", "bavt"})
-#: the acceptance rule of presets with a rule, when none is given
-DEFAULT_RULES = {"cascade": "unanimity:3", "bavt": "unanimity:3", "margin": "margin:1.0"}
+DEMO_PRESETS = frozenset(n for n, p in PRESETS.items() if p.demos)
 ORACLE = "oracle"
 
-BackendFactory = Callable[[str], ModelBackend]
+
+def ladder_syntax(sep: str = "|") -> str:
+    """Every preset name, for help texts: ``teacher|student|...``."""
+    return sep.join(PRESETS)
+
+
+BackendFactory = Callable[[str], "ModelBackend"]
 
 
 def preset_for_rule(rule: str) -> str:
@@ -88,8 +120,9 @@ def validate_ladder(
 
     Touches nothing: no model is loaded, nothing is recorded.
     """
-    if preset not in LADDER_PRESETS:
-        raise UnknownNameError("ladder", preset, sorted(LADDER_PRESETS))
+    p = PRESETS.get(preset)
+    if p is None:
+        raise UnknownNameError("ladder", preset, sorted(PRESETS))
     if fallback not in ("best", "end"):
         raise ConfigError(f"fallback must be 'best' or 'end', not {fallback!r}")
     if teacher != ORACLE:
@@ -97,23 +130,22 @@ def validate_ladder(
     parsed = parse_rule(rule) if isinstance(rule, str) else rule
     # A rule given to a preset without one (teacher, student, student+demos) is checked
     # but not used: callers such as the showcase pass one rule to every arm.
-    if preset == "teacher":
+    if p.student == "none":
         return LadderChoice(preset=preset, rule=None, student=None, teacher=teacher,
                             fallback="end")
     sname = student or settings.student_model
     settings.model(sname)
-    if preset in ("student", "student+demos"):
+    if p.student == "alone":
         parsed = Unanimity(1)  # greedy: one sample, accepted
-    elif preset == "margin" and parsed is not None and not parsed.uses_scores:
+    elif p.scores and parsed is not None and not parsed.uses_scores:
         raise ConfigError(
-            f"--ladder margin needs a score rule (e.g. margin:1.0), not {parsed.name!r}"
+            f"--ladder {preset} needs a score rule (e.g. margin:1.0), not {parsed.name!r}"
         )
-    if parsed is None and preset in DEFAULT_RULES:
-        parsed = parse_rule(DEFAULT_RULES[preset])
+    if parsed is None and p.rule:
+        parsed = parse_rule(p.rule)
     return LadderChoice(
         preset=preset, rule=parsed, student=sname, teacher=teacher,
-        fallback=cast(Literal["best", "end"], "best" if preset.startswith("student")
-                      else fallback),
+        fallback=cast(Literal["best", "end"], "best" if p.student == "alone" else fallback),
     )
 
 
@@ -149,10 +181,10 @@ def build_ladder(
     repeats: RepeatPolicy = "explore",
     backtrack: BacktrackPolicy = "avoid",
 ) -> Ladder:
-    """Tiers for a preset (see `LADDER_PRESETS`); inputs checked by `validate_ladder`.
+    """Tiers for a preset (see `PRESETS`); inputs checked by `validate_ladder`.
 
     Args:
-        preset: a `LADDER_PRESETS` name.
+        preset: a `PRESETS` name.
         settings: model registry, prices, defaults.
         ledger: where calls are recorded (None: nowhere).
         run_id: the run calls are recorded under.
@@ -160,7 +192,7 @@ def build_ladder(
         teacher_backend: the same for the teacher (defaults to ``student_backend``).
         student: the student model (default: ``settings.student_model``).
         teacher: a model name, or "oracle" (the environment's expert).
-        rule: the acceptance rule (default per preset, `DEFAULT_RULES`).
+        rule: the acceptance rule (default: the preset's).
         temperature: the student's sampling temperature for voting rules.
         builder: the prompt builder.
         fallback: "best" or "end" when every tier escalates.
@@ -169,7 +201,13 @@ def build_ladder(
         backtrack: "avoid" (never walk back through the exit just used while another
             is open) or "allow".
     """
+    from nightowl.agent.ladder import Ladder
+    from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
+    from nightowl.distill.prompt import PromptBuilder
+    from nightowl.ledger.metered import MeteredModel
+
     choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
+    p = PRESETS[preset]
     builder = builder or PromptBuilder()
     sname = choice.student or settings.student_model
     make_teacher = teacher_backend or student_backend
@@ -189,24 +227,24 @@ def build_ladder(
         )
         return TeacherTier(model, prices=spec.prices, builder=builder.for_teacher())
 
-    if preset == "teacher":
+    if p.student == "none":
         return Ladder([teacher_tier()], fallback="end")
     sprices = settings.model(sname).prices
     smodel = MeteredModel(student_backend(sname), ledger, sprices, run_id=run_id, role="student")
     assert choice.rule is not None
-    if preset in ("student", "student+demos"):
+    if p.student == "alone":
         return Ladder(
             [StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                         use_demos=preset == "student+demos", temperature=0.0,
+                         use_demos=p.demos, temperature=0.0,
                          backtrack=backtrack)],
             fallback="best",
         )
     tiers: list[Tier] = [
         StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                    temperature=temperature, avoid_repeats=avoid_repeats, repeats=repeats,
-                    backtrack=backtrack)
+                    use_demos=p.demos, temperature=temperature, avoid_repeats=avoid_repeats,
+                    repeats=repeats, backtrack=backtrack)
     ]
-    if preset == "bavt":
+    if p.search:
         from nightowl.agent.search.tier import BavtTier
 
         tiers.append(BavtTier(smodel.with_role("bavt"), critic_model=smodel.with_role("critic"),

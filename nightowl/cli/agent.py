@@ -161,7 +161,7 @@ def _apply_calibration(settings: Any, spec: Any, path: str, *, rule_given: bool)
         raise ConfigError(f"--calibration {path}: not a calibration report ({exc})") from exc
     chosen = rep.chosen
     if not rule_given and chosen.get("spec") != "teacher":
-        spec.rule = chosen.get("rule")
+        spec.rule = chosen.get("spec")  # "rule" is the table's name, e.g. "margin>=1"
         spec.temperature = float(chosen.get("temperature", spec.temperature))
         spec.repeats = chosen.get("repeats") or spec.repeats
     spec.calibrated_on = rep.machine
@@ -177,7 +177,7 @@ def run(
     split: str = typer.Option("test"),
     tasks: int = typer.Option(10, min=1, max=100_000),
     game: str = opt.GAME,
-    ladder: str = typer.Option("cascade", help="teacher|student|student+demos|cascade|margin|bavt"),
+    ladder: str = opt.LADDER,
     rule: str = opt.RULE,
     temperature: float = opt.TEMPERATURE,
     repeats: str = opt.REPEATS,

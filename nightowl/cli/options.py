@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import typer
 
+from nightowl.agent.acceptance import rule_syntax
+from nightowl.agent.presets import ladder_syntax
+
 ENV = typer.Option(..., help="environment name (nightowl envs list)")
 GAME = typer.Option("", help="only this game inside the environment ('' = all)")
 MAX_STEPS = typer.Option(40, min=1, max=10_000, help="step budget per episode")
 CONCURRENCY = typer.Option(4, min=1, max=256, help="episodes in flight")
 TEACHER = typer.Option("oracle", help="'oracle' (the env's expert) or a registry model name")
 STUDENT = typer.Option("", help="student model (default: settings.student_model)")
-RULE = typer.Option(
-    "",
-    help="acceptance rule: unanimity:N | majority:N:TAU | sequential:N:TAU | margin:T "
-    "('' = the ladder's default)",
-)
+RULE = typer.Option("", help=f"acceptance rule: {rule_syntax()} ('' = the ladder's default)")
+LADDER = typer.Option("cascade", help=ladder_syntax())
 TEMPERATURE = typer.Option(0.5, min=0.0, max=2.0, help="student sampling temperature for votes")
 REPEATS = typer.Option(
     "explore", help="a student action already taken in the same state: explore (take "

@@ -54,10 +54,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.stats import beta
 
-from nightowl.distill.parser import normalize_action
-
-#: rules decided from one scoring pass (deterministic per state)
-SCORE_RULES: tuple[str, ...] = ("margin", "demo", "margin+demo", "margin|demo")
+from nightowl.distill.acceptance import AcceptanceRule
+from nightowl.distill.rules import RULES, parse_rule
 
 
 class CalibrateOptions(BaseModel):
@@ -119,69 +117,34 @@ class StateRecord(BaseModel):
     left_out: list[str] = []
 
 
-def _probs(logps: np.ndarray, temperature: float) -> np.ndarray:
-    z = logps / max(temperature, 1e-6)
-    z = z - z.max()
-    p = np.exp(z)
-    return p / p.sum()
-
-
 def simulate_state(
-    rec: StateRecord, rule: str, n: int, tau: float, temperature: float, margin: float,
+    rec: StateRecord, rule: AcceptanceRule | str | None, temperature: float,
     rng: np.random.Generator, draws: int,
 ) -> tuple[float, float, float]:
-    """(P(accept), P(accept a wrong action), expected samples) for one state."""
-    norm = [normalize_action(a) for a in rec.actions]
-    lp = np.array(rec.logprobs, dtype=np.float64)
-    exp_i = norm.index(normalize_action(rec.expert)) if normalize_action(rec.expert) in norm else -1
-    if rule == "teacher":
+    """(P(accept), P(accept a wrong action), expected samples) for one state.
+
+    ``rule``: a rule, a ``--rule`` spec, or None / "teacher" (teacher-only: 0, 0, 0).
+    """
+    if rule is None or rule == "teacher":
         return 0.0, 0.0, 0.0
-    if rule in SCORE_RULES:
-        order = np.argsort(-lp)
-        m = lp[order[0]] - lp[order[1]] if len(lp) > 1 else math.inf
-        sure = bool(m >= margin)
-        demo = normalize_action(rec.demo_action) if rec.demo_action else None
-        agree = demo is not None and demo == norm[int(order[0])]
-        ok = {"margin": sure, "demo": agree, "margin+demo": agree and sure,
-              "margin|demo": agree or sure}[rule]
-        acc = float(ok)
-        wrong = acc * float(order[0] != exp_i)
-        return acc, wrong, 1.0
-    # voting rules sample: from the summed log-probabilities, as the backend's choices do
-    p = _probs(np.array(rec.sample_logprobs, dtype=np.float64)
-               if rec.sample_logprobs is not None else lp, temperature)
-    need = math.ceil(tau * n - 1e-9)
-    if rule == "unanimity" or (need == n and rule != "sequential"):
-        acc = float(np.sum(p**n))
-        right = float(p[exp_i] ** n) if exp_i >= 0 else 0.0
-        return acc, acc - right, float(n)
-    picks = rng.choice(len(p), size=(draws, n), p=p)
-    acc_n = wrong_n = 0
-    samples = 0.0
-    for row in picks:
-        counts: dict[int, int] = {}
-        decided = False
-        for j, a in enumerate(row, start=1):
-            counts[a] = counts.get(a, 0) + 1
-            top_a, top = max(counts.items(), key=lambda kv: kv[1])
-            if rule == "sequential":
-                if top >= need:
-                    acc_n += 1
-                    wrong_n += int(top_a != exp_i)
-                    samples += j
-                    decided = True
-                    break
-                if top + (n - j) < need:
-                    samples += j
-                    decided = True
-                    break
-        if not decided:
-            samples += n
-            top_a, top = max(counts.items(), key=lambda kv: kv[1])
-            if top >= need:
-                acc_n += 1
-                wrong_n += int(top_a != exp_i)
-    return acc_n / draws, wrong_n / draws, samples / draws
+    rule = parse_rule(rule) if isinstance(rule, str) else rule
+    return rule.simulate(rec, rng, draws, temperature)
+
+
+def candidates(
+    states: list[StateRecord], opts: CalibrateOptions
+) -> list[tuple[AcceptanceRule | None, float]]:
+    """(rule, temperature) of every candidate, in `RULES` order; None is teacher-only.
+
+    Sampling rules at every temperature and N of ``opts``, then score rules.
+    """
+    out: list[tuple[AcceptanceRule | None, float]] = [
+        (r, t) for t in opts.temperatures for n in opts.ns for rule in RULES
+        if not rule.uses_scores for r in rule.candidates(opts, states, n)
+    ]
+    out += [(r, 0.0) for rule in RULES if rule.uses_scores
+            for r in rule.candidates(opts, states, 1)]
+    return [*out, (None, 0.0)]
 
 
 def evaluate_rules(
@@ -189,58 +152,29 @@ def evaluate_rules(
 ) -> list[dict[str, Any]]:
     """Predicted success and cost per episode for every candidate rule."""
     rng = np.random.default_rng(opts.seed)
-    cands: list[tuple[str, int, float, float, float]] = []
-    for t in opts.temperatures:
-        for n in opts.ns:
-            cands.append(("unanimity", n, 1.0, t, 0.0))
-            for tau in opts.taus:
-                if tau < 1.0 and n >= 3:
-                    cands.append(("majority", n, tau, t, 0.0))
-            if n >= 2:
-                for tau in opts.taus:
-                    cands.append(("sequential", n, tau, t, 0.0))
-    for m in opts.margins:
-        cands.append(("margin", 1, 1.0, 0.0, m))
-    if any(s.demo_action for s in states):
-        cands.append(("demo", 1, 1.0, 0.0, 0.0))
-        for m in opts.margins:
-            cands.append(("margin+demo", 1, 1.0, 0.0, m))
-            cands.append(("margin|demo", 1, 1.0, 0.0, m))
-    cands.append(("teacher", 0, 1.0, 0.0, 0.0))
     by_task: dict[str, list[StateRecord]] = {}
     for s in states:
         by_task.setdefault(s.task_id, []).append(s)
     rows = []
-    for rule, n, tau, t, m in cands:
+    for rule, t in candidates(states, opts):
         succ, cost, acc_steps, samples, steps = [], [], 0.0, 0.0, 0
         for recs in by_task.values():
             ok = 1.0
             c = 0.0
             for r in recs:
-                a, w, drawn = simulate_state(r, rule, n, tau, t, m, rng, opts.mc_draws // 4)
+                a, w, drawn = simulate_state(r, rule, t, rng, opts.mc_draws // 4)
                 ok *= 1.0 - w
-                calls = 1.0 if rule in ("unanimity", "majority", *SCORE_RULES) else drawn
-                if rule == "teacher":
-                    stud = 0.0
-                elif rule in SCORE_RULES:
-                    stud = student_prices.cost(
-                        r.prompt_tokens + int(r.choice_tokens * len(r.actions)), 0, 0
-                    )
-                else:
-                    stud = student_prices.cost(
-                        int(r.prompt_tokens * calls), 0, int(r.choice_tokens * drawn)
-                    )
+                stud = 0.0 if rule is None else rule.student_cost(r, drawn, student_prices)
                 c += stud + (1 - a) * r.teacher_cost
                 acc_steps += a
                 samples += drawn
                 steps += 1
             succ.append(ok)
             cost.append(c)
-        name, spec = _rule_names(rule, n, tau, t, m)
         rows.append(
             {
-                "rule": name,
-                "spec": spec,
+                "rule": "teacher only" if rule is None else rule.label(t),
+                "spec": "teacher" if rule is None else rule.spec(),
                 "temperature": t,
                 "predicted_success": float(np.mean(succ)) if succ else 0.0,
                 "predicted_cost_per_episode": float(np.mean(cost)) if cost else 0.0,
@@ -249,21 +183,6 @@ def evaluate_rules(
             }
         )
     return rows
-
-
-def _rule_names(rule: str, n: int, tau: float, t: float, m: float) -> tuple[str, str]:
-    """(table name, ``--rule`` spec) of a candidate."""
-    if rule == "teacher":
-        return "teacher only", "teacher"
-    if rule == "margin":
-        return f"margin>={m:g}", f"margin:{m:g}"
-    if rule == "demo":
-        return "demo-agree", "demo-agree"
-    if rule in ("margin+demo", "margin|demo"):
-        word = "and" if rule == "margin+demo" else "or"
-        return f"demo {word} margin>={m:g}", f"{rule}:{m:g}"
-    tail = f":{tau:g}" if rule != "unanimity" else ""
-    return f"{rule}:{n}{tail} @T={t:g}", f"{rule}:{n}{tail}"
 
 
 def choose(rows: list[dict[str, Any]], target: float) -> tuple[dict[str, Any], bool]:

@@ -21,13 +21,13 @@ def rec(lps, expert="a", demo=None, task="t1", step=0):
 def test_simulate_demo_rules():
     rng = np.random.default_rng(0)
     r = rec([-0.1, -0.5, -5.0], demo="a")  # small margin, demo agrees, right
-    assert simulate_state(r, "demo", 1, 1, 0, 0, rng, 10) == (1.0, 0.0, 1.0)
-    assert simulate_state(r, "margin+demo", 1, 1, 0, 1.0, rng, 10)[0] == 0.0
-    assert simulate_state(r, "margin|demo", 1, 1, 0, 1.0, rng, 10)[0] == 1.0
+    assert simulate_state(r, "demo-agree", 0, rng, 10) == (1.0, 0.0, 1.0)
+    assert simulate_state(r, "margin+demo:1", 0, rng, 10)[0] == 0.0
+    assert simulate_state(r, "margin|demo:1", 0, rng, 10)[0] == 1.0
     w = rec([-0.1, -5.0, -5.0], expert="b", demo="b")  # confident, wrong, demo disagrees
-    assert simulate_state(w, "margin", 1, 1, 0, 1.0, rng, 10) == (1.0, 1.0, 1.0)
-    assert simulate_state(w, "demo", 1, 1, 0, 0, rng, 10)[:2] == (0.0, 0.0)
-    assert simulate_state(rec([-1, -2, -3]), "demo", 1, 1, 0, 0, rng, 10)[0] == 0.0
+    assert simulate_state(w, "margin:1", 0, rng, 10) == (1.0, 1.0, 1.0)
+    assert simulate_state(w, "demo-agree", 0, rng, 10)[:2] == (0.0, 0.0)
+    assert simulate_state(rec([-1, -2, -3]), "demo-agree", 0, rng, 10)[0] == 0.0
 
 
 def test_voting_rules_sample_from_summed_logprobs_score_rules_rank_by_scores():
@@ -40,11 +40,11 @@ def test_voting_rules_sample_from_summed_logprobs_score_rules_rank_by_scores():
     r = rec([-0.2, -0.5, -3.0])  # mean scores: "a" first by 0.3
     r_sampled = r.model_copy(update={"sample_logprobs": [-4.0, -1.0, -6.0]})
     # score rules rank by `logprobs` either way
-    assert simulate_state(r, "margin", 1, 1, 0.5, 0.0, rng, 10)[:2] == (1.0, 0.0)
-    assert simulate_state(r_sampled, "margin", 1, 1, 0.5, 0.0, rng, 10)[:2] == (1.0, 0.0)
+    assert simulate_state(r, "margin:0", 0.5, rng, 10)[:2] == (1.0, 0.0)
+    assert simulate_state(r_sampled, "margin:0", 0.5, rng, 10)[:2] == (1.0, 0.0)
     # unanimity:1 at T=0.5 accepts every sample; P(wrong) = 1 - P(sample "a")
-    wrong_mean = simulate_state(r, "unanimity", 1, 1, 0.5, 0.0, rng, 10)[1]
-    wrong_sum = simulate_state(r_sampled, "unanimity", 1, 1, 0.5, 0.0, rng, 10)[1]
+    wrong_mean = simulate_state(r, "unanimity:1", 0.5, rng, 10)[1]
+    wrong_sum = simulate_state(r_sampled, "unanimity:1", 0.5, rng, 10)[1]
     assert wrong_mean < 0.4 and wrong_sum > 0.99
 
 
