@@ -83,6 +83,12 @@ async def play(fam: str, rules: list[str], args: argparse.Namespace) -> list[dic
     return rows
 
 
+def student_dtype() -> str:
+    """The student's dtype as configured (``NIGHTOWL_MODELS__SMOLLM2__PARAMS__DTYPE=...``)."""
+    settings = load_settings()
+    return str(settings.model(settings.student_model).params.get("dtype", "auto"))
+
+
 def main() -> None:
     """Parse arguments, play, print the table, write the JSON."""
     ap = argparse.ArgumentParser()
@@ -102,7 +108,7 @@ def main() -> None:
     load_after = os.getloadavg()
     machine: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(),
                                "load_before": load_before, "load_after": load_after,
-                               "commit": commit}
+                               "commit": commit, "student_dtype": student_dtype()}
     t = Table(title=f"{args.family}: rules on {args.test} test tasks ({machine['cpu']}, load "
                     f"{load_before[0]:.1f} -> {load_after[0]:.1f}, {machine['commit']})")
     for col in ("rule", "success", "$/episode", "x cheaper", "steps", "teacher share"):
