@@ -56,6 +56,10 @@ def serve(
     key_rate: Annotated[str | None, typer.Option(help="per key, e.g. 20/second")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(min=1024, max=1 << 30)] = None,
     max_prompt_chars: Annotated[int | None, typer.Option(min=100, max=10_000_000)] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="one line per request on stderr (method, path, key id, "
+                                "status, ms, tier)")
+    ] = True,
 ) -> None:
     """Serve the chat cascade at /v1/chat/completions (+ /v1/models, /health, /metrics).
 
@@ -67,6 +71,7 @@ def serve(
         from nightowl.config import load_settings
         from nightowl.llm.serve_limits import check_bind, load_limits
         from nightowl.server import build_app
+        from nightowl.server.access import configure_access_log
         from nightowl.server.service import ServerConfig
 
         check_bind(host, has_keys=auth, insecure=insecure_bind)
@@ -98,8 +103,10 @@ def serve(
         server_config = ServerConfig(require_key=auth, limits=limits)
         with Nightowl.open(settings) as no:
             app = build_app(
-                no, config, server_config, oracle_path=oracle, rethink_queue=rethink_queue
+                no, config, server_config, oracle_path=oracle, rethink_queue=rethink_queue,
+                access_log=access_log,
             )
+            configure_access_log(access_log)
             import uvicorn
 
             typer.echo(f"nightowl serve at http://{host}:{port}/v1", err=True)
@@ -109,7 +116,8 @@ def serve(
                 typer.secho("warning: no --teacher: replies go out on student agreement alone; "
                             "a reply whose samples disagree is not checked by anyone",
                             fg=typer.colors.YELLOW, err=True)
-            uvicorn.run(app, host=host, port=port, log_level="warning")
+            # nightowl.access replaces uvicorn's access log: one line per request.
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 @keys_app.command("create")

@@ -39,6 +39,7 @@ def build_app(
     *,
     oracle_path: Path | None = None,
     rethink_queue: RethinkQueue | None = None,
+    access_log: bool = True,
 ) -> FastAPI:
     """The root's Assistant -> ChatService -> FastAPI app.
 
@@ -49,6 +50,9 @@ def build_app(
     rethinks to workers; the server layer cannot import `nightowl.workers`, so the CLI
     passes ``CeleryQueue().enqueue_thread_rethink`` when ``settings.broker_url`` is set.
     Without it (no broker) the ``--sleep`` loop rethinks in-process.
+
+    ``access_log`` writes one line per request to the ``nightowl.access`` logger
+    (`nightowl.server.access`; `configure_access_log` sends it to stderr).
     """
     try:
         import fastapi  # noqa: F401
@@ -69,4 +73,4 @@ def build_app(
         server_config,
         has_teacher=gold is not None or assistant_config.teacher is not None,
     )
-    return create_app(service, sleep=assistant_config.sleep)
+    return create_app(service, sleep=assistant_config.sleep, access_log=access_log)

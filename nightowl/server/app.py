@@ -8,6 +8,8 @@ unsupported field or over a bound, 401 bad key, 402 budget spent, 404 unknown mo
 413 body too large, 429 over a rate or concurrency limit (with Retry-After), 5xx only
 for server-side failures, and then with a generic message naming an error id that the
 server log has with the traceback (no internal message or path reaches the client).
+Every request gets one access-log line on ``nightowl.access`` (`nightowl.server.access`)
+unless ``access_log=False``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +30,8 @@ from nightowl.errors import BudgetExceededError, NightowlError, StoreError, User
 from nightowl.llm.openai_wire import sse_response
 from nightowl.llm.serve_guard import validation_message
 from nightowl.llm.serve_limits import internal_error, public_message
+from nightowl.server.access import log_access, note
+from nightowl.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from nightowl.server.metrics import Metrics
 from nightowl.server.service import (
     AuthError,
@@ -77,24 +81,32 @@ def error_response(exc: BaseException, retry_after: int = 2, where: str = "") ->
 
 
 class CountRequests:
-    """Pure ASGI middleware: counts /v1/ requests by status with their latency.
+    """Pure ASGI middleware: /v1/ request metrics and every request's access-log line.
+
+    It counts /v1/ requests by status with their latency, and writes one line per HTTP
+    request to ``nightowl.access`` (`nightowl.server.access.log_access`).
 
     Pure ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
     hides the client's disconnect from ``request.is_disconnected()``, which the chat
-    route needs to cancel abandoned generations. An exception that escaped a route
+    route needs to cancel abandoned generations. An exception that escaped a /v1/ route
     becomes a one-line 500 here, and the server keeps serving.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, retry_after: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, retry_after: int, access_log: bool = True
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.retry_after = retry_after
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request through, recording its status and latency."""
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        counted = str(scope.get("path", "")).startswith("/v1/")
+        scope.setdefault("state", {})  # the routes note the key id and tier here
         started = time.perf_counter()
         status = 500
         sent = False
@@ -108,17 +120,24 @@ class CountRequests:
         try:
             await self.app(scope, receive, send_counted)
         except Exception as exc:  # noqa: BLE001 - last resort: one-line 500, keep serving
-            if sent:
+            if sent or not counted:
                 raise
             response = error_response(exc, self.retry_after, str(scope.get("path", "")))
             status = response.status_code
             await response(scope, receive, send)
         finally:
-            self.metrics.request_done(status, time.perf_counter() - started)
+            latency_s = time.perf_counter() - started
+            if counted:
+                self.metrics.request_done(status, latency_s)
+            if self.access_log:
+                log_access(scope, status, latency_s)
 
 
-def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
-    """The app over ``service``; ``sleep`` starts the idle-thread rethink loop."""
+def create_app(service: ChatService, *, sleep: bool = False, access_log: bool = True) -> FastAPI:
+    """The app over ``service``; ``sleep`` starts the idle-thread rethink loop.
+
+    ``access_log`` writes one line per request to the ``nightowl.access`` logger.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -127,13 +146,16 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
             service.assistant.start_sleep(gate=lambda: service.metrics.in_flight == 0)
         yield
         await service.assistant.aclose()
+        service.metrics.close()
 
     app = FastAPI(title="nightowl serve", version="1", lifespan=lifespan)
     app.state.service = service
     limits = service.config.limits
     limit = limits.retry_after_s
 
-    app.add_middleware(CountRequests, metrics=service.metrics, retry_after=limit)
+    app.add_middleware(
+        CountRequests, metrics=service.metrics, retry_after=limit, access_log=access_log
+    )
 
     def client(request: Request) -> str:
         return request.client.host if request.client else "unknown"
@@ -146,18 +168,21 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
     async def metrics(request: Request) -> Response:
         if not limits.metrics_public:
             try:
-                await service.authenticate(request.headers.get("authorization"), rate=False)
+                key = await service.authenticate(request.headers.get("authorization"),
+                                                 rate=False)  # fmt: skip
             except NightowlError as exc:
                 return error_response(exc, limit, "/metrics")
-        return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
+            note(request.state, key_id=key.id if key is not None else None)
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/models", response_model=None)
     async def models(request: Request) -> JSONResponse | dict[str, Any]:
         try:
-            await service.authenticate(request.headers.get("authorization"),
-                                       client=client(request))  # fmt: skip
+            key = await service.authenticate(request.headers.get("authorization"),
+                                             client=client(request))  # fmt: skip
         except NightowlError as exc:
             return error_response(exc, limit, "/v1/models")
+        note(request.state, key_id=key.id if key is not None else None)
         return service.model_list().model_dump()
 
     @app.post("/v1/chat/completions", response_model=None,
@@ -166,6 +191,7 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
         try:
             key = await service.authenticate(request.headers.get("authorization"),
                                              client=client(request))  # fmt: skip
+            note(request.state, key_id=key.id if key is not None else None)
             declared = request.headers.get("content-length")
             if declared and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
                 raise TooLargeError(
@@ -188,6 +214,7 @@ def create_app(service: ChatService, *, sleep: bool = False) -> FastAPI:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return error_response(exc, limit, "/v1/chat/completions")
+        note(request.state, tiers=answer.tiers)
         if answer.events is not None:
             return sse_response(answer.events)
         return JSONResponse(answer.json)

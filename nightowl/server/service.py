@@ -68,10 +68,14 @@ class ClientGoneError(NightowlError):
 
 @dataclass(frozen=True, kw_only=True)
 class Answer:
-    """A finished request: the JSON body, or SSE events when streaming."""
+    """A finished request: the JSON body, or SSE events when streaming.
+
+    ``tiers``: the tier that gave each reply (for the access log).
+    """
 
     json: dict[str, Any] | None = None
     events: list[str] | None = None
+    tiers: tuple[str, ...] = ()
 
 
 class ChatService:
@@ -118,11 +122,11 @@ class ChatService:
         who = key.id if key is not None else f"client:{client}"
         tenant = key.tenant if key is not None else self.config.tenant
         with self.admission.slot(who, tenant):
-            self.metrics.in_flight = self.admission.in_flight
+            self.metrics.set_in_flight(self.admission.in_flight)
             try:
                 yield
             finally:
-                self.metrics.in_flight = self.admission.in_flight - 1
+                self.metrics.set_in_flight(self.admission.in_flight - 1)
 
     def model_list(self) -> ModelList:
         """The cascade and its tiers as model names."""
@@ -169,6 +173,7 @@ class ChatService:
         self, body: ChatCompletionRequest, replies: list[ChatReply], latency_s: float
     ) -> Answer:
         cid = f"chatcmpl-{uuid.uuid4().hex}"
+        tiers = tuple(r.tier for r in replies)
         exts = [_extension(r) for r in replies]
         ext: Any = exts[0] if len(exts) == 1 else exts
         usage = Usage()
@@ -194,7 +199,8 @@ class ChatService:
                     model=body.model,
                     include_usage=include,
                     extra={"nightowl": ext_json},
-                )
+                ),
+                tiers=tiers,
             )
         resp = ChatCompletionResponse(
             id=cid,
@@ -207,7 +213,7 @@ class ChatService:
             usage=UsageOut(**usage_json(usage)),
             nightowl=ext,
         )
-        return Answer(json=resp.model_dump())
+        return Answer(json=resp.model_dump(), tiers=tiers)
 
 
 def _finish(r: ChatReply) -> FinishReason:

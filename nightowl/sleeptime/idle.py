@@ -7,8 +7,10 @@ rounds of a running job, a probe is asked whether serving is idle:
   once ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` (summed over
   all label sets) have been zero for ``quiet_s`` seconds. An unreachable or
   unparseable endpoint counts as busy: a job is deferred, never run blind.
-- `NvidiaSmiProbe`: ``nvidia-smi`` utilisation of every GPU at or below a threshold
-  for ``quiet_s`` seconds.
+- `NvmlProbe`: utilisation of every GPU, read through NVML (``nvidia-ml-py``, the
+  ``gpu`` extra), at or below a threshold for ``quiet_s`` seconds.
+- `NvidiaSmiProbe`: the same from ``nvidia-smi``'s output; the ``nvidia-smi`` probe
+  setting uses it when NVML is not importable or does not initialise (`gpu_probe`).
 - `AlwaysIdle`: when no probe is configured.
 
 "For S seconds" is tracked by the probe object itself (the time it first saw quiet),
@@ -23,9 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from nightowl.errors import ConfigError
 from nightowl.sleeptime.settings import SleepSettings
@@ -86,25 +89,20 @@ class _QuietTracker:
 def parse_prometheus_gauges(text: str, names: tuple[str, ...]) -> dict[str, float]:
     """Sum each named metric over its label sets in Prometheus text format.
 
+    The text is parsed by ``prometheus_client``'s parser; samples are matched by their
+    exact name (``foo`` does not match ``foo_total`` or ``foo_by_reason``).
+
     Raises:
-        ValueError: a named metric does not appear at all.
+        ValueError: the text is not Prometheus text, or a named metric does not appear.
     """
     totals: dict[str, float] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        brace = line.find("{")
-        if brace >= 0:
-            name, rest = line[:brace].strip(), line[line.rfind("}") + 1 :]
-        else:
-            name, _, rest = line.partition(" ")
-        if name not in names:
-            continue
-        fields = rest.split()
-        if not fields:
-            continue
-        totals[name] = totals.get(name, 0.0) + float(fields[0])
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in names:
+                    totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise ValueError(f"not Prometheus text ({exc})") from None
     missing = [n for n in names if n not in totals]
     if missing:
         raise ValueError(f"metrics missing: {', '.join(missing)}")
@@ -176,6 +174,75 @@ class NvidiaSmiProbe:
         return self.tracker.update(max(utils) <= self.max_util, detail)
 
 
+def load_nvml() -> Any:
+    """The ``pynvml`` module (``nvidia-ml-py``); ImportError when it is not installed."""
+    import pynvml
+
+    return pynvml
+
+
+class NvmlProbe:
+    """Idle when every GPU's NVML utilisation stayed at or below ``max_util`` for ``quiet_s``.
+
+    ``nvml`` is the ``pynvml`` module (or a stand-in with its functions); it is
+    initialised here, so a machine without a driver fails at construction (the caller
+    falls back to `NvidiaSmiProbe`), not at every check.
+    """
+
+    def __init__(
+        self,
+        max_util: float = 10.0,
+        quiet_s: float = 30.0,
+        *,
+        nvml: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.nvml = nvml if nvml is not None else load_nvml()
+        self.error: type[Exception] = getattr(self.nvml, "NVMLError", OSError)
+        self.nvml.nvmlInit()
+        self.handles = [
+            self.nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self.nvml.nvmlDeviceGetCount())
+        ]
+        self.max_util = max_util
+        self.tracker = _QuietTracker(quiet_s, clock)
+
+    def check(self) -> ProbeReading:
+        """Read every GPU's utilisation once and update the quiet period."""
+        try:
+            utils = [
+                float(self.nvml.nvmlDeviceGetUtilizationRates(h).gpu) for h in self.handles
+            ]
+        except (self.error, OSError, AttributeError, ValueError) as exc:
+            return self.tracker.update(False, f"NVML failed: {exc}")
+        if not utils:
+            return self.tracker.update(False, "NVML listed no GPU")
+        detail = "util " + ",".join(f"{u:g}%" for u in utils) + " (NVML)"
+        return self.tracker.update(max(utils) <= self.max_util, detail)
+
+
+def gpu_probe(
+    max_util: float = 10.0,
+    quiet_s: float = 30.0,
+    *,
+    nvml_loader: Callable[[], Any] = load_nvml,
+    command: str = "nvidia-smi",
+    clock: Callable[[], float] = time.monotonic,
+) -> NvmlProbe | NvidiaSmiProbe:
+    """`NvmlProbe` when NVML imports and initialises, else `NvidiaSmiProbe` on ``command``.
+
+    Raises:
+        ConfigError: neither NVML nor ``command`` is available.
+    """
+    try:
+        return NvmlProbe(max_util, quiet_s, nvml=nvml_loader(), clock=clock)
+    except Exception as exc:  # noqa: BLE001 - ImportError, NVMLError (no driver), ...
+        why = f"NVML unavailable ({type(exc).__name__}: {exc})"
+    try:
+        return NvidiaSmiProbe(max_util, quiet_s, command=command, clock=clock)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {why}") from None
+
+
 _probes: dict[tuple[object, ...], IdleProbe] = {}
 _probes_lock = threading.Lock()
 
@@ -184,8 +251,8 @@ def build_probe(settings: SleepSettings) -> IdleProbe:
     """A new probe for the configured kind."""
     if settings.probe == "prometheus":
         return PrometheusVllmProbe(settings.probe_url, settings.probe_quiet_s)
-    if settings.probe == "nvidia-smi":
-        return NvidiaSmiProbe(settings.probe_gpu_util_max, settings.probe_quiet_s)
+    if settings.probe == "nvidia-smi":  # NVML first, the nvidia-smi command as the fallback
+        return gpu_probe(settings.probe_gpu_util_max, settings.probe_quiet_s)
     return AlwaysIdle()
 
 

@@ -1,6 +1,6 @@
 """`nightowl serve` as a real process on 127.0.0.1: the embedded student (SmolLM2), the
 oracle teacher from a JSON file, bearer keys in SQLite, official clients, bad input,
-budgets, metrics, and a thread that survives a restart."""
+budgets, metrics, the access log, and a thread that survives a restart."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,14 +41,24 @@ class Served:
         self.key = run_cli(self.env, "keys", "create", "tests", "--tenant", "acme")
         self.server: ServerProcess | None = None
 
-    def start(self) -> ServerProcess:
+    def start(self, *extra: str) -> ServerProcess:
         self.server = start_server(
             ["serve", "--oracle", str(self.oracle), "--n", "2", "--max-tokens", "8",
              "--max-concurrency", "2", "--max-body-bytes", "20000", "--max-prompt-chars",
-             "4000", "--key-rate", "10000/second"],  # rates: tests/server/test_limits.py
+             "4000", "--key-rate", "10000/second", *extra],  # rates: tests/server/test_limits.py
             self.home / "server.log", env=self.env, ready="/health",
         )
         return self.server
+
+    def key_id(self) -> str:
+        rows = json.loads(run_cli(self.env, "keys", "list", "--json"))
+        return str(next(r["id"] for r in rows if r["name"] == "tests"))
+
+    def log(self) -> str:
+        return (self.home / "server.log").read_text(errors="replace")
+
+    def access_lines(self) -> list[str]:
+        return [ln for ln in self.log().splitlines() if " nightowl.access " in ln]
 
     @property
     def url(self) -> str:
@@ -189,7 +200,9 @@ def test_concurrency_limit_gives_429_with_retry_after(served: Served) -> None:
     assert busy.headers["retry-after"] == "2"
     base = served.url.removesuffix("/v1")
     assert httpx.get(f"{base}/metrics").status_code == 401  # behind a key unless public
-    metrics = httpx.get(f"{base}/metrics", headers=served.headers()).text
+    scraped = httpx.get(f"{base}/metrics", headers=served.headers())
+    assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    metrics = scraped.text
     assert 'nightowl_requests_total{status="429"}' in metrics
     assert 'nightowl_replies_total{tier="student"}' in metrics
     assert "nightowl_request_latency_seconds_bucket" in metrics
@@ -198,6 +211,50 @@ def test_concurrency_limit_gives_429_with_retry_after(served: Served) -> None:
     from nightowl.sleeptime.idle import RUNNING, WAITING, parse_prometheus_gauges
 
     assert parse_prometheus_gauges(metrics, (RUNNING, WAITING)) == {RUNNING: 0.0, WAITING: 0.0}
+
+
+def test_access_log_one_line_per_request_with_key_id_status_and_tier(served: Served) -> None:
+    kid = served.key_id()
+    before = len(served.access_lines())
+    client = openai.OpenAI(base_url=served.url, api_key=served.key, max_retries=0)
+    client.chat.completions.create(
+        model="nightowl-teacher", messages=[{"role": "user", "content": QUESTION}])
+    client.chat.completions.create(
+        model="nightowl-student", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    wrong = "no-" + "x" * 43  # a key-shaped token that is not a key
+    assert httpx.get(f"{served.url}/models",
+                     headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    deadline = time.monotonic() + 10  # the line is written right after the response
+    while len(served.access_lines()) < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = served.access_lines()[before:]
+    assert len(lines) == 3, lines  # one line per request
+    oracle, student, denied = lines
+    assert " POST /v1/chat/completions status=200 " in oracle
+    assert f" key={kid} tier=oracle " in oracle
+    assert " POST /v1/chat/completions status=200 " in student
+    assert f" key={kid} tier=student " in student
+    assert " GET /v1/models status=401 " in denied and " key=- tier=- " in denied
+    assert float(oracle.split(" ms=")[1].split()[0]) > 0
+    log = served.log()
+    assert served.key not in log and wrong not in log  # never a key
+    assert '"POST /v1/chat/completions HTTP/1.1"' not in log  # uvicorn's own line is off
+
+
+def test_no_access_log_flag(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "NIGHTOWL_HOME": str(tmp_path)}
+    log = tmp_path / "server.log"
+    server = start_server(["serve", "--no-auth", "--no-access-log", "--max-tokens", "8"], log,
+                          env=env, ready="/health")  # fmt: skip
+    try:
+        assert httpx.get(f"{server.url}/models").status_code == 200
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    text = log.read_text(errors="replace")
+    assert " nightowl.access " not in text and "/v1/models" not in text
 
 
 @pytest.mark.slow
