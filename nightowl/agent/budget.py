@@ -37,6 +37,15 @@ RESOURCES: tuple[str, ...] = (STEPS, COST_USD, TEACHER_CALLS, TOKENS, TOOL_CALLS
 #: tolerance for float resources (cost) so that rounding never trips a limit
 _EPS = 1e-12
 
+#: The step budget of an episode when none is given: the default of every command
+#: (`run`, `collect`, `calibrate`'s dev rollouts, the demo's collection) and of the API
+#: (`RunSpec`, `CollectRequest`, `EpisodeBudget`). An environment may declare its own
+#: (`Environment.default_budget_steps`); the run plan (`nightowl.app.plan`) decides which.
+DEFAULT_MAX_STEPS = 40
+#: `nightowl demo`'s test episodes: short on purpose, so the showcase finishes in minutes
+#: on 2 cores (docs/results.md measures it at this budget)
+DEMO_MAX_STEPS = 15
+
 
 class Budget:
     """Limits and usage over named resources; never exceeded.
@@ -173,17 +182,31 @@ class Budget:
 
 
 class EpisodeBudget(BaseModel):
-    """Per-episode limits as configuration (``None`` = unlimited)."""
+    """Per-episode limits as configuration (``None`` = unlimited).
 
-    model_config = ConfigDict(extra="forbid")
+    A budget that does not name ``max_steps`` has `DEFAULT_MAX_STEPS`; a run plan gives
+    it the environment's default instead (`with_default_steps`), which is the same number
+    unless the environment declares its own. Immutable (a run plan holds one).
+    """
 
-    max_steps: int | None = Field(40, ge=1)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1)
     max_cost_usd: float | None = Field(None, ge=0)
     max_teacher_calls: int | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, ge=0)
     max_tool_calls: int | None = Field(None, ge=0)
     #: wall seconds of the episode's steps (resumes included), then it ends as a loss
     max_wall_s: float | None = Field(None, gt=0)
+
+    @property
+    def steps_given(self) -> bool:
+        """Whether ``max_steps`` was set (to a number or to None, unlimited) by the caller."""
+        return "max_steps" in self.model_fields_set
+
+    def with_default_steps(self, steps: int) -> EpisodeBudget:
+        """This budget, with ``max_steps=steps`` unless the caller set ``max_steps``."""
+        return self if self.steps_given else self.model_copy(update={"max_steps": steps})
 
     def make(self) -> Budget:
         """A fresh `Budget` with these limits."""

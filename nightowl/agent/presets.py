@@ -1,8 +1,9 @@
 """Ladder presets: names ("teacher", "cascade", "bavt", ...) turned into tiers.
 
 `validate_ladder` checks a preset, rule, fallback and model names *before* anything starts
-or is recorded (the app layer calls it first); `build_ladder` builds the tiers from the
-same inputs and validates them the same way, so both agree.
+or is recorded and returns them as a `LadderChoice`; `ladder_from` builds the tiers from
+a choice (a run builds from its plan's, `nightowl.app.plan.RunPlan`: nothing is decided
+twice); `build_ladder` is both in one call, for scripts and tests.
 """
 
 from __future__ import annotations
@@ -95,14 +96,14 @@ class LadderChoice:
     Attributes:
         preset: the preset name.
         rule: the student's acceptance rule (None for presets without one).
-        student: the student model name (None for the teacher-only preset).
+        student: the student model name (teacher-only: its tokenizer bills the oracle).
         teacher: the teacher model name, or "oracle".
         fallback: "best" or "end".
     """
 
     preset: str
     rule: AcceptanceRule | None
-    student: str | None
+    student: str
     teacher: str
     fallback: Literal["best", "end"]
 
@@ -118,7 +119,8 @@ def validate_ladder(
 ) -> LadderChoice:
     """Check ladder inputs; raise a one-line `ConfigError`/`UnknownNameError` if bad.
 
-    Touches nothing: no model is loaded, nothing is recorded.
+    ``student=None`` is the settings' student (for scripts; a run plan passes the one it
+    resolved). Touches nothing: no model is loaded, nothing is recorded.
     """
     p = PRESETS.get(preset)
     if p is None:
@@ -128,12 +130,12 @@ def validate_ladder(
     if teacher != ORACLE:
         settings.model(teacher)
     parsed = parse_rule(rule) if isinstance(rule, str) else rule
+    sname = student or settings.student_model
     # A rule given to a preset without one (teacher, student, student+demos) is checked
     # but not used: callers such as the showcase pass one rule to every arm.
     if p.student == "none":
-        return LadderChoice(preset=preset, rule=None, student=None, teacher=teacher,
+        return LadderChoice(preset=preset, rule=None, student=sname, teacher=teacher,
                             fallback="end")
-    sname = student or settings.student_model
     settings.model(sname)
     if p.student == "alone":
         parsed = Unanimity(1)  # greedy: one sample, accepted
@@ -181,7 +183,7 @@ def build_ladder(
     repeats: RepeatPolicy = "explore",
     backtrack: BacktrackPolicy = "avoid",
 ) -> Ladder:
-    """Tiers for a preset (see `PRESETS`); inputs checked by `validate_ladder`.
+    """Tiers for a preset (see `PRESETS`): `validate_ladder`, then `ladder_from`.
 
     Args:
         preset: a `PRESETS` name.
@@ -201,15 +203,42 @@ def build_ladder(
         backtrack: "avoid" (never walk back through the exit just used while another
             is open) or "allow".
     """
+    choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
+    return ladder_from(
+        choice, settings=settings, ledger=ledger, run_id=run_id,
+        student_backend=student_backend, teacher_backend=teacher_backend,
+        temperature=temperature, builder=builder, avoid_repeats=avoid_repeats,
+        repeats=repeats, backtrack=backtrack,
+    )
+
+
+def ladder_from(
+    choice: LadderChoice,
+    *,
+    settings: Settings,
+    ledger: Any,
+    run_id: str,
+    student_backend: BackendFactory,
+    teacher_backend: BackendFactory | None = None,
+    temperature: float = 0.5,
+    builder: PromptBuilder | None = None,
+    avoid_repeats: bool = True,
+    repeats: RepeatPolicy = "explore",
+    backtrack: BacktrackPolicy = "avoid",
+) -> Ladder:
+    """The tiers of a validated `LadderChoice` (nothing is looked up again but prices).
+
+    ``settings`` gives the registry's prices and the oracle's billing; the other
+    arguments are as in `build_ladder`.
+    """
     from nightowl.agent.ladder import Ladder
     from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
     from nightowl.distill.prompt import PromptBuilder
     from nightowl.ledger.metered import MeteredModel
 
-    choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
-    p = PRESETS[preset]
+    p = PRESETS[choice.preset]
     builder = builder or PromptBuilder()
-    sname = choice.student or settings.student_model
+    sname, teacher = choice.student, choice.teacher
     make_teacher = teacher_backend or student_backend
 
     def teacher_tier() -> Tier:

@@ -6,6 +6,11 @@ valid action once with the prompt the cascade would build; then
 the cheapest one that meets the target (see its docstring for the method). With
 ``verify`` > 0 a few candidates are then played end to end on the same dev tasks, next
 to teacher-only, and the choice is made on those measured episodes.
+
+The student (name and dtype) is resolved once for the dev walk
+(`nightowl.app.plan.resolve_student`); each dev rollout is a run with its own plan for
+that same student. A rollout's step budget is ``opts.rollout_max_steps`` where the
+caller set it, else the environment's default, as the runs being calibrated for get.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.presets import preset_for_rule
 from nightowl.agent.state import LoopConfig
 from nightowl.agent.tiers import RepeatPolicy
+from nightowl.app import plan as plans
 from nightowl.app.events import Message, PhaseAdvanced, PhaseStarted, ProgressSink, ignore
-from nightowl.app.runs import RunSpec, run_tasks
+from nightowl.app.plan import RunSpec, StudentChoice
+from nightowl.app.runs import run_tasks
 from nightowl.distill.calibrate import (
     CalibrateOptions,
     StateRecord,
@@ -70,7 +77,8 @@ class CalibrationReport(BaseModel):
 
 
 async def collect_states(
-    app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None
+    app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None,
+    student: StudentChoice | None = None,
 ) -> tuple[list[StateRecord], list[str]]:
     """Walk the oracle's path on dev tasks, scoring the valid actions at every state.
 
@@ -80,10 +88,12 @@ async def collect_states(
 
     Walks ``opts.tasks`` tasks, then more (up to ``opts.max_tasks``) until at least
     ``opts.min_states`` states are scored. Returns (states, the dev task ids walked).
+    ``student`` is the student that scores (None: resolved here, the settings' one).
     """
     sink = progress or ignore
     settings = app.settings
-    student = app.student_backend()
+    choice = student or plans.resolve_student(settings)
+    model = choice.backend(app)
     tprices = settings.model(settings.teacher_price_model).prices
     builder = PromptBuilder()
     builder = builder.with_options(k_episodes=opts.k_episodes or builder.k_episodes,
@@ -128,7 +138,7 @@ async def collect_states(
                     # ranked as it ranks them (builder.scoring)
                     cands = without_walk_back(valid, hist[-1][1] if hist else None)
                     scored = await score_actions(
-                        student, prompt, list(cands), method=builder.scoring,
+                        model, prompt, list(cands), method=builder.scoring,
                         content_free_prompt=(
                             builder.content_free(demos) if calibrated else None
                         ),
@@ -137,7 +147,7 @@ async def collect_states(
                     tprompt = builder.for_teacher().build(
                         goal=goal, observation=text, history=hist, valid_actions=valid
                     )
-                    tp = student.count_tokens(tprompt)
+                    tp = model.count_tokens(tprompt)
                     out.append(
                         StateRecord(
                             task_id=tid,
@@ -145,7 +155,7 @@ async def collect_states(
                             actions=list(cands),
                             logprobs=list(scored.scores),
                             expert=expert,
-                            prompt_tokens=student.count_tokens(prompt),
+                            prompt_tokens=model.count_tokens(prompt),
                             choice_tokens=float(np.mean(scored.token_counts)),
                             teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens),
                             demo_action=hint.action if hint else None,
@@ -180,12 +190,16 @@ def _dev_row(rule: str, spec: str, temperature: float, summary: Any,
         "dev_success": summary.success_rate, "dev_cost_per_episode": summary.cost_per_episode,
         "dev_teacher_share": summary.teacher_share,
         "dev_steps_per_episode": summary.steps_per_episode,
+        # the step budget the rollout's plan gave it (absent from a summary without config)
+        "dev_max_steps": (getattr(summary, "config", None) or {}).get("budget", {}).get(
+            "max_steps"),
     }
 
 
 async def play_on_dev(
     app: Nightowl, opts: CalibrateOptions, pool: list[dict[str, Any]],
     chosen: dict[str, Any], ids: list[str], *, progress: ProgressSink | None = None,
+    student: StudentChoice | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Teacher-only, then frontier rules chosen by `next_probe`, end to end on dev.
 
@@ -194,10 +208,14 @@ async def play_on_dev(
     played, with repeats escalated (`repeat_policy`; one rollout more). Returns
     (teacher-only's dev row, one dev row per rollout, cheapest rule first; each row
     says its ``repeats``). Each is a ledger run of kind ``calibrate``; escalations are
-    not stored as demos (dev stays out of memory).
+    not stored as demos (dev stays out of memory). ``student`` plays every rollout
+    (None: the settings' student).
     """
     sink = progress or ignore
-    budget = EpisodeBudget(max_steps=opts.rollout_max_steps)
+    # the environment's default budget unless the caller set one (CalibrateOptions'
+    # own default, 30, predates the one default: it is taken only when set)
+    budget = (EpisodeBudget(max_steps=opts.rollout_max_steps)
+              if "rollout_max_steps" in opts.model_fields_set else EpisodeBudget())
 
     def spec(name: str, preset: str, rule: str | None, temperature: float,
              repeats: RepeatPolicy = "explore") -> RunSpec:
@@ -205,7 +223,9 @@ async def play_on_dev(
                        split=opts.split, task_ids=ids, ladder=preset, rule=rule,
                        temperature=temperature, repeats=repeats, budget=budget, kind="calibrate",
                        store_escalations=False, concurrency=opts.concurrency,
-                       k_episodes=opts.k_episodes, window=opts.window)
+                       k_episodes=opts.k_episodes, window=opts.window,
+                       student=student.name if student else None,
+                       student_dtype=student.dtype if student else None)
 
     t = await run_tasks(app, spec("teacher", "teacher", None, 0.0), progress=sink)
     teacher = _dev_row("teacher only", "teacher", 0.0, t)
@@ -234,22 +254,30 @@ async def play_on_dev(
 
 
 async def calibrate(
-    app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None
+    app: Nightowl, opts: CalibrateOptions, *, progress: ProgressSink | None = None,
+    student_dtype: str | None = None,
 ) -> CalibrationReport:
-    """Collect dev states, simulate every candidate rule, verify the best on dev, choose."""
+    """Collect dev states, simulate every candidate rule, verify the best on dev, choose.
+
+    ``student_dtype`` is the in-process student's dtype (``--student-dtype``; None: the
+    registry's); the report's ``machine`` records the one it scored in.
+    """
     t0 = time.perf_counter()
-    states, ids = await collect_states(app, opts, progress=progress)
+    student = plans.resolve_student(app.settings, None, student_dtype)
+    states, ids = await collect_states(app, opts, progress=progress, student=student)
     if not states:
         raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")
-    rows = evaluate_rules(states, opts, app.prices(app.student))
+    rows = evaluate_rules(states, opts, app.prices(student.name))
     rec = recommend(rows, opts.target, opts.min_saving)
     predicted = rec["chosen"]
     played: list[dict[str, Any]] = []
     pool = frontier(rows, opts.min_saving) if opts.verify > 0 else []
     if pool:
         teacher, measured = await play_on_dev(app, opts, pool, predicted, ids,
-                                             progress=progress)
+                                             progress=progress, student=student)
         played = [teacher, *measured]
+        if teacher["dev_max_steps"]:  # what the rollouts' plans gave them (env's, unless set)
+            opts = opts.model_copy(update={"rollout_max_steps": teacher["dev_max_steps"]})
         rec = recommend_measured(measured, teacher, opts.target, opts.min_saving,
                                  opts.confidence)
     elif opts.verify > 0:
@@ -272,5 +300,5 @@ async def calibrate(
         wall_s=time.perf_counter() - t0,
         predicted_choice=predicted,
         rollouts=played,
-        machine=scoring_machine(app.student_backend()),
+        machine=scoring_machine(student.backend(app)),
     )

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.app.events import Message, PhaseNote, ProgressSink, ignore
-from nightowl.app.runs import RunSpec, RunSummary, run_tasks
+from nightowl.app.plan import RunSpec
+from nightowl.app.runs import RunSummary, run_tasks
 from nightowl.envs.registry import select_tasks
 from nightowl.memory.collected import collected_demos
 
@@ -37,7 +38,14 @@ class CollectRequest(BaseModel):
     split: str = "train"
     tasks: int = Field(20, ge=1)
     game: str | None = None
-    max_steps: int = Field(40, ge=1)
+    max_steps: int | None = Field(
+        None, ge=1, description="step budget per episode (None: the environment's default, "
+        "nightowl.agent.budget.DEFAULT_MAX_STEPS unless it declares its own)",
+    )
+    student_dtype: str | None = Field(
+        None, description="the in-process student's dtype (None: the registry's); the "
+        "student bills the oracle with its tokenizer, and runs as a teacher of its own name",
+    )
     concurrency: int = Field(4, ge=1)
     offset: int = Field(0, ge=0)
     run_id: str | None = Field(None, description="resume/make idempotent under this run id")
@@ -73,8 +81,27 @@ async def collect_demos(
     task_ids: Sequence[str] | None = None,
     progress: ProgressSink | None = None,
 ) -> CollectResult:
-    """Run the teacher on ``request``'s tasks and store every successful episode as a demo."""
+    """Run the teacher on ``request``'s tasks and store every successful episode as a demo.
+
+    The request is resolved into its run plan before a task is chosen (bad input fails
+    before anything starts).
+    """
     sink = progress or ignore
+    plan = RunSpec(
+        name=request.name or f"collect:{request.env}",
+        env=request.env,
+        split=request.split,
+        task_ids=[],
+        ladder="teacher",
+        teacher=request.teacher,
+        student_dtype=request.student_dtype,
+        budget=(EpisodeBudget(max_steps=request.max_steps) if request.max_steps
+                else EpisodeBudget()),
+        retrieve=False,
+        concurrency=request.concurrency,
+        kind="collect",
+        run_id=request.run_id,
+    ).resolved(app.settings)
     ids = list(task_ids) if task_ids is not None else select_tasks(
         request.env, request.split, request.tasks, game=request.game, offset=request.offset
     )
@@ -89,21 +116,8 @@ async def collect_demos(
         if not ids:
             return CollectResult(run_id=None, episodes=0, successes=0, demos_added=0,
                                  collection_cost=0.0, skipped=skipped)
-    spec = RunSpec(
-        name=request.name or f"collect:{request.env}",
-        env=request.env,
-        split=request.split,
-        task_ids=ids,
-        ladder="teacher",
-        teacher=request.teacher,
-        budget=EpisodeBudget(max_steps=request.max_steps),
-        retrieve=False,
-        concurrency=request.concurrency,
-        kind="collect",
-        run_id=request.run_id,
-    )
-    summary = await run_tasks(app, spec, progress=sink)
-    sink(PhaseNote(key=spec.name, note=f"won {summary.successes}; embedding demos"))
+    summary = await run_tasks(app, plan.with_tasks(ids), progress=sink)
+    sink(PhaseNote(key=plan.name, note=f"won {summary.successes}; embedding demos"))
     added = add_demos(app, summary)
     replaced = 0
     if request.existing == "replace" and before:
@@ -112,7 +126,7 @@ async def collect_demos(
             replaced += sum(app.memory.delete_episode(e) for e in before[task])
         app.memory.flush()
     note = f"{added} demos stored" + (f", {replaced} old ones replaced" if replaced else "")
-    sink(PhaseNote(key=spec.name, note=note))
+    sink(PhaseNote(key=plan.name, note=note))
     return CollectResult(
         run_id=summary.run_id,
         episodes=summary.episodes,

@@ -1,10 +1,12 @@
 """Use case: one run spread over workers -- one queued message per episode.
 
-`start_distributed_run` validates the spec, opens the ledger run and enqueues one
-`EpisodeJob` per task on a `EpisodeQueue` (the Celery app's ``episodes`` queue).
+`start_distributed_run` resolves the spec into its plan (once, for the whole run),
+opens the ledger run and enqueues one `EpisodeJob` per task on a `EpisodeQueue` (the
+Celery app's ``episodes`` queue). A job carries the plan itself (JSON), so no worker
+decides the student, the ladder or the budget again.
 Any number of workers, on any number of hosts sharing the broker and the database,
 call `run_episode_job`: it refreshes the worker's FAISS index from SQL, then runs the
-episode inside the same ledger run. The episode's LangGraph thread id is
+episode inside the same ledger run, built from the job's plan. The episode's LangGraph thread id is
 ``run_id/task_id``, so a job redelivered after its worker died resumes from that
 thread's last checkpoint (checkpoints live where the database is), and a finished
 episode is returned as is: no finished step is run or billed twice.
@@ -22,13 +24,13 @@ claimed ``max_attempts`` times without finishing, fails as an infrastructure err
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from nightowl.app.leasing import Heartbeat, LeaseSettings, load_lease_settings
-from nightowl.app.runs import DEMO_PRESETS, RunSpec, run_config, run_episodes, validate_spec
+from nightowl.app.plan import RunPlan, RunSpec, as_plan
+from nightowl.app.runs import run_config, run_episodes
 from nightowl.ledger.fenced import FencedLedger
 from nightowl.ledger.leases import LeaseLostError, LeaseRow, LeaseStore
 
@@ -38,20 +40,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 class EpisodeJob(BaseModel):
-    """One episode of a distributed run (the Celery payload): the run's spec, one task.
+    """One episode of a distributed run (the Celery payload): the run's plan, one task.
 
     ``gen`` is the lease generation the message was sent for (0, then one more per
-    re-queue): a message behind its lease's generation is refused.
+    re-queue): a message behind its lease's generation is refused. ``spec`` is the
+    payload of a message sent before plans travelled (its worker resolves it).
     """
 
     run_id: str
-    spec: RunSpec  # a stdlib dataclass: pydantic validates and serialises it as JSON
+    plan: RunPlan | None = None
+    spec: RunSpec | None = None  # a stdlib dataclass: pydantic validates it from JSON
     gen: int = 0
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> EpisodeJob:
+        if (self.plan is None) == (self.spec is None):
+            raise ValueError("an episode job carries a plan (or, from before plans, a spec)")
+        return self
 
     @property
     def task_id(self) -> str:
         """The episode's task."""
-        return self.spec.task_ids[0]
+        return (self.plan or self.spec).task_ids[0]  # type: ignore[union-attr]
+
+    def run_plan(self, app: Nightowl) -> RunPlan:
+        """The plan this episode builds from (an old message's spec resolved here)."""
+        return as_plan(app.settings, self.plan or self.spec)  # type: ignore[arg-type]
 
 
 class EpisodeOutcome(BaseModel):
@@ -75,15 +89,18 @@ class EpisodeQueue(Protocol):
         """Send one job; returns its task id (raises UserError when unreachable)."""
 
 
-def start_distributed_run(app: Nightowl, spec: RunSpec, queue: EpisodeQueue) -> str:
-    """Validate, open the ledger run, lease and enqueue one job per task; the run id."""
-    validate_spec(app.settings, spec)
-    config = {**run_config(app, spec), "via": "queue"}
-    run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
+def start_distributed_run(
+    app: Nightowl, spec: RunPlan | RunSpec, queue: EpisodeQueue
+) -> str:
+    """Resolve (a spec), open the ledger run, lease and enqueue one job per task; the run id."""
+    plan = as_plan(app.settings, spec)
+    config = {**run_config(app, plan), "via": "queue"}
+    run_id = app.ledger.start_run(plan.name, plan.kind, config, run_id=plan.run_id)
     leases = LeaseStore(app.db)
-    for task_id in spec.task_ids:
-        one = replace(spec, task_ids=[task_id], concurrency=1, run_id=run_id)
-        job = EpisodeJob(run_id=run_id, spec=one)
+    for task_id in plan.task_ids:
+        one = plan.model_copy(update={"task_ids": (task_id,), "concurrency": 1,
+                                      "run_id": run_id})
+        job = EpisodeJob(run_id=run_id, plan=one)
         leases.enqueue(run_id, task_id, job.model_dump(mode="json"))
         queue.enqueue_episode(job)
     return run_id
@@ -104,7 +121,7 @@ async def run_episode_job(
 ) -> EpisodeOutcome:
     """Claim, run (or resume) and finish one queued episode under its lease."""
     settings = settings or load_lease_settings()
-    spec = job.spec
+    plan = job.run_plan(app)
     leases = LeaseStore(app.db)
 
     def outcome(status: str, reason: str, attempt: int = 0) -> EpisodeOutcome:
@@ -118,13 +135,13 @@ async def run_episode_job(
             log.info("refused episode %s of run %s: %s", job.task_id, job.run_id[:8],
                      _refusal(row, job.gen))
             return outcome("refused", _refusal(row, job.gen))
-        return await _run_unleased(app, job)
-    if spec.ladder in DEMO_PRESETS and spec.retrieve:
+        return await _run_unleased(app, plan, job)
+    if plan.uses_demos:
         app.memory.refresh()  # demos other workers or hosts added since this index was built
     fenced = FencedLedger(app.ledger, leases, holder)
     try:
         with Heartbeat(leases, holder, settings.heartbeat_every):
-            _, results, _ = await run_episodes(app, spec, ledger=fenced)
+            _, results, _ = await run_episodes(app, plan, ledger=fenced)
     except LeaseLostError as exc:
         return outcome("lost", str(exc), holder.attempt)
     except Exception as exc:
@@ -138,12 +155,11 @@ async def run_episode_job(
                           steps=ep.steps, reason=ep.reason, attempt=holder.attempt)
 
 
-async def _run_unleased(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
+async def _run_unleased(app: Nightowl, plan: RunPlan, job: EpisodeJob) -> EpisodeOutcome:
     """A job of a run enqueued before leases existed: run it as before (no fencing)."""
-    spec = job.spec
-    if spec.ladder in DEMO_PRESETS and spec.retrieve:
+    if plan.uses_demos:
         app.memory.refresh()
-    _, results, _ = await run_episodes(app, spec)
+    _, results, _ = await run_episodes(app, plan)
     ep = results[0]
     return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
                           steps=ep.steps, reason=ep.reason, status="unleased")

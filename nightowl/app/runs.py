@@ -1,10 +1,11 @@
 """Use case: run one ladder over a list of tasks as one ledger run.
 
-`run_tasks` validates the spec before anything starts or is recorded (ladder preset,
-acceptance rule, model names, environment), opens a ledger run (or resumes one),
-builds the ladder, runs the episodes concurrently in the LangGraph agent loop with
-checkpoints (an interrupted run resumes without re-billing finished steps), and
-returns a `RunSummary`. Progress goes to a `ProgressSink`.
+`run_tasks` takes a `RunPlan` (or a `RunSpec`, which it resolves first: the plan is
+decided once, in `nightowl.app.plan`, before anything starts or is recorded), opens a
+ledger run (or resumes one), builds the ladder from the plan, runs the episodes
+concurrently in the LangGraph agent loop with checkpoints (an interrupted run resumes
+without re-billing finished steps), and returns a `RunSummary`. Progress goes to a
+`ProgressSink`.
 """
 
 from __future__ import annotations
@@ -12,60 +13,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
-from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, build_ladder, validate_ladder
-from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy, check_policies
+from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, ladder_from
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
+from nightowl.app.plan import RunPlan, RunSpec, as_plan
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
 from nightowl.distill.prompt import PromptBuilder
-from nightowl.envs.registry import env_class
-from nightowl.errors import ConfigError, NightowlError
-from nightowl.llm.machine import ScoringMachine, scoring_machine
+from nightowl.errors import NightowlError
+from nightowl.llm.machine import scoring_machine
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl
-
-
-@dataclass(kw_only=True)
-class RunSpec:
-    """What to run: one ladder over a task list.
-
-    ``student=None`` means the settings' student (resolved once, by the root).
-    """
-
-    name: str
-    env: str
-    split: str
-    task_ids: list[str]
-    ladder: str = "cascade"
-    rule: str | None = None
-    temperature: float = 0.5
-    #: a student's repeated action in the same state: "explore" or "escalate" (StudentTier)
-    repeats: RepeatPolicy = "explore"
-    #: the move back through the exit just used: "avoid" or "allow" (StudentTier)
-    backtrack: BacktrackPolicy = "avoid"
-    teacher: str = "oracle"
-    student: str | None = None
-    budget: EpisodeBudget = field(default_factory=EpisodeBudget)
-    retrieve: bool = True
-    concurrency: int = 4
-    store_escalations: bool = False
-    k_episodes: int | None = None  # None: the prompt builder's (chosen by bench/icd_matrix.py)
-    window: int | None = None
-    demos_per: str = "step"  # or "episode": retrieve once, the prompt prefix stays cached
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    run_id: str | None = None
-    kind: str = "run"
-    #: the machine a calibrated rule's scores came from (`nightowl run --calibration`)
-    calibrated_on: ScoringMachine | None = None
 
 
 class RunSummary(BaseModel):
@@ -105,72 +69,69 @@ class RunSummary(BaseModel):
     episodes_detail: list[dict[str, Any]] = []
 
 
-def validate_spec(settings: Settings, spec: RunSpec) -> None:
-    """Reject a bad spec before anything starts or is recorded.
+def validate_spec(settings: Settings, spec: RunSpec) -> RunPlan:
+    """Reject a bad spec before anything starts or is recorded; the plan it resolves to.
+
+    The same as ``spec.resolved(settings)`` (`nightowl.app.plan.resolve_plan`).
 
     Raises:
         UnknownNameError: unknown environment, ladder preset or model.
         ConfigError: a rule that does not parse or does not fit the preset.
     """
-    env_class(spec.env)  # unknown env / missing extra: a clear error now
-    if spec.demos_per not in ("step", "episode"):
-        raise ConfigError(f"demos_per must be 'step' or 'episode', not {spec.demos_per!r}")
-    try:
-        check_policies(spec.repeats, spec.backtrack)  # the student tier's own check
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    validate_ladder(spec.ladder, spec.rule, spec.student, spec.teacher, settings)
+    return spec.resolved(settings)
 
 
-def run_config(app: Nightowl, spec: RunSpec) -> dict[str, Any]:
+def run_config(app: Nightowl, plan: RunPlan) -> dict[str, Any]:
     """What the ledger records about a run's configuration."""
     return {
-        "env": spec.env,
-        "split": spec.split,
-        "tasks": spec.task_ids,
-        "ladder": spec.ladder,
-        "rule": spec.rule,
-        "temperature": spec.temperature,
-        "repeats": spec.repeats,
-        "backtrack": spec.backtrack,
-        "teacher": spec.teacher,
-        "student": spec.student or app.student,
-        "budget": spec.budget.model_dump(),
-        "retrieve": spec.retrieve,
-        "concurrency": spec.concurrency,
-        "demos_per": spec.demos_per,
-        "scoring": _scoring(app, spec),
-        "calibrated_on": spec.calibrated_on.model_dump() if spec.calibrated_on else None,
+        "env": plan.env,
+        "split": plan.split,
+        "tasks": list(plan.task_ids),
+        "ladder": plan.ladder,
+        "rule": plan.rule_given,
+        "temperature": plan.temperature,
+        "repeats": plan.repeats,
+        "backtrack": plan.backtrack,
+        "teacher": plan.teacher,
+        "student": plan.student.name,
+        "student_dtype": plan.student.dtype,
+        "budget": plan.budget.model_dump(),
+        "retrieve": plan.retrieve,
+        "concurrency": plan.concurrency,
+        "demos_per": plan.demos_per,
+        "scoring": _scoring(app, plan),
+        "calibrated_on": plan.calibrated_on.model_dump() if plan.calibrated_on else None,
     }
 
 
-def _scoring(app: Nightowl, spec: RunSpec) -> dict[str, Any] | None:
+def _scoring(app: Nightowl, plan: RunPlan) -> dict[str, Any] | None:
     """The student's scoring machine (None where the student cannot even be built)."""
     try:
-        return scoring_machine(app.student_backend(spec.student)).model_dump()
+        return scoring_machine(plan.student.backend(app)).model_dump()
     except NightowlError:
         return None
 
 
 async def run_tasks(
     app: Nightowl,
-    spec: RunSpec,
+    spec: RunPlan | RunSpec,
     *,
     progress: ProgressSink | None = None,
     checkpoint_db: Path | None = None,
 ) -> RunSummary:
-    """Run ``spec`` as one ledger run (resuming it when ``spec.run_id`` exists)."""
+    """Run a plan (a spec is resolved first) as one ledger run (resuming ``run_id``)."""
     t0 = time.perf_counter()
+    plan = as_plan(app.settings, spec)
     run_id, results, config = await run_episodes(
-        app, spec, progress=progress, checkpoint_db=checkpoint_db
+        app, plan, progress=progress, checkpoint_db=checkpoint_db
     )
     wall = time.perf_counter() - t0
-    return summarize(spec.name, spec.ladder, run_id, results, app.ledger, wall, config)
+    return summarize(plan.name, plan.ladder, run_id, results, app.ledger, wall, config)
 
 
 async def run_episodes(
     app: Nightowl,
-    spec: RunSpec,
+    spec: RunPlan | RunSpec,
     *,
     progress: ProgressSink | None = None,
     checkpoint_db: Path | None = None,
@@ -182,70 +143,66 @@ async def run_episodes(
     ledger report over every episode so far) after each of its episodes is wasted work.
     ``ledger`` replaces ``app.ledger`` for the episodes' writes (a lease-fenced ledger).
     """
-    validate_spec(app.settings, spec)
+    plan = as_plan(app.settings, spec)
     episode_ledger = ledger if ledger is not None else app.ledger
     sink = progress or ignore
-    student = spec.student or app.student
-    config = run_config(app, spec)
+    config = run_config(app, plan)
     builder = PromptBuilder()
     builder = builder.with_options(
-        k_episodes=spec.k_episodes or builder.k_episodes, window=spec.window or builder.window
+        k_episodes=plan.k_episodes or builder.k_episodes, window=plan.window or builder.window
     )
     config["prompt"] = builder.describe()  # what the student saw, recorded with the run
-    if spec.run_id and app.ledger.run_exists(spec.run_id):
-        run_id = spec.run_id
+    if plan.run_id and app.ledger.run_exists(plan.run_id):
+        run_id = plan.run_id
     else:
-        run_id = app.ledger.start_run(spec.name, spec.kind, config, run_id=spec.run_id)
-    ladder = build_ladder(
-        spec.ladder,
+        run_id = app.ledger.start_run(plan.name, plan.kind, config, run_id=plan.run_id)
+    ladder = ladder_from(
+        plan.ladder_choice,
         settings=app.settings,
         ledger=episode_ledger,
-        student_backend=app.backend,
+        student_backend=plan.student.backends(app),
         run_id=run_id,
-        student=student,
-        teacher=spec.teacher,
-        rule=spec.rule,
-        temperature=spec.temperature,
-        repeats=spec.repeats,
-        backtrack=spec.backtrack,
+        temperature=plan.temperature,
+        repeats=plan.repeats,
+        backtrack=plan.backtrack,
         builder=builder,
     )
     config["tiers"] = ladder.describe()
-    uses_demos = spec.ladder in DEMO_PRESETS and spec.retrieve
-    memory = app.memory if (uses_demos or spec.store_escalations) else None
+    uses_demos = plan.uses_demos
+    memory = app.memory if (uses_demos or plan.store_escalations) else None
     loop = LoopConfig(
-        budget=spec.budget,
+        budget=plan.budget,
         retrieve=uses_demos,
         k_episodes=builder.k_episodes,
         window=builder.window,
-        demos_per=spec.demos_per,
-        store_escalations=spec.store_escalations,
+        demos_per=plan.demos_per,
+        store_escalations=plan.store_escalations,
     )
-    sink(PhaseStarted(key=spec.name, label=spec.name, total=len(spec.task_ids)))
+    sink(PhaseStarted(key=plan.name, label=plan.name, total=len(plan.task_ids)))
     wins = 0
 
     def done(res: EpisodeResult) -> None:
         nonlocal wins
         wins += int(res.success)
-        sink(EpisodeDone(key=spec.name, task_id=res.task_id, success=res.success,
+        sink(EpisodeDone(key=plan.name, task_id=res.task_id, success=res.success,
                          steps=res.steps, reason=res.reason, wins=wins, error=res.error))
 
     async with open_checkpointer(app.settings, sqlite_path=checkpoint_db) as saver:
         graph = AgentGraph(
             ladder=ladder,
-            env_factory=make_env_factory(spec.env, **spec.env_kwargs),
+            env_factory=make_env_factory(plan.env, **plan.env_kwargs),
             ledger=episode_ledger,
             memory=memory,
             config=loop,
             checkpointer=saver,
-            env_name=spec.env,
+            env_name=plan.env,
         )
         try:
             results = await graph.run_many(
                 run_id=run_id,
-                task_ids=spec.task_ids,
-                split=spec.split,
-                concurrency=spec.concurrency,
+                task_ids=plan.task_ids,
+                split=plan.split,
+                concurrency=plan.concurrency,
                 on_done=done,
             )
         finally:
@@ -331,6 +288,7 @@ def summarize(
 __all__ = [
     "DEMO_PRESETS",
     "LADDER_PRESETS",
+    "RunPlan",
     "RunSpec",
     "RunSummary",
     "run_episodes",

@@ -13,6 +13,11 @@
 
 The showcase uses its own SQLite database under ``<home>/demo/`` (wiped at the start
 unless ``fresh=False``) so earlier runs never leak demos into it.
+
+Every configuration is resolved into its run plan (`nightowl.app.plan`) before anything
+starts: bad input fails first, and each arm runs the plan it was checked as. The test
+episodes are short on purpose (`DEMO_MAX_STEPS`); the collection gets the environment's
+default step budget, as `nightowl collect` does.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nightowl.agent.budget import EpisodeBudget
-from nightowl.agent.presets import validate_ladder
+from nightowl.agent.budget import DEMO_MAX_STEPS, EpisodeBudget
 from nightowl.app.collect import CollectRequest, collect_demos
 from nightowl.app.events import Message, ProgressSink, ignore
+from nightowl.app.plan import RunPlan, RunSpec, StudentChoice, resolve_student
 from nightowl.app.root import Nightowl
-from nightowl.app.runs import RunSpec, RunSummary, run_tasks
+from nightowl.app.runs import RunSummary, run_tasks
 from nightowl.config import Settings
 from nightowl.envs.registry import select_tasks
 
@@ -55,12 +60,17 @@ class ShowcaseOptions(BaseModel):
     game: str | None = "peckingorder"
     train_tasks: int = Field(12, ge=1)
     test_tasks: int = Field(4, ge=1)
-    max_steps: int = Field(15, ge=1)
+    max_steps: int = Field(
+        DEMO_MAX_STEPS, ge=1, description="step budget per test episode (short on purpose)"
+    )
     student_dtype: str | None = Field(
         None, description="dtype for an in-process student (None: the registry's, "
         "which picks one per machine)"
     )
-    collect_max_steps: int = Field(40, ge=1)
+    collect_max_steps: int | None = Field(
+        None, ge=1, description="step budget per collection episode (None: the "
+        "environment's default, as `nightowl collect`)",
+    )
     configs: list[str] = Field(
         default_factory=lambda: ["teacher", "student", "student+demos", "cascade", "margin"]
     )
@@ -170,23 +180,37 @@ def arm_verdict(teacher: RunSummary, arm: RunSummary, *, goal: float = 3.0) -> s
     return f"{label}: pays {ratio:.2f}x at {level}; {reach} the {goal:g}x goal"
 
 
-def _student_settings(
-    settings: Settings, opts: ShowcaseOptions, sname: str
-) -> tuple[Settings, str | None]:
-    """Settings for the showcase's own database, and the in-process student's dtype line."""
+def _student_settings(settings: Settings, student: StudentChoice) -> tuple[Settings, str | None]:
+    """Settings for the showcase's own database, and the in-process student's dtype line.
+
+    The student's registry entry carries the plan's dtype, so the root's backend of the
+    student is the one the arms run (and `Nightowl.cold_start` clears).
+    """
     from nightowl.llm.dtype import resolve_dtype
 
     update: dict[str, Any] = {"home": settings.home / "demo", "database_url": None}
-    spec = settings.model(sname)
+    dsettings = student.settings(settings).model_copy(update=update)
+    spec = dsettings.model(student.name)
     if spec.backend != "transformers":
-        return settings.model_copy(update=update), None
-    requested = opts.student_dtype or spec.params.get("dtype")
+        return dsettings, None
+    requested = spec.params.get("dtype")
     dtype, why = resolve_dtype(str(requested) if requested else None)
-    if opts.student_dtype:
-        models = dict(settings.models)
-        models[sname] = spec.model_copy(update={"params": {**spec.params, "dtype": dtype}})
-        update["models"] = models
-    return settings.model_copy(update=update), f"{dtype} ({why})"
+    return dsettings, f"{dtype} ({why})"
+
+
+def arm_plans(settings: Settings, opts: ShowcaseOptions) -> list[RunPlan]:
+    """One plan per configuration (test tasks not chosen yet); raises on bad input."""
+    plans = []
+    for cfg in opts.configs:
+        rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
+        plans.append(RunSpec(
+            name=cfg, env=opts.env, split="test", task_ids=[], ladder=cfg, rule=rule,
+            temperature=opts.temperature, budget=EpisodeBudget(max_steps=opts.max_steps),
+            concurrency=opts.concurrency, kind="eval", student=opts.student,
+            student_dtype=opts.student_dtype, k_episodes=opts.k_episodes, window=opts.window,
+            demos_per=opts.demos_per,
+        ).resolved(settings))
+    return plans
 
 
 async def run_showcase(
@@ -200,16 +224,16 @@ async def run_showcase(
     from nightowl.ledger import break_even_episodes
 
     sink = progress or ignore
-    student = opts.student or settings.student_model  # resolved once, passed down
-    for cfg in opts.configs:  # bad input fails before anything starts or is recorded
-        rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
-        validate_ladder(cfg, rule, student, "oracle", settings)
+    plans = arm_plans(settings, opts)  # bad input fails before anything starts or is recorded
+    choice = plans[0].student if plans else resolve_student(  # no arms: collection only
+        settings, opts.student, opts.student_dtype)
+    student = choice.name
     t_start = time.perf_counter()
     demo_home = settings.home / "demo"
     if opts.fresh and demo_home.exists():
         shutil.rmtree(demo_home)
     demo_home.mkdir(parents=True, exist_ok=True)
-    dsettings, dtype = _student_settings(settings, opts, student)
+    dsettings, dtype = _student_settings(settings, choice)
     sink(Message(text=f"nightowl demo on {opts.env}/{opts.game or '*'}: {opts.train_tasks} "
                       f"train tasks (oracle demos), {opts.test_tasks} test tasks"))
     sink(Message(text=prices_line(settings, student)))
@@ -223,6 +247,7 @@ async def run_showcase(
         collected = await collect_demos(
             app,
             CollectRequest(env=opts.env, max_steps=opts.collect_max_steps,
+                           student_dtype=choice.dtype,
                            concurrency=opts.concurrency, tasks=len(train_ids),
                            name="collect demos (oracle, train)", existing="replace"),
             task_ids=train_ids,
@@ -233,21 +258,11 @@ async def run_showcase(
         n_demos = collected.demos_added
         sink(Message(text=f"  collection: {collect.successes}/{collect.episodes} won, "
                           f"{n_demos} demos, ${collect.total_cost:.5f}, {collect.wall_s:.0f} s"))
-        for cfg in opts.configs:
-            rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
+        for plan in plans:
+            cfg = plan.name
             if cfg != "teacher":
                 app.cold_start(student)  # each arm pays for its own prompts
-            summ = await run_tasks(
-                app,
-                RunSpec(
-                    name=cfg, env=opts.env, split="test", task_ids=test_ids, ladder=cfg,
-                    rule=rule, temperature=opts.temperature,
-                    budget=EpisodeBudget(max_steps=opts.max_steps),
-                    concurrency=opts.concurrency, kind="eval", student=student,
-                    k_episodes=opts.k_episodes, window=opts.window, demos_per=opts.demos_per,
-                ),
-                progress=sink,
-            )
+            summ = await run_tasks(app, plan.with_tasks(test_ids), progress=sink)
             rows.append(summ)
             sink(Message(text=f"  {CONFIG_LABELS.get(cfg, cfg)}: {summ.successes}/"
                               f"{summ.episodes} won, ${summ.cost_per_episode:.5f}/episode, "

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.agent.budget import DEFAULT_MAX_STEPS, DEMO_MAX_STEPS
 from nightowl.cli import options as opt
 from nightowl.cli.errors import exit_line, exit_on_errors
 from nightowl.cli.fit import fit
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy
     from nightowl.app import Nightowl
     from nightowl.app.leasing import RunProgress
+    from nightowl.app.plan import RunPlan
 
 # wide enough for the demo table when output is captured (make demo | tee, CI logs)
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -52,10 +54,13 @@ def demo(
     test_tasks: int = typer.Option(
         4, min=1, max=100_000, help="held-out test tasks per configuration"
     ),
-    max_steps: int = typer.Option(15, min=1, max=10_000, help="step budget per test episode"),
-    student_dtype: str = typer.Option(
-        "", help="dtype of the in-process student ('' = the registry's, chosen per machine)"
+    max_steps: int | None = typer.Option(
+        None, min=1, max=10_000, show_default=False,
+        help=f"step budget per test episode [default: {DEMO_MAX_STEPS}, short on purpose so "
+        f"the demo finishes in minutes; demo collection: the environment's, "
+        f"{DEFAULT_MAX_STEPS} as every command]",
     ),
+    student_dtype: str = opt.STUDENT_DTYPE,
     rule: str = typer.Option("unanimity:3", help="cascade acceptance rule"),
     temperature: float = opt.TEMPERATURE,
     margin: float = typer.Option(
@@ -74,9 +79,10 @@ def demo(
     from nightowl.cli.progress import rich_progress
     from nightowl.cli.tables import summary_table
 
+    steps = {"max_steps": max_steps} if max_steps else {}  # unset: the demo's own
     opts = ShowcaseOptions(
         env=env, game=game or None, train_tasks=train_tasks, test_tasks=test_tasks,
-        max_steps=max_steps, rule=rule, temperature=temperature, margin=margin,
+        **steps, rule=rule, temperature=temperature, margin=margin,
         configs=[c.strip() for c in configs.split(",") if c.strip()],
         concurrency=concurrency, out=Path(out) if out else None, fresh=not keep,
         student_dtype=student_dtype or None, demos_per=demos_per,
@@ -112,7 +118,8 @@ def collect(
     split: str = typer.Option("train"),
     tasks: int = typer.Option(20, min=1, max=100_000, help="how many tasks"),
     game: str = opt.GAME,
-    max_steps: int = opt.MAX_STEPS,
+    max_steps: int | None = opt.MAX_STEPS,
+    student_dtype: str = opt.STUDENT_DTYPE,
     concurrency: int = opt.CONCURRENCY,
     existing: str = typer.Option(
         "skip", help="tasks this teacher already has demos of: skip (no cost) or replace "
@@ -128,7 +135,7 @@ def collect(
         raise ConfigError(f"--existing must be 'skip' or 'replace', not {existing!r}")
     req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
                          game=game or None, max_steps=max_steps, concurrency=concurrency,
-                         existing=cast("Any", existing))
+                         existing=cast("Any", existing), student_dtype=student_dtype or None)
     with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
         res = asyncio.run(collect_demos(app, req, progress=sink))
     if as_json:
@@ -148,12 +155,9 @@ def collect(
     exit_on_errors(exit_line(sink.errors))
 
 
-def _apply_calibration(settings: Any, spec: Any, path: str, *, rule_given: bool) -> None:
-    """Take a calibration file's rule into ``spec``; warn when its dtype is not this run's."""
-    from pathlib import Path
-
-    from nightowl.app import CalibrationReport, Nightowl
-    from nightowl.llm.machine import dtype_note, scoring_machine
+def _apply_calibration(spec: Any, path: str, *, rule_given: bool) -> None:
+    """Take a calibration file's rule and machine into ``spec`` (before it is resolved)."""
+    from nightowl.app import CalibrationReport
 
     try:
         rep = CalibrationReport.model_validate_json(Path(path).read_text())
@@ -165,11 +169,17 @@ def _apply_calibration(settings: Any, spec: Any, path: str, *, rule_given: bool)
         spec.temperature = float(chosen.get("temperature", spec.temperature))
         spec.repeats = chosen.get("repeats") or spec.repeats
     spec.calibrated_on = rep.machine
-    if rep.machine is not None:
-        with Nightowl.open(settings) as app:
-            note = dtype_note(rep.machine, scoring_machine(app.student_backend(spec.student)))
-        if note:
-            err_console.print(f"[yellow]warning:[/] {note}")
+
+
+def _warn_calibration_dtype(app: Nightowl, plan: RunPlan) -> None:
+    """Warn when the plan's student scores in another dtype than its calibration did."""
+    from nightowl.llm.machine import dtype_note, scoring_machine
+
+    if plan.calibrated_on is None:
+        return
+    note = dtype_note(plan.calibrated_on, scoring_machine(plan.student.backend(app)))
+    if note:
+        err_console.print(f"[yellow]warning:[/] {note}")
 
 
 def run(
@@ -184,7 +194,8 @@ def run(
     backtrack: str = opt.BACKTRACK,
     teacher: str = opt.TEACHER,
     student: str = opt.STUDENT,
-    max_steps: int = typer.Option(20, min=1, max=10_000, help="step budget per episode"),
+    student_dtype: str = opt.STUDENT_DTYPE,
+    max_steps: int | None = opt.MAX_STEPS,
     max_cost: float = typer.Option(0.0, min=0.0, max=1e6, help="USD per episode (0 = unlimited)"),
     max_teacher_calls: int = typer.Option(
         -1, min=-1, max=1_000_000, help="per episode (-1 = unlimited)"
@@ -214,14 +225,15 @@ def run(
 ) -> None:
     """Run a ladder over tasks as one ledger run (resumable; or spread over workers)."""
     from nightowl.agent.budget import EpisodeBudget
-    from nightowl.app import Nightowl, RunSpec, run_tasks, validate_spec
+    from nightowl.app import Nightowl, RunSpec, run_tasks
     from nightowl.cli.progress import rich_progress
     from nightowl.cli.tables import summary_table
     from nightowl.envs.registry import select_tasks
 
     settings = _settings()
+    steps = {"max_steps": max_steps} if max_steps else {}  # unset: the plan decides
     budget = EpisodeBudget(
-        max_steps=max_steps,
+        **steps,
         max_cost_usd=max_cost or None,
         max_teacher_calls=None if max_teacher_calls < 0 else max_teacher_calls,
         max_wall_s=max_wall or None,
@@ -230,7 +242,7 @@ def run(
         name=ladder, env=env, split=split, task_ids=[], ladder=ladder, rule=rule or None,
         temperature=temperature, repeats=cast("RepeatPolicy", repeats),
         backtrack=cast("BacktrackPolicy", backtrack), teacher=teacher,
-        student=student or None, budget=budget,
+        student=student or None, student_dtype=student_dtype or None, budget=budget,
         concurrency=concurrency, store_escalations=store_escalations, run_id=resume or None,
         demos_per=demos_per,
     )
@@ -239,20 +251,21 @@ def run(
     if via == "celery" and not settings.broker_url:
         raise ConfigError("--via celery needs a broker: set NIGHTOWL_BROKER_URL=redis://HOST:6379/0")
     if calibration:
-        _apply_calibration(settings, spec, calibration, rule_given=bool(rule))
-    validate_spec(settings, spec)  # before the environment starts or a run is recorded
-    spec.task_ids = select_tasks(env, split, tasks, game=game or None)
+        _apply_calibration(spec, calibration, rule_given=bool(rule))
+    plan = spec.resolved(settings)  # once: before the environment starts or a run is recorded
+    plan = plan.with_tasks(select_tasks(env, split, tasks, game=game or None))
     if via == "celery":
         from nightowl.app.distributed import start_distributed_run
         from nightowl.workers.app import CeleryQueue
 
         with Nightowl.open(settings) as app:
+            _warn_calibration_dtype(app, plan)
             queue = CeleryQueue()
-            run_id = start_distributed_run(app, spec, queue)
+            run_id = start_distributed_run(app, plan, queue)
             if as_json:
-                typer.echo(json.dumps({"run_id": run_id, "enqueued": len(spec.task_ids)}))
+                typer.echo(json.dumps({"run_id": run_id, "enqueued": len(plan.task_ids)}))
             else:
-                console.print(f"run {run_id}: {len(spec.task_ids)} episodes enqueued on "
+                console.print(f"run {run_id}: {len(plan.task_ids)} episodes enqueued on "
                               f"'episodes'; follow it with `nightowl report {run_id}`")
             if watch:
                 _watch(app, run_id, queue)
@@ -260,7 +273,8 @@ def run(
     with Nightowl.open(settings) as app, rich_progress(
         _ui(as_json), episode_lines=True
     ) as sink:
-        summ = asyncio.run(run_tasks(app, spec, progress=sink))
+        _warn_calibration_dtype(app, plan)
+        summ = asyncio.run(run_tasks(app, plan, progress=sink))
     if as_json:
         typer.echo(summ.model_dump_json(indent=2))
     else:
@@ -359,6 +373,12 @@ def calibrate(
         help="...and cheap enough that its cost of pass beats teacher-only's even at this "
         "lower confidence bound of its dev success (0: the observed success)",
     ),
+    max_steps: int | None = typer.Option(
+        None, min=1, max=10_000, show_default=False,
+        help=f"step budget of a dev rollout [default: the environment's, as runs get; "
+        f"{DEFAULT_MAX_STEPS} for every built-in one (30 before)]",
+    ),
+    student_dtype: str = opt.STUDENT_DTYPE,
     out: str = typer.Option("", help="write the calibration JSON here"),
     all_rules: bool = typer.Option(False, help="list every candidate rule, not the frontier"),
     as_json: bool = JSON,
@@ -374,9 +394,11 @@ def calibrate(
         temperatures=[float(x) for x in temperatures.split(",") if x.strip()],
         verify=verify, min_saving=min_saving, confidence=confidence,
         min_states=min_states, max_tasks=max_tasks,
+        **({"rollout_max_steps": max_steps} if max_steps else {}),  # unset: the env's
     )
     with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
-        rep = asyncio.run(calibrate_rules(app, opts, progress=sink))
+        rep = asyncio.run(calibrate_rules(app, opts, progress=sink,
+                                          student_dtype=student_dtype or None))
     if as_json:
         typer.echo(rep.model_dump_json(indent=2))
         if out:

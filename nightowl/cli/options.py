@@ -5,11 +5,21 @@ from __future__ import annotations
 import typer
 
 from nightowl.agent.acceptance import rule_syntax
+from nightowl.agent.budget import DEFAULT_MAX_STEPS
 from nightowl.agent.presets import ladder_syntax
 
 ENV = typer.Option(..., help="environment name (nightowl envs list)")
 GAME = typer.Option("", help="only this game inside the environment ('' = all)")
-MAX_STEPS = typer.Option(40, min=1, max=10_000, help="step budget per episode")
+#: one default step budget for every command (`run` had 20 and calibrate's rollouts 30)
+MAX_STEPS = typer.Option(
+    None, min=1, max=10_000, show_default=False,
+    help=f"step budget per episode [default: the environment's; {DEFAULT_MAX_STEPS} for "
+    "every built-in one, the one default of every command (run used 20 before)]",
+)
+STUDENT_DTYPE = typer.Option(
+    "", help="dtype of the in-process student: auto, float32, bfloat16 or float16 ('' = the "
+    "registry's, chosen per machine); recorded with the run",
+)
 CONCURRENCY = typer.Option(4, min=1, max=256, help="episodes in flight")
 TEACHER = typer.Option("oracle", help="'oracle' (the env's expert) or a registry model name")
 STUDENT = typer.Option("", help="student model (default: settings.student_model)")

@@ -84,6 +84,10 @@ class Environment(abc.ABC):
     name: str = "env"
     #: whether `expert_action` is available
     has_expert: bool = False
+    #: the agent's step budget per episode here when a run names none (None: the one
+    #: default, `nightowl.agent.budget.DEFAULT_MAX_STEPS`). Not ``default_max_steps``:
+    #: that is a replay adapter's own step limit, where the environment ends an episode.
+    default_budget_steps: int | None = None
 
     @abc.abstractmethod
     def tasks(self, split: Split) -> list[TaskSpec]:
