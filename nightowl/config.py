@@ -237,6 +237,10 @@ class Settings(BaseSettings):
         60, ge=0, description="output tokens billed per oracle-teacher step (reasoning + action)"
     )
     embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model")
+    traces: Literal["auto", "off", "otlp"] = Field(
+        "auto", description="OpenTelemetry traces (docs/traces.md): auto = OTLP only when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER=otlp is set; off; otlp = always"
+    )
 
     @field_validator("home", "cache_dir")
     @classmethod

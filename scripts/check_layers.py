@@ -49,7 +49,7 @@ from pathlib import Path
 LAYERS: list[set[str]] = [
     {"errors", "sandbox"},
     {"config", "db"},
-    {"storage", "checkpoints_sqlite", "llm", "envs"},
+    {"storage", "checkpoints_sqlite", "llm", "envs", "telemetry"},
     {"checkpoints"},
     {"ledger"},
     {"memory"},

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langgraph.graph import END, StateGraph
+from opentelemetry.trace import Span
 
+from nightowl import telemetry as tm
 from nightowl.agent.budget import STEPS, WALL_S, Budget
 from nightowl.agent.env_pool import EnvPool
 from nightowl.agent.ladder import Ladder, StepContext
@@ -59,6 +61,8 @@ class _Live:
     env: Environment | None = None
     budget: Budget | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the episode's trace span (a no-op one when tracing is off)
+    span: Span | None = None
 
 
 class AgentGraph:
@@ -150,7 +154,8 @@ class AgentGraph:
         live = self._live_of(state)
         t0 = time.perf_counter()
         # raises EnvError after a retry on a fresh instance: an infrastructure error
-        live.env, obs = await self.envs.start(state["task_id"], self._blocking)
+        with self._env_span(state, "reset", parent=live.span):
+            live.env, obs = await self.envs.start(state["task_id"], self._blocking)
         stats = dict(state["stats"])
         stats["env_s"] += time.perf_counter() - t0
         return {
@@ -206,8 +211,27 @@ class AgentGraph:
             offload=self._blocking,
         )
 
+    def _env_span(self, state: EpisodeState, op: str, *, parent: Span | None = None) -> Any:
+        """The trace span of one environment call (a GenAI ``execute_tool``)."""
+        tool = f"{state.get('env_name') or 'env'}.{op}"
+        return tm.span(f"execute_tool {tool}", {
+            tm.GEN_AI_OPERATION_NAME: "execute_tool", tm.GEN_AI_TOOL_NAME: tool,
+            tm.RUN_ID: state["run_id"], tm.EPISODE_ID: state["episode_id"],
+            tm.STEP: state["step"], tm.ENV: state.get("env_name") or None,
+        }, parent=parent)
+
     async def _step(self, state: EpisodeState) -> dict[str, Any]:
         """One step: decide (retrieve + ladder), act, record; one transaction, one checkpoint."""
+        with tm.span("nightowl.step", {
+            tm.RUN_ID: state["run_id"], tm.EPISODE_ID: state["episode_id"],
+            tm.STEP: state["step"], tm.TASK_ID: state["task_id"],
+        }, parent=self._live_of(state).span) as sp:
+            upd = await self._traced_step(state)
+            if sp.is_recording():
+                _annotate_step(sp, upd)
+            return upd
+
+    async def _traced_step(self, state: EpisodeState) -> dict[str, Any]:
         t0 = time.perf_counter()
         env = await self._env(state)
         budget = self._budget(state)
@@ -231,6 +255,13 @@ class AgentGraph:
         trail = [short_decision(d) for d in outcome.trail]
         dec = outcome.decision
         upd: dict[str, Any] = {"trail": trail, "budget": budget.to_dict(), "stats": stats}
+        tm.set_attributes(tm.current_span(), {
+            tm.DEMOS_RETRIEVED: len(demos), tm.TIER: dec.tier, tm.ACTOR: dec.actor,
+            tm.ACCEPTANCE_VERDICT: "accepted" if dec.accepted else "escalated",
+            tm.ACCEPTANCE_SIGNAL: float(dec.confidence), tm.ACCEPTANCE_REASON: dec.reason,
+            tm.ESCALATIONS: sum(not d.accepted for d in outcome.trail),
+            tm.COST_USD: float(sum(d.cost_usd for d in outcome.trail)),
+        })
         env_s = 0.0
         if not dec.accepted:
             upd.update(done=True, won=False, reason=dec.reason, action=None)
@@ -254,9 +285,13 @@ class AgentGraph:
         budget.charge(**{STEPS: 1})
         t1 = time.perf_counter()
         try:
-            env, res = await self.envs.step(
-                env, state["task_id"], state.get("actions") or (), action, self._blocking
-            )
+            with self._env_span(state, "step") as esp:
+                tm.set_attributes(esp, {tm.ACTION: action, tm.ACTOR: actor})
+                env, res = await self.envs.step(
+                    env, state["task_id"], state.get("actions") or (), action, self._blocking
+                )
+                tm.set_attributes(esp, {"nightowl.reward": float(res.reward),
+                                        "nightowl.done": bool(res.done)})
         except EnvError as exc:  # failed twice: record the call, then end as an error
             self._live_of(state).env = None  # the pool closed it
             self.recorder.env_step(
@@ -420,13 +455,30 @@ class AgentGraph:
             ))
         else:
             values_or_init = values
-        try:
-            final = await self.graph.ainvoke(
-                None if values else values_or_init, cfg, **durability
-            )
-        except InfrastructureError as exc:
-            final = await self._errored(values_or_init, cfg, exc)
-        return result_from_state(dict(final), time.perf_counter() - t0, resumed=bool(values))
+        eid = str(values_or_init["episode_id"])
+        with tm.span("nightowl.episode", {
+            tm.RUN_ID: run_id, tm.EPISODE_ID: eid, tm.TASK_ID: task_id,
+            tm.ENV: self.env_name or None, "nightowl.split": split,
+            "nightowl.resumed": bool(values),
+        }) as sp:
+            self._live.setdefault(eid, _Live()).span = sp
+            try:
+                final = await self.graph.ainvoke(
+                    None if values else values_or_init, cfg, **durability
+                )
+            except InfrastructureError as exc:
+                final = await self._errored(values_or_init, cfg, exc)
+            finally:
+                live = self._live.get(eid)
+                if live is not None and live.env is None:
+                    self._live.pop(eid, None)  # only the span was left
+            res = result_from_state(dict(final), time.perf_counter() - t0, resumed=bool(values))
+            tm.set_attributes(sp, {
+                "nightowl.won": res.success, "nightowl.steps": res.steps,
+                "nightowl.reason": res.reason, tm.COST_USD: float(res.stats.get("cost_usd", 0.0)),
+                tm.ERROR_TYPE: "infrastructure" if res.error else None,
+            })
+            return res
 
     async def run_many(
         self,
@@ -456,6 +508,14 @@ class AgentGraph:
 
         done = await asyncio.gather(*(one(t) for t in task_ids))
         return [r for r in done if r is not None]
+
+
+def _annotate_step(sp: Span, upd: dict[str, Any]) -> None:
+    """The step's outcome on its span (the decision was set while deciding)."""
+    tm.set_attributes(sp, {
+        tm.ACTION: upd.get("action"), tm.ACTOR: upd.get("actor") or None,
+        "nightowl.done": bool(upd.get("done")), "nightowl.reason": upd.get("reason") or None,
+    })
 
 
 def _route_after(onward: str) -> Callable[[EpisodeState], Awaitable[str]]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from nightowl import telemetry as tm
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
 from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, ladder_from
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
@@ -198,13 +199,23 @@ async def run_episodes(
             env_name=plan.env,
         )
         try:
-            results = await graph.run_many(
-                run_id=run_id,
-                task_ids=plan.task_ids,
-                split=plan.split,
-                concurrency=plan.concurrency,
-                on_done=done,
-            )
+            with tm.span("nightowl.run", {
+                tm.RUN_ID: run_id, "nightowl.run.name": plan.name, tm.ENV: plan.env,
+                "nightowl.ladder": plan.ladder, "nightowl.split": plan.split,
+                "nightowl.tasks": len(plan.task_ids), "nightowl.concurrency": plan.concurrency,
+            }) as sp:
+                results = await graph.run_many(
+                    run_id=run_id,
+                    task_ids=plan.task_ids,
+                    split=plan.split,
+                    concurrency=plan.concurrency,
+                    on_done=done,
+                )
+                tm.set_attributes(sp, {
+                    "nightowl.episodes": len(results), "nightowl.successes": wins,
+                    "nightowl.errors": sum(bool(r.error) for r in results),
+                    tm.COST_USD: float(sum(r.stats.get("cost_usd", 0.0) for r in results)),
+                })
         finally:
             graph.close()
     if graph.fatal is not None:  # a dead model backend: what finished is recorded; stop

@@ -25,6 +25,7 @@ from nightowl.cli.serve import register as register_serve  # noqa: E402
 from nightowl.cli.sleep import sleep_app  # noqa: E402
 from nightowl.cli.worker import worker  # noqa: E402
 from nightowl.errors import NightowlError, UserError  # noqa: E402
+from nightowl.telemetry import setup_tracing  # noqa: E402
 
 app = typer.Typer(
     name="nightowl",
@@ -54,6 +55,7 @@ register_serve(app)  # serve, keys
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one-line errors."""
     try:
+        setup_tracing()  # OTLP traces only when configured (docs/traces.md); else nothing
         app()
     except UserError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

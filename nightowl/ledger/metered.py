@@ -15,6 +15,7 @@ import dataclasses
 import time
 from typing import Any
 
+from nightowl import telemetry
 from nightowl.config import Prices
 from nightowl.errors import NightowlError
 from nightowl.ledger.core import Ledger
@@ -108,7 +109,8 @@ class MeteredModel(ModelBackend):
         return self.bind(role=role)
 
     async def _record(self, **kw: Any) -> None:
-        await record_call(self.ledger, self.site, self.prices, **kw)
+        await record_call(self.ledger, self.site, self.prices, provider=_provider(self.backend),
+                          **kw)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate with the wrapped backend and record the call."""
@@ -127,7 +129,7 @@ class MeteredModel(ModelBackend):
             meta["finish_reasons"] = finish
         await self._record(
             model=result.model or self.name, usage=result.usage, latency_s=latency, meta=meta,
-            kind="generate",
+            kind="generate", operation="chat" if request.messages else "text_completion",
         )
         return result
 
@@ -172,19 +174,56 @@ class MeteredModel(ModelBackend):
 
 
 async def record_call(
-    ledger: Ledger | None, site: CallSite, prices: Prices, **kw: Any
+    ledger: Ledger | None,
+    site: CallSite,
+    prices: Prices,
+    *,
+    operation: str | None = None,
+    provider: str | None = None,
+    **kw: Any,
 ) -> float:
     """Record one model call made at ``site`` (the single write path of metering); its cost.
 
     Queued in ``site.pending`` when the site has a buffer, else written at once from a
     worker thread. ``kw`` are `Ledger.model_call_values`'s remaining arguments (model,
-    usage, latency_s, meta, kind, ok). Nothing happens without a ledger (cost 0).
+    usage, latency_s, meta, kind, ok). Nothing is written without a ledger (cost 0).
+    The call is also one trace span (`nightowl.telemetry`; a no-op unless tracing is on),
+    with ``operation`` (GenAI ``gen_ai.operation.name``) and ``provider``.
     """
     if ledger is None:
-        return 0.0
-    if site.pending is not None:
-        return site.pending.model_call(ledger, **_at(site, prices, kw))
-    return await asyncio.to_thread(write_call, ledger, site, prices, **kw)
+        cost = 0.0
+    elif site.pending is not None:
+        cost = site.pending.model_call(ledger, **_at(site, prices, kw))
+    else:
+        cost = await asyncio.to_thread(write_call, ledger, site, prices, **kw)
+    _trace_call(site, cost, operation, provider, kw)
+    return cost
+
+
+def _trace_call(
+    site: CallSite, cost: float, operation: str | None, provider: str | None,
+    kw: dict[str, Any],
+) -> None:
+    usage = kw.get("usage") or Usage()
+    meta = kw.get("meta") or {}
+    kind = kw.get("kind", "generate")
+    telemetry.model_call_span(
+        model=str(kw.get("model") or "model"),
+        operation=operation or ("text_completion" if kind == "generate" else kind),
+        provider=provider or ("nightowl.oracle" if meta.get("oracle") else None),
+        role=site.role, run_id=site.run_id, episode_id=site.episode_id, step=site.step,
+        input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
+        cost_usd=cost, latency_s=float(kw.get("latency_s") or 0.0),
+        ok=bool(kw.get("ok", True)), error=meta.get("error"),
+    )
+
+
+def _provider(backend: ModelBackend) -> str:
+    """``gen_ai.provider.name`` of a backend: its ``provider`` attribute, else its module."""
+    given = getattr(backend, "provider", None)
+    if isinstance(given, str) and given:
+        return given
+    return "nightowl." + type(backend).__module__.rsplit(".", 1)[-1]
 
 
 def write_call(ledger: Ledger | None, site: CallSite, prices: Prices, **kw: Any) -> float:

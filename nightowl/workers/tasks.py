@@ -21,6 +21,7 @@ from nightowl.config import Settings, get_settings
 from nightowl.errors import RunError
 from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
 from nightowl.sleeptime.settings import load_sleep_settings
+from nightowl.telemetry import setup_tracing
 from nightowl.workers.app import LearnPayload, ThreadRethinkPayload, app, enqueue_learn
 from nightowl.workers.guards import confined, parse, plain_name
 
@@ -49,6 +50,7 @@ def root() -> Nightowl:
     """
     settings = get_settings()
     pid = os.getpid()
+    setup_tracing(settings)  # once per (forked) process; OTLP traces only when configured
     if not _ROOT or _ROOT[0][0] != pid or _ROOT[0][1] is not settings:
         _ROOT[:] = [(pid, settings, Nightowl.open(settings))]
     return _ROOT[0][2]
