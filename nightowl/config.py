@@ -32,7 +32,10 @@ from pydantic_settings import (
 
 from nightowl.errors import ConfigError, UnknownNameError
 
-BackendKind = Literal["transformers", "openai", "vllm", "scripted"]
+#: a backend kind: a built-in one ("transformers", "openai", "vllm", "scripted") or one an
+#: installed plugin registers under the ``nightowl.backends`` entry point group; checked
+#: when the backend is built (`nightowl.llm.registry.create_backend`), not here
+BackendKind = str
 
 
 class Prices(BaseModel):

@@ -4,11 +4,22 @@
 or is recorded and returns them as a `LadderChoice`; `ladder_from` builds the tiers from
 a choice (a run builds from its plan's, `nightowl.app.plan.RunPlan`: nothing is decided
 twice); `build_ladder` is both in one call, for scripts and tests.
+
+Other packages add presets without editing this one, through the entry point group
+``nightowl.presets``: ``[project.entry-points."nightowl.presets"]`` with
+``toy-cascade = "toy_env_plugin.backend:TOY_CASCADE"`` (a `Preset` object) makes
+``--ladder toy-cascade`` work once the package is installed (examples/toy_env_plugin).
+`PRESETS` holds both; listing it reads entry point metadata only, and a plugin's module
+is imported when its preset is first looked up. A built-in name always wins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
+import importlib
+import importlib.metadata
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -47,8 +58,8 @@ class Preset:
     search: bool = False
 
 
-#: the registry of ladder presets
-PRESETS: dict[str, Preset] = {p.name: p for p in (
+#: the built-in ladder presets
+BUILTIN_PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(name="teacher", help="the teacher acts at every step (teacher-only baseline)",
            student="none", demos=False),
     Preset(name="student", help="the student acts alone, greedy, no demos", student="alone",
@@ -63,15 +74,77 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "(student as proposer and critic), then to the teacher", rule="unanimity:3",
            search=True),
 )}
-#: name -> help of every preset
-LADDER_PRESETS: dict[str, str] = {n: p.help for n, p in PRESETS.items()}
-#: presets whose student retrieves demos
-DEMO_PRESETS = frozenset(n for n, p in PRESETS.items() if p.demos)
+
+#: the entry point group other packages register presets under
+ENTRY_POINT_GROUP = "nightowl.presets"
+
+
+@functools.cache
+def plugin_presets() -> dict[str, str]:
+    """Presets other installed packages register (name -> "module:obj").
+
+    Reads entry point metadata only (nothing is imported). Cached per process;
+    `plugin_presets.cache_clear()` re-reads them.
+    """
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return {ep.name: ep.value for ep in found}
+
+
+@functools.cache
+def _load_plugin_preset(name: str, target: str) -> Preset:
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"ladder {name!r} ({target}) cannot be imported: {exc}") from None
+    if not isinstance(obj, Preset):
+        raise ConfigError(f"ladder {name!r} ({target}) is a {type(obj).__name__}, not a Preset")
+    return obj if obj.name == name else dataclasses.replace(obj, name=name)
+
+
+class PresetRegistry(Mapping[str, Preset]):
+    """The built-in presets, then plugins' (built-in names win).
+
+    Iterating and ``in`` read entry point metadata only; looking a plugin's preset up
+    imports its module (a broken one is a one-line `ConfigError`).
+    """
+
+    def __init__(self, builtins: Mapping[str, Preset]) -> None:
+        self._builtins = dict(builtins)
+
+    def __getitem__(self, name: str) -> Preset:
+        if name in self._builtins:
+            return self._builtins[name]
+        target = plugin_presets().get(name)
+        if target is None:
+            raise KeyError(name)
+        return _load_plugin_preset(name, target)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builtins or name in plugin_presets()
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._builtins
+        yield from (n for n in plugin_presets() if n not in self._builtins)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+#: the registry of ladder presets (built-in ones and plugins')
+PRESETS: Mapping[str, Preset] = PresetRegistry(BUILTIN_PRESETS)
+#: name -> help of every built-in preset
+LADDER_PRESETS: dict[str, str] = {n: p.help for n, p in BUILTIN_PRESETS.items()}
+#: built-in presets whose student retrieves demos (a plugin's: ``PRESETS[name].demos``)
+DEMO_PRESETS = frozenset(n for n, p in BUILTIN_PRESETS.items() if p.demos)
 ORACLE = "oracle"
 
 
 def ladder_syntax(sep: str = "|") -> str:
-    """Every preset name, for help texts: ``teacher|student|...``."""
+    """Every preset name, for help texts: ``teacher|student|...`` (plugins' last).
+
+    Cheap: plugins' names come from entry point metadata, their modules are not imported.
+    """
     return sep.join(PRESETS)
 
 

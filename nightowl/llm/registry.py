@@ -6,11 +6,21 @@ transformers/vLLM stacks are only imported when used), and caches the instance p
 process: loading weights happens once, and every caller shares the same backend.
 
 Each backend module exposes ``from_spec(name, spec, settings) -> ModelBackend``.
+
+Other packages add backend kinds without editing this one, through the entry point group
+``nightowl.backends``: ``[project.entry-points."nightowl.backends"]`` with
+``echo = "toy_env_plugin.backend:EchoBackend"`` makes ``backend = "echo"`` a valid kind
+for a registry entry (examples/toy_env_plugin). The value names either a `ModelBackend`
+subclass with a ``from_spec(name, spec, settings)`` classmethod, or any callable taking
+``(name, spec, settings)``, the way built-in kinds are built. A built-in kind always wins
+over a plugin's, and an unknown kind is a one-line `ConfigError` listing the known ones.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import threading
 from typing import TYPE_CHECKING
 
@@ -28,6 +38,9 @@ BACKENDS: dict[str, str] = {
     "vllm": "nightowl.llm.vllm:from_spec",
     "scripted": "nightowl.llm.scripted:from_spec",
 }
+
+#: the entry point group other packages register backend kinds under
+ENTRY_POINT_GROUP = "nightowl.backends"
 
 _cache: dict[tuple[str, str], ModelBackend] = {}
 _lock = threading.Lock()
@@ -48,18 +61,61 @@ def model_prices(name: str, settings: Settings | None = None) -> Prices:
     return model_spec(name, settings).prices
 
 
+@functools.cache
+def plugin_backends() -> dict[str, str]:
+    """Backend kinds other installed packages register (kind -> "module:obj").
+
+    Reads entry point metadata only (nothing is imported). Cached per process;
+    `plugin_backends.cache_clear()` re-reads them.
+    """
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return {ep.name: ep.value for ep in found}
+
+
+def backend_kinds() -> dict[str, str]:
+    """Every backend kind: the built-in ones, then those of plugins (built-ins win)."""
+    return {**plugin_backends(), **BACKENDS}
+
+
 def create_backend(name: str, spec: ModelSpec, settings: Settings | None = None) -> ModelBackend:
-    """Construct a backend for ``spec`` without caching (tests, ad-hoc entries)."""
+    """Construct a backend for ``spec`` without caching (tests, ad-hoc entries).
+
+    Raises:
+        ConfigError: the kind is unknown (the message lists the known ones), or a
+            plugin's entry point cannot be imported or builds no `ModelBackend`.
+    """
     settings = settings or get_settings()
-    target = BACKENDS.get(spec.backend)
+    kinds = backend_kinds()
+    target = kinds.get(spec.backend)
     if target is None:
         raise ConfigError(
-            f"model {name!r}: unknown backend kind {spec.backend!r}; known: {sorted(BACKENDS)}"
+            f"model {name!r}: unknown backend kind {spec.backend!r}; known: {sorted(kinds)}"
         )
-    module_name, _, factory_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    backend: ModelBackend = getattr(module, factory_name)(name, spec, settings)
-    return backend
+    module_name, _, attr = target.partition(":")
+    if spec.backend in BACKENDS:
+        module = importlib.import_module(module_name)
+        backend: ModelBackend = getattr(module, attr)(name, spec, settings)
+        return backend
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"model {name!r}: backend kind {spec.backend!r} ({target}) cannot be imported: {exc}"
+        ) from None
+    if isinstance(factory, type) and hasattr(factory, "from_spec"):
+        factory = factory.from_spec
+    if not callable(factory):
+        raise ConfigError(
+            f"model {name!r}: backend kind {spec.backend!r} ({target}) is a "
+            f"{type(factory).__name__}, not a ModelBackend class or factory"
+        )
+    made = factory(name, spec, settings)
+    if not isinstance(made, ModelBackend):
+        raise ConfigError(
+            f"model {name!r}: backend kind {spec.backend!r} ({target}) built "
+            f"{type(made).__name__}, not a ModelBackend"
+        )
+    return made
 
 
 def build_backend(name: str, settings: Settings | None = None) -> ModelBackend:
@@ -89,10 +145,13 @@ def clear_cache() -> None:
 
 __all__ = [
     "BACKENDS",
+    "ENTRY_POINT_GROUP",
+    "backend_kinds",
     "build_backend",
     "clear_cache",
     "create_backend",
     "model_names",
     "model_prices",
     "model_spec",
+    "plugin_backends",
 ]
