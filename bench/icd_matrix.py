@@ -22,6 +22,11 @@ Walks (oracle trajectories) and scored states are cached under ``--cache`` so a 
 with other variants or analyses costs only the new model calls. ``--quick`` (default)
 fits a few minutes on a loaded 2-core machine; ``--full`` uses more tasks and variants.
 
+``--expert NAME`` passes ``expert=NAME`` to every environment (train walks, hence the
+demos, and dev walks): ``imitable`` scores agreement with the experts that act on the
+text only (nightowl/envs/imitable_*.py); families whose environment has no such option
+are skipped. Cache keys include the expert.
+
 Usage:
     python bench/icd_matrix.py                       # quick, all installed families
     python bench/icd_matrix.py --only twx/coin,tw/cooking --variants listed,plain
@@ -140,6 +145,15 @@ def families(only: list[str] | None, quick: bool) -> list[tuple[str, str, str | 
     return out
 
 
+def takes_expert(env_name: str) -> bool:
+    """Whether the environment's constructor has an ``expert=`` option."""
+    import inspect
+
+    from nightowl.envs.registry import env_class
+
+    return "expert" in inspect.signature(env_class(env_name).__init__).parameters
+
+
 def spread(n_total: int, n: int) -> list[int]:
     """``n`` state indices spread evenly over an episode of ``n_total`` (all if fewer)."""
     if n_total <= n:
@@ -169,15 +183,19 @@ def walk(env: Any, task_id: str, max_steps: int) -> dict[str, Any]:
 
 
 def cached_walks(env_name: str, game: str, split: str, n: int, max_steps: int,
-                 cache: Path) -> list[dict[str, Any]]:
-    """Oracle walks of the first ``n`` tasks of a split (cached as JSON)."""
+                 cache: Path, expert: str = "") -> list[dict[str, Any]]:
+    """Oracle walks of the first ``n`` tasks of a split (cached as JSON).
+
+    ``expert``: passed as ``expert=`` to the environment ("" = its default expert).
+    """
     from nightowl.envs.registry import make_env, select_tasks
 
-    path = cache / f"walks-{env_name}-{game}-{split}-{n}-{max_steps}.json"
+    tag = f"-{expert}" if expert else ""
+    path = cache / f"walks-{env_name}-{game}-{split}-{n}-{max_steps}{tag}.json"
     if path.exists():
         return json.loads(path.read_text())
     ids = select_tasks(env_name, split, n, game=game)
-    env = make_env(env_name)
+    env = make_env(env_name, **({"expert": expert} if expert else {}))
     try:
         walks = [walk(env, t, max_steps) for t in ids]
     finally:
@@ -433,6 +451,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         [r for r in SWEEP if r != (args.k_episodes, args.window)] if args.sweep else [])
     report: dict[str, Any] = {"machine_start": machine(), "options": vars(args),
                               "student": f"{settings.student_model} ({args.dtype})",
+                              "expert": args.expert or "default",
                               "families": {}, "skipped": {}}
     for env_name, game, skip in families(only, args.quick):
         fam = f"{env_name}/{game}"
@@ -440,11 +459,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             console.print(f"[yellow]skip {fam}: {skip}[/]")
             report["skipped"][fam] = skip
             continue
+        if args.expert and not takes_expert(env_name):
+            console.print(f"[yellow]skip {fam}: no expert= option[/]")
+            report["skipped"][fam] = f"{env_name} has no expert= option"
+            continue
         t0 = time.perf_counter()
         n_dev = args.dev_sciworld if env_name == "sciworld" else args.dev
         try:
-            train = cached_walks(env_name, game, "train", args.train, args.max_steps, cache)
-            dev = cached_walks(env_name, game, "dev", n_dev, args.max_steps, cache)
+            train = cached_walks(env_name, game, "train", args.train, args.max_steps, cache,
+                                 args.expert)
+            dev = cached_walks(env_name, game, "dev", n_dev, args.max_steps, cache, args.expert)
         except Exception as exc:  # noqa: BLE001 - one broken family must not stop the table
             console.print(f"[red]skip {fam}: {type(exc).__name__}: {str(exc)[:160]}[/]")
             report["skipped"][fam] = f"{type(exc).__name__}: {str(exc)[:160]}"
@@ -453,6 +477,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         won = sum(w["won"] for w in train)
         max_states = args.max_states_sciworld if env_name == "sciworld" else args.max_states
         key = f"{env_name}-{game}-{args.train}-{n_dev}-{args.max_steps}"
+        if args.dtype != "float32":  # scores depend on the dtype; walks do not
+            key += f"-{args.dtype}"
+        if args.expert:  # other walks, other states
+            key += f"-{args.expert}"
         states = await score_family(model, mem, dev, variants, retrievals, max_states, cache, key)
         mem.close()
         fr: dict[str, Any] = {"demos": won, "train_tasks": len(train),
@@ -612,6 +640,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--sweep", action="store_true", help="also try other retrieval windows")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--expert", default="",
+                    help="expert= for every environment, train (demos) and dev walks "
+                         "(e.g. imitable; '' = each environment's default)")
     ap.add_argument("--merge", nargs="+", type=Path, default=None,
                     help="print and write the union of earlier reports (no model calls)")
     ap.add_argument("--cache", default=str(ROOT / ".nightowl" / "icd_matrix"))

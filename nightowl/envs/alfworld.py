@@ -15,10 +15,13 @@ builds. Two catalogues:
   valid_unseen), listed with `AlfredTWEnv.collect_game_files`.
 
 The expert is ALFWorld's handcoded expert (default; state-aware: it observes every
-command actually taken, so it keeps playing after the agent deviates) or the PDDL
-planner (``expert="planner"``: replans from the current state at every step). The
-handcoded expert's random choices are seeded per task, so an expert episode replays
-identically. Snapshots are action lists restored by replay.
+command actually taken, so it keeps playing after the agent deviates), the PDDL
+planner (``expert="planner"``: replans from the current state at every step), or the
+imitable expert (``expert="imitable"``, `nightowl.envs.imitable_alfworld`): it acts
+only on the episode's text and on statistics learned from train games, so a student
+can agree with it; its games run without ALFWorld's expert wrapper and without facts.
+The handcoded expert's random choices are seeded per task, so an expert episode
+replays identically. Snapshots are action lists restored by replay.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ OFFICIAL_SPLITS = {
 }
 OFFICIAL_DIRS = {"train": "train", "dev": "valid_seen", "test": "valid_unseen"}
 INVALID_FEEDBACK = "Nothing happens."
+#: the experts an instance can use (``expert=``); the first is the default
+EXPERTS = ("handcoded", "planner", "imitable")
 
 
 def default_cache_dir() -> Path:
@@ -85,8 +90,8 @@ class AlfWorldEnv(ReplayEnvironment):
         split_seeds: dict[str, SeedRange] | None = None,
     ) -> None:
         super().__init__(max_steps=max_steps)
-        if expert not in ("handcoded", "planner"):
-            raise UnknownNameError("alfworld expert", expert, ["handcoded", "planner"])
+        if expert not in EXPERTS:
+            raise UnknownNameError("alfworld expert", expert, list(EXPERTS))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.games_dir = self.cache_dir / "games"
         self.expert = expert
@@ -99,6 +104,10 @@ class AlfWorldEnv(ReplayEnvironment):
         self.games = tuple(TASK_TYPES) + tuple(f"official-{t}" for t in self._official_types())
         self._env: Any = None
         self._state: Any = None
+        self._imitable: Any = None
+        # what the episode has shown: first observation, then (action, feedback) pairs
+        self._first_text = ""
+        self._trace: list[tuple[str, str]] = []
 
     # --- catalogue ----------------------------------------------------------------------
     def seeds(self, game: str, split: Split) -> list[int]:
@@ -171,15 +180,19 @@ class AlfWorldEnv(ReplayEnvironment):
         except RuntimeError as exc:
             raise EnvError(f"alfworld: cannot build {spec.task_id}: {exc}") from exc
         # The generator verified the expert with this same seed for its random choices.
-        self._env = self._gen.start_game(gamefile, expert=self.expert, rng_seed=spec.task_id)
+        self._env = self._gen.start_game(
+            gamefile, expert=None if self.expert == "imitable" else self.expert,
+            rng_seed=spec.task_id,
+        )
         self._state = self._env.reset()
         text = self._state.feedback.strip()
+        self._first_text, self._trace = text, []
         goal = (
             text.rsplit("Your task is to:", 1)[-1].strip().rstrip(".")
             if "Your task is to:" in text
             else text
         )
-        return goal, text, self._valid(), {"gamefile": str(gamefile)}
+        return goal, text, self._valid(), {"gamefile": str(gamefile), "expert": self.expert}
 
     def _valid(self) -> tuple[str, ...]:
         return tuple(self._state["admissible_commands"] or ())
@@ -190,6 +203,7 @@ class AlfWorldEnv(ReplayEnvironment):
         text = (self._state.feedback or "").strip() or INVALID_FEEDBACK
         won = bool(self._state["won"])
         invalid = text == INVALID_FEEDBACK or action not in valid
+        self._trace.append((action, text))
         return EngineStep(
             text=text,
             score=float(won),
@@ -200,8 +214,20 @@ class AlfWorldEnv(ReplayEnvironment):
         )
 
     def _expert(self, episode: Episode) -> str | None:
+        if self.expert == "imitable":
+            return self._imitable_action(episode)
         plan = self._state["extra.expert_plan"] if self._state is not None else None
         return plan[0] if plan else None
+
+    def _imitable_action(self, episode: Episode) -> str | None:
+        """The imitable expert: the goal, the texts so far and the valid actions only."""
+        if self._imitable is None:
+            from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, train_stats
+
+            self._imitable = ImitableAlfredExpert(train_stats(self.cache_dir))
+        return self._imitable.act(  # type: ignore[no-any-return]
+            episode.goal, self._first_text, self._trace, episode.valid_actions or ()
+        )
 
     def close(self) -> None:
         """Close the running TextWorld game."""

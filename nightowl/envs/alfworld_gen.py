@@ -332,13 +332,16 @@ def task_id(task: str, split: str, seed: int) -> str:
 
 
 def start_game(
-    gamefile: str | Path, *, expert: str = "handcoded", planner: bool = False, rng_seed: str = ""
+    gamefile: str | Path, *, expert: str | None = "handcoded", planner: bool = False,
+    rng_seed: str = "",
 ) -> SerialGame:
     """A TextWorld env on an ALFWorld game, wrapped as `AlfredTWEnv.init_env` wraps it.
 
     The wrappers are ALFWorld's own: `AlfredDemangler` (ids -> "mug 1"), `AlfredInfos`
     and `AlfredExpert` (``extra.expert_plan`` from the handcoded expert or the planner).
     ``planner=True`` also requests ``policy_commands`` with the handcoded expert.
+    ``expert=None`` leaves the expert wrapper out and requests no facts: the state then
+    holds only what a player sees (the imitable expert's games).
     The handcoded expert's random choices (which object of a kind to take, a random
     admissible command when it is stuck) are seeded with ``rng_seed``, so that expert
     episodes replay exactly. The engine is not thread-safe (`nightowl.envs.tw_engine`):
@@ -362,18 +365,15 @@ def start_game(
     infos = textworld.EnvInfos(
         admissible_commands=True,
         won=True,
-        facts=True,
+        facts=expert is not None,
         policy_commands=planner,
-        extras=["gamefile", "expert_plan"],
+        extras=["gamefile", "expert_plan"] if expert else ["gamefile"],
     )
+    wrappers: list[Any] = [AlfredDemangler(shuffle=False), AlfredInfos]
+    if expert:
+        wrappers.append(AlfredExpert(expert_type=expert))
     with TEXTWORLD_ENGINE_LOCK:  # loading parses the domain and grammar
-        env = textworld.start(
-            str(gamefile),
-            request_infos=infos,
-            wrappers=[
-                AlfredDemangler(shuffle=False), AlfredInfos, AlfredExpert(expert_type=expert)
-            ],
-        )
+        env = textworld.start(str(gamefile), request_infos=infos, wrappers=wrappers)
     return SerialGame(env, enter=own_rng)
 
 

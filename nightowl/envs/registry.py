@@ -13,6 +13,12 @@ point group ``nightowl.envs`` (as pytest plugins and Gymnasium environments do):
 their ``pyproject.toml``, ``[project.entry-points."nightowl.envs"]`` with
 ``toy = "toy_env_plugin:CounterEnv"`` makes ``--env toy`` work once the package is
 installed (examples/toy_env_plugin). A built-in name always wins over a plugin's.
+
+An environment name may carry constructor options after a colon, which is how a
+command line picks them (``nightowl run --env alfworld:expert=imitable``):
+``make_env("tw:expert=imitable,max_steps=30")`` is ``make_env("tw", expert="imitable",
+max_steps=30)``. Values are read as JSON where they parse (numbers, true/false), else
+as strings. The full name, options included, is what a run records as its ``env``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +89,28 @@ REQUIREMENTS: dict[str, Requirement] = {
 }
 
 
+def split_env_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"alfworld:expert=imitable"`` -> ``("alfworld", {"expert": "imitable"})``.
+
+    Raises:
+        UnknownNameError: an option is not ``key=value``.
+    """
+    name, sep, rest = str(spec).partition(":")
+    options: dict[str, Any] = {}
+    for item in rest.split(",") if sep and rest else ():
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise UnknownNameError(
+                f"option in environment {spec!r} (expected name:key=value,...)", item
+            )
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        options[key.strip()] = value
+    return name, options
+
+
 def env_names() -> list[str]:
     """All registered environment names: built-in ones first, then plugins'."""
     return [*ENVIRONMENTS, *(n for n in plugin_environments() if n not in ENVIRONMENTS)]
@@ -89,6 +118,7 @@ def env_names() -> list[str]:
 
 def is_installed(name: str) -> bool:
     """Whether the adapter's module and its third-party package can be imported."""
+    name = split_env_spec(name)[0]
     _check_name(name)
     module = registry()[name].split(":", 1)[0]
     req = REQUIREMENTS.get(name)
@@ -115,6 +145,7 @@ def env_class(name: str) -> type[Environment]:
         MissingExtraError: the adapter needs an optional package that is absent.
         EnvError: the adapter module is missing or broken.
     """
+    name = split_env_spec(name)[0]
     _check_name(name)
     module_name, _, cls_name = registry()[name].partition(":")
     try:
@@ -134,9 +165,11 @@ def env_class(name: str) -> type[Environment]:
 def make_env(name: str, **kwargs: Any) -> Environment:
     """Build the environment ``name`` with keyword-only constructor arguments.
 
-    Common keywords: ``cache_dir: Path | None`` and ``max_steps: int``.
+    Common keywords: ``cache_dir: Path | None`` and ``max_steps: int``. Options in
+    ``name`` (``"alfworld:expert=imitable"``) are keywords too; ``kwargs`` win.
     """
-    return env_class(name)(**kwargs)
+    base, options = split_env_spec(name)
+    return env_class(base)(**{**options, **kwargs})
 
 
 def parse_task_id(task_id: str) -> tuple[str, str, Split, int]:

@@ -8,9 +8,13 @@ compiles it); a cached game starts in ~0.1 s. Inform 7 writes a scratch ``~/Info
 folder while compiling, so ``HOME`` points into the cache folder during compilation
 (under a lock; restored afterwards).
 
-Expert: TextWorld's ``policy_commands``, a winning command sequence recomputed by its
-logic engine from the *current* state, so it stays correct after any deviation; it is
-None only when no winning sequence exists (the game is lost).
+Expert: TextWorld's ``policy_commands`` (``expert="policy"``, the default), a winning
+command sequence recomputed by its logic engine from the *current* state, so it stays
+correct after any deviation; it is None only when no winning sequence exists (the game
+is lost). ``expert="imitable"`` (`nightowl.envs.imitable_textworld`) acts only on the
+episode's text instead (cooking: explore for the kitchen, read the cookbook, gather
+and prepare what it says; coin_collector / treasure_hunter: follow the route the goal
+describes); its games request no ``policy_commands`` at all.
 
 Snapshots replay the action list by default: a replay costs a reset (~50 ms when the
 game is already loaded) plus ~15 ms per action, while a native copy (``env.copy()``: the
@@ -37,7 +41,7 @@ from typing import Any
 from nightowl.envs.base import Snapshot, Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
 from nightowl.envs.tw_engine import TEXTWORLD_ENGINE_LOCK
-from nightowl.errors import EnvError, MissingExtraError
+from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 try:
     import textworld
@@ -98,6 +102,15 @@ INFOS = EnvInfos(
     score=True,
     max_score=True,
 )
+
+#: what an imitable expert's game requests: no policy_commands (the privileged plan)
+PLAYER_INFOS = EnvInfos(
+    admissible_commands=True, objective=True, won=True, lost=True, score=True, max_score=True
+)
+#: the experts an instance can use (``expert=``); the first is the default
+EXPERTS = ("policy", "imitable")
+#: games with an imitable expert
+IMITABLE_GAMES = ("cooking", "coin_collector", "treasure_hunter")
 
 _BANNER_LINE = re.compile(r"^[^A-Za-z]*$")
 
@@ -191,8 +204,12 @@ class TextWorldEnv(ReplayEnvironment):
         game_params: dict[str, dict[str, Any]] | None = None,
         cache_dir: Path | None = None,
         native_snapshots: bool = False,
+        expert: str = "policy",
     ) -> None:
         super().__init__(max_steps=max_steps, games=games)
+        if expert not in EXPERTS:
+            raise UnknownNameError("tw expert", expert, list(EXPERTS))
+        self.expert = expert
         self.native_snapshots = native_snapshots
         self._params = self._merge_params(DEFAULT_PARAMS, game_params)
         if cache_dir is None:
@@ -203,6 +220,9 @@ class TextWorldEnv(ReplayEnvironment):
         self._tw: Any = None
         self._tw_path: Path | None = None
         self._state: Any = None
+        # what the episode has shown (the imitable expert's input)
+        self._first_text = ""
+        self._trace: list[tuple[str, str]] = []
 
     # --- catalogue ----------------------------------------------------------------------
     def seeds(self, game: str, split: Split) -> list[int]:
@@ -222,30 +242,38 @@ class TextWorldEnv(ReplayEnvironment):
 
     # --- engine -------------------------------------------------------------------------
     def _start(self, spec: TaskSpec) -> tuple[str, str, tuple[str, ...] | None, dict[str, Any]]:
+        if self.expert == "imitable" and spec.game not in IMITABLE_GAMES:
+            raise EnvError(f"tw: no imitable expert for {spec.game!r} "
+                           f"(games with one: {', '.join(IMITABLE_GAMES)})")
         path = self.game_file(spec.task_id)
         if self._tw is None or self._tw_path != path:
             self._close_tw()
+            infos = PLAYER_INFOS if self.expert == "imitable" else INFOS
             try:
                 # see _TW_LOCK: starting and generating games share one parser
                 with _TW_LOCK, _quiet_jericho():
-                    self._tw = textworld.start(str(path), request_infos=INFOS)
+                    self._tw = textworld.start(str(path), request_infos=infos)
             except Exception as exc:
                 raise EnvError(f"TextWorld could not start {path}: {exc}") from exc
             self._tw_path = path
         with _quiet_jericho():
             state = self._tw.reset()
         self._state = state
-        info = {"params": self.game_params(spec.game), "max_score": state["max_score"]}
+        info = {"params": self.game_params(spec.game), "max_score": state["max_score"],
+                "expert": self.expert}
         valid = tuple(state["admissible_commands"] or ())
-        return str(state["objective"] or ""), _clean_feedback(state.feedback), valid, info
+        self._first_text, self._trace = _clean_feedback(state.feedback), []
+        return str(state["objective"] or ""), self._first_text, valid, info
 
     def _engine_step(self, action: str) -> EngineStep:
         before = {a.lower() for a in (self.episode.valid_actions or ())}
         state, _, done = self._tw.step(action)
         self._state = state
         won, lost = bool(state["won"]), bool(state["lost"])
+        text = _clean_feedback(state.feedback) or "Nothing happens."
+        self._trace.append((action, text))
         return EngineStep(
-            text=_clean_feedback(state.feedback) or "Nothing happens.",
+            text=text,
             score=float(state["score"] or 0),
             done=bool(done) or won or lost,
             won=won,
@@ -255,6 +283,11 @@ class TextWorldEnv(ReplayEnvironment):
         )
 
     def _expert(self, episode: Episode) -> str | None:
+        if self.expert == "imitable":
+            from nightowl.envs.imitable_textworld import cooking_action, route_action
+
+            act = cooking_action if episode.spec.game == "cooking" else route_action
+            return act(episode.goal, self._first_text, self._trace, episode.valid_actions or ())
         policy = self._state["policy_commands"] if self._state is not None else None
         return str(policy[0]) if policy else None
 
@@ -264,16 +297,18 @@ class TextWorldEnv(ReplayEnvironment):
         if not self.native_snapshots:
             return super().snapshot()
         ep = self.episode
-        native = (self._copy_tw(self._tw), self._state, copy.deepcopy(ep))
+        seen = (self._first_text, list(self._trace))  # the imitable expert's input
+        native = (self._copy_tw(self._tw), self._state, copy.deepcopy(ep), seen)
         return Snapshot(task_id=ep.spec.task_id, actions=tuple(ep.actions), native=native)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Restore a native copy when there is one (and it is ours), else replay."""
         native = snapshot.native
-        if not (isinstance(native, tuple) and len(native) == 3):
+        if not (isinstance(native, tuple) and len(native) == 4):
             super().restore(snapshot)
             return
-        env, state, episode = native
+        env, state, episode, (first_text, trace) = native
+        self._first_text, self._trace = first_text, list(trace)
         self._close_tw()
         self._tw = self._copy_tw(env)  # keep the snapshot reusable
         self._tw_path = self.game_file(snapshot.task_id)
