@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import importlib.metadata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
 from nightowl.errors import ConfigError, UnknownNameError
+from nightowl.plugins import entry_point_targets
 
 if TYPE_CHECKING:  # the tiers are imported by `build_ladder`: help texts import this module
     from nightowl.agent.ladder import Ladder, Tier
@@ -86,8 +86,7 @@ def plugin_presets() -> dict[str, str]:
     Reads entry point metadata only (nothing is imported). Cached per process;
     `plugin_presets.cache_clear()` re-reads them.
     """
-    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return {ep.name: ep.value for ep in found}
+    return entry_point_targets(ENTRY_POINT_GROUP)
 
 
 @functools.cache

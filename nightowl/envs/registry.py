@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 
 from nightowl.envs.base import SPLITS, Environment, Split
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+from nightowl.plugins import entry_point_targets
 
 #: registry name -> "module:Class"
 ENVIRONMENTS: dict[str, str] = {
@@ -56,8 +56,7 @@ def plugin_environments() -> dict[str, str]:
     Cached per process; `plugin_environments.cache_clear()` re-reads them (e.g. after
     installing a plugin into a running interpreter).
     """
-    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return {ep.name: ep.value for ep in found}
+    return entry_point_targets(ENTRY_POINT_GROUP)
 
 
 def registry() -> dict[str, str]:

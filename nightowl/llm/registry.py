@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import threading
 from typing import TYPE_CHECKING
 
 from nightowl.config import ModelSpec, Settings, get_settings
 from nightowl.errors import ConfigError
 from nightowl.llm.base import ModelBackend
+from nightowl.plugins import entry_point_targets
 
 if TYPE_CHECKING:
     from nightowl.config import Prices
@@ -68,8 +68,7 @@ def plugin_backends() -> dict[str, str]:
     Reads entry point metadata only (nothing is imported). Cached per process;
     `plugin_backends.cache_clear()` re-reads them.
     """
-    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return {ep.name: ep.value for ep in found}
+    return entry_point_targets(ENTRY_POINT_GROUP)
 
 
 def backend_kinds() -> dict[str, str]:
