@@ -64,17 +64,7 @@ LAYERS: list[set[str]] = [
 
 #: (src, dst glob, edge kind) -> why this edge may close a cycle. Only lazy ``string`` edges
 #: belong here: they resolve at call time, after both modules are loaded.
-ALLOWED: dict[tuple[str, str, str], str] = {
-    ("nightowl.envs.registry", "nightowl.envs.*", "string"): (
-        "the registry names its adapters as 'module:Class' and imports one only in "
-        "env_class(); adapters validate task ids against that same registry "
-        "(parse_task_id), which the tests extend by patching registry.ENVIRONMENTS"
-    ),
-    ("nightowl.workers.app", "nightowl.workers.tasks", "string"): (
-        "Celery's include=[...] list: the worker imports the tasks after the app exists, "
-        "and the tasks must bind to that app instance (celery -A nightowl.workers.app)"
-    ),
-}
+ALLOWED: dict[tuple[str, str, str], str] = {}
 
 SKIP_DIRS = {"migrations", "__pycache__"}
 IMPORTERS = {"import_module", "find_spec"}

@@ -73,7 +73,7 @@ def load_lease_settings(**overrides: Any) -> LeaseSettings:
 
 
 class Resender(Protocol):
-    """Where re-queued episode jobs go (`nightowl.workers.app.CeleryQueue` is one)."""
+    """Where re-queued episode jobs go (`nightowl.workers.queue.CeleryQueue` is one)."""
 
     def resend_episode(self, payload: Any, gen: int) -> str:
         """Send one episode job payload again as generation ``gen``."""

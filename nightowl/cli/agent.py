@@ -185,7 +185,13 @@ def _warn_calibration_dtype(app: Nightowl, plan: RunPlan) -> None:
 def run(
     env: str = opt.ENV,
     split: str = typer.Option("test"),
-    tasks: int = typer.Option(10, min=1, max=100_000),
+    tasks: int = typer.Option(10, min=1, max=100_000, help="how many tasks of the split"),
+    offset: int = typer.Option(0, min=0, max=10_000_000, help="skip this many tasks of the "
+                               "split first (--offset 20 --tasks 20: the second twenty)"),
+    task_ids: str = typer.Option("", help="comma-separated task ids to run instead of a "
+                                 "slice of the split (e.g. twx/coin/test/20003,...)"),
+    task_file: str = typer.Option("", help="a file of task ids, one per line (# comments), "
+                                  "to run instead of a slice of the split"),
     game: str = opt.GAME,
     ladder: str = opt.LADDER,
     rule: str = opt.RULE,
@@ -228,7 +234,7 @@ def run(
     from nightowl.app import Nightowl, RunSpec, run_tasks
     from nightowl.cli.progress import rich_progress
     from nightowl.cli.tables import summary_table
-    from nightowl.envs.registry import select_tasks
+    from nightowl.envs.registry import check_task_ids, read_task_file, select_tasks
 
     settings = _settings()
     steps = {"max_steps": max_steps} if max_steps else {}  # unset: the plan decides
@@ -253,14 +259,20 @@ def run(
     if calibration:
         _apply_calibration(spec, calibration, rule_given=bool(rule))
     plan = spec.resolved(settings)  # once: before the environment starts or a run is recorded
-    plan = plan.with_tasks(select_tasks(env, split, tasks, game=game or None))
+    if task_ids and task_file:
+        raise ConfigError("give --task-ids or --task-file, not both")
+    if task_ids or task_file:
+        named = task_ids.split(",") if task_ids else read_task_file(task_file)
+        plan = plan.with_tasks(check_task_ids(env, named))
+    else:
+        plan = plan.with_tasks(select_tasks(env, split, tasks, game=game or None, offset=offset))
     if via == "celery":
         from nightowl.app.distributed import start_distributed_run
-        from nightowl.workers.app import CeleryQueue
+        from nightowl.workers.app import default_queue
 
         with Nightowl.open(settings) as app:
             _warn_calibration_dtype(app, plan)
-            queue = CeleryQueue()
+            queue = default_queue()
             run_id = start_distributed_run(app, plan, queue)
             if as_json:
                 typer.echo(json.dumps({"run_id": run_id, "enqueued": len(plan.task_ids)}))

@@ -82,9 +82,9 @@ def serve(
         settings = load_settings()
         rethink_queue = None
         if sleep and settings.broker_url:  # idle threads are rethought by `nightowl worker`s
-            from nightowl.workers.app import CeleryQueue
+            from nightowl.workers.app import default_queue
 
-            celery, model = CeleryQueue(), student or settings.student_model
+            celery, model = default_queue(), student or settings.student_model
 
             def rethink_queue(thread_id: str, revision: int) -> str:
                 return celery.enqueue_thread_rethink(thread_id, revision, model=model)

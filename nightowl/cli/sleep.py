@@ -180,9 +180,9 @@ def run(
             typer.echo("nothing to do: every context has a fresh learned context")
             return
         if svc.settings.broker_url and not in_process:
-            from nightowl.workers.app import CeleryQueue
+            from nightowl.workers.app import default_queue
 
-            ids, _ = learn_contexts(app, refs, config=config, queue=CeleryQueue())
+            ids, _ = learn_contexts(app, refs, config=config, queue=default_queue())
             for ref, task_id in zip(refs, ids, strict=True):
                 typer.echo(f"enqueued {ref[:12]} task {task_id}")
             return

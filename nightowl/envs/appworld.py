@@ -53,7 +53,7 @@ from nightowl.envs.base import (
     StepResult,
     TaskSpec,
 )
-from nightowl.envs.registry import format_task_id, parse_task_id
+from nightowl.envs.task_ids import format_task_id, parse_task_id
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from nightowl.envs.base import (
     StepResult,
     TaskSpec,
 )
-from nightowl.envs.registry import format_task_id, parse_task_id
+from nightowl.envs.task_ids import format_task_id, parse_task_id
 from nightowl.errors import EnvError, UnknownNameError
 
 #: actions are cut to this length before they reach an engine (Jericho takes < 198 bytes)

@@ -30,8 +30,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nightowl.envs.base import SPLITS, Environment, Split
-from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
+from nightowl.envs.base import Environment, Split
+from nightowl.envs.task_ids import parse_task_id as _parse_syntax
+from nightowl.errors import EnvError, MissingExtraError, UnknownNameError, UserError
 from nightowl.plugins import entry_point_targets
 
 #: registry name -> "module:Class"
@@ -172,30 +173,18 @@ def make_env(name: str, **kwargs: Any) -> Environment:
 
 
 def parse_task_id(task_id: str) -> tuple[str, str, Split, int]:
-    """Split ``<env>/<game>/<split>/<seed>`` into its parts.
+    """Split ``<env>/<game>/<split>/<seed>`` into its parts; the environment must exist.
 
     Raises:
         UnknownNameError: malformed id, unknown environment or split.
     """
-    parts = task_id.split("/") if isinstance(task_id, str) else []
-    if len(parts) != 4 or not all(parts):
+    if not isinstance(task_id, str) or task_id.count("/") != 3:
         raise UnknownNameError(
             "task id (expected <env>/<game>/<split>/<seed>)", str(task_id), env_names()
         )
-    env, game, split, seed = parts
-    _check_name(env)
-    if split not in SPLITS:
-        raise UnknownNameError(f"split in task id {task_id!r}", split, list(SPLITS))
-    try:
-        seed_int = int(seed)
-    except ValueError:
-        raise UnknownNameError(f"seed in task id {task_id!r} (an integer)", seed) from None
-    return env, game, split, seed_int  # type: ignore[return-value]
-
-
-def format_task_id(env: str, game: str, split: Split, seed: int) -> str:
-    """The inverse of `parse_task_id`."""
-    return f"{env}/{game}/{split}/{seed}"
+    parts = _parse_syntax(task_id)
+    _check_name(parts[0])
+    return parts
 
 
 def env_for_task(task_id: str, **kwargs: Any) -> Environment:
@@ -228,6 +217,55 @@ def select_tasks(
             ids = [t for t in ids if f"/{game}/" in t]
         if not ids:
             raise UnknownNameError(f"{split} tasks of", f"{env_name}/{game or '*'}")
+        if offset >= len(ids):
+            raise UnknownNameError(
+                f"offset into the {len(ids)} {split} tasks of {env_name}/{game or '*'} "
+                f"(0..{len(ids) - 1})", str(offset))
         return ids[offset : offset + n]
     finally:
         env.close()
+
+
+def check_task_ids(env_name: str, task_ids: list[str]) -> list[str]:
+    """Validate task ids a user named (``--task-ids``, a task file) against ``env_name``.
+
+    Each id must be ``<env>/<game>/<split>/<seed>`` of this environment (its name without
+    options) and one of the tasks the environment lists for that split. Returns the ids
+    in the given order, duplicates dropped.
+
+    Raises:
+        UnknownNameError: a malformed id, another environment's, or a task that does not
+            exist (with the split's first ids as suggestions).
+    """
+    base, _ = split_env_spec(env_name)
+    ids = list(dict.fromkeys(t.strip() for t in task_ids if t.strip()))
+    if not ids:
+        raise UnknownNameError("task ids (none given)", "")
+    by_split: dict[Split, list[str]] = {}
+    for task_id in ids:
+        env, _, split, _ = parse_task_id(task_id)
+        if env != base:
+            raise UnknownNameError(f"task of environment {base!r}", task_id)
+        by_split.setdefault(split, []).append(task_id)
+    env_obj = make_env(env_name)
+    try:
+        for part, wanted in by_split.items():
+            known = {t.task_id for t in env_obj.tasks(part)}
+            missing = [t for t in wanted if t not in known]
+            if missing:
+                raise UnknownNameError(f"{part} task of {base}", missing[0], sorted(known)[:5])
+    finally:
+        env_obj.close()
+    return ids
+
+
+def read_task_file(path: str) -> list[str]:
+    """Task ids from a file: one per line; blank lines and ``#`` comments are skipped."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read the task file {path}: {exc.strerror or exc}") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines()
+            if line.split("#", 1)[0].strip()]

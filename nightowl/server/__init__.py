@@ -48,7 +48,7 @@ def build_app(
 
     ``rethink_queue`` (``queue(thread_id, revision)``) sends idle threads' sleep-time
     rethinks to workers; the server layer cannot import `nightowl.workers`, so the CLI
-    passes ``CeleryQueue().enqueue_thread_rethink`` when ``settings.broker_url`` is set.
+    passes ``default_queue().enqueue_thread_rethink`` when ``settings.broker_url`` is set.
     Without it (no broker) the ``--sleep`` loop rethinks in-process.
 
     ``access_log`` writes one line per request to the ``nightowl.access`` logger

@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any
 
+from celery import current_app, shared_task
 from celery.signals import worker_ready
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
@@ -22,8 +23,8 @@ from nightowl.errors import RunError
 from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
 from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.telemetry import setup_tracing
-from nightowl.workers.app import LearnPayload, ThreadRethinkPayload, app, enqueue_learn
 from nightowl.workers.guards import confined, parse, plain_name
+from nightowl.workers.queue import CeleryQueue, LearnPayload, ThreadRethinkPayload, enqueue_learn
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = load_sleep_settings().max_retries
@@ -61,7 +62,7 @@ def service() -> SleepService:
     return root().sleep
 
 
-@app.task(
+@shared_task(
     bind=True,
     name="nightowl.sleep.learn",
     **{**_RELIABLE, "autoretry_for": (RunError, OperationalError)},
@@ -74,7 +75,7 @@ def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
     outcome = service().learn_sync(job.context_id, job.config, worker=worker_id(self.request.id))
     if outcome.status in RETRY_STATUSES:
         again = job.model_copy(update={"deferrals": job.deferrals + 1})
-        learn_context.apply_async(
+        self.apply_async(
             args=[again.model_dump(mode="json")], countdown=outcome.retry_in_s
         )
         log.info(
@@ -86,14 +87,14 @@ def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
     return outcome.model_dump(mode="json")
 
 
-@app.task(name="nightowl.sleep.scan", acks_late=True)
-def scan_contexts() -> dict:
+@shared_task(bind=True, name="nightowl.sleep.scan", acks_late=True)
+def scan_contexts(self) -> dict:  # type: ignore[no-untyped-def]
     """Beat: enqueue a job for every context that needs a c', by priority."""
-    enqueued = [enqueue_learn(ref, app=app) for ref in service().schedulable()]
+    enqueued = [enqueue_learn(ref, app=self.app) for ref in service().schedulable()]
     return {"enqueued": len(enqueued)}
 
 
-@app.task(name="nightowl.sleep.rethink_thread", **_RELIABLE)
+@shared_task(name="nightowl.sleep.rethink_thread", **_RELIABLE)
 def rethink_thread(payload: dict) -> dict:
     """Rethink one chat thread into a c' (a no-op when its c' covers its revision)."""
     import asyncio
@@ -118,7 +119,7 @@ class IndexRebuildPayload(BaseModel):
     embedder: str | None = None
 
 
-@app.task(name="nightowl.index.rebuild", **_RELIABLE)
+@shared_task(name="nightowl.index.rebuild", **_RELIABLE)
 def rebuild_index(payload: dict) -> dict:
     """Rebuild every demo index from SQL (idempotent: SQL is the source of truth)."""
     from nightowl.app import rebuild_index as rebuild
@@ -138,7 +139,7 @@ def rebuild_index(payload: dict) -> dict:
         return {"rebuilt": rebuild(other, reembed=job.reembed)}
 
 
-@app.task(name="nightowl.demos.collect", **_RELIABLE)
+@shared_task(name="nightowl.demos.collect", **_RELIABLE)
 def collect_demos(payload: dict) -> dict:
     """Run the teacher on tasks and add the successful episodes as demos.
 
@@ -155,7 +156,7 @@ def collect_demos(payload: dict) -> dict:
     return res.model_dump(mode="json", exclude={"summary"})
 
 
-@app.task(name="nightowl.episodes.run", **_RELIABLE)
+@shared_task(name="nightowl.episodes.run", **_RELIABLE)
 def run_episode(payload: dict) -> dict:
     """Run one episode of a distributed run under its lease (resumes from its checkpoint)."""
     import asyncio
@@ -173,7 +174,6 @@ _MONITOR: list[Any] = []
 def start_lease_monitor(sender: Any = None, **_: Any) -> None:
     """A worker consuming ``episodes`` re-queues expired episode leases (every check_s)."""
     from nightowl.app.leasing import LeaseMonitor, load_lease_settings
-    from nightowl.workers.app import CeleryQueue
 
     try:
         queues = {q.name for q in sender.task_consumer.queues}
@@ -182,7 +182,8 @@ def start_lease_monitor(sender: Any = None, **_: Any) -> None:
     if "episodes" not in queues or _MONITOR:
         return
     settings = load_lease_settings()
-    monitor = LeaseMonitor(root().db, CeleryQueue(app), settings).start()
+    queue = CeleryQueue(getattr(sender, "app", None) or current_app)
+    monitor = LeaseMonitor(root().db, queue, settings).start()
     _MONITOR.append(monitor)
     log.info("lease monitor: lease %.0f s, check every %.1f s", settings.lease_s,
              settings.check_every)
