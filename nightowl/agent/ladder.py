@@ -207,6 +207,28 @@ class Tier(abc.ABC):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TierParts:
+    """What a tier factory gets to build a tier between the student and the teacher.
+
+    A preset names its extra tiers as ``"module:factory"`` strings
+    (`nightowl.agent.presets.Preset.escalations`); each factory is called with this
+    and returns a `Tier`. ``student`` is the run's metered student model (use
+    ``student.with_role(...)`` so its calls are billed under the tier's own role),
+    ``prices`` its prices, ``ledger``/``run_id`` where calls are recorded.
+    """
+
+    student: Any
+    prices: Any
+    ledger: Any
+    run_id: str
+    settings: Any
+
+
+#: builds one tier of a ladder from the run's parts (`TierParts`)
+TierFactory = Callable[[TierParts], Tier]
+
+
+@dataclass(frozen=True, kw_only=True)
 class LadderOutcome:
     """The final decision for a step plus every tier's verdict on the way."""
 

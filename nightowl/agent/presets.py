@@ -46,7 +46,11 @@ class Preset:
         demos: the student retrieves demos.
         rule: the acceptance rule when none is given.
         scores: the rule must be a score rule (``uses_scores``).
-        search: a BAVT search tier between the student and the teacher.
+        escalations: tiers between the student and the teacher, as ``"module:factory"``
+            strings of `nightowl.agent.ladder.TierFactory` functions (imported when a
+            ladder is built, so help texts import nothing): the ``bavt`` preset's is
+            ``"nightowl.agent.search.tier:bavt_tier"``. A new tier is its module plus
+            one preset that names it (`register_preset`, or an entry point).
     """
 
     name: str
@@ -55,7 +59,7 @@ class Preset:
     demos: bool = True
     rule: str | None = None
     scores: bool = False
-    search: bool = False
+    escalations: tuple[str, ...] = ()
 
 
 #: the built-in ladder presets
@@ -72,7 +76,7 @@ BUILTIN_PRESETS: dict[str, Preset] = {p.name: p for p in (
            "to the teacher", rule="margin:1.0", scores=True),
     Preset(name="bavt", help="as cascade, but disagreement first escalates to a BAVT search "
            "(student as proposer and critic), then to the teacher", rule="unanimity:3",
-           search=True),
+           escalations=("nightowl.agent.search.tier:bavt_tier",)),
 )}
 
 #: the entry point group other packages register presets under
@@ -99,6 +103,17 @@ def _load_plugin_preset(name: str, target: str) -> Preset:
     if not isinstance(obj, Preset):
         raise ConfigError(f"ladder {name!r} ({target}) is a {type(obj).__name__}, not a Preset")
     return obj if obj.name == name else dataclasses.replace(obj, name=name)
+
+
+def _tier_factory(preset: str, target: str) -> Callable[[Any], Tier]:
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"ladder {preset!r}: tier {target!r} cannot be imported: {exc}") from None
+    if not callable(factory):
+        raise ConfigError(f"ladder {preset!r}: tier {target!r} is not a factory function")
+    return cast(Callable[[Any], "Tier"], factory)
 
 
 class PresetRegistry(Mapping[str, Preset]):
@@ -130,12 +145,23 @@ class PresetRegistry(Mapping[str, Preset]):
         return sum(1 for _ in self)
 
 
-#: the registry of ladder presets (built-in ones and plugins')
-PRESETS: Mapping[str, Preset] = PresetRegistry(BUILTIN_PRESETS)
-#: name -> help of every built-in preset
-LADDER_PRESETS: dict[str, str] = {n: p.help for n, p in BUILTIN_PRESETS.items()}
-#: built-in presets whose student retrieves demos (a plugin's: ``PRESETS[name].demos``)
-DEMO_PRESETS = frozenset(n for n, p in BUILTIN_PRESETS.items() if p.demos)
+    def register(self, preset: Preset) -> Preset:
+        """Add a preset in-process (a plugin package can use an entry point instead)."""
+        if preset.name in self._builtins and self._builtins[preset.name] != preset:
+            raise ValueError(f"ladder preset {preset.name!r} is already registered")
+        self._builtins[preset.name] = preset
+        return preset
+
+    def unregister(self, name: str) -> None:
+        """Remove a preset added with `register` (tests)."""
+        if name in BUILTIN_PRESETS:
+            raise ValueError(f"{name!r} is a built-in preset")
+        self._builtins.pop(name, None)
+
+
+#: the registry of ladder presets (built-in ones, registered ones and plugins')
+PRESETS: PresetRegistry = PresetRegistry(BUILTIN_PRESETS)
+register_preset = PRESETS.register
 ORACLE = "oracle"
 
 
@@ -303,7 +329,7 @@ def ladder_from(
     ``settings`` gives the registry's prices and the oracle's billing; the other
     arguments are as in `build_ladder`.
     """
-    from nightowl.agent.ladder import Ladder
+    from nightowl.agent.ladder import Ladder, TierParts
     from nightowl.agent.tiers import OracleTier, StudentTier, TeacherTier
     from nightowl.distill.prompt import PromptBuilder
     from nightowl.ledger.metered import MeteredModel
@@ -345,10 +371,8 @@ def ladder_from(
                     use_demos=p.demos, temperature=temperature, avoid_repeats=avoid_repeats,
                     repeats=repeats, backtrack=backtrack)
     ]
-    if p.search:
-        from nightowl.agent.search.tier import BavtTier
-
-        tiers.append(BavtTier(smodel.with_role("bavt"), critic_model=smodel.with_role("critic"),
-                              prices=sprices, ledger=ledger))
+    parts = TierParts(student=smodel, prices=sprices, ledger=ledger, run_id=run_id,
+                      settings=settings)
+    tiers.extend(_tier_factory(choice.preset, target)(parts) for target in p.escalations)
     tiers.append(teacher_tier())
     return Ladder(tiers, fallback=choice.fallback)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nightowl import telemetry as tm
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
-from nightowl.agent.presets import DEMO_PRESETS, LADDER_PRESETS, ladder_from
+from nightowl.agent.presets import ladder_from
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.app.plan import RunPlan, RunSpec, as_plan
 from nightowl.checkpoints import open_checkpointer
@@ -297,8 +297,6 @@ def summarize(
 
 
 __all__ = [
-    "DEMO_PRESETS",
-    "LADDER_PRESETS",
     "RunPlan",
     "RunSpec",
     "RunSummary",

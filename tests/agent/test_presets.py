@@ -2,7 +2,7 @@
 
 import pytest
 
-from nightowl.agent.presets import LADDER_PRESETS, build_ladder, validate_ladder
+from nightowl.agent.presets import BUILTIN_PRESETS, build_ladder, validate_ladder
 from nightowl.agent.search.tier import BavtTier
 from nightowl.agent.tiers import OracleTier, StudentTier
 from nightowl.config import ModelSpec, load_settings
@@ -22,7 +22,7 @@ def settings(tmp_path):
 
 
 def test_every_preset_validates_with_defaults(settings):
-    for preset in LADDER_PRESETS:
+    for preset in BUILTIN_PRESETS:
         choice = validate_ladder(preset, None, None, "oracle", settings)
         assert choice.preset == preset
         assert (choice.rule is None) == (preset == "teacher")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nightowl.agent.budget import COST_USD, TOKENS, TOOL_CALLS
-from nightowl.agent.ladder import StepContext, Tier, TierDecision, accept, escalate
+from nightowl.agent.ladder import StepContext, Tier, TierDecision, TierParts, accept, escalate
 from nightowl.agent.search.bavt import BavtConfig, BavtSearch, ToolCallHook
 from nightowl.agent.search.space import SearchSpace
 from nightowl.agent.search.step_budget import settle, sub_budget
@@ -211,3 +211,10 @@ class BavtTier(Tier):
             f"{' for a final action' if final else ''} ({result.reason})",
             candidates=candidates, **common,
         )
+
+
+def bavt_tier(parts: TierParts) -> BavtTier:
+    """The ``bavt`` preset's search tier: the student proposes and criticises."""
+    student = parts.student
+    return BavtTier(student.with_role("bavt"), critic_model=student.with_role("critic"),
+                    prices=parts.prices, ledger=parts.ledger)
