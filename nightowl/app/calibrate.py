@@ -212,10 +212,9 @@ async def play_on_dev(
     (None: the settings' student).
     """
     sink = progress or ignore
-    # the environment's default budget unless the caller set one (CalibrateOptions'
-    # own default, 30, predates the one default: it is taken only when set)
+    # the environment's default budget unless the caller set one
     budget = (EpisodeBudget(max_steps=opts.rollout_max_steps)
-              if "rollout_max_steps" in opts.model_fields_set else EpisodeBudget())
+              if opts.rollout_max_steps is not None else EpisodeBudget())
 
     def spec(name: str, preset: str, rule: str | None, temperature: float,
              repeats: RepeatPolicy = "explore") -> RunSpec:

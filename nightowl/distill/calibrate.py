@@ -89,8 +89,9 @@ class CalibrateOptions(BaseModel):
     #: this one-sided lower confidence bound of its dev success must not exceed
     #: teacher-only's (`required_saving`; 0: judge the observed success only)
     confidence: float = Field(0.8, ge=0.0, lt=1.0)
-    #: step budget of a dev rollout (as the runs being calibrated for)
-    rollout_max_steps: int = Field(30, ge=1)
+    #: step budget of a dev rollout (as the runs being calibrated for); None: the
+    #: environment's own default, as `nightowl run` uses
+    rollout_max_steps: int | None = Field(None, ge=1)
     #: dev episodes played at once in a rollout
     concurrency: int = Field(2, ge=1)
 

@@ -13,14 +13,14 @@ from nightowl.errors import UnknownNameError
 from nightowl.ledger.reports import LedgerReads
 from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _jsonable, _new_id, _now
 from nightowl.llm.base import Usage
-from nightowl.storage import Database, open_db
+from nightowl.storage import Database
 
 
 class Ledger(LedgerReads):
     """Records runs, episodes, model calls and tool calls; computes cost metrics."""
 
-    def __init__(self, db: Database | None = None) -> None:
-        self.db = db if db is not None else open_db()
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # runs and episodes
     def start_run(
