@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nightowl.distill.parser import normalize_action
+from nightowl.distill.parser import canonical_action, normalize_action
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,13 +44,13 @@ class Verdict:
 
 
 def tally(answers: Sequence[str | None]) -> tuple[tuple[str, float], ...]:
-    """Votes per normalised answer, most votes first (ties: first seen)."""
+    """Votes per answer, keyed by `canonical_action`; most votes first (ties: first seen)."""
     counts: Counter[str] = Counter()
     order: dict[str, int] = {}
     for a in answers:
         if a is None:
             continue
-        n = normalize_action(a)
+        n = canonical_action(a)
         if not n:
             continue
         counts[n] += 1

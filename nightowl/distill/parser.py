@@ -9,12 +9,13 @@ the caller escalates or retries by its rules.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from dataclasses import dataclass
 from typing import Literal
 
-ParseMethod = Literal["exact", "contained", "closest", "free", "failed"]
+ParseMethod = Literal["exact", "contained", "closest", "free", "code", "failed"]
 
 _PREFIX = re.compile(
     r"^\s*(?:>+|\*+|-+|\d+[.)]|action\s*[:=]|next action\s*[:=]|command\s*[:=]|"
@@ -28,6 +29,38 @@ def normalize_action(text: str) -> str:
     """Canonical form for voting and matching: lowercase, single spaces, no edge punctuation."""
     t = _WS.sub(" ", (text or "").replace("\n", " ")).strip().lower()
     return t.strip(" .!?;:,'\"`")
+
+
+_FENCE = re.compile(r"^```[a-z]*\n?|\n?```$")
+_LABEL = re.compile(r"^\s*(?:action|code|next action)\s*[:=]\s*", re.IGNORECASE)
+
+
+def code_of(text: str) -> str | None:
+    """``text`` as a code action (fences and an ``Action:`` label removed), or None.
+
+    Code is Python that parses and calls something, such as AppWorld's
+    ``apis.venmo.send_money(...)``; "take coin" or "look" is not code.
+    """
+    code = _LABEL.sub("", _FENCE.sub("", (text or "").strip())).strip()
+    if "(" not in code:
+        return None
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    return code if any(isinstance(n, ast.Call) for n in ast.walk(tree)) else None
+
+
+def canonical_action(text: str) -> str:
+    """The voting key of an answer: samples with the same key agree.
+
+    A code action (`code_of`) is compared by its syntax tree: ``ast.unparse`` drops
+    comments and formatting and unifies quotes, but keeps the case of names and string
+    values, which change what the code does. Any other answer is compared by
+    `normalize_action` ("Go North." and "go north" agree).
+    """
+    code = code_of(text)
+    return ast.unparse(ast.parse(code)) if code is not None else normalize_action(text)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,8 +106,13 @@ def parse_action(
         raw: the model's completion.
         valid_actions: the environment's valid actions, when known.
         cutoff: minimum `difflib` similarity to map to the closest valid action.
-        max_len: free-form actions longer than this are cut (runaway generations).
+        max_len: free-form actions longer than this are cut (runaway generations); a
+            code action (`code_of`, only without valid actions) is kept whole, as written.
     """
+    if not valid_actions:
+        code = code_of(raw)
+        if code is not None:  # acted on as written: case, quotes and lines matter
+            return ParseResult(action=code, method="code", raw=raw)
     cleaned = _clean(raw)
     norm = normalize_action(cleaned)
     if not norm:

@@ -26,7 +26,7 @@ from nightowl.agent.tiers.common import (
 )
 from nightowl.config import Prices
 from nightowl.distill.moves import without_walk_back
-from nightowl.distill.parser import normalize_action, parse_action
+from nightowl.distill.parser import canonical_action, normalize_action, parse_action
 from nightowl.distill.prompt import PromptBuilder, continuation
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
@@ -143,6 +143,9 @@ class StudentTier(Tier):
         failures: list[str] = []
         valid = tuple(ctx.valid_actions) if ctx.valid_actions else None
         by_norm = {normalize_action(a): a for a in valid} if valid else {}
+        # a voting key -> the first sample that had it: a free-text or code action is
+        # acted on as the model wrote it, never as its (lowercased, one-line) key
+        as_written: dict[str, str] = {}
         if valid and (self.constrain or self.rule.uses_scores):
             valid = self._candidates(ctx, valid)
         calls = [0]
@@ -187,6 +190,8 @@ class StudentTier(Tier):
                 p = parse_action(text, valid)
                 if p.action is None:
                     failures.append(text[:80])
+                else:
+                    as_written.setdefault(canonical_action(p.action), p.action)
                 out.append(p.action)
             return out
 
@@ -209,7 +214,8 @@ class StudentTier(Tier):
                 },
             }
             if verdict is not None and verdict.accepted and reason is None:
-                act = by_norm.get(verdict.action or "", verdict.action or "")
+                key = verdict.action or ""
+                act = by_norm.get(key) or as_written.get(key, key)
                 if self.avoid_repeats and repeats_without_progress(ctx, act):
                     return escalate(
                         self.name, self.actor,
