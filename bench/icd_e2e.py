@@ -8,7 +8,9 @@ tasks (collection, billed), `calibrate` scores the student on ``--dev`` dev task
 chooses the cheapest acceptance rule whose predicted success reaches ``--target`` -- or
 says the student cannot pay, and then the recommended setting is teacher-only. Both the
 teacher-only baseline and the recommended setting then run on the same ``--test`` test
-tasks. The choice is made on dev, never by looking at test. Reports success, cost per
+tasks, and so does the recommended rule *without demos* (``RunSpec(retrieve=False)``), so
+each paying row shows how much of its saving the demos make. The choice is made on dev,
+never by looking at test. Reports success, cost per
 episode, cost-of-pass, teacher share, the ratio of costs and the break-even episode
 count of the collection. Prints a table and writes bench/results/icd_e2e.json with the
 CPU model and load.
@@ -69,18 +71,30 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
             min_states=args.min_states,
             concurrency=args.concurrency))
         chosen = cal.chosen if cal.student_pays else None
-        test_ids = select_tasks(env, "test", args.test, game=game)
+        test_ids = select_tasks(env, "test", args.test, game=game, offset=args.test_offset)
         budget = EpisodeBudget(max_steps=args.max_steps)
         teacher = await run_tasks(app, RunSpec(name="teacher", env=env, split="test",
                                                task_ids=test_ids, ladder="teacher",
                                                budget=budget, concurrency=args.concurrency))
+        nodemo = None
         if chosen is not None:
             ladder = preset_for_rule(chosen["spec"])
-            rec = await run_tasks(app, RunSpec(
-                name=f"{ladder} {chosen['spec']}", env=env, split="test", task_ids=test_ids,
-                ladder=ladder, rule=chosen["spec"], temperature=chosen["temperature"],
-                repeats=chosen.get("repeats") or "explore", budget=budget,
-                concurrency=args.concurrency))
+
+            def rec_spec(name: str, retrieve: bool) -> RunSpec:
+                return RunSpec(
+                    name=name, env=env, split="test", task_ids=test_ids, ladder=ladder,
+                    rule=chosen["spec"], temperature=chosen["temperature"],
+                    repeats=chosen.get("repeats") or "explore", budget=budget,
+                    concurrency=args.concurrency, retrieve=retrieve,
+                    # the no-demo run must not turn its escalations into demos that a later
+                    # family or rerun would retrieve
+                    store_escalations=retrieve)
+
+            rec = await run_tasks(app, rec_spec(f"{ladder} {chosen['spec']}", True))
+            if not args.no_without_demos:
+                # the same rule without retrieval: how much of the saving the demos make
+                nodemo = await run_tasks(app, rec_spec(f"{ladder} {chosen['spec']} no demos",
+                                                       False))
         else:
             rec = teacher
     ratio = teacher.cost_per_episode / rec.cost_per_episode if rec.cost_per_episode else math.inf
@@ -108,6 +122,11 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
         "teacher": teacher.model_dump(exclude={"episodes_detail", "config"}),
         "recommended": rec.model_dump(exclude={"episodes_detail", "config"}),
         "cost_ratio_teacher_over_recommended": ratio,
+        "without_demos": None if nodemo is None else nodemo.model_dump(
+            exclude={"episodes_detail", "config"}),
+        "cost_ratio_teacher_over_without_demos": (
+            None if nodemo is None or not nodemo.cost_per_episode
+            else teacher.cost_per_episode / nodemo.cost_per_episode),
         "equal_success": rec.successes >= teacher.successes - 1,
         "break_even_episodes": None if math.isinf(n_star) else n_star,
         "wall_s": time.perf_counter() - t0,
@@ -117,6 +136,14 @@ async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def _c(x: float) -> str:
     return "inf" if math.isinf(x) else f"${x:.5f}"
+
+
+def _without_demos(row: dict[str, Any]) -> tuple[str, str]:
+    nd = row.get("without_demos")
+    if not nd:
+        return "-", "-"
+    ratio = row.get("cost_ratio_teacher_over_without_demos")
+    return f"{nd['successes']}/{nd['episodes']}", "-" if ratio is None else f"{ratio:.2f}"
 
 
 async def main() -> None:
@@ -139,6 +166,11 @@ async def main() -> None:
     ap.add_argument("--confidence", type=float, default=0.8,
                     help="calibration: ...and beat teacher-only's cost of pass at this lower "
                     "confidence bound of its dev success (0: observed success)")
+    ap.add_argument("--no-without-demos", action="store_true",
+                    help="skip the recommended rule's run without demos (RunSpec(retrieve="
+                    "False)); by default every paying row also runs it")
+    ap.add_argument("--test-offset", type=int, default=0,
+                    help="test tasks start after this many of the split")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "icd_e2e.json"))
     args = ap.parse_args()
     load_before = os.getloadavg()
@@ -157,7 +189,7 @@ async def main() -> None:
                     f"{load_before[0]:.1f} -> {machine['load_after'][0]:.1f})")
     for col in ("family", "dev top-1", "calibrate chose", "teacher success", "teacher $/ep",
                 "rec. success", "rec. $/ep", "rec. cost-of-pass", "teacher share", "x cheaper",
-                "break-even"):
+                "break-even", "no demos: success", "no demos: x cheaper"):
         t.add_column(col, justify="right")
     for r in rows:
         te, re_ = r["teacher"], r["recommended"]
@@ -166,7 +198,8 @@ async def main() -> None:
                   f"{re_['successes']}/{re_['episodes']}", _c(re_["cost_per_episode"]),
                   _c(re_["cost_of_pass"]), f"{re_['teacher_share']:.2f}",
                   f"{r['cost_ratio_teacher_over_recommended']:.2f}",
-                  "-" if r["break_even_episodes"] is None else f"{r['break_even_episodes']:.0f}")
+                  "-" if r["break_even_episodes"] is None else f"{r['break_even_episodes']:.0f}",
+                  *_without_demos(r))
     Console(width=200).print(t)
     Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows, "args": vars(args)},
                                          indent=1, default=str))
