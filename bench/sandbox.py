@@ -34,11 +34,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def _base_worker(rev: str, into: Path) -> Path:
-    """The worker (and pack) of ``rev``, from git, in a folder of their own."""
-    for name in ("worker.py", "pack.py"):
+    """The worker (and pack, and variants where ``rev`` has them) of ``rev``, from git."""
+    for name in ("worker.py", "pack.py", "variants.py", "variants_base.py", "variants_more.py"):
         src = f"{rev}:nightowl/envs/appworld_tasks/{name}"
-        text = subprocess.run(["git", "show", src], cwd=REPO, capture_output=True, check=True)
-        (into / name).write_bytes(text.stdout)
+        required = name in ("worker.py", "pack.py")
+        text = subprocess.run(["git", "show", src], cwd=REPO, capture_output=True, check=required)
+        if text.returncode == 0:
+            (into / name).write_bytes(text.stdout)
     return into / "worker.py"
 
 

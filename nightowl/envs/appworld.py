@@ -10,7 +10,11 @@ interpreter (`nightowl.sandbox`: bubblewrap namespaces, an unprivileged user, rl
 time limit that kills its process group) whose ``apis`` calls the worker checks and runs.
 
 Tasks come from nightowl's pack (`nightowl.envs.appworld_tasks.pack`, 21 tasks over
-simple_note, todoist, venmo and spotify): ``appworld/<task>/<split>/0``. When AppWorld's
+simple_note, todoist, venmo and spotify): ``appworld/<task>/<split>/0``, and from its
+scenario variants (`nightowl.envs.appworld_tasks.variants`, 18 scenarios x 6 variants
+with the same API flow and other entities and values; variants 0-2 train, 3 dev, 4-5
+test): ``appworld/<scenario>/<split>/<variant>``, e.g. ``appworld/v-venmo-pay/test/4``.
+`variants.find_task(game, seed)` finds either kind, here and in the worker. When AppWorld's
 official data is installed (``appworld download data`` into ``<cache_dir>/root``), its
 tasks are listed too, as ``appworld/official/<split>/<n>`` (train, dev, test_normal);
 they run through ``AppWorld(task_id)``, its code runner and its evaluation (in a second
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from nightowl.envs.appworld_tasks import pack
+from nightowl.envs.appworld_tasks import pack, variants
 from nightowl.envs.base import (
     SPLITS,
     Environment,
@@ -206,10 +210,12 @@ class AppWorldEnv(Environment):
 
     # --- catalogue ----------------------------------------------------------------------
     def tasks(self, split: Split) -> list[TaskSpec]:
-        """The pack's tasks of ``split`` (one seed each)."""
+        """The pack's tasks of ``split`` (seed 0), then the scenario variants of ``split``."""
         if split not in SPLITS:
             raise UnknownNameError("split", str(split), list(SPLITS))
-        out = [self._spec(t, split) for t in pack.TASKS.values() if t.split == split]
+        out = [self._spec(t, split, 0) for t in pack.TASKS.values() if t.split == split]
+        for scenario in variants.catalogue().values():
+            out += [self._spec(t, split, i) for i, t in enumerate(scenario) if t.split == split]
         return out + [self._official_spec(split, n) for n in range(len(self.official_ids(split)))]
 
     def official_ids(self, split: str) -> list[str]:
@@ -230,28 +236,28 @@ class AppWorldEnv(Environment):
             params={"appworld_task_id": self.official_ids(split)[n]},
         )
 
-    def _spec(self, task: pack.PackTask, split: Split) -> TaskSpec:
+    def _spec(self, task: pack.PackTask, split: Split, seed: int) -> TaskSpec:
         return TaskSpec(
-            task_id=format_task_id(self.name, task.name, split, 0),
+            task_id=format_task_id(self.name, task.name, split, seed),
             env=self.name,
             split=split,
             game=task.name,
-            seed=0,
+            seed=seed,
             params={"app": task.app, "reference_steps": len(task.solution)},
         )
 
     def spec(self, task_id: str) -> TaskSpec:
-        """Validate a task id against the pack."""
+        """Validate a task id against the pack and its scenario variants."""
         env, game, split, seed = parse_task_id(task_id)
         if env != self.name:
             raise UnknownNameError(f"task for environment {self.name!r}", task_id, [self.name])
         if game == "official" and 0 <= seed < len(self.official_ids(split)):
             return self._official_spec(split, seed)
-        task = pack.TASKS.get(game)
-        if task is None or task.split != split or seed != 0:
+        task = variants.find_task(game, seed)
+        if task is None or task.split != split:
             known = [t.task_id for s in SPLITS for t in self.tasks(s)]
             raise UnknownNameError("appworld task", task_id, known)
-        return self._spec(task, split)
+        return self._spec(task, split, seed)
 
     # --- protocol -----------------------------------------------------------------------
     def worker(self) -> Worker:
@@ -264,10 +270,11 @@ class AppWorldEnv(Environment):
     def reset(self, task_id: str) -> Observation:
         """Restore the base world, set the task up and return its instruction."""
         spec = self.spec(task_id)
-        task = pack.TASKS.get(spec.game) if spec.game != "official" else None
+        task = variants.find_task(spec.game, spec.seed) if spec.game != "official" else None
         self._episode = None
         name = task.name if task is not None else spec.params["appworld_task_id"]
-        reply = self._worker_for(task).call(300.0, op="reset", task=name)
+        seed = spec.seed if task is not None else 0
+        reply = self._worker_for(task).call(300.0, op="reset", task=name, seed=seed)
         if reply is None or "fatal" in reply:
             raise EnvError(f"appworld: reset of {task_id} failed: {reply}")
         self._episode = _Episode(spec=spec, task=task)

@@ -2,7 +2,8 @@
 
 Runs in the AppWorld interpreter (stdlib + appworld only). Protocol: one JSON request
 per line on stdin, one JSON reply per line on the original stdout (the apps' own prints
-go to stderr). Requests: ``{"op": "reset", "task": name}``, ``{"op": "exec", "code": str,
+go to stderr). Requests: ``{"op": "reset", "task": name, "seed": n}`` (a pack task or a
+scenario variant, `variants.find_task`), ``{"op": "exec", "code": str,
 "timeout": s}``, ``{"op": "ping"}``. Agent code never runs in this process: each episode
 gets a sandboxed interpreter (`nightowl/sandbox/runner.py`, loaded by path: bubblewrap or
 the uid-drop fallback, see docs/sandbox.md) whose namespace holds only ``apis`` and safe
@@ -27,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pack  # noqa: E402
+import variants  # noqa: E402
 
 
 def _load_sandbox() -> Any:
@@ -139,9 +141,12 @@ class World:
                 h = hash((h, app, table, repr(rows)))
         return h
 
-    def reset(self, name: str) -> dict:
+    def reset(self, name: str, seed: int = 0) -> dict:
         """Restore the base world, set the task up, create the supervisor task."""
-        self.task = pack.TASKS[name]
+        task = variants.find_task(name, seed)
+        if task is None:
+            raise KeyError(f"no task {name!r} with seed {seed}")
+        self.task = task
         t0 = time.perf_counter()
         for app, conn in self._conns().items():
             self.base[app].backup(conn)
@@ -210,8 +215,8 @@ class OfficialWorld:
     def __init__(self) -> None:
         self.world: Any = None
 
-    def reset(self, name: str) -> dict:
-        """Start AppWorld's task ``name`` (closing the previous one)."""
+    def reset(self, name: str, seed: int = 0) -> dict:
+        """Start AppWorld's task ``name`` (closing the previous one; ``seed`` is unused)."""
         from appworld import AppWorld
 
         if self.world is not None:
@@ -270,7 +275,7 @@ def main() -> None:
             req = json.loads(line)
             op = req.get("op")
             if op == "reset":
-                reply = world.reset(req["task"])
+                reply = world.reset(req["task"], int(req.get("seed", 0)))
             elif op == "exec":
                 reply = world.exec(str(req["code"]), float(req.get("timeout", 10.0)))
             elif op == "ping":
