@@ -1,6 +1,7 @@
 """End-to-end ICD table per environment family: teacher-only vs the calibrated cascade.
 
     python bench/icd_e2e.py [--families twx/coin,twx/simonsays,tw/coin_collector]
+                            (a family may be a scenario group: appworld/v-* or appworld/v-venmo*)
                             [--demos 10] [--dev 3] [--test 5] [--target 0.9]
 
 Per family (an environment and one game): the oracle teacher plays ``--demos`` train
@@ -48,7 +49,7 @@ from nightowl.app import (  # noqa: E402
     run_tasks,
 )
 from nightowl.config import load_settings  # noqa: E402
-from nightowl.envs.registry import select_tasks  # noqa: E402
+from nightowl.envs.registry import make_env, select_tasks  # noqa: E402
 from nightowl.ledger import break_even_episodes  # noqa: E402
 from nightowl.llm.dtype import cpu_model  # noqa: E402
 
@@ -56,22 +57,44 @@ DEFAULT_FAMILIES = ("twx/coin,twx/simonsays,twx/peckingorder,twx/mapreader,twx/s
                     "twx/arithmetic,twx/cookingworld,twx/twc,tw/coin_collector,tw/cooking")
 
 
+def group_ids(env: str, prefix: str, split: str) -> list[str]:
+    """Task ids of every game starting with ``prefix`` in ``split``, variant-major.
+
+    Interleaved by seed (every scenario's first variant, then every second, ...) so that
+    the first N cover as many scenarios as they can.
+    """
+    e = make_env(env)
+    try:
+        specs = [t for t in e.tasks(split) if t.game.startswith(prefix)]  # type: ignore[arg-type]
+    finally:
+        e.close()
+    return [t.task_id for t in sorted(specs, key=lambda t: (t.seed, t.game))]
+
+
 async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
     """Collect, calibrate on dev, run teacher-only and the recommendation on test."""
     env, _, game = fam.partition("/")
     settings = load_settings(home=Path(tempfile.mkdtemp(prefix="icd-e2e-")))
     t0 = time.perf_counter()
+    group = game.endswith("*")  # a scenario group: every game starting with the prefix
+    ids = {sp: group_ids(env, game[:-1], sp) for sp in ("train", "dev", "test")} if group \
+        else {}
     with Nightowl.open(settings) as app:
-        coll = await collect_demos(app, CollectRequest(env=env, game=game, tasks=args.demos,
-                                                       max_steps=args.collect_steps))
+        coll = await collect_demos(
+            app, CollectRequest(env=env, game=None if group else game, tasks=args.demos,
+                                max_steps=args.collect_steps),
+            task_ids=ids["train"][: args.demos] if group else None)
         cal = await calibrate_rules(app, CalibrateOptions(
-            env=env, game=game, tasks=args.dev, target=args.target, max_steps=args.collect_steps,
+            env=env, game=None if group else game, tasks=args.dev, target=args.target,
+            max_steps=args.collect_steps,
             verify=args.verify, min_saving=args.min_saving, confidence=args.confidence,
             rollout_max_steps=args.max_steps,
             min_states=args.min_states,
-            concurrency=args.concurrency))
+            concurrency=args.concurrency,
+            task_ids=ids["dev"][: args.dev] if group else None))
         chosen = cal.chosen if cal.student_pays else None
-        test_ids = select_tasks(env, "test", args.test, game=game, offset=args.test_offset)
+        test_ids = (ids["test"][args.test_offset: args.test_offset + args.test] if group
+                    else select_tasks(env, "test", args.test, game=game, offset=args.test_offset))
         budget = EpisodeBudget(max_steps=args.max_steps)
         teacher = await run_tasks(app, RunSpec(name="teacher", env=env, split="test",
                                                task_ids=test_ids, ladder="teacher",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.presets import preset_for_rule
 from nightowl.agent.state import LoopConfig
 from nightowl.agent.tiers import RepeatPolicy
+from nightowl.agent.tiers.student import SAMPLE_MAX_TOKENS
 from nightowl.app import plan as plans
 from nightowl.app.events import Message, PhaseAdvanced, PhaseStarted, ProgressSink, ignore
 from nightowl.app.plan import RunSpec, StudentChoice
@@ -42,12 +44,13 @@ from nightowl.distill.calibrate import (
     repeat_policy,
 )
 from nightowl.distill.moves import without_walk_back
-from nightowl.distill.parser import normalize_action
+from nightowl.distill.parser import canonical_action, parse_action
 from nightowl.distill.prompt import PromptBuilder
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.envs.registry import make_env, select_tasks
 from nightowl.errors import ConfigError
+from nightowl.llm.base import GenerationRequest
 from nightowl.llm.machine import ScoringMachine, scoring_machine
 
 if TYPE_CHECKING:
@@ -163,6 +166,19 @@ async def collect_states(
                             left_out=[a for a in valid if a not in cands],
                         )
                     )
+                elif opts.free_text_samples:
+                    demos = await asyncio.to_thread(
+                        memory.retrieve, goal, text, hist[-loop.history:],
+                        k_episodes=builder.k_episodes, k_steps=loop.k_steps,
+                        window=builder.window, exclude_task_ids=(tid,),
+                    )
+                    prompt = builder.build(goal=goal, observation=text, history=hist,
+                                           valid_actions=None, demos=demos)
+                    tp = model.count_tokens(builder.for_teacher().build(
+                        goal=goal, observation=text, history=hist, valid_actions=None))
+                    out.append(await free_text_state(
+                        model, prompt, tid, step, expert, opts,
+                        teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens)))
                 res = await asyncio.to_thread(env.step, expert)
                 hist.append((text, expert))
                 text, valid = res.text, res.valid_actions
@@ -174,8 +190,43 @@ async def collect_states(
     return out, walked
 
 
+async def free_text_state(
+    model: Any, prompt: str, task_id: str, step: int, expert: str, opts: CalibrateOptions,
+    *, teacher_cost: float,
+) -> StateRecord:
+    """A dev state without valid actions: which answers the student gives, in what shares.
+
+    Draws ``opts.free_text_samples`` answers as the student tier does (same stop and
+    token cap, seeded by task and step) at the first of ``opts.temperatures`` and
+    groups them by `canonical_action` (code: by syntax tree).
+    """
+    temp = opts.temperatures[0]
+    req = GenerationRequest(prompt=prompt, n=opts.free_text_samples,
+                            max_tokens=SAMPLE_MAX_TOKENS, temperature=temp,
+                            stop=("\n",), seed=zlib.crc32(f"{task_id}|{step}".encode()))
+    res = await model.generate(req)
+    shares: dict[str, float] = {}
+    for text in res.texts:
+        parsed = parse_action(text, None)
+        if parsed.action is not None:
+            key = canonical_action(parsed.action)
+            shares[key] = shares.get(key, 0.0) + 1.0
+    n = float(len(res.texts)) or 1.0
+    actions = list(shares) or [""]
+    # an answer given by no sample keeps a tiny share (one in a thousand draws)
+    lps = [temp * float(np.log(max(shares.get(a, 0.0) / n, 1e-3))) for a in actions]
+    completion = res.usage.completion_tokens / n if res.usage.completion_tokens else 0.0
+    return StateRecord(
+        task_id=task_id, step=step, actions=actions, logprobs=lps, sample_logprobs=lps,
+        expert=expert, prompt_tokens=model.count_tokens(prompt), choice_tokens=completion,
+        teacher_cost=teacher_cost, free_text=True,
+    )
+
+
 def dev_candidates(opts: CalibrateOptions) -> list[str]:
     """The dev tasks calibration may walk, in order: ``tasks``, then up to ``max_tasks``."""
+    if opts.task_ids:
+        return list(opts.task_ids)
     n = max(opts.tasks, opts.max_tasks if opts.min_states else opts.tasks)
     return select_tasks(opts.env, opts.split, n, game=opts.game)
 
@@ -283,7 +334,7 @@ async def calibrate(
         rec = {**rec, "verdict": rec["verdict"] + " (no student rule predicted to save "
                f">= {opts.min_saving:g}x: nothing played on dev)"}
     top1 = float(np.mean([
-        normalize_action(s.actions[int(np.argmax(s.logprobs))]) == normalize_action(s.expert)
+        canonical_action(s.actions[int(np.argmax(s.logprobs))]) == canonical_action(s.expert)
         for s in states
     ]))
     return CalibrationReport(

@@ -114,9 +114,10 @@ def recorded(rec: StateRecord) -> tuple[list[str], np.ndarray, int]:
     """(normalised actions, scores, the expert's index or -1) of a recorded dev state."""
     import numpy as np
 
-    norm = [normalize_action(a) for a in rec.actions]
+    norm = [canonical_action(a) for a in rec.actions]
     lp = np.array(rec.logprobs, dtype=np.float64)
-    exp_i = norm.index(normalize_action(rec.expert)) if normalize_action(rec.expert) in norm else -1
+    expert = canonical_action(rec.expert)
+    exp_i = norm.index(expert) if expert in norm else -1
     return norm, lp, exp_i
 
 

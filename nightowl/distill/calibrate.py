@@ -94,6 +94,11 @@ class CalibrateOptions(BaseModel):
     rollout_max_steps: int | None = Field(None, ge=1)
     #: dev episodes played at once in a rollout
     concurrency: int = Field(2, ge=1)
+    #: the dev tasks to walk (None: the split's first ``tasks``..``max_tasks`` of ``game``)
+    task_ids: list[str] | None = None
+    #: states without valid actions (free text, code): student samples drawn per state,
+    #: at the first of ``temperatures``, to estimate which answers it gives (0: skip them)
+    free_text_samples: int = Field(8, ge=0, le=64)
 
 
 class StateRecord(BaseModel):
@@ -116,6 +121,12 @@ class StateRecord(BaseModel):
     #: valid actions the student tier would not consider here (the walk back,
     #: `nightowl.distill.moves.without_walk_back`), so not scored
     left_out: list[str] = []
+    #: a state without valid actions (free text or code): ``actions`` are the distinct
+    #: answers of ``free_text_samples`` student samples (by `canonical_action`) and
+    #: ``sample_logprobs`` are T * log(share) at the sampling temperature T, so voting
+    #: rules simulated at T draw answers in the shares the student gave them. Score
+    #: rules do not apply (there is nothing to score).
+    free_text: bool = False
 
 
 def simulate_state(
@@ -137,14 +148,16 @@ def candidates(
 ) -> list[tuple[AcceptanceRule | None, float]]:
     """(rule, temperature) of every candidate, in `RULES` order; None is teacher-only.
 
-    Sampling rules at every temperature and N of ``opts``, then score rules.
+    Sampling rules at every temperature and N of ``opts``, then score rules (not where
+    dev states are free text: there is nothing to score).
     """
     out: list[tuple[AcceptanceRule | None, float]] = [
         (r, t) for t in opts.temperatures for n in opts.ns for rule in RULES
         if not rule.uses_scores for r in rule.candidates(opts, states, n)
     ]
-    out += [(r, 0.0) for rule in RULES if rule.uses_scores
-            for r in rule.candidates(opts, states, 1)]
+    if not any(s.free_text for s in states):  # score rules need valid actions to score
+        out += [(r, 0.0) for rule in RULES if rule.uses_scores
+                for r in rule.candidates(opts, states, 1)]
     return [*out, (None, 0.0)]
 
 

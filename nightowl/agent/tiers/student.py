@@ -50,6 +50,9 @@ def check_policies(repeats: str, backtrack: str) -> None:
             raise ValueError(f"{name} must be one of {', '.join(known)}, not {value!r}")
 
 
+#: generation cap per free-text sample (answers end at a newline; calibration samples so)
+SAMPLE_MAX_TOKENS = 16
+
 class StudentTier(Tier):
     """The frozen student: samples + acceptance rule.
 
@@ -91,7 +94,7 @@ class StudentTier(Tier):
         use_demos: bool = True,
         constrain: bool = True,
         temperature: float = 0.7,
-        max_tokens: int = 16,
+        max_tokens: int = SAMPLE_MAX_TOKENS,
         avoid_repeats: bool = False,
         repeats: RepeatPolicy = "explore",
         backtrack: BacktrackPolicy = "avoid",
