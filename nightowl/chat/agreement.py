@@ -42,6 +42,9 @@ class Agreement:
     share: float
     winner: int
     answers: tuple[str | None, ...] = ()
+    #: each reply's vote: its extracted answer, or ``meaning:<cluster>``; None votes for
+    #: nobody. An acceptance rule (`nightowl.distill.rules`) decides on these.
+    keys: tuple[str | None, ...] = ()
 
 
 def _number(text: str) -> str | None:
@@ -96,14 +99,16 @@ def answer_agreement(replies: Sequence[str]) -> Agreement | None:
         return None
     top, count = Counter(have).most_common(1)[0]
     return Agreement(
-        method="answer", share=count / len(replies), winner=answers.index(top), answers=answers
+        method="answer", share=count / len(replies), winner=answers.index(top), answers=answers,
+        keys=answers,
     )
 
 
 def meaning_agreement(replies: Sequence[str], embedder: Embedder, *, sim: float = 0.8) -> Agreement:
     """Largest cluster share of reply embeddings (greedy: join the first close cluster)."""
     if len(replies) <= 1:
-        return Agreement(method="single", share=1.0 if replies else 0.0, winner=0)
+        return Agreement(method="single", share=1.0 if replies else 0.0, winner=0,
+                         keys=("single",) * len(replies))
     vecs = np.asarray(embedder.embed([r.strip() or "(empty)" for r in replies]), dtype=np.float32)
     heads: list[int] = []
     members: list[list[int]] = []
@@ -116,8 +121,10 @@ def meaning_agreement(replies: Sequence[str], embedder: Embedder, *, sim: float 
             heads.append(i)
             members.append([i])
     best = max(range(len(members)), key=lambda c: len(members[c]))
+    cluster = {i: c for c, ms in enumerate(members) for i in ms}
     return Agreement(
-        method="meaning", share=len(members[best]) / len(replies), winner=members[best][0]
+        method="meaning", share=len(members[best]) / len(replies), winner=members[best][0],
+        keys=tuple(f"meaning:{cluster[i]}" for i in range(len(replies))),
     )
 
 
@@ -128,6 +135,8 @@ def measure_agreement(
     by_answer = answer_agreement(replies)
     if by_answer is not None:
         return by_answer
-    if embedder is None or len(replies) <= 1:
-        return Agreement(method="single", share=1.0 if len(replies) == 1 else 0.0, winner=0)
+    if embedder is None or len(replies) <= 1:  # one reply agrees with itself; more: unknown
+        one = len(replies) == 1
+        return Agreement(method="single", share=1.0 if one else 0.0, winner=0,
+                         keys=("single",) if one else (None,) * len(replies))
     return meaning_agreement(replies, embedder, sim=sim)

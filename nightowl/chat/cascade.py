@@ -2,12 +2,14 @@
 
 The student draws ``n`` replies in one batched call (the embedded backend prefills the
 prompt once and decodes the samples together). Their agreement (`measure_agreement`)
-is compared with ``tau``: at or above it the representative student reply is
-accepted; below it the request goes to the teacher (a registry model) or, for data
-sets with gold answers, to the oracle, billed at the teacher price model's rates. Every
-call is recorded in the cost ledger through metering's one write path (`MeteredModel`,
-or its `record_call` for the oracle). `calibrate_tau` picks the smallest tau that
-reaches a target accuracy on a dev set.
+gives each reply a vote (its extracted answer, or its meaning cluster), and the same
+acceptance rule objects the agent's student tier uses decide on those votes
+(`nightowl.distill.rules`; ``tau`` is ``Majority(n, tau)``): accepted, the
+representative student reply is the answer; else the request goes to the teacher (a
+registry model) or, for data sets with gold answers, to the oracle, billed at the
+teacher price model's rates. Every call is recorded in the cost ledger through
+metering's one write path (`MeteredModel`, or its `record_call` for the oracle).
+`calibrate_tau` picks the smallest tau that reaches a target accuracy on a dev set.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Literal, Protocol
 
 from nightowl.chat.agreement import Agreement, measure_agreement
 from nightowl.config import Prices
+from nightowl.distill.acceptance import AcceptanceRule
+from nightowl.distill.rules import Majority
 from nightowl.ledger import CallSite, Ledger, MeteredModel
 from nightowl.ledger.metered import record_call
 from nightowl.llm.base import ChatMessage, GenerationRequest, Usage
@@ -29,8 +33,6 @@ Mode = Literal["cascade", "teacher", "student"]
 
 #: the default agreement to accept: two of three samples (a share of exactly 2/3)
 DEFAULT_TAU = 2 / 3
-#: shares are k/n fractions; compare with a little slack so 2/3 meets a tau of 2/3
-_EPS = 1e-9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,12 +174,19 @@ class ChatCascade:
         sample_temperature: float = 0.7,
         sim: float = 0.8,
         mode: Mode = "cascade",
+        rule: AcceptanceRule | None = None,
     ) -> None:
+        """A cascade over ``n`` student samples.
+
+        ``rule`` decides on the replies' votes (default ``Majority(n, tau)``; a tau above
+        1, which calibration may choose, always escalates).
+        """
         self.student = student
         self.teacher = teacher
         self.embedder = embedder
         self.n = n
         self.tau = tau
+        self.rule = rule if rule is not None else (Majority(n, tau) if tau <= 1.0 else None)
         self.sample_temperature = sample_temperature
         self.sim = sim
         self.mode = mode
@@ -215,6 +224,17 @@ class ChatCascade:
         agreement = measure_agreement([r.text for r in replies], self.embedder, sim=self.sim)
         return replies, agreement, u, cost
 
+    async def accepts(self, agreement: Agreement) -> bool:
+        """The rule's verdict on the replies' votes (the samples already drawn)."""
+        if self.rule is None:
+            return False
+        keys = list(agreement.keys)
+
+        async def drawn(k: int) -> list[str | None]:
+            return keys[:k]
+
+        return (await self.rule.judge(drawn)).accepted
+
     async def run(
         self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling,
         *, mode: Mode | None = None,
@@ -229,7 +249,7 @@ class ChatCascade:
             replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
             texts = tuple(r.text for r in replies)
             fallback = replies[agreement.winner]
-            if mode == "student" or self.teacher is None or agreement.share + _EPS >= self.tau:
+            if mode == "student" or self.teacher is None or await self.accepts(agreement):
                 return CascadeOutcome(
                     reply=fallback,
                     agreement=agreement,
