@@ -221,16 +221,23 @@ def load_model(directory: str, gguf_file: str | None, dtype: str = "float32") ->
         started = time.perf_counter()
         tok = _load_tokenizer_locked(directory, gguf_file)
         source, kwargs = _source(directory, gguf_file)
+        from_gguf = bool(gguf_file) and source == directory
+        # a GGUF is always de-quantized in float32 (then cast): the cached copy holds the
+        # same float32 weights whichever dtype loaded first, and transformers does not
+        # warn about de-quantizing into a reduced dtype
+        load_dtype = "float32" if from_gguf else dtype
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=getattr(torch, dtype), **kwargs
+                source, dtype=getattr(torch, load_dtype), **kwargs
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model from {source}/{gguf_file or ''}: {exc}") from exc
-        if gguf_file and source == directory:
-            target = converted_dir(directory, gguf_file)
+        if from_gguf:
+            target = converted_dir(directory, gguf_file or "")
             if target is not None:
                 save_converted(model, tok.tokenizer, target)
+            if dtype != load_dtype:
+                model = model.to(getattr(torch, dtype))
         model.eval()
         params = inspect.signature(model.forward).parameters
         cache_kw = "cache" if "cache" in params else "past_key_values"

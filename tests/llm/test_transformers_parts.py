@@ -208,3 +208,25 @@ def test_batcher_max_batch_and_failures_reach_every_member():
     errors = [e for e in out if isinstance(e, RuntimeError)]
     assert len(errors) == 3 and all("forward failed" in str(e) for e in errors)
     assert bad._pending == 0  # nobody left waiting
+
+
+@pytest.mark.slow
+def test_the_cached_copy_is_float32_whichever_dtype_loads_first(tmp_path, monkeypatch):
+    """A cold bf16 load must not leave bf16-rounded weights in the float32 cache."""
+    import torch
+    from safetensors.torch import load_file
+
+    from nightowl.llm import hf_weights
+
+    monkeypatch.setenv("NIGHTOWL_MODEL_CACHE", str(tmp_path))
+    directory, gguf = hf_weights.resolve_weights(dict(load_settings().model("smollm2").params))
+    monkeypatch.setattr(hf_weights, "_models", {})
+    monkeypatch.setattr(hf_weights, "_tokenizers", {})
+    bf16 = hf_weights.load_model(directory, gguf, "bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    conv = hf_weights.converted_dir(directory, gguf)
+    cached = load_file(str(conv / "model.safetensors"))
+    name, weight = next((k, v) for k, v in cached.items() if v.ndim == 2)
+    assert weight.dtype == torch.float32
+    # float32 weights that are not all exactly representable in bf16
+    assert not torch.equal(weight, weight.to(torch.bfloat16).to(torch.float32)), name
