@@ -155,3 +155,19 @@ def sqlite_db(tmp_path, _sqlite_template: str) -> Iterator[object]:  # type: ign
     _sqlite_from_template(_sqlite_template, url)
     yield storage.open_db(url=url)
     storage.forget(url)
+
+
+@pytest.fixture
+def resolutions(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every call of the run plan's student resolver (a counting wrapper around the real one)."""
+    import nightowl.app.plan as plan_module
+
+    calls: list[tuple] = []
+    real = plan_module.resolve_student
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(args[1:])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(plan_module, "resolve_student", counting)
+    return calls

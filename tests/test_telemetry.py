@@ -22,6 +22,7 @@ from nightowl.app import Nightowl, RunSpec, run_tasks
 from nightowl.config import ModelSpec, load_settings
 from nightowl.envs.registry import select_tasks
 from nightowl.memory.embedder import HashingEmbedder
+from tests.agent.fakes import fake_student_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,13 +164,7 @@ def test_setup_installs_an_sdk_provider_only_when_configured(tmp_path):
 def fake_cli(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     from nightowl.config import get_settings
 
-    models = {"fake": {"backend": "scripted",
-                       "params": {"function": "tests.agent.fakes:first_choice"}}}
-    for k, v in {"NIGHTOWL_HOME": str(tmp_path / "home"),
-                 "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'j.db'}",
-                 "NIGHTOWL_MODELS": json.dumps(models), "NIGHTOWL_STUDENT_MODEL": "fake",
-                 "NIGHTOWL_EMBEDDER": "hashing-fake"}.items():
-        monkeypatch.setenv(k, v)
+    fake_student_env(monkeypatch, tmp_path, db="j.db")
     for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
               "OTEL_TRACES_EXPORTER", "NIGHTOWL_TRACES"):
         monkeypatch.delenv(k, raising=False)

@@ -16,28 +16,14 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-import nightowl.app.plan as plan_module
 from nightowl.agent.acceptance import LogprobMargin, Unanimity
 from nightowl.agent.budget import DEFAULT_MAX_STEPS, DEMO_MAX_STEPS, EpisodeBudget
 from nightowl.app import CollectRequest, Nightowl, ShowcaseOptions
 from nightowl.app.plan import RunPlan, RunSpec, default_budget_steps, resolve_student
 from nightowl.config import get_settings, load_settings
 from nightowl.errors import ConfigError
+from tests.agent.fakes import fake_student_env
 from tests.app.test_showcase import fake_settings
-
-
-@pytest.fixture
-def resolutions(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """Every call of the student resolver (a counting wrapper around the real one)."""
-    calls: list[tuple] = []
-    real = plan_module.resolve_student
-
-    def counting(*args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(args[1:])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(plan_module, "resolve_student", counting)
-    return calls
 
 
 def spec(**kw) -> RunSpec:  # type: ignore[no-untyped-def]
@@ -121,16 +107,7 @@ def test_the_plan_travels_as_json_and_comes_back_the_same(tmp_path):
 
 
 def _cli_env(tmp_path, monkeypatch, *, fake_student: bool) -> str:
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    env = {"NIGHTOWL_HOME": str(tmp_path / "home"), "NIGHTOWL_DATABASE_URL": url,
-           "NIGHTOWL_EMBEDDER": "hashing-fake"}
-    if fake_student:
-        env["NIGHTOWL_MODELS"] = json.dumps({"fake": {
-            "backend": "scripted", "params": {"function": "tests.agent.fakes:first_choice"}}})
-        env["NIGHTOWL_STUDENT_MODEL"] = "fake"
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return url
+    return fake_student_env(monkeypatch, tmp_path, student=fake_student)
 
 
 def _cli(monkeypatch, *args: str) -> int:

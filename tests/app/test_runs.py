@@ -9,6 +9,7 @@ from nightowl.app import CollectRequest, Nightowl, RunSpec, collect_demos, run_t
 from nightowl.envs.registry import select_tasks
 from nightowl.errors import ConfigError, UnknownNameError
 from nightowl.memory.embedder import HashingEmbedder
+from tests.agent.fakes import fake_student_env
 from tests.app.test_showcase import fake_settings
 
 
@@ -54,7 +55,6 @@ def test_cli_run_takes_the_repeat_and_backtrack_policies_and_refuses_bad_ones(
     """`nightowl run --repeats escalate --backtrack allow` reaches the run's config (the
     ladder is built from it); an unknown policy is a one-line user error
     (exit 2) before anything is recorded."""
-    import json
     import sys
 
     from nightowl.cli.main import main
@@ -62,13 +62,7 @@ def test_cli_run_takes_the_repeat_and_backtrack_policies_and_refuses_bad_ones(
     from nightowl.ledger import Ledger
     from nightowl.storage import open_db
 
-    models = {"fake": {"backend": "scripted",
-                       "params": {"function": "tests.agent.fakes:first_choice"}}}
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    for k, v in {"NIGHTOWL_HOME": str(tmp_path / "home"), "NIGHTOWL_DATABASE_URL": url,
-                 "NIGHTOWL_MODELS": json.dumps(models), "NIGHTOWL_STUDENT_MODEL": "fake",
-                 "NIGHTOWL_EMBEDDER": "hashing-fake"}.items():
-        monkeypatch.setenv(k, v)
+    url = fake_student_env(monkeypatch, tmp_path)
 
     def cli(*args: str) -> int:
         monkeypatch.setattr(sys, "argv", ["nightowl", "run", "--env", "twx", "--game", "coin",

@@ -1,8 +1,8 @@
 """Fixtures of the CLI tests."""
 
-import json
-
 import pytest
+
+from tests.agent.fakes import fake_student_env
 
 
 @pytest.fixture
@@ -10,13 +10,7 @@ def fake_setup(tmp_path, monkeypatch):
     """A scripted student (first choice), a hashing embedder and a fresh SQLite database."""
     from nightowl.config import get_settings
 
-    models = {"fake": {"backend": "scripted",
-                       "params": {"function": "tests.agent.fakes:first_choice"}}}
-    url = f"sqlite:///{tmp_path / 'j.db'}"
-    for k, v in {"NIGHTOWL_HOME": str(tmp_path / "home"), "NIGHTOWL_DATABASE_URL": url,
-                 "NIGHTOWL_MODELS": json.dumps(models), "NIGHTOWL_STUDENT_MODEL": "fake",
-                 "NIGHTOWL_EMBEDDER": "hashing-fake"}.items():
-        monkeypatch.setenv(k, v)
+    url = fake_student_env(monkeypatch, tmp_path, db="j.db")
     get_settings.cache_clear()
     yield url
     get_settings.cache_clear()

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter
 
-import nightowl.app.plan as plan_module
 from nightowl.agent.budget import EpisodeBudget
 from nightowl.app import Nightowl, start_distributed_run
 from nightowl.app.plan import RunSpec
 from nightowl.config import get_settings
 from nightowl.envs.registry import select_tasks
 from nightowl.workers import tasks
+from tests.agent.fakes import fake_student_env
 
 
 class Queue:
@@ -38,13 +38,7 @@ class Queue:
 @pytest.fixture
 def worker_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Nightowl]:
     """The settings a worker process reads (fake student, SQLite), and its root."""
-    models = {"fake": {"backend": "scripted",
-                       "params": {"function": "tests.agent.fakes:first_choice"}}}
-    for k, v in {"NIGHTOWL_HOME": str(tmp_path / "home"),
-                 "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'runs.db'}",
-                 "NIGHTOWL_MODELS": json.dumps(models), "NIGHTOWL_STUDENT_MODEL": "fake",
-                 "NIGHTOWL_EMBEDDER": "hashing-fake"}.items():
-        monkeypatch.setenv(k, v)
+    fake_student_env(monkeypatch, tmp_path)
     get_settings.cache_clear()
     try:
         yield tasks.root()
@@ -53,19 +47,6 @@ def worker_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Nig
             root.close()
         tasks._ROOT.clear()
         get_settings.cache_clear()
-
-
-@pytest.fixture
-def resolutions(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    calls: list[tuple] = []
-    real = plan_module.resolve_student
-
-    def counting(*args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(args[1:])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(plan_module, "resolve_student", counting)
-    return calls
 
 
 def test_episode_messages_carry_the_plan_and_workers_resolve_nothing(
