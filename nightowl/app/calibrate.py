@@ -128,15 +128,20 @@ async def collect_states(
                 expert = await asyncio.to_thread(env.expert_action)
                 if not expert:
                     break
-                if valid:
+                if valid or opts.free_text_samples:
+                    shown = valid or None  # the actions the prompts list (None: free text)
                     demos = await asyncio.to_thread(
                         memory.retrieve, goal, text, hist[-loop.history:],
                         k_episodes=builder.k_episodes, k_steps=loop.k_steps,
                         window=builder.window, exclude_task_ids=(tid,),
                     )
                     prompt = builder.build(
-                        goal=goal, observation=text, history=hist, valid_actions=valid, demos=demos
+                        goal=goal, observation=text, history=hist, valid_actions=shown, demos=demos
                     )
+                    tp = model.count_tokens(builder.for_teacher().build(
+                        goal=goal, observation=text, history=hist, valid_actions=shown))
+                    teacher_cost = tprices.cost(tp, 0, settings.oracle_output_tokens)
+                if valid:
                     # the student tier's candidates (its default backtrack="avoid"),
                     # ranked as it ranks them (builder.scoring)
                     cands = without_walk_back(valid, hist[-1][1] if hist else None)
@@ -147,10 +152,6 @@ async def collect_states(
                         ),
                     )
                     hint = demo_hint(demos, text, cands)
-                    tprompt = builder.for_teacher().build(
-                        goal=goal, observation=text, history=hist, valid_actions=valid
-                    )
-                    tp = model.count_tokens(tprompt)
                     out.append(
                         StateRecord(
                             task_id=tid,
@@ -160,25 +161,15 @@ async def collect_states(
                             expert=expert,
                             prompt_tokens=model.count_tokens(prompt),
                             choice_tokens=float(np.mean(scored.token_counts)),
-                            teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens),
+                            teacher_cost=teacher_cost,
                             demo_action=hint.action if hint else None,
                             sample_logprobs=list(scored.raw),
                             left_out=[a for a in valid if a not in cands],
                         )
                     )
                 elif opts.free_text_samples:
-                    demos = await asyncio.to_thread(
-                        memory.retrieve, goal, text, hist[-loop.history:],
-                        k_episodes=builder.k_episodes, k_steps=loop.k_steps,
-                        window=builder.window, exclude_task_ids=(tid,),
-                    )
-                    prompt = builder.build(goal=goal, observation=text, history=hist,
-                                           valid_actions=None, demos=demos)
-                    tp = model.count_tokens(builder.for_teacher().build(
-                        goal=goal, observation=text, history=hist, valid_actions=None))
-                    out.append(await free_text_state(
-                        model, prompt, tid, step, expert, opts,
-                        teacher_cost=tprices.cost(tp, 0, settings.oracle_output_tokens)))
+                    out.append(await free_text_state(model, prompt, tid, step, expert, opts,
+                                                     teacher_cost=teacher_cost))
                 res = await asyncio.to_thread(env.step, expert)
                 hist.append((text, expert))
                 text, valid = res.text, res.valid_actions
