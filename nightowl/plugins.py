@@ -7,7 +7,9 @@ imports a plugin only when that plugin is used.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+from typing import Any
 
 
 def entry_point_targets(group: str) -> dict[str, str]:
@@ -15,4 +17,14 @@ def entry_point_targets(group: str) -> dict[str, str]:
     return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=group)}
 
 
-__all__ = ["entry_point_targets"]
+def load_target(target: str) -> Any:
+    """The object a ``"module:obj"`` string names (imports the module).
+
+    Raises:
+        ImportError, AttributeError, ValueError: it cannot be imported.
+    """
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+__all__ = ["entry_point_targets", "load_target"]

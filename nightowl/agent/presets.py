@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
 from nightowl.errors import ConfigError, UnknownNameError
-from nightowl.plugins import entry_point_targets
+from nightowl.plugins import entry_point_targets, load_target
 
 if TYPE_CHECKING:  # the tiers are imported by `build_ladder`: help texts import this module
     from nightowl.agent.ladder import Ladder, Tier
@@ -95,9 +94,8 @@ def plugin_presets() -> dict[str, str]:
 
 @functools.cache
 def _load_plugin_preset(name: str, target: str) -> Preset:
-    module_name, _, attr = target.partition(":")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
+        obj = load_target(target)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"ladder {name!r} ({target}) cannot be imported: {exc}") from None
     if not isinstance(obj, Preset):
@@ -106,9 +104,8 @@ def _load_plugin_preset(name: str, target: str) -> Preset:
 
 
 def _tier_factory(preset: str, target: str) -> Callable[[Any], Tier]:
-    module_name, _, attr = target.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = load_target(target)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"ladder {preset!r}: tier {target!r} cannot be imported: {exc}") from None
     if not callable(factory):
