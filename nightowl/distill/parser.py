@@ -41,6 +41,11 @@ def code_of(text: str) -> str | None:
     Code is Python that parses and calls something, such as AppWorld's
     ``apis.venmo.send_money(...)``; "take coin" or "look" is not code.
     """
+    found = _parsed_code(text)
+    return found[0] if found is not None else None
+
+
+def _parsed_code(text: str) -> tuple[str, ast.Module] | None:
     code = _LABEL.sub("", _FENCE.sub("", (text or "").strip())).strip()
     if "(" not in code:
         return None
@@ -48,7 +53,7 @@ def code_of(text: str) -> str | None:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return None
-    return code if any(isinstance(n, ast.Call) for n in ast.walk(tree)) else None
+    return (code, tree) if any(isinstance(n, ast.Call) for n in ast.walk(tree)) else None
 
 
 def canonical_action(text: str) -> str:
@@ -59,8 +64,8 @@ def canonical_action(text: str) -> str:
     values, which change what the code does. Any other answer is compared by
     `normalize_action` ("Go North." and "go north" agree).
     """
-    code = code_of(text)
-    return ast.unparse(ast.parse(code)) if code is not None else normalize_action(text)
+    found = _parsed_code(text)  # parsed once
+    return ast.unparse(found[1]) if found is not None else normalize_action(text)
 
 
 @dataclass(frozen=True, kw_only=True)
