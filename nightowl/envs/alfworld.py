@@ -26,6 +26,8 @@ replays identically. Snapshots are action lists restored by replay.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from functools import cached_property
 from pathlib import Path
@@ -147,8 +149,11 @@ class AlfWorldEnv(ReplayEnvironment):
                 "env": {"task_types": [1, 2, 3, 4, 5, 6], "goal_desc_human_anns_prob": 0.0},
             }
             found: dict[str, list[str]] = {}
+            # ALFWorld prints its progress (and a tqdm bar): keep it off the CLI's stdout
+            quiet = io.StringIO()
             try:
-                files = self._tw.AlfredTWEnv(config, train_eval=tw_split).game_files
+                with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                    files = self._tw.AlfredTWEnv(config, train_eval=tw_split).game_files
             except Exception:  # noqa: BLE001 - a partial download lists nothing
                 files = []
             by_type = {v: k for k, v in TASK_TYPES.items()}
