@@ -41,7 +41,6 @@ from nightowl.sleeptime.answer import AnswerBudget  # noqa: E402
 from nightowl.sleeptime.gsm import is_correct, load_stateful_gsm  # noqa: E402
 from nightowl.sleeptime.idle import AlwaysIdle  # noqa: E402
 from nightowl.sleeptime.service import SleepService  # noqa: E402
-from nightowl.sleeptime.settings import load_sleep_settings  # noqa: E402
 from nightowl.storage import open_db  # noqa: E402
 
 #: bench budgets: same verbosity levels as `nightowl sleep ask`, smaller caps so the
@@ -77,10 +76,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_service(args: argparse.Namespace, home: Path) -> tuple[SleepService, str]:
-    settings = load_settings(home=home, database_url=f"sqlite:///{home / 'bench.db'}")
-    name = args.model
+    name = "bench-endpoint" if args.base_url else args.model
+    sleep = {
+        "model": name,
+        "max_rounds": args.rounds,
+        "round_max_tokens": args.round_tokens,
+        "token_budget": args.rounds * args.round_tokens * max(args.drafts, 1) * 2,
+        "drafts": args.drafts,
+    }
+    settings = load_settings(home=home, database_url=f"sqlite:///{home / 'bench.db'}", sleep=sleep)
     if args.base_url:
-        name = "bench-endpoint"
         params = {"base_url": args.base_url, "model": args.model}
         if args.api_key_env:
             params["api_key_env"] = args.api_key_env
@@ -93,14 +98,7 @@ def build_service(args: argparse.Namespace, home: Path) -> tuple[SleepService, s
             output=args.price_out if args.price_out is not None else prices.output,
         )
     settings.models[name] = spec.model_copy(update={"prices": prices})
-    sleep = load_sleep_settings(
-        model=name,
-        max_rounds=args.rounds,
-        round_max_tokens=args.round_tokens,
-        token_budget=args.rounds * args.round_tokens * max(args.drafts, 1) * 2,
-        drafts=args.drafts,
-    )
-    svc = SleepService(settings, sleep, db=open_db(settings), probe=AlwaysIdle())
+    svc = SleepService(settings, db=open_db(settings), probe=AlwaysIdle())
     return svc, name
 
 

@@ -1,7 +1,7 @@
 """Sleep-time compute from Python: add a context, think about it while idle, then ask.
 
     python examples/sleeptime_answer.py                  # the embedded student (slow on CPU)
-    NIGHTOWL_SLEEP_MODEL=my-model python examples/sleeptime_answer.py
+    NIGHTOWL_SLEEP__MODEL=my-model python examples/sleeptime_answer.py
 
 The learned context c' is stored in SQL; ``ask`` uses it when it is still fresh.
 """

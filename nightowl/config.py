@@ -5,6 +5,8 @@ variables prefixed ``NIGHTOWL_`` (nested fields with ``__``, e.g.
 ``NIGHTOWL_MODELS__SMOLLM2__PRICES__INPUT=0.2``), the project's ``nightowl.toml`` (the
 file named by ``NIGHTOWL_CONFIG``, else the first ``nightowl.toml`` found walking up
 from the working directory, as git finds ``.git``), then the embedded defaults.
+Sections are nested models: ``NIGHTOWL_SLEEP__MODEL=vllm-local`` or a ``[sleep]`` table
+sets a field of ``Settings.sleep`` (`nightowl.config_sleep.SleepConfig`).
 
 The data home (database, indexes, checkpoints, reports, caches) is, in that order:
 ``NIGHTOWL_HOME``; the project's ``home`` key (relative to the toml's folder), or
@@ -30,6 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nightowl.config_sleep import SleepConfig
 from nightowl.errors import ConfigError, UnknownNameError
 
 #: a backend kind: a built-in one ("transformers", "openai", "vllm", "scripted") or one an
@@ -244,6 +247,13 @@ class Settings(BaseSettings):
         "auto", description="OpenTelemetry traces (docs/traces.md): auto = OTLP only when "
         "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER=otlp is set; off; otlp = always"
     )
+    sleep: SleepConfig = Field(
+        default_factory=SleepConfig, description="sleep-time compute and its workers"
+    )
+    demo_store: str | None = Field(
+        None, description="'module:factory' building the root's DemoStore from (db, embedder, "
+        "memory_dir, settings); none = the built-in SQL + FAISS DemoMemory"
+    )
 
     @field_validator("home", "cache_dir")
     @classmethod
@@ -320,14 +330,40 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at ``loc`` (``NIGHTOWL_SLEEP__MODEL``)."""
+    return "NIGHTOWL_" + "__".join(str(part) for part in loc).upper()
+
+
+def _renamed_env() -> None:
+    """Refuse the old ``NIGHTOWL_SLEEP_<FIELD>`` names (now ``NIGHTOWL_SLEEP__<FIELD>``).
+
+    They would otherwise be ignored without a word, and a worker would run on defaults.
+    """
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper.startswith("NIGHTOWL_SLEEP_") and not upper.startswith("NIGHTOWL_SLEEP__"):
+            new = "NIGHTOWL_SLEEP__" + upper.removeprefix("NIGHTOWL_SLEEP_")
+            raise ConfigError(f"bad configuration: {name} is no longer read; set {new} instead")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning validation errors into one-line `ConfigError`s."""
+    """Build settings, turning validation errors into one-line `ConfigError`s.
+
+    The message names the field and the environment variable that sets it, e.g.
+    ``bad configuration at sleep.lease_s (NIGHTOWL_SLEEP__LEASE_S): ...``.
+    """
+    _renamed_env()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"bad configuration at {where}: {first['msg']}") from None
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc) or "settings"
+        msg = " ".join(str(first["msg"]).split())
+        if loc and "NIGHTOWL_" not in msg:
+            where += f" ({env_name(loc)})"
+        raise ConfigError(f"bad configuration at {where}: {msg}") from None
     except (OSError, ValueError) as exc:  # e.g. malformed TOML
         raise ConfigError(f"bad configuration: {exc}") from None
 

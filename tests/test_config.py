@@ -69,3 +69,56 @@ def test_unknown_model_lists_known(tmp_path, monkeypatch):
 def test_prices_cost_counts_cached_tokens_at_cached_rate():
     p = Prices(input=2.0, cached_input=1.0, output=8.0)
     assert p.cost(1_000_000, 500_000, 1_000_000) == pytest.approx(1.0 + 0.5 + 8.0)
+
+
+def test_sleep_section_from_env_with_the_nested_delimiter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NIGHTOWL_SLEEP__MODEL", "vllm-local")
+    monkeypatch.setenv("NIGHTOWL_SLEEP__VISIBILITY_TIMEOUT_S", "77")
+    s = load_settings(sleep={"max_rounds": 5})  # init args merge with the env, field by field
+    assert (s.sleep.model, s.sleep.visibility_timeout_s, s.sleep.max_rounds) == (
+        "vllm-local",
+        77,
+        5,
+    )
+    assert s.sleep.lease_s == 120.0  # untouched default
+    assert s.sleep.generator().model == "vllm-local"
+
+
+def test_sleep_section_from_a_toml_table_env_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nightowl.toml").write_text(
+        '[sleep]\nmodel = "thinker"\nprobe = "prometheus"\nlease_s = 9\n'
+    )
+    monkeypatch.setenv("NIGHTOWL_SLEEP__LEASE_S", "11")
+    s = load_settings()
+    assert (s.sleep.model, s.sleep.probe, s.sleep.lease_s) == ("thinker", "prometheus", 11.0)
+
+
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"NIGHTOWL_SLEEP__TASK_TIME_LIMIT_S": "0"}, "NIGHTOWL_SLEEP__TASK_TIME_LIMIT_S"),
+        ({"NIGHTOWL_SLEEP__PROBE": "sonar"}, "NIGHTOWL_SLEEP__PROBE"),
+        (
+            {"NIGHTOWL_SLEEP__TASK_SOFT_TIME_LIMIT_S": "2000"},
+            "NIGHTOWL_SLEEP__TASK_SOFT_TIME_LIMIT_S",
+        ),  # soft >= hard (1900)
+        ({"NIGHTOWL_SLEEP__NONSENSE": "1"}, "NIGHTOWL_SLEEP__NONSENSE"),
+        ({"NIGHTOWL_SLEEP_MODEL": "old"}, "NIGHTOWL_SLEEP__MODEL"),  # the old name, refused
+    ],
+)
+def test_bad_sleep_setting_is_one_line_error_naming_the_variable(tmp_path, monkeypatch, env, name):
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_demo_store_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().demo_store is None
+    (tmp_path / "nightowl.toml").write_text('demo_store = "my_pkg.store:open_store"\n')
+    assert load_settings().demo_store == "my_pkg.store:open_store"

@@ -48,7 +48,7 @@ def test_collect_and_run_then_ledger_report(tmp_path: Path) -> None:
 
 def test_sleeptime_example_with_a_scripted_thinker(tmp_path: Path) -> None:
     (tmp_path / "nightowl.toml").write_text(THINKER)
-    out = _run("sleeptime_answer.py", tmp_path, NIGHTOWL_SLEEP_MODEL="thinker")
+    out = _run("sleeptime_answer.py", tmp_path, NIGHTOWL_SLEEP__MODEL="thinker")
     assert "learned context: stored" in out and "answer: '43'" in out, out
 
 

@@ -3,8 +3,12 @@
 Every use case (collect, run, calibrate, the showcase demo, sleep-time jobs, index
 maintenance) takes a `Nightowl`; the CLI, both servers, the Celery tasks and user
 scripts open one, call use cases, and close it. This is the one place that opens the
-database. Opening is cheap: the demo memory, the embedder, model weights, the API key
+database. Opening is cheap: the demo store, the embedder, model weights, the API key
 store, the chat assistant and the sleep-time service are built on first use.
+
+The demo store is `nightowl.memory.store.DemoMemory` (SQL + FAISS) unless
+``settings.demo_store`` (``NIGHTOWL_DEMO_STORE``, ``demo_store`` in nightowl.toml) names
+a ``"module:factory"`` that builds another `nightowl.memory.base.DemoStore`.
 
     with Nightowl.open() as no:
         summary = no.run(RunSpec(name="cascade", env="twx", split="test",
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nightowl.config import Prices, Settings, get_settings
+from nightowl.errors import ConfigError
 from nightowl.ledger import Ledger
 from nightowl.storage import Database, open_db
 
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from nightowl.chat.sleep import RethinkQueue
     from nightowl.ledger import MeteredModel, RunReport
     from nightowl.llm.base import ModelBackend
+    from nightowl.memory.base import DemoStore
     from nightowl.memory.store import DemoMemory
     from nightowl.sleeptime.service import SleepService
 
@@ -47,7 +53,7 @@ class Nightowl:
             ``student`` is the student model's registry name).
         db: the migrated database (SQLite or PostgreSQL).
         ledger: the cost ledger over ``db``.
-        embedder: the demo memory's embedder (None: the one named in settings).
+        embedder: the demo store's embedder (None: the one named in settings).
         memory_dir: where FAISS indexes live (None: next to the database).
     """
 
@@ -56,7 +62,7 @@ class Nightowl:
     ledger: Ledger
     embedder: Any = None
     memory_dir: Path | None = None
-    _memory: DemoMemory | None = field(default=None, repr=False)
+    _memory: DemoStore | None = field(default=None, repr=False)
     _sleep: SleepService | None = field(default=None, repr=False)
     _keys: KeyStore | None = field(default=None, repr=False)
     _assistant: Assistant | None = field(default=None, repr=False)
@@ -106,15 +112,60 @@ class Nightowl:
 
     # --- lazily built parts ----------------------------------------------------------
     @property
-    def memory(self) -> DemoMemory:
-        """The demo memory (opened on first use)."""
+    def memory(self) -> DemoStore:
+        """The demo store (opened on first use): ``settings.demo_store``'s, else `DemoMemory`.
+
+        A configured ``"module:factory"`` is called with the keyword arguments ``db``,
+        ``embedder``, ``memory_dir`` and ``settings`` and must return a `DemoStore`.
+        """
         if self._memory is None:
+            self._memory = self._build_memory()
+        return self._memory
+
+    def _build_memory(self) -> DemoStore:
+        from nightowl.memory.base import DemoStore
+
+        target = self.settings.demo_store
+        if target is None:
             from nightowl.memory.store import DemoMemory
 
-            self._memory = DemoMemory(
-                self.db, self.embedder, self.memory_dir, settings=self.settings
+            return DemoMemory(self.db, self.embedder, self.memory_dir, settings=self.settings)
+        from nightowl.plugins import load_target
+
+        try:
+            factory = load_target(target)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"bad configuration at demo_store (NIGHTOWL_DEMO_STORE): cannot load "
+                f"{target!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        store = factory(
+            db=self.db, embedder=self.embedder, memory_dir=self.memory_dir,
+            settings=self.settings,
+        )  # fmt: skip
+        if not isinstance(store, DemoStore):
+            raise ConfigError(
+                f"bad configuration at demo_store (NIGHTOWL_DEMO_STORE): {target!r} returned "
+                f"a {type(store).__name__}, not a nightowl.memory.base.DemoStore"
             )
-        return self._memory
+        return store
+
+    def demo_memory(self, what: str) -> DemoMemory:
+        """The demo store as the built-in `DemoMemory`, for its index maintenance.
+
+        ``what`` names the operation (``"nightowl memory rebuild"``) in the error raised
+        when ``settings.demo_store`` configures another kind of store.
+        """
+        from nightowl.memory.store import DemoMemory
+
+        store = self.memory
+        if not isinstance(store, DemoMemory):
+            raise ConfigError(
+                f"{what} works on nightowl's built-in demo memory (SQL + FAISS indexes); "
+                f"the configured demo store {self.settings.demo_store!r} is a "
+                f"{type(store).__name__}, which has no such maintenance"
+            )
+        return store
 
     def backend(self, name: str | None = None) -> ModelBackend:
         """The backend of a registry model (default: the student); cached per process."""
@@ -155,7 +206,7 @@ class Nightowl:
         if self._sleep is None:
             from nightowl.sleeptime.service import SleepService
 
-            self._sleep = SleepService(
+            self._sleep = SleepService(  # its settings: self.settings.sleep
                 self.settings, db=self.db, ledger=self.ledger, backend_factory=self.backend
             )
         return self._sleep

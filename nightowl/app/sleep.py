@@ -51,4 +51,4 @@ def learn_contexts(
 
 def rebuild_index(app: Nightowl, *, reembed: bool = False) -> dict[str, int]:
     """Rebuild every demo index from SQL (idempotent: SQL is the source of truth)."""
-    return app.memory.rebuild(reembed=reembed)
+    return app.demo_memory("rebuilding the demo indexes").rebuild(reembed=reembed)

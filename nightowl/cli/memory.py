@@ -68,7 +68,7 @@ def stats(
 ) -> None:
     """Counts of steps, demos and demo steps, and the state of each index."""
     with _open(db, index_dir, embedder) as no:
-        st = no.memory.stats()
+        st = no.demo_memory("nightowl memory stats").stats()
     if as_json:
         typer.echo(st.model_dump_json(indent=2))
         return
@@ -96,7 +96,7 @@ def rebuild(
 ) -> None:
     """Rebuild every index from SQL (the source of truth)."""
     with _open(db, index_dir, embedder) as no:
-        counts = no.memory.rebuild(reembed=reembed)
+        counts = no.demo_memory("nightowl memory rebuild").rebuild(reembed=reembed)
     typer.echo("rebuilt: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 

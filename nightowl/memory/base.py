@@ -154,6 +154,14 @@ class DemoStore(StepLog):
         )
         return self.add_episodes([demo])[0]
 
+    def refresh(self, *, force: bool = False) -> bool:
+        """Pick up demos other processes or hosts wrote since this store was opened.
+
+        True when something was reloaded; the default (a store that always reads through
+        to its backend) has nothing to reload.
+        """
+        return False
+
     def flush(self) -> None:  # noqa: B027 - optional hook, nothing to persist by default
         """Persist anything kept only in memory (default: nothing)."""
 

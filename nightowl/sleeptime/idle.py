@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from nightowl.config_sleep import SleepConfig
 from nightowl.errors import ConfigError
-from nightowl.sleeptime.settings import SleepSettings
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -247,7 +247,7 @@ _probes: dict[tuple[object, ...], IdleProbe] = {}
 _probes_lock = threading.Lock()
 
 
-def build_probe(settings: SleepSettings) -> IdleProbe:
+def build_probe(settings: SleepConfig) -> IdleProbe:
     """A new probe for the configured kind."""
     if settings.probe == "prometheus":
         return PrometheusVllmProbe(settings.probe_url, settings.probe_quiet_s)
@@ -256,7 +256,7 @@ def build_probe(settings: SleepSettings) -> IdleProbe:
     return AlwaysIdle()
 
 
-def probe_for(settings: SleepSettings) -> IdleProbe:
+def probe_for(settings: SleepConfig) -> IdleProbe:
     """The process-wide probe for this configuration (keeps its quiet period)."""
     key = (settings.probe, settings.probe_url, settings.probe_quiet_s, settings.probe_gpu_util_max)
     with _probes_lock:

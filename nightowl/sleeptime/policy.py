@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
+from nightowl.config_sleep import SleepConfig
 from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.schema import utcnow
-from nightowl.sleeptime.settings import SleepSettings
 from nightowl.sleeptime.store import ContextRecord, ContextStore
 
 
@@ -39,7 +39,7 @@ class WorkItem:
 
 
 def refresh_reason(
-    store: ContextStore, ctx: ContextRecord, settings: SleepSettings, *, now: datetime | None = None
+    store: ContextStore, ctx: ContextRecord, settings: SleepConfig, *, now: datetime | None = None
 ) -> str | None:
     """Why ``ctx`` needs a (new) c' now, or None when it does not."""
     status, learned = store.fresh_learned(ctx)
@@ -79,7 +79,7 @@ def rank(store: ContextStore, contexts: list[tuple[ContextRecord, str]]) -> list
 
 
 def needing_refresh(
-    store: ContextStore, settings: SleepSettings, *, now: datetime | None = None
+    store: ContextStore, settings: SleepConfig, *, now: datetime | None = None
 ) -> list[WorkItem]:
     """Every context that needs a c' now, highest priority first."""
     pending = []

@@ -27,7 +27,7 @@ from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, r
 from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe, probe_for
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
 from nightowl.sleeptime.schema import utcnow
-from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
+from nightowl.sleeptime.settings import GeneratorConfig
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress, as_utc
 from nightowl.storage import Database
 
@@ -66,7 +66,6 @@ class SleepService:
     def __init__(
         self,
         settings: Settings | None = None,
-        sleep: SleepSettings | None = None,
         *,
         db: Database,
         ledger: Ledger | None = None,
@@ -74,7 +73,7 @@ class SleepService:
         probe: IdleProbe | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.sleep = sleep or load_sleep_settings()
+        self.sleep = self.settings.sleep
         self.db = db
         self.store = ContextStore(self.db.sessions)
         self.ledger = ledger if ledger is not None else Ledger(self.db)

@@ -7,7 +7,7 @@
   (``Settings.home``); anything outside it (absolute elsewhere, ``..``, a symlink out)
   is a malformed message.
 - `time_limits` gives the soft and hard time limits every task runs under
-  (``NIGHTOWL_SLEEP_TASK_SOFT_TIME_LIMIT_S`` / ``..._TASK_TIME_LIMIT_S``): at the soft
+  (``NIGHTOWL_SLEEP__TASK_SOFT_TIME_LIMIT_S`` / ``..._TASK_TIME_LIMIT_S``): at the soft
   limit the task gets `SoftTimeLimitExceeded` and can clean up; at the hard limit the
   pool kills its process and the message is acknowledged as failed (not redelivered).
 """
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 
-from nightowl.sleeptime.settings import SleepSettings
+from nightowl.config_sleep import SleepConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def plain_name(name: str, task: str) -> str:
     return name
 
 
-def time_limits(sleep: SleepSettings) -> dict[str, float]:
+def time_limits(sleep: SleepConfig) -> dict[str, float]:
     """Celery's ``task_soft_time_limit`` / ``task_time_limit`` from the settings."""
     return {
         "task_soft_time_limit": sleep.task_soft_time_limit_s,

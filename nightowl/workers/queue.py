@@ -13,7 +13,7 @@ The reliability settings are the point of this module:
   unacknowledged and Redis redelivers it.
 - ``visibility_timeout``: how long Redis waits for the ack before redelivering (a
   sweep for expired messages runs at least every 10 s). It must exceed the longest
-  job (``NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S``, default 1 h), otherwise a long job
+  job (``NIGHTOWL_SLEEP__VISIBILITY_TIMEOUT_S``, default 1 h), otherwise a long job
   still running is handed to a second worker (harmless — jobs are idempotent — but
   wasted compute).
 - ``worker_prefetch_multiplier=1``: a worker reserves one job at a time, so a killed
@@ -31,7 +31,7 @@ from kombu import Queue
 from pydantic import BaseModel
 
 from nightowl.config import Settings, get_settings
-from nightowl.sleeptime.settings import GeneratorConfig, SleepSettings, load_sleep_settings
+from nightowl.sleeptime.settings import GeneratorConfig
 
 QUEUES: tuple[str, ...] = ("sleep", "demos", "index", "episodes")
 ROUTES: dict[str, dict[str, str]] = {
@@ -63,10 +63,10 @@ class ThreadRethinkPayload(BaseModel):
     model: str | None = None
 
 
-def create_app(settings: Settings | None = None, sleep: SleepSettings | None = None) -> Celery:
-    """Build the Celery app from nightowl's settings."""
+def create_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from nightowl's settings (time limits from ``settings.sleep``)."""
     settings = settings or get_settings()
-    sleep = sleep or load_sleep_settings()
+    sleep = settings.sleep
     broker = settings.broker_url or "memory://"
     backend = settings.result_backend or (
         settings.broker_url

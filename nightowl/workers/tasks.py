@@ -18,16 +18,15 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 from nightowl.app import Nightowl
-from nightowl.config import Settings, get_settings
+from nightowl.config import Settings, get_settings, load_settings
 from nightowl.errors import RunError
 from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
-from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.telemetry import setup_tracing
 from nightowl.workers.guards import confined, parse, plain_name
 from nightowl.workers.queue import CeleryQueue, LearnPayload, ThreadRethinkPayload, enqueue_learn
 
 log = logging.getLogger(__name__)
-_MAX_RETRIES = load_sleep_settings().max_retries
+_MAX_RETRIES = load_settings().sleep.max_retries  # read once, uncached, at import
 #: options every job shares: ack after the task returns, redeliver when a worker dies,
 #: bounded retries with backoff on database hiccups
 _RELIABLE: dict[str, Any] = {

@@ -11,7 +11,6 @@ from nightowl.config import load_settings
 from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe
 from nightowl.sleeptime.service import SleepService
-from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.storage import open_db
 
 ServiceFactory = Callable[..., SleepService]
@@ -29,8 +28,7 @@ def make_service(tmp_path: Path, db_url: str) -> ServiceFactory:
     ) -> SleepService:
         sleep.setdefault("model", "fake")
         return SleepService(
-            settings,
-            load_sleep_settings(**sleep),
+            load_settings(home=tmp_path / "home", database_url=db_url, sleep=sleep),
             db=db,
             backend_factory=lambda _name: model,
             probe=probe or AlwaysIdle(),

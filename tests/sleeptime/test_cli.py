@@ -28,8 +28,8 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         "NIGHTOWL_HOME": str(tmp_path / "home"),
         "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "NIGHTOWL_MODELS": json.dumps(MODELS),
-        "NIGHTOWL_SLEEP_MODEL": "fake-notes",
-        "NIGHTOWL_SLEEP_MAX_ROUNDS": "2",
+        "NIGHTOWL_SLEEP__MODEL": "fake-notes",
+        "NIGHTOWL_SLEEP__MAX_ROUNDS": "2",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from nightowl.config_sleep import SleepConfig
 from nightowl.errors import ConfigError
 from nightowl.sleeptime.idle import (
     AlwaysIdle,
@@ -21,7 +22,6 @@ from nightowl.sleeptime.idle import (
     gpu_probe,
     parse_prometheus_gauges,
 )
-from nightowl.sleeptime.settings import load_sleep_settings
 
 VLLM_TEXT = """\
 # HELP vllm:num_requests_running Number of requests currently running on GPU.
@@ -122,13 +122,13 @@ def test_prometheus_probe_unreachable_or_garbage_is_busy(metrics_url: str) -> No
 
 
 def test_build_probe_from_settings(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    assert isinstance(build_probe(load_sleep_settings()), AlwaysIdle)
-    prom = build_probe(load_sleep_settings(probe="prometheus", probe_url="http://x/metrics"))
+    assert isinstance(build_probe(SleepConfig()), AlwaysIdle)
+    prom = build_probe(SleepConfig(probe="prometheus", probe_url="http://x/metrics"))
     assert isinstance(prom, PrometheusVllmProbe) and prom.url == "http://x/metrics"
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
     monkeypatch.setitem(sys.modules, "pynvml", None)  # and no NVML: import fails
     with pytest.raises(ConfigError, match="nvidia-smi.*NVML unavailable"):
-        build_probe(load_sleep_settings(probe="nvidia-smi"))
+        build_probe(SleepConfig(probe="nvidia-smi"))
 
 
 def test_nvidia_smi_probe_reads_utilisation(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -222,10 +222,10 @@ def test_build_probe_uses_the_real_import_path_of_pynvml(tmp_path, monkeypatch) 
     fake = FakeNvml([2.0])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: NVML alone must do
-    probe = build_probe(load_sleep_settings(probe="nvidia-smi", probe_quiet_s=0))
+    probe = build_probe(SleepConfig(probe="nvidia-smi", probe_quiet_s=0))
     assert isinstance(probe, NvmlProbe) and probe.nvml is fake and probe.check().idle
     _fake_smi(tmp_path, "3\\n")
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([2.0], init_fails=True))
-    probe = build_probe(load_sleep_settings(probe="nvidia-smi", probe_quiet_s=0))
+    probe = build_probe(SleepConfig(probe="nvidia-smi", probe_quiet_s=0))
     assert isinstance(probe, NvidiaSmiProbe) and probe.command == "nvidia-smi"
     assert probe.check().idle and "3%" in probe.check().reason

@@ -51,14 +51,14 @@ def worker_env(tmp_path: Path, broker: str, **sleep: object) -> dict[str, str]:
             "NIGHTOWL_DATABASE_URL": f"sqlite:///{tmp_path / 'sleep.db'}",
             "NIGHTOWL_BROKER_URL": broker,
             "NIGHTOWL_MODELS": json.dumps(models),
-            "NIGHTOWL_SLEEP_MODEL": "fake-notes",
-            "NIGHTOWL_SLEEP_MAX_ROUNDS": "4",
-            "NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S": "6",
-            "NIGHTOWL_SLEEP_LEASE_S": "3",
-            "NIGHTOWL_SLEEP_BUSY_COUNTDOWN_S": "1",
+            "NIGHTOWL_SLEEP__MODEL": "fake-notes",
+            "NIGHTOWL_SLEEP__MAX_ROUNDS": "4",
+            "NIGHTOWL_SLEEP__VISIBILITY_TIMEOUT_S": "6",
+            "NIGHTOWL_SLEEP__LEASE_S": "3",
+            "NIGHTOWL_SLEEP__BUSY_COUNTDOWN_S": "1",
         }
     )
-    env.update({f"NIGHTOWL_SLEEP_{k.upper()}": str(v) for k, v in sleep.items()})
+    env.update({f"NIGHTOWL_SLEEP__{k.upper()}": str(v) for k, v in sleep.items()})
     return env
 
 

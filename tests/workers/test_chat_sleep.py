@@ -25,7 +25,6 @@ from nightowl.chat.threads import ThreadStore
 from nightowl.config import Prices, load_settings
 from nightowl.llm.base import ChatMessage
 from nightowl.llm.scripted import FunctionModel
-from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.storage import open_db
 from nightowl.workers.app import CeleryQueue, create_app
 from tests.workers.conftest import Worker, wait_for, worker_env
@@ -49,10 +48,8 @@ def _setup(tmp_path: Path, broker: str) -> tuple[dict[str, str], ThreadStore, st
     rec = store.open("tenant", "thread-1")
     store.sync(rec.id, [ChatMessage(role="user", content="Tom has 3 apples and buys 2.")])
     store.append(rec.id, ChatMessage(role="assistant", content="Noted."))
-    sleep = load_sleep_settings(
-        visibility_timeout_s=int(env["NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S"])
-    )
-    queue = CeleryQueue(create_app(load_settings(broker_url=broker), sleep))
+    sleep = {"visibility_timeout_s": int(env["NIGHTOWL_SLEEP__VISIBILITY_TIMEOUT_S"])}
+    queue = CeleryQueue(create_app(load_settings(broker_url=broker, sleep=sleep)))
     return env, store, rec.id, queue
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from nightowl.config import get_settings, load_settings
 from nightowl.errors import ConfigError
-from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.sleeptime.store import ContextStore
 from nightowl.storage import open_db
 from nightowl.workers.app import create_app
@@ -66,16 +65,16 @@ def test_malformed_payloads_are_rejected_not_retried() -> None:
 
 
 def test_time_limits_are_configured_and_ordered() -> None:
-    app = create_app(
-        load_settings(broker_url="redis://127.0.0.1:1/0"),
-        load_sleep_settings(task_soft_time_limit_s=50, task_time_limit_s=60),
-    )
+    limits = {"task_soft_time_limit_s": 50, "task_time_limit_s": 60}
+    app = create_app(load_settings(broker_url="redis://127.0.0.1:1/0", sleep=limits))
     assert app.conf.task_soft_time_limit == 50 and app.conf.task_time_limit == 60
-    default = create_app(load_settings(broker_url="redis://127.0.0.1:1/0"), load_sleep_settings())
+    settings = load_settings(broker_url="redis://127.0.0.1:1/0")
+    default = create_app(settings)
     assert 0 < default.conf.task_soft_time_limit < default.conf.task_time_limit
-    assert default.conf.task_time_limit < load_sleep_settings().visibility_timeout_s
-    with pytest.raises(ConfigError, match="soft_time_limit"):
-        load_sleep_settings(task_soft_time_limit_s=60, task_time_limit_s=60)
+    assert default.conf.task_time_limit < settings.sleep.visibility_timeout_s
+    with pytest.raises(ConfigError, match="NIGHTOWL_SLEEP__TASK_SOFT_TIME_LIMIT_S") as err:
+        load_settings(sleep={"task_soft_time_limit_s": 60, "task_time_limit_s": 60})
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.redis
@@ -87,9 +86,10 @@ def test_real_worker_rejects_bad_messages_once_and_kills_a_job_at_its_limit(
     env = worker_env(tmp_path, broker_url, task_soft_time_limit_s=1, task_time_limit_s=2)
     env["NIGHTOWL_MODELS"] = env["NIGHTOWL_MODELS"].replace('"delay_s": 0.6', '"delay_s": 3.0')
     settings = load_settings(home=Path(env["NIGHTOWL_HOME"]),
-                             database_url=env["NIGHTOWL_DATABASE_URL"], broker_url=broker_url)
-    sleep = load_sleep_settings(model="fake-notes", visibility_timeout_s=6)
-    app = create_app(settings, sleep)
+                             database_url=env["NIGHTOWL_DATABASE_URL"], broker_url=broker_url,
+                             sleep={"model": "fake-notes", "visibility_timeout_s": 6})
+    sleep = settings.sleep
+    app = create_app(settings)
     ctx = ContextStore(open_db(settings).sessions).add_context("Tom has 3 apples.")
     outside = tmp_path / "outside-index"
     worker = Worker(env, tmp_path / "w.log", queues="sleep,index")

@@ -34,11 +34,9 @@ def test_payloads_are_validated() -> None:
 
 def test_reliability_settings_and_routes() -> None:
     from nightowl.config import load_settings
-    from nightowl.sleeptime.settings import load_sleep_settings
 
     app = create_app(
-        load_settings(broker_url="redis://127.0.0.1:1/0"),
-        load_sleep_settings(visibility_timeout_s=77),
+        load_settings(broker_url="redis://127.0.0.1:1/0", sleep={"visibility_timeout_s": 77})
     )
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost

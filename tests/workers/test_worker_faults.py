@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from nightowl.config import load_settings
-from nightowl.sleeptime.settings import load_sleep_settings
 from nightowl.sleeptime.store import ContextStore
 from nightowl.storage import open_db
 from nightowl.workers.app import create_app, enqueue_learn
@@ -32,16 +31,17 @@ def _setup(tmp_path: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
         home=Path(env["NIGHTOWL_HOME"]),
         database_url=env["NIGHTOWL_DATABASE_URL"],
         broker_url=env["NIGHTOWL_BROKER_URL"],
+        sleep={
+            "model": env["NIGHTOWL_SLEEP__MODEL"],
+            "max_rounds": int(env["NIGHTOWL_SLEEP__MAX_ROUNDS"]),
+            "visibility_timeout_s": int(env["NIGHTOWL_SLEEP__VISIBILITY_TIMEOUT_S"]),
+        },
     )
-    sleep = load_sleep_settings(
-        model=env["NIGHTOWL_SLEEP_MODEL"],
-        max_rounds=int(env["NIGHTOWL_SLEEP_MAX_ROUNDS"]),
-        visibility_timeout_s=int(env["NIGHTOWL_SLEEP_VISIBILITY_TIMEOUT_S"]),
-    )
+    sleep = settings.sleep
     db = open_db(settings)
     store = ContextStore(db.sessions)
     ctx = store.add_context(CONTEXT)
-    app = create_app(settings, sleep)
+    app = create_app(settings)
     return store, ctx, app, sleep
 
 
@@ -146,7 +146,7 @@ def test_busy_probe_defers_job_until_idle_and_duplicates_store_one(
 
 def test_beat_scan_finds_missing_and_stale_contexts(tmp_path: Path, broker_url: str) -> None:
     env = worker_env(tmp_path, broker_url, scan_interval_s=1, refresh_after_changes=1, max_rounds=1)
-    env["NIGHTOWL_SLEEP_MAX_ROUNDS"] = "1"
+    env["NIGHTOWL_SLEEP__MAX_ROUNDS"] = "1"
     store, ctx, app, sleep = _setup(tmp_path, env)
     worker = Worker(env, tmp_path / "w.log", beat=True)
     try:
