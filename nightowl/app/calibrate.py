@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from pydantic import BaseModel
@@ -27,7 +27,6 @@ from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.presets import preset_for_rule
 from nightowl.agent.state import LoopConfig
 from nightowl.agent.tiers import RepeatPolicy
-from nightowl.agent.tiers.student import SAMPLE_MAX_TOKENS
 from nightowl.app import plan as plans
 from nightowl.app.events import Message, PhaseAdvanced, PhaseStarted, ProgressSink, ignore
 from nightowl.app.plan import RunSpec, StudentChoice
@@ -45,7 +44,7 @@ from nightowl.distill.calibrate import (
 )
 from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import canonical_action, parse_action
-from nightowl.distill.prompt import PromptBuilder
+from nightowl.distill.prompt import ActionFormat, PromptBuilder
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.envs.registry import make_env, select_tasks
@@ -98,13 +97,13 @@ async def collect_states(
     choice = student or plans.resolve_student(settings)
     model = choice.backend(app)
     tprices = settings.model(settings.teacher_price_model).prices
-    builder = PromptBuilder()
+    ids = dev_candidates(opts)
+    env = make_env(opts.env)
+    builder = PromptBuilder(action_format=cast(ActionFormat, env.action_format))
     builder = builder.with_options(k_episodes=opts.k_episodes or builder.k_episodes,
                                    window=opts.window or builder.window)
     loop = LoopConfig()  # the loop's retrieval: its history length and k_steps
     calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
-    ids = dev_candidates(opts)
-    env = make_env(opts.env)
     memory = app.memory
     out: list[StateRecord] = []
     walked: list[str] = []
@@ -168,8 +167,8 @@ async def collect_states(
                         )
                     )
                 elif opts.free_text_samples:
-                    out.append(await free_text_state(model, prompt, tid, step, expert, opts,
-                                                     teacher_cost=teacher_cost))
+                    out.append(await free_text_state(model, builder, prompt, tid, step, expert,
+                                                     opts, teacher_cost=teacher_cost))
                 res = await asyncio.to_thread(env.step, expert)
                 hist.append((text, expert))
                 text, valid = res.text, res.valid_actions
@@ -182,8 +181,8 @@ async def collect_states(
 
 
 async def free_text_state(
-    model: Any, prompt: str, task_id: str, step: int, expert: str, opts: CalibrateOptions,
-    *, teacher_cost: float,
+    model: Any, builder: PromptBuilder, prompt: str, task_id: str, step: int, expert: str,
+    opts: CalibrateOptions, *, teacher_cost: float,
 ) -> StateRecord:
     """A dev state without valid actions: which answers the student gives, in what shares.
 
@@ -193,8 +192,8 @@ async def free_text_state(
     """
     temp = opts.temperatures[0]
     req = GenerationRequest(prompt=prompt, n=opts.free_text_samples,
-                            max_tokens=SAMPLE_MAX_TOKENS, temperature=temp,
-                            stop=("\n",), seed=zlib.crc32(f"{task_id}|{step}".encode()))
+                            max_tokens=builder.sample_max_tokens, temperature=temp,
+                            stop=builder.sample_stop, seed=zlib.crc32(f"{task_id}|{step}".encode()))
     res = await model.generate(req)
     shares: dict[str, float] = {}
     for text in res.texts:

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,7 +25,7 @@ from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.app.plan import RunPlan, RunSpec, as_plan
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
-from nightowl.distill.prompt import PromptBuilder
+from nightowl.distill.prompt import ActionFormat, PromptBuilder
 from nightowl.errors import NightowlError
 from nightowl.llm.machine import scoring_machine
 
@@ -148,7 +148,9 @@ async def run_episodes(
     episode_ledger = ledger if ledger is not None else app.ledger
     sink = progress or ignore
     config = run_config(app, plan)
-    builder = PromptBuilder()
+    from nightowl.envs.registry import env_class
+
+    builder = PromptBuilder(action_format=cast(ActionFormat, env_class(plan.env).action_format))
     builder = builder.with_options(
         k_episodes=plan.k_episodes or builder.k_episodes, window=plan.window or builder.window
     )

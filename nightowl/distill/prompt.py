@@ -43,6 +43,12 @@ ValidShown = Literal["none", "current", "both"]
 #: how scored actions are ranked (`nightowl.distill.scoring.rank_scores`)
 Scoring = Literal["sum", "mean", "calibrated", "calibrated-mean"]
 SCORINGS: tuple[str, ...] = ("sum", "mean", "calibrated", "calibrated-mean")
+#: how actions are written: one line (text games) or code (AppWorld: several lines)
+ActionFormat = Literal["line", "code"]
+ACTION_FORMATS: tuple[str, ...] = ("line", "code")
+#: one-line actions: characters shown, tokens a free-text sample may take
+LINE_ACTION_CHARS = 100
+LINE_SAMPLE_TOKENS = 16
 
 DEFAULT_INSTRUCTIONS = (
     "You are an agent in a text game. Read the goal and the observation, then answer "
@@ -64,6 +70,23 @@ def squash(text: str, limit: int) -> str:
         tail = limit - head
         t = t[:head].rstrip() + " ... " + t[-tail:].lstrip()
     return t
+
+
+def code_text(code: str, limit: int) -> str:
+    """A code action as the prompt shows it, at most ``limit`` characters.
+
+    Its lines are kept, blank ones and trailing spaces dropped, cut at a line end (a
+    first line longer than ``limit`` is cut within).
+    """
+    lines = [ln.rstrip() for ln in (code or "").strip().splitlines() if ln.strip()]
+    kept: list[str] = []
+    used = 0
+    for ln in lines:
+        if kept and used + len(ln) + 1 > limit:
+            break
+        kept.append(ln if kept else ln[:limit])
+        used += len(ln) + 1
+    return "\n".join(kept)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +188,13 @@ class PromptBuilder:
         k_episodes: demo episodes to retrieve (advice for the loop's retrieval).
         window: demo steps either side of a retrieved step (advice for retrieval).
         variant: a label for run records (e.g. the benchmark variant it came from).
+        action_format: ``"line"`` -- an action is one line (shown squashed to 100
+            characters; a sample stops at the newline); ``"code"`` -- an action is code
+            of several lines (shown whole up to ``code_chars``; a sample stops before
+            the next step (``Observation:``), or after ``code_sample_tokens``).
+            The environment says which (`Environment.action_format`).
+        code_chars: characters of a code action shown in demos and history.
+        code_sample_tokens: the generation cap of a sampled code action.
     """
 
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -180,6 +210,9 @@ class PromptBuilder:
     k_episodes: int = 2
     window: int = 3
     variant: str = "plain"
+    action_format: ActionFormat = "line"
+    code_chars: int = 600
+    code_sample_tokens: int = 128
 
     def __post_init__(self) -> None:
         if self.valid_actions_in not in ("none", "current", "both"):
@@ -188,6 +221,33 @@ class PromptBuilder:
             )
         if self.scoring not in SCORINGS:
             raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, not {self.scoring!r}")
+        if self.action_format not in ACTION_FORMATS:
+            raise ConfigError(
+                f"action_format must be one of {', '.join(ACTION_FORMATS)}, "
+                f"not {self.action_format!r}"
+            )
+
+    @property
+    def sample_stop(self) -> tuple[str, ...]:
+        """Where a sampled action ends.
+
+        A line: at its end. Code (whose lines may be apart by blank ones): before the
+        next step's ``Observation:``, ``Action:`` or ``Goal:``.
+        """
+        if self.action_format == "code":
+            return ("\nObservation:", "\nAction:", "\nGoal:")
+        return ("\n",)
+
+    @property
+    def sample_max_tokens(self) -> int:
+        """The generation cap of one sampled action."""
+        return self.code_sample_tokens if self.action_format == "code" else LINE_SAMPLE_TOKENS
+
+    def action_text(self, action: str) -> str:
+        """An action as demos and history show it (code keeps its lines)."""
+        if self.action_format == "code":
+            return code_text(action, self.code_chars)
+        return squash(action, LINE_ACTION_CHARS)
 
     @property
     def list_valid_actions(self) -> bool:
@@ -208,6 +268,7 @@ class PromptBuilder:
             "obs_chars": self.obs_chars,
             "k_episodes": self.k_episodes,
             "window": self.window,
+            "action_format": self.action_format,
         }
 
     def with_options(self, **changes: Any) -> PromptBuilder:
@@ -241,7 +302,7 @@ class PromptBuilder:
                 lines.append(f"Observation: {squash(s.observation, self.demo_obs_chars)}")
                 if self.valid_actions_in == "both" and s.valid_actions:
                     lines.append(self._valid_line(s.valid_actions))
-                lines.append(f"Action: {squash(s.action, 100)}")
+                lines.append(f"Action: {self.action_text(s.action)}")
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
 
@@ -263,7 +324,7 @@ class PromptBuilder:
         hist = list(history)[-self.history :] if self.history > 0 else []
         for obs, act in hist:
             cur.append(f"Observation: {squash(obs, self.history_obs_chars)}")
-            cur.append(f"Action: {squash(act, 100)}")
+            cur.append(f"Action: {self.action_text(act)}")
         cur.append(f"Observation: {squash(observation, self.obs_chars)}")
         if valid_actions and self.valid_actions_in != "none":
             cur.append(self._valid_line(valid_actions))

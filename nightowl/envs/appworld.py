@@ -189,6 +189,7 @@ class AppWorldEnv(Environment):
 
     name = "appworld"
     has_expert = True
+    action_format = "code"
 
     def __init__(
         self,

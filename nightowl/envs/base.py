@@ -84,6 +84,9 @@ class Environment(abc.ABC):
     name: str = "env"
     #: whether `expert_action` is available
     has_expert: bool = False
+    #: how its actions are written: "line" (a command) or "code" (several lines of
+    #: code); the student's prompt shows and samples them that way
+    action_format: str = "line"
     #: the agent's step budget per episode here when a run names none (None: the one
     #: default, `nightowl.agent.budget.DEFAULT_MAX_STEPS`). Not ``default_max_steps``:
     #: that is a replay adapter's own step limit, where the environment ends an episode.

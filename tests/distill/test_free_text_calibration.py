@@ -12,6 +12,7 @@ from nightowl.app.calibrate import free_text_state
 from nightowl.config import SMALL_HOSTED_PRICES
 from nightowl.distill.calibrate import CalibrateOptions, candidates, evaluate_rules, simulate_state
 from nightowl.distill.parser import canonical_action
+from nightowl.distill.prompt import PromptBuilder
 from nightowl.llm.scripted import FunctionModel
 
 PAY = "apis.venmo.create_transaction(access_token=token, receiver_email='chloe@x.com', amount=12)"
@@ -26,7 +27,8 @@ def scripted_student(right: int, of: int = 8) -> FunctionModel:
 
 async def state(right: int, temperature: float = 0.5):
     opts = CalibrateOptions(env="appworld", temperatures=[temperature], free_text_samples=8)
-    return await free_text_state(scripted_student(right), "Task: pay Chloe $12\nAction:",
+    builder = PromptBuilder(action_format="code")
+    return await free_text_state(scripted_student(right), builder, "Task: pay Chloe $12\nAction:",
                                  "appworld/v-venmo-pay/dev/3", 1, PAY, opts, teacher_cost=0.01)
 
 

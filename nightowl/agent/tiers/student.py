@@ -27,7 +27,7 @@ from nightowl.agent.tiers.common import (
 from nightowl.config import Prices
 from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import canonical_action, normalize_action, parse_action
-from nightowl.distill.prompt import PromptBuilder, continuation
+from nightowl.distill.prompt import LINE_SAMPLE_TOKENS, PromptBuilder, continuation
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.errors import BackendUnavailableError
@@ -50,8 +50,9 @@ def check_policies(repeats: str, backtrack: str) -> None:
             raise ValueError(f"{name} must be one of {', '.join(known)}, not {value!r}")
 
 
-#: generation cap per free-text sample (answers end at a newline; calibration samples so)
-SAMPLE_MAX_TOKENS = 16
+#: generation cap per one-line free-text sample (answers end at a newline; calibration
+#: samples so); code actions take the prompt builder's larger cap
+SAMPLE_MAX_TOKENS = LINE_SAMPLE_TOKENS
 
 class StudentTier(Tier):
     """The frozen student: samples + acceptance rule.
@@ -65,7 +66,8 @@ class StudentTier(Tier):
         use_demos: put retrieved demos in the prompt.
         constrain: constrain samples to the valid actions (``choices=``) when known.
         temperature: sampling temperature for voting rules.
-        max_tokens: generation cap per free-text sample.
+        max_tokens: generation cap per free-text sample (None: the builder's,
+            `PromptBuilder.sample_max_tokens`: 16 for a one-line action, more for code).
         avoid_repeats: never act with an action already taken in this very state this
             episode (no progress in a deterministic game).
         repeats: with ``avoid_repeats``, how: ``"explore"`` -- score rules rank, and
@@ -94,7 +96,7 @@ class StudentTier(Tier):
         use_demos: bool = True,
         constrain: bool = True,
         temperature: float = 0.7,
-        max_tokens: int = SAMPLE_MAX_TOKENS,
+        max_tokens: int | None = None,
         avoid_repeats: bool = False,
         repeats: RepeatPolicy = "explore",
         backtrack: BacktrackPolicy = "avoid",
@@ -108,7 +110,7 @@ class StudentTier(Tier):
         self.use_demos = use_demos
         self.constrain = constrain
         self.temperature = temperature
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens if max_tokens is not None else self.builder.sample_max_tokens
         self.avoid_repeats = avoid_repeats
         self.repeats = repeats
         self.backtrack = backtrack
@@ -176,7 +178,7 @@ class StudentTier(Tier):
                 n=k,
                 max_tokens=self.max_tokens,
                 temperature=temperature,
-                stop=("\n",),
+                stop=self.builder.sample_stop,
                 seed=sample_seed(ctx, calls[0]) if temperature > 0 else None,
                 choices=choices,
             )

@@ -38,7 +38,8 @@ class TeacherTier(Tier):
         self.builder = builder or PromptBuilder()
         self.use_demos = use_demos
         self.constrain = constrain
-        self.max_tokens = max_tokens
+        # a code action takes more than a one-line command
+        self.max_tokens = max(max_tokens, self.builder.sample_max_tokens)
         self.retries = retries
         self.name = name
 
@@ -73,7 +74,7 @@ class TeacherTier(Tier):
                 n=1,
                 max_tokens=self.max_tokens,
                 temperature=0.0,
-                stop=("\n",),
+                stop=self.builder.sample_stop,
                 choices=(
                     tuple(continuation(a) for a in valid) if (self.constrain and valid) else None
                 ),
