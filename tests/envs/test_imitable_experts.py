@@ -329,6 +329,14 @@ def test_imitable_alfworld_never_reads_privileged_state(monkeypatch, tmp_path):
     from nightowl.envs.alfworld import AlfWorldEnv
     from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, train_stats
 
+    # the games as the generator keeps them (generating one runs the experts to check
+    # it is solvable: done before the experts are refused, as a warm cache would have)
+    sources = {
+        task: alfworld_gen.generate(_alf_cache() / "games", *task.split("/")[1:3],
+                                    int(task.split("/")[3]))
+        for task in ("alfworld/pick/train/2", "alfworld/heat/train/1")
+    }
+
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a privileged expert was built")
 
@@ -344,9 +352,8 @@ def test_imitable_alfworld_never_reads_privileged_state(monkeypatch, tmp_path):
     monkeypatch.setattr(alfworld_gen, "build_problem", build)
     stats = train_stats(None, seeds=40)  # learned here, from train games only
     assert splits == {"train"} and stats.rates["mug"]
-    for task in ("alfworld/pick/train/2", "alfworld/heat/train/1"):
+    for task, src in sources.items():
         _, game, split, seed = task.split("/")
-        src = alfworld_gen.generate(_alf_cache() / "games", game, split, int(seed))
         dst = alfworld_gen.game_dir(tmp_path / "games", game, split, int(seed))
         dst.mkdir(parents=True)
         data = json.loads(src.read_text())
