@@ -45,8 +45,8 @@ from nightowl.agent.search.baseline import MajorityVote, VoteConfig
 from nightowl.agent.search.bavt import BavtConfig, BavtSearch, SearchResult
 from nightowl.agent.search.space import SearchSpace, Step, format_demo
 from nightowl.agent.search.tier import BavtTier
+from nightowl.envs._multihop_kb import exact_match, f1_score
 from nightowl.envs.multihop import MultiHopEnv, parse_action
-from nightowl.envs.multihop_kb import exact_match, f1_score
 from nightowl.llm.base import GenerationRequest, ModelBackend
 from nightowl.llm.scripted import FunctionModel
 

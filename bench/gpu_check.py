@@ -190,7 +190,7 @@ def faiss_check(rows: int, use_gpu: bool) -> dict[str, Any]:
     """Exact top-10 over ``rows`` random unit vectors: CPU flat vs GPU flat."""
     import numpy as np
 
-    from nightowl.memory.index import VectorIndex
+    from nightowl.memory._index import VectorIndex
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((rows, 384), dtype=np.float32)

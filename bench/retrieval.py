@@ -70,8 +70,8 @@ from nightowl.memory import (  # noqa: E402
     SentenceTransformerEmbedder,
     StepRecord,
 )
-from nightowl.memory.index import VectorIndex  # noqa: E402
-from nightowl.memory.records import clip, hist_text, sha1  # noqa: E402
+from nightowl.memory._index import VectorIndex  # noqa: E402
+from nightowl.memory._records import clip, hist_text, sha1  # noqa: E402
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow  # noqa: E402
 from nightowl.storage import forget, open_db  # noqa: E402
 

@@ -35,7 +35,10 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _base_worker(rev: str, into: Path) -> Path:
     """The worker (and pack, and variants where ``rev`` has them) of ``rev``, from git."""
-    for name in ("worker.py", "pack.py", "variants.py", "variants_base.py", "variants_more.py"):
+    # the last two: the names of the variants' helpers before they became private
+    names = ("worker.py", "pack.py", "variants.py", "_variants_base.py", "_variants_more.py",
+             "variants_base.py", "variants_more.py")
+    for name in names:
         src = f"{rev}:nightowl/envs/appworld_tasks/{name}"
         required = name in ("worker.py", "pack.py")
         text = subprocess.run(["git", "show", src], cwd=REPO, capture_output=True, check=required)

@@ -8,7 +8,7 @@ cold batched score, side by side for:
 - ``old``: reuse a cached prefix at any token, rows unpadded (nightowl before the fix);
 - ``new``: prompts prefilled in `PREFILL_BLOCK`-token blocks at fixed positions, a cached
   prefix reused up to its last whole block, rows padded to `ROW_MULTIPLE` in reduced
-  precision (nightowl.llm.prefix_cache, nightowl.llm.hf_scoring).
+  precision (nightowl.llm._prefix_cache, nightowl.llm._hf_scoring).
 
 Also the gap to a plain one-pass forward over prompt + action (a differently shaped
 computation: in bf16 it differs by bf16 rounding alone), and the time of a cold and a
@@ -35,7 +35,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from nightowl.config import load_settings  # noqa: E402
-from nightowl.llm import hf_scoring, prefix_cache  # noqa: E402
+from nightowl.llm import _hf_scoring, _prefix_cache  # noqa: E402
 from nightowl.llm.dtype import NATIVE_BF16_FLAGS, cpu_flags, cpu_model  # noqa: E402
 from nightowl.llm.hf_weights import resolve_weights  # noqa: E402
 from nightowl.llm.transformers import TransformersBackend  # noqa: E402
@@ -54,16 +54,16 @@ ACTIONS = [" go south\n", " take coin\n", " go east\n", " open the wooden door\n
 def score(b: TransformersBackend, p: list[int], cs: list[list[int]], *, old: bool,
           chunk: int | None = None) -> list[float]:
     loaded = b._loaded()
-    prefix_cache.PREFILL_BLOCK = 1 if old else NEW_BLOCK
+    _prefix_cache.PREFILL_BLOCK = 1 if old else NEW_BLOCK
     try:
         with loaded.lock:
-            per_token, _ = hf_scoring.score_batched(
+            per_token, _ = _hf_scoring.score_batched(
                 loaded.model, loaded.cache_kw, loaded.prefixes, p, cs, b._pad_id,
                 chunk_tokens=chunk, row_multiple=1 if old else loaded.row_multiple,
                 batch_rows=True if old else loaded.batch_rows,
             )  # fmt: skip
     finally:
-        prefix_cache.PREFILL_BLOCK = NEW_BLOCK
+        _prefix_cache.PREFILL_BLOCK = NEW_BLOCK
     return [sum(t) for t in per_token]
 
 
@@ -108,7 +108,7 @@ def timings(b: TransformersBackend, old: bool, reps: int) -> dict[str, float]:
     return {"cold_s": statistics.median(cold_s), "next_step_s": statistics.median(next_s)}
 
 
-NEW_BLOCK = prefix_cache.PREFILL_BLOCK
+NEW_BLOCK = _prefix_cache.PREFILL_BLOCK
 
 
 def main() -> None:

@@ -4,11 +4,11 @@
 `nightowl.server` serves it over the OpenAI protocol. See docs/chat.md.
 """
 
+from nightowl.chat._keys import ApiKey, KeyStore
 from nightowl.chat.agreement import Agreement, extract_answer, measure_agreement
 from nightowl.chat.assistant import Assistant, AssistantConfig, ChatReply, ChatStream
 from nightowl.chat.cascade import ChatCascade, DevPoint, TauChoice, calibrate_tau, evaluate_tau
 from nightowl.chat.demos import ChatDemo, ChatDemoStore
-from nightowl.chat.keys import ApiKey, KeyStore
 from nightowl.chat.threads import ThreadStore
 
 __all__ = [

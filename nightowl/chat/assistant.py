@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nightowl.chat._keys import ApiKey, KeyStore
+from nightowl.chat._prompt import DEFAULT_SYSTEM, build_messages
 from nightowl.chat.agreement import Agreement
 from nightowl.chat.cascade import (
     DEFAULT_TAU,
@@ -37,8 +39,6 @@ from nightowl.chat.cascade import (
     Tier,
 )
 from nightowl.chat.demos import ChatDemoStore
-from nightowl.chat.keys import ApiKey, KeyStore
-from nightowl.chat.prompt import DEFAULT_SYSTEM, build_messages
 from nightowl.chat.sleep import RethinkQueue, ThreadSleeper
 from nightowl.chat.threads import ThreadStore
 from nightowl.config import Settings

@@ -12,7 +12,7 @@ revision is left alone, and `save_context` refuses a second c' for a revision, s
 redelivered or duplicated job stores nothing new.
 
 Scheduling (`run_idle`): poll for idle threads, rank them by expected queries x
-predictability (`nightowl.chat.priority`), then either rethink each in-process or,
+predictability (`nightowl.chat._priority`), then either rethink each in-process or,
 when a ``queue`` is given (the composition root passes the Celery enqueue when a
 broker is configured), send each as a job to the ``sleep`` queue, once per revision.
 """
@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from nightowl.chat.priority import ThreadWork, rank_threads, thread_predictability
+from nightowl.chat._priority import ThreadWork, rank_threads, thread_predictability
 from nightowl.chat.threads import LearnedThreadContext, ThreadRecord, ThreadStore
 from nightowl.config import Prices
 from nightowl.ledger import Ledger, MeteredModel

@@ -15,15 +15,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 
-from nightowl.cli.agent import register as register_agent  # noqa: E402
-from nightowl.cli.envs import envs_app  # noqa: E402
-from nightowl.cli.info import info, schema  # noqa: E402
-from nightowl.cli.ledger import db_app, ledger_app  # noqa: E402
-from nightowl.cli.memory import memory_app  # noqa: E402
-from nightowl.cli.models import models_app  # noqa: E402
-from nightowl.cli.serve import register as register_serve  # noqa: E402
-from nightowl.cli.sleep import sleep_app  # noqa: E402
-from nightowl.cli.worker import worker  # noqa: E402
+from nightowl.cli._agent import register as register_agent  # noqa: E402
+from nightowl.cli._envs import envs_app  # noqa: E402
+from nightowl.cli._info import info, schema  # noqa: E402
+from nightowl.cli._ledger import db_app, ledger_app  # noqa: E402
+from nightowl.cli._memory import memory_app  # noqa: E402
+from nightowl.cli._models import models_app  # noqa: E402
+from nightowl.cli._serve import register as register_serve  # noqa: E402
+from nightowl.cli._sleep import sleep_app  # noqa: E402
+from nightowl.cli._worker import worker  # noqa: E402
 from nightowl.errors import NightowlError, UserError  # noqa: E402
 from nightowl.telemetry import setup_tracing  # noqa: E402
 

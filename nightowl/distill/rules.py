@@ -32,9 +32,9 @@ Rules that use demos say so (``uses_demos``); the student tier then passes
 
 from __future__ import annotations
 
+from nightowl.distill._margins import DemoAgreement, LogprobMargin
+from nightowl.distill._voting import Majority, Sequential, Unanimity
 from nightowl.distill.acceptance import AcceptanceRule
-from nightowl.distill.margins import DemoAgreement, LogprobMargin
-from nightowl.distill.voting import Majority, Sequential, Unanimity
 from nightowl.errors import ConfigError
 
 __all__ = ["RULES", "DemoAgreement", "LogprobMargin", "Majority", "Sequential", "Unanimity",

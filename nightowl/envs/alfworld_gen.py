@@ -33,7 +33,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from nightowl.envs.tw_engine import TEXTWORLD_ENGINE_LOCK, SerialGame
+from nightowl.envs._tw_engine import TEXTWORLD_ENGINE_LOCK, SerialGame
 
 #: ALFWorld's task types, by their short game names in task ids.
 TASK_TYPES: dict[str, str] = {
@@ -344,7 +344,7 @@ def start_game(
     holds only what a player sees (the imitable expert's games).
     The handcoded expert's random choices (which object of a kind to take, a random
     admissible command when it is stuck) are seeded with ``rng_seed``, so that expert
-    episodes replay exactly. The engine is not thread-safe (`nightowl.envs.tw_engine`):
+    episodes replay exactly. The engine is not thread-safe (`nightowl.envs._tw_engine`):
     the game is a `SerialGame`, whose calls hold the engine lock and point the expert's
     module-global RNG at this game's own generator, so concurrent games neither break
     each other nor draw from each other's RNG.

@@ -1,7 +1,7 @@
 """Multi-hop question answering over an offline corpus of fictional entities.
 
 Each task (``multihop/<hops>hop/<split>/<seed>``) is a generated world (see
-`multihop_kb`): a knowledge base written out as short documents, and one 2- to 4-hop
+`_multihop_kb`): a knowledge base written out as short documents, and one 2- to 4-hop
 question with a unique exact answer. The agent has two actions:
 
 - ``search[query]``: a side-effect-free search tool (BM25 via ``rank-bm25``, or the
@@ -23,6 +23,14 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from nightowl.envs._multihop_kb import (
+    Question,
+    World,
+    build_world,
+    exact_match,
+    f1_score,
+    make_question,
+)
 from nightowl.envs.base import (
     SPLITS,
     Environment,
@@ -31,14 +39,6 @@ from nightowl.envs.base import (
     Split,
     StepResult,
     TaskSpec,
-)
-from nightowl.envs.multihop_kb import (
-    Question,
-    World,
-    build_world,
-    exact_match,
-    f1_score,
-    make_question,
 )
 from nightowl.errors import UnknownNameError
 
@@ -92,9 +92,9 @@ class _Index:
         else:
             import numpy as np
 
-            from nightowl.envs import multihop_faiss
+            from nightowl.envs import _multihop_faiss
 
-            self._faiss = multihop_faiss.build_index([f"{t}. {d}" for t, d in self.docs])
+            self._faiss = _multihop_faiss.build_index([f"{t}. {d}" for t, d in self.docs])
             self._np = np
 
     def search(self, query: str, k: int) -> list[int]:
@@ -106,9 +106,9 @@ class _Index:
             scores = self._bm25.get_scores(toks)
             ranked = sorted(range(len(self.docs)), key=lambda i: (-scores[i], i))
             return [i for i in ranked[:k] if scores[i] > 0]
-        from nightowl.envs import multihop_faiss
+        from nightowl.envs import _multihop_faiss
 
-        return multihop_faiss.search(self._faiss, query, k)
+        return _multihop_faiss.search(self._faiss, query, k)
 
 
 @functools.lru_cache(maxsize=256)

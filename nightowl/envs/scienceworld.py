@@ -25,9 +25,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nightowl.envs._jvm import SharedJVM
 from nightowl.envs.base import Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
-from nightowl.envs.jvm import SharedJVM
 from nightowl.errors import EnvError, MissingExtraError
 
 try:

@@ -38,9 +38,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nightowl.envs._tw_engine import TEXTWORLD_ENGINE_LOCK
 from nightowl.envs.base import Snapshot, Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
-from nightowl.envs.tw_engine import TEXTWORLD_ENGINE_LOCK
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 try:
@@ -55,7 +55,7 @@ except ImportError as exc:  # the envs extra; say what is missing
 #: hold this one lock. With two locks, an episode starting a cached game while another
 #: thread generated one failed with "pop from empty list" or "list index out of range".
 #: ALFWorld's PDDL games use the same parser at every step, so the lock is the one
-#: process-wide engine lock both adapters share (`nightowl.envs.tw_engine`).
+#: process-wide engine lock both adapters share (`nightowl.envs._tw_engine`).
 _TW_LOCK = TEXTWORLD_ENGINE_LOCK
 
 #: our game name -> TextWorld challenge name

@@ -24,9 +24,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from nightowl.envs._jvm import SharedJVM
 from nightowl.envs.base import Split, TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
-from nightowl.envs.jvm import SharedJVM
 from nightowl.errors import EnvError, MissingExtraError
 
 try:

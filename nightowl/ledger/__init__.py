@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nightowl.ledger.core import Ledger
+from nightowl.ledger._core import Ledger
 from nightowl.ledger.fenced import FencedLedger
 from nightowl.ledger.leases import EpisodeLease, Holder, LeaseLostError, LeaseRow, LeaseStore
 from nightowl.ledger.metered import MeteredModel, as_metered

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from nightowl.ledger.core import Ledger
+from nightowl.ledger._core import Ledger
 from nightowl.ledger.leases import EpisodeLease, Holder, LeaseStore
 from nightowl.ledger.tables import ModelCall, ToolCall, _new_id
 

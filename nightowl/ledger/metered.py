@@ -18,7 +18,7 @@ from typing import Any
 from nightowl import telemetry
 from nightowl.config import Prices
 from nightowl.errors import NightowlError
-from nightowl.ledger.core import Ledger
+from nightowl.ledger._core import Ledger
 from nightowl.ledger.pending import CallSite
 from nightowl.llm.base import (
     GenerationRequest,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nightowl.ledger.tables import ModelCall, ToolCall
 
 if TYPE_CHECKING:
-    from nightowl.ledger.core import Ledger
+    from nightowl.ledger._core import Ledger
 
 
 @dataclass

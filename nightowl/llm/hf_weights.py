@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from nightowl.errors import ConfigError, ModelError
-from nightowl.llm.hf_scoring import ROW_MULTIPLE, ScoreMemo, rows_invariant
-from nightowl.llm.prefix_cache import PrefixCache
+from nightowl.llm._hf_scoring import ROW_MULTIPLE, ScoreMemo, rows_invariant
+from nightowl.llm._prefix_cache import PrefixCache
 
 #: dtypes a model can be loaded in ("auto" is resolved by `nightowl.llm.dtype` first)
 DTYPES = ("float32", "bfloat16", "float16")

@@ -38,8 +38,8 @@ def scoring_machine(backend: ModelBackend) -> ScoringMachine:
         )
     import torch
 
-    from nightowl.llm.hf_scoring import ROW_MULTIPLE
-    from nightowl.llm.prefix_cache import PREFILL_BLOCK
+    from nightowl.llm._hf_scoring import ROW_MULTIPLE
+    from nightowl.llm._prefix_cache import PREFILL_BLOCK
 
     rows = "rows as they are" if backend.dtype == "float32" else f"rows padded to {ROW_MULTIPLE}"
     return ScoringMachine(

@@ -53,15 +53,7 @@ import httpx
 
 from nightowl.config import ConstraintStyle, ModelCapabilities
 from nightowl.errors import BackendUnavailableError, ConfigError, ModelError, ModelOutputError
-from nightowl.llm.base import (
-    Completion,
-    GenerationRequest,
-    GenerationResult,
-    ModelBackend,
-    ScoredContinuations,
-    Usage,
-)
-from nightowl.llm.openai_protocol import (
+from nightowl.llm._openai_protocol import (
     EndpointPlan,
     chat_logprobs,
     completion_logprobs,
@@ -71,6 +63,14 @@ from nightowl.llm.openai_protocol import (
     map_answer,
     parse_usage,
     plan_endpoint,
+)
+from nightowl.llm.base import (
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    ModelBackend,
+    ScoredContinuations,
+    Usage,
 )
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class OpenAICompatBackend(ModelBackend):
         return ("/chat/completions" if plan.endpoint == "chat" else "/completions"), body
 
     def plan(self, request: GenerationRequest) -> EndpointPlan:
-        """The endpoint and shape this request takes on this server (see openai_protocol)."""
+        """The endpoint and shape this request takes on this server (see `_openai_protocol`)."""
         caps = self.capabilities
         return plan_endpoint(request, caps.api, caps.chat_template)
 

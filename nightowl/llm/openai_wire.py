@@ -5,7 +5,7 @@ Request bodies (`ChatBody`, `CompletionBody`, their `ChatTurn` messages and
 ...) and the pure helpers that render usage and ``chat.completion.chunk`` server-sent
 events. `nightowl.llm.serve` (``nightowl models serve``) and `nightowl.server`
 (``nightowl serve``) import them from here; the client side's mapping is in
-`nightowl.llm.openai_protocol`.
+`nightowl.llm._openai_protocol`.
 """
 
 from __future__ import annotations

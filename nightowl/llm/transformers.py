@@ -2,8 +2,8 @@
 
 The pieces live beside this module: `nightowl.llm.hf_weights` finds and loads the
 weights (once per process, GGUF converted once to a cached float32 copy),
-`nightowl.llm.prefix_cache` reuses the KV cache of recent prompts' common prefixes,
-`nightowl.llm.hf_scoring` scores continuations in one batched forward, and
+`nightowl.llm._prefix_cache` reuses the KV cache of recent prompts' common prefixes,
+`nightowl.llm._hf_scoring` scores continuations in one batched forward, and
 `nightowl.llm.dtype` picks the dtype this machine is fast at.
 
 Loading is lazy: building the backend reads nothing; `count_tokens` loads only the
@@ -34,7 +34,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nightowl.errors import ModelError
-from nightowl.llm import hf_scoring
+from nightowl.llm import _hf_scoring
+from nightowl.llm._hf_batching import RequestBatcher
+from nightowl.llm._hf_generate import Outcome, batch_key, generate_many, generate_one
 from nightowl.llm.base import (
     Completion,
     GenerationRequest,
@@ -45,8 +47,6 @@ from nightowl.llm.base import (
     Usage,
 )
 from nightowl.llm.dtype import AUTO, resolve_dtype
-from nightowl.llm.hf_batching import RequestBatcher
-from nightowl.llm.hf_generate import Outcome, batch_key, generate_many, generate_one
 from nightowl.llm.hf_weights import (
     LoadedModel,
     LoadedTokenizer,
@@ -299,7 +299,7 @@ class TransformersBackend(ModelBackend):
             memo = loaded.scores.get(key) if chunk_tokens is None else None
             if memo is not None:  # billed like a prefix-cache hit on the same prompt
                 return memo, len(p_ids) - 1
-            per_token, reused = hf_scoring.score_batched(
+            per_token, reused = _hf_scoring.score_batched(
                 loaded.model, loaded.cache_kw, loaded.prefixes, p_ids, c_ids, pad,
                 chunk_tokens=chunk_tokens, row_multiple=loaded.row_multiple,
                 batch_rows=loaded.batch_rows,
@@ -322,7 +322,7 @@ class TransformersBackend(ModelBackend):
         term = self._terminator(request)
         c_tokens = [self.encode(c) for c in choices]
         per_token, reused = self.score_tokens(p_ids, [c + term for c in c_tokens])
-        picks = hf_scoring.pick_choices(
+        picks = _hf_scoring.pick_choices(
             [sum(t) for t in per_token], request.n, request.temperature, request.seed
         )
         completions = []

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nightowl.memory.records import (
+from nightowl.memory._records import (
     DemoWindow,
     EpisodeDemo,
     HistoryItem,

@@ -21,8 +21,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from nightowl.memory._records import StepRecord, as_step_records, step_record, step_values
 from nightowl.memory.base import StepLog
-from nightowl.memory.records import StepRecord, as_step_records, step_record, step_values
 from nightowl.memory.schema import StepRow, utcnow
 
 _CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit

@@ -1,10 +1,10 @@
 """`DemoMemory`: the SQL + FAISS `DemoStore` (a thin facade over its parts).
 
-* `nightowl.memory.sync` - open, verify against SQL, catch up, rebuild, save indexes;
-* `nightowl.memory.reembed` - re-embed stored vectors whose text or model changed;
-* `nightowl.memory.writes` - record steps, add demo episodes, delete demos (the SQL of
+* `nightowl.memory._sync` - open, verify against SQL, catch up, rebuild, save indexes;
+* `nightowl.memory._reembed` - re-embed stored vectors whose text or model changed;
+* `nightowl.memory._writes` - record steps, add demo episodes, delete demos (the SQL of
   the ``steps`` table is `nightowl.memory.steps`, shared with `SqlStepLog`);
-* `nightowl.memory.retrieval` - embed the query keys (cached), multi-key windows.
+* `nightowl.memory._retrieval` - embed the query keys (cached), multi-key windows.
 
 They share one `MemoryCore` (state only). SQL is the source of truth; the indexes are
 persisted beside the database with manifests and rebuilt from the stored vectors when
@@ -24,11 +24,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl.memory.base import DemoStore
-from nightowl.memory.core import MemoryCore
-from nightowl.memory.embedder import Embedder, build_embedder
-from nightowl.memory.index import index_paths
-from nightowl.memory.records import (
+from nightowl.memory._core import MemoryCore
+from nightowl.memory._index import index_paths
+from nightowl.memory._records import (
     KEYS,
     DemoWindow,
     EpisodeDemo,
@@ -41,10 +39,12 @@ from nightowl.memory.records import (
     memory_settings,
     sha1,
 )
-from nightowl.memory.retrieval import Retriever
+from nightowl.memory._retrieval import Retriever
+from nightowl.memory._sync import IndexSync
+from nightowl.memory._writes import DemoWriter
+from nightowl.memory.base import DemoStore
+from nightowl.memory.embedder import Embedder, build_embedder
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow
-from nightowl.memory.sync import IndexSync
-from nightowl.memory.writes import DemoWriter
 
 __all__ = [
     "DemoMemory",

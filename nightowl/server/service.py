@@ -37,14 +37,14 @@ from nightowl.llm.openai_wire import (
 )
 from nightowl.llm.serve_guard import AuthError, TooLargeError, bearer, token_digest
 from nightowl.llm.serve_limits import Admission, OverloadedError, ServeLimits, bounded
-from nightowl.server.metrics import Metrics
-from nightowl.server.protocol import (
+from nightowl.server._protocol import (
     CASCADE_MODEL,
     AgreementOut,
     ChatCompletionRequest,
     ChatCompletionResponse,
     NightowlExtension,
 )
+from nightowl.server.metrics import Metrics
 
 
 class ServerConfig(BaseModel):

@@ -145,8 +145,8 @@ def test_unknown_rule_lists_the_registry():
 
 
 def test_cli_help_comes_from_the_registries():
-    from nightowl.cli import options
+    from nightowl.cli import _options
 
-    assert rule_syntax() in options.RULE.help
-    assert options.LADDER.help == ladder_syntax() == "|".join(PRESETS)
-    assert "demo-agree" in options.RULE.help and "bavt" in options.LADDER.help
+    assert rule_syntax() in _options.RULE.help
+    assert _options.LADDER.help == ladder_syntax() == "|".join(PRESETS)
+    assert "demo-agree" in _options.RULE.help and "bavt" in _options.LADDER.help

@@ -58,7 +58,7 @@ async def test_calibrate_plays_frontier_rules_on_dev(tmp_path, has_smollm2):
     # the CLI table shows the measured dev columns for the rules that were played
     from rich.console import Console
 
-    from nightowl.cli.tables import calibration_table
+    from nightowl.cli._tables import calibration_table
 
     con = Console(record=True, width=200)
     con.print(calibration_table(rep))

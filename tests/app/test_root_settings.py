@@ -20,9 +20,9 @@ from nightowl.cli.main import main
 from nightowl.config import Settings, get_settings, load_settings
 from nightowl.envs.registry import select_tasks
 from nightowl.errors import ConfigError
+from nightowl.memory._records import DemoWindow, EpisodeDemo, HistoryItem
 from nightowl.memory.base import DemoStore
 from nightowl.memory.embedder import HashingEmbedder
-from nightowl.memory.records import DemoWindow, EpisodeDemo, HistoryItem
 from nightowl.memory.steps import SqlStepLog
 from tests.app.test_showcase import fake_settings
 

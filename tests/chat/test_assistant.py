@@ -185,7 +185,7 @@ async def test_student_without_tokenizer_still_trims_and_answers(make_assistant)
 
     student = NoTokenizer(agreeing)
     assert token_counter(student)("x" * 400) == 100
-    from nightowl.chat.prompt import DEFAULT_SYSTEM
+    from nightowl.chat._prompt import DEFAULT_SYSTEM
 
     # Room for the first turn (system + 64) but not for the second (system + 64 + 15).
     a = make_assistant(student, None, n=1, max_prompt_tokens=len(DEFAULT_SYSTEM) // 4 + 70)

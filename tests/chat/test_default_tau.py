@@ -31,7 +31,7 @@ async def test_two_of_three_agreement(make_assistant, tau, tier) -> None:  # typ
 
 
 def test_startup_line_names_tiers_and_default_tau():
-    from nightowl.cli.serve import startup_line
+    from nightowl.cli._serve import startup_line
     from nightowl.config import load_settings
 
     line = startup_line(load_settings(), student=None, teacher=None, oracle=None, n=3,

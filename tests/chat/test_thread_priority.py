@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nightowl.chat.priority import rank_threads, thread_predictability
+from nightowl.chat._priority import rank_threads, thread_predictability
 from nightowl.chat.sleep import ThreadSleeper
 from nightowl.chat.threads import ThreadRecord, ThreadStore
 from nightowl.config import Prices

@@ -8,8 +8,8 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from nightowl.app.runs import RunSummary
+from nightowl.cli._tables import summary_table
 from nightowl.cli.main import app
-from nightowl.cli.tables import summary_table
 from nightowl.config import Prices
 from nightowl.ledger import Ledger
 from nightowl.llm.base import Usage

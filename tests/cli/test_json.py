@@ -7,8 +7,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from nightowl.cli._schemas import json_schema, schemas
 from nightowl.cli.main import app, main
-from nightowl.cli.schemas import json_schema, schemas
 
 runner = CliRunner()
 

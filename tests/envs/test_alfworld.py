@@ -107,7 +107,7 @@ def test_conformance(env):
 async def test_concurrency_4_plays_like_1(env, tmp_path):
     """8 episodes at concurrency 4 end and move exactly as at 1 (the engine lock).
 
-    Without `nightowl.envs.tw_engine`'s lock, 3-4 of 4 concurrent resets failed with the
+    Without `nightowl.envs._tw_engine`'s lock, 3-4 of 4 concurrent resets failed with the
     parser's "pop from empty list" / "(1:59) expecting '#'" (issue 25).
     """
     from tests.conformance.concurrency import check_concurrent_matches_serial

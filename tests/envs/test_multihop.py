@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nightowl.envs.multihop import GAMES, MultiHopEnv, parse_action
-from nightowl.envs.multihop_kb import (
+from nightowl.envs._multihop_kb import (
     RELATIONS,
     build_world,
     exact_match,
@@ -13,6 +12,7 @@ from nightowl.envs.multihop_kb import (
     make_question,
     normalize_answer,
 )
+from nightowl.envs.multihop import GAMES, MultiHopEnv, parse_action
 from nightowl.errors import UnknownNameError
 
 

@@ -148,8 +148,8 @@ def test_nightowl_run_uses_the_plugin_backend_and_preset(plugin_path, tmp_path):
            "NIGHTOWL_EMBEDDER": "hashing-fake", "NIGHTOWL_MODELS__ECHO__BACKEND": "echo",
            "NIGHTOWL_MODELS__ECHO__PARAMS__SPREAD": "true"}
     help_out = subprocess.run(
-        [sys.executable, "-c", "import sys; from nightowl.cli import options; "
-         "print(options.LADDER.help, 'toy_env_plugin.backend' in sys.modules)"],
+        [sys.executable, "-c", "import sys; from nightowl.cli import _options; "
+         "print(_options.LADDER.help, 'toy_env_plugin.backend' in sys.modules)"],
         env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert help_out.stdout.strip().endswith("|toy-cascade False"), help_out.stderr[-2000:]

@@ -20,9 +20,9 @@ import pytest
 
 from nightowl.config import ModelCapabilities, load_settings
 from nightowl.errors import ModelOutputError
+from nightowl.llm._openai_protocol import nearest_choice, render_chat
 from nightowl.llm.base import ChatMessage, GenerationRequest
 from nightowl.llm.openai_compat import OpenAICompatBackend
-from nightowl.llm.openai_protocol import nearest_choice, render_chat
 from nightowl.llm.registry import create_backend
 from tests.llm.conftest import free_port
 

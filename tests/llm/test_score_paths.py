@@ -104,7 +104,7 @@ def test_fixed_shape_forwards_match_alone_reordered_and_the_batch(
     On AMX a free batch moves bf16 rows by 0.2 nats (another GEMM blocking for some row
     counts), so there every forward is `FIXED_ROWS` rows of one padded width.
     """
-    from nightowl.llm import hf_scoring
+    from nightowl.llm import _hf_scoring
 
     loaded = backend._loaded()
     p = backend.encode(GROWN)
@@ -113,7 +113,7 @@ def test_fixed_shape_forwards_match_alone_reordered_and_the_batch(
     def run(conts: list[list[int]], batch_rows: bool) -> list[float]:
         with loaded.lock:
             loaded.prefixes.clear()
-            got, _ = hf_scoring.score_batched(
+            got, _ = _hf_scoring.score_batched(
                 loaded.model, loaded.cache_kw, loaded.prefixes, p, conts, backend._pad_id,
                 row_multiple=loaded.row_multiple, batch_rows=batch_rows,
             )  # fmt: skip
@@ -127,9 +127,9 @@ def test_fixed_shape_forwards_match_alone_reordered_and_the_batch(
         worst = max(abs(a - b) for a, b in zip(together, other, strict=True))
         assert worst <= PATH_TOL[backend.dtype], (backend.dtype, worst)
     if backend.dtype != "float32":
-        assert loaded.row_multiple == hf_scoring.ROW_MULTIPLE
+        assert loaded.row_multiple == _hf_scoring.ROW_MULTIPLE
         weight = _a_linear_weight(loaded.model)
-        assert loaded.batch_rows == hf_scoring.rows_invariant(weight)
+        assert loaded.batch_rows == _hf_scoring.rows_invariant(weight)
 
 
 async def test_greedy_text_is_the_same_from_a_cached_prefix(backend: TransformersBackend):

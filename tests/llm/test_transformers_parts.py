@@ -7,7 +7,7 @@ import pytest
 from nightowl.config import load_settings
 from nightowl.errors import ConfigError
 from nightowl.llm import dtype as dtype_mod
-from nightowl.llm.prefix_cache import PrefixCache, common_prefix
+from nightowl.llm._prefix_cache import PrefixCache, common_prefix
 from nightowl.llm.registry import create_backend
 from nightowl.llm.transformers import TransformersBackend
 
@@ -170,7 +170,7 @@ def test_batcher_groups_concurrent_calls_by_key():
     import threading
     import time
 
-    from nightowl.llm.hf_batching import RequestBatcher
+    from nightowl.llm._hf_batching import RequestBatcher
 
     model_lock = threading.Lock()
     seen: list[list[int]] = []
@@ -193,7 +193,7 @@ def test_batcher_groups_concurrent_calls_by_key():
 def test_batcher_max_batch_and_failures_reach_every_member():
     import threading
 
-    from nightowl.llm.hf_batching import RequestBatcher
+    from nightowl.llm._hf_batching import RequestBatcher
 
     b = RequestBatcher(lambda items: [x + 1 for x in items], threading.Lock(), window_s=0.2,
                        max_batch=2)  # fmt: skip

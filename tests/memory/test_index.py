@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nightowl.memory._index import VectorIndex, index_paths, load_index, rows_checksum, save_index
 from nightowl.memory.embedder import HashingEmbedder, l2_normalise
-from nightowl.memory.index import VectorIndex, index_paths, load_index, rows_checksum, save_index
 
 
 def _vecs(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ import textwrap
 from sqlalchemy import update
 
 from nightowl.memory import HashingEmbedder
-from nightowl.memory.index import index_paths
+from nightowl.memory._index import index_paths
 from nightowl.memory.schema import DemoRow, StepRow
 
 from .conftest import COIN, COOKING, KEY

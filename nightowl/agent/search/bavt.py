@@ -35,16 +35,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
-from nightowl.agent.search.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
-from nightowl.agent.search.space import SearchSpace, Step, action_key
-from nightowl.agent.search.step_budget import CallMeter, GenerateFn, budget_line, generation_bound
-from nightowl.agent.search.tree import (
+from nightowl.agent.search._tree import (
     Node,
     SearchTree,
     clip_value,
     selection_probs,
     weighted_choice,
 )
+from nightowl.agent.search.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
+from nightowl.agent.search.space import SearchSpace, Step, action_key
+from nightowl.agent.search.step_budget import CallMeter, GenerateFn, budget_line, generation_bound
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
 

@@ -1,7 +1,7 @@
 """AppWorld task pack and the worker that runs AppWorld's apps.
 
 `pack` (tasks: instruction, world set-up, reference solution, success check),
-`variants` and `variants_more` (scenarios of 6 variants each, built like pack tasks) and
+`variants` and `_variants_more` (scenarios of 6 variants each, built like pack tasks) and
 `worker` run *inside the AppWorld interpreter* (a separate virtual environment, since
 appworld pins pydantic<2 and SQLAlchemy<2 while nightowl needs 2.x); they import only
 the standard library and appworld. `nightowl.envs.appworld` starts the worker and

@@ -12,7 +12,7 @@ Variants start from the pack's base world (`pack.build_world`); a variant that n
 entities the base world lacks has its own ``setup``. Like the pack, this module runs
 inside the AppWorld interpreter (stdlib only at import time; set-ups and checks receive
 AppWorld's model modules). simple_note and todoist scenarios are here, venmo and
-spotify ones in `variants_more`. `find_task` looks up a pack task or a variant.
+spotify ones in `_variants_more`. `find_task` looks up a pack task or a variant.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import functools
 from typing import Any
 
 try:
-    from . import pack, variants_more
-    from .variants_base import PREFIX, VARIANT_SPLITS, Setup, Variant, split_of
+    from . import _variants_more, pack
+    from ._variants_base import PREFIX, VARIANT_SPLITS, Setup, Variant, split_of
 except ImportError:  # in the AppWorld worker this folder is on sys.path, not the package
+    import _variants_more  # type: ignore[no-redef]
     import pack  # type: ignore[no-redef]
-    import variants_more  # type: ignore[no-redef]
-    from variants_base import (  # type: ignore[no-redef]
+    from _variants_base import (  # type: ignore[no-redef]
         PREFIX,
         VARIANT_SPLITS,
         Setup,
@@ -58,7 +58,7 @@ def _task(name: str, app: str, index: int, v: Variant) -> pack.PackTask:
 def catalogue() -> dict[str, tuple[pack.PackTask, ...]]:
     """Scenario name -> its variants (index = variant = seed), all scenarios."""
     out = {}
-    for name, (app, variants) in {**SCENARIOS, **variants_more.SCENARIOS}.items():
+    for name, (app, variants) in {**SCENARIOS, **_variants_more.SCENARIOS}.items():
         assert name.startswith(PREFIX) and name not in pack.TASKS, name
         assert len(variants) == len(VARIANT_SPLITS), (name, len(variants))
         out[name] = tuple(_task(name, app, i, v) for i, v in enumerate(variants))

@@ -15,8 +15,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl.memory.core import MemoryCore
-from nightowl.memory.records import sha1, vec_bytes
+from nightowl.memory._core import MemoryCore
+from nightowl.memory._records import sha1, vec_bytes
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nightowl.cli.errors import one_line_errors
+from nightowl.cli._errors import one_line_errors
 
 if TYPE_CHECKING:
     from nightowl.app import Nightowl
@@ -143,7 +143,7 @@ def list_keys(
     with one_line_errors(), _root() as no:
         from dataclasses import asdict
 
-        from nightowl.cli.schemas import KeyRow
+        from nightowl.cli._schemas import KeyRow
 
         keys = no.keys.list()
         if as_json:

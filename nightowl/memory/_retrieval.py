@@ -22,8 +22,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 
 from nightowl.errors import StoreError
-from nightowl.memory.core import LruCache, MemoryCore
-from nightowl.memory.records import (
+from nightowl.memory._core import LruCache, MemoryCore
+from nightowl.memory._records import (
     DemoEntry,
     DemoWindow,
     HistoryItem,
@@ -32,8 +32,8 @@ from nightowl.memory.records import (
     history_actions,
     step_record,
 )
+from nightowl.memory._sync import IndexSync
 from nightowl.memory.schema import StepRow
-from nightowl.memory.sync import IndexSync
 
 _STEPS_BY_ID = select(
     StepRow.id,

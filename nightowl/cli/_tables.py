@@ -11,7 +11,7 @@ from rich.table import Table
 from nightowl.app.calibrate import CalibrationReport
 from nightowl.app.runs import RunSummary
 from nightowl.app.showcase import CONFIG_LABELS
-from nightowl.cli.fit import Fitted, fit
+from nightowl.cli._fit import Fitted, fit
 
 
 def fmt_cost(x: float | None) -> str:

@@ -19,10 +19,10 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from nightowl.errors import ModelError
+from nightowl.llm._hf_scoring import token_logprobs
+from nightowl.llm._prefix_cache import cached_prefill
 from nightowl.llm.base import Completion, FinishReason, GenerationRequest, Usage
-from nightowl.llm.hf_scoring import token_logprobs
 from nightowl.llm.hf_weights import LoadedModel
-from nightowl.llm.prefix_cache import cached_prefill
 
 Outcome = tuple[list[Completion], Usage]
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.fit import fit
+from nightowl.cli._fit import fit
 
 if TYPE_CHECKING:
     from nightowl.app import Nightowl

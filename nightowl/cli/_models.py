@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.errors import one_line_errors
-from nightowl.cli.fit import fit
+from nightowl.cli._errors import one_line_errors
+from nightowl.cli._fit import fit
 from nightowl.errors import NightowlError, UserError
 
 models_app = typer.Typer(

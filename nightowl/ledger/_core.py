@@ -1,4 +1,4 @@
-"""`Ledger`: records runs, episodes, model and tool calls (reads in `reports`)."""
+"""`Ledger`: records runs, episodes, model and tool calls (reads in `_reports`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.config import Prices
 from nightowl.errors import UnknownNameError
-from nightowl.ledger.reports import LedgerReads
+from nightowl.ledger._reports import LedgerReads
 from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _jsonable, _new_id, _now
 from nightowl.llm.base import Usage
 from nightowl.storage import Database

@@ -1,6 +1,6 @@
 """The scheme of AppWorld scenario variants (`variants`): a variant and its split.
 
-Shared by `variants` (simple_note, todoist; the catalogue) and `variants_more` (venmo,
+Shared by `variants` (simple_note, todoist; the catalogue) and `_variants_more` (venmo,
 spotify). Stdlib only: it runs inside the AppWorld interpreter too.
 """
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.fit import fit
+from nightowl.cli._fit import fit
 
 if TYPE_CHECKING:
     from nightowl.app import Nightowl
@@ -58,14 +58,14 @@ def show(
 
 
 def _show(no: Nightowl, run_id: str, *, episodes: bool, as_json: bool) -> None:
-    from nightowl.cli.inflight import inflight_table, success_text
+    from nightowl.cli._inflight import inflight_table, success_text
 
     ledger = no.ledger
     rid = ledger.resolve_run_id(run_id)
     report = ledger.run_report(rid)
     if as_json:
         if episodes:
-            from nightowl.cli.schemas import RunReportWithEpisodes
+            from nightowl.cli._schemas import RunReportWithEpisodes
 
             full = RunReportWithEpisodes(
                 report=report.model_dump(mode="json"),

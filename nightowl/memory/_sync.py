@@ -19,15 +19,15 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl.memory.core import MemoryCore
-from nightowl.memory.index import (
+from nightowl.memory._core import MemoryCore
+from nightowl.memory._index import (
     IndexManifest,
     load_index,
     rows_checksum,
     save_index,
 )
-from nightowl.memory.records import KEYS, DemoEntry
-from nightowl.memory.reembed import reembed_stale
+from nightowl.memory._records import KEYS, DemoEntry
+from nightowl.memory._reembed import reembed_stale
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.errors import one_line_errors
-from nightowl.cli.fit import fit
+from nightowl.cli._errors import one_line_errors
+from nightowl.cli._fit import fit
 from nightowl.errors import UserError
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def list_contexts(
 
 
 def _list(svc: SleepService, as_json: bool) -> None:
-    from nightowl.cli.schemas import ContextRow
+    from nightowl.cli._schemas import ContextRow
     from nightowl.sleeptime.policy import rank
 
     contexts = svc.store.list_contexts()
@@ -225,7 +225,7 @@ def ask(
     if as_json:
         from dataclasses import asdict
 
-        from nightowl.cli.schemas import AnswerOut
+        from nightowl.cli._schemas import AnswerOut
 
         typer.echo(AnswerOut(**asdict(res)).model_dump_json(indent=2))
         return

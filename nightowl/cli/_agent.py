@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.agent.budget import DEFAULT_MAX_STEPS, DEMO_MAX_STEPS
-from nightowl.cli import options as opt
-from nightowl.cli.errors import exit_line, exit_on_errors
-from nightowl.cli.fit import fit
+from nightowl.cli import _options as opt
+from nightowl.cli._errors import exit_line, exit_on_errors
+from nightowl.cli._fit import fit
 from nightowl.config import Settings, get_settings
 from nightowl.errors import ConfigError
 
@@ -76,8 +76,8 @@ def demo(
 ) -> None:
     """Collect oracle demos, then compare teacher / student / demos / cascade on test tasks."""
     from nightowl.app.showcase import ShowcaseOptions, run_showcase
-    from nightowl.cli.progress import rich_progress
-    from nightowl.cli.tables import summary_table
+    from nightowl.cli._progress import rich_progress
+    from nightowl.cli._tables import summary_table
 
     steps = {"max_steps": max_steps} if max_steps else {}  # unset: the demo's own
     opts = ShowcaseOptions(
@@ -129,7 +129,7 @@ def collect(
 ) -> None:
     """The teacher solves tasks concurrently; successful episodes become demos."""
     from nightowl.app import CollectRequest, Nightowl, collect_demos
-    from nightowl.cli.progress import rich_progress
+    from nightowl.cli._progress import rich_progress
 
     if existing not in ("skip", "replace"):
         raise ConfigError(f"--existing must be 'skip' or 'replace', not {existing!r}")
@@ -232,8 +232,8 @@ def run(
     """Run a ladder over tasks as one ledger run (resumable; or spread over workers)."""
     from nightowl.agent.budget import EpisodeBudget
     from nightowl.app import Nightowl, RunSpec, run_tasks
-    from nightowl.cli.progress import rich_progress
-    from nightowl.cli.tables import summary_table
+    from nightowl.cli._progress import rich_progress
+    from nightowl.cli._tables import summary_table
     from nightowl.envs.registry import check_task_ids, read_task_file, select_tasks
 
     settings = _settings()
@@ -297,7 +297,7 @@ def run(
 def _watch(app: Nightowl, run_id: str, queue: Any) -> None:
     """Follow a distributed run with a live bar; exit 1 on infrastructure failures."""
     from nightowl.app.leasing import check_leases, load_lease_settings, run_progress
-    from nightowl.cli.inflight import inflight_table, success_text, watch_run
+    from nightowl.cli._inflight import inflight_table, success_text, watch_run
 
     lease = load_lease_settings()
 
@@ -325,8 +325,8 @@ def report(
 ) -> None:
     """Success, cost per episode, cost-of-pass and teacher call share of a run."""
     from nightowl.app import Nightowl
-    from nightowl.cli.inflight import inflight_table, success_text
-    from nightowl.cli.tables import fmt_cost
+    from nightowl.cli._inflight import inflight_table, success_text
+    from nightowl.cli._tables import fmt_cost
 
     with Nightowl.open(_settings()) as app:
         rep = app.report(run_id)
@@ -398,8 +398,8 @@ def calibrate(
     """Choose the cascade's acceptance rule on the dev split: the cheapest that keeps success."""
     from nightowl.agent.presets import preset_for_rule
     from nightowl.app import CalibrateOptions, Nightowl, calibrate_rules
-    from nightowl.cli.progress import rich_progress
-    from nightowl.cli.tables import calibration_table
+    from nightowl.cli._progress import rich_progress
+    from nightowl.cli._tables import calibration_table
 
     opts = CalibrateOptions(
         env=env, game=game or None, tasks=tasks, target=target,

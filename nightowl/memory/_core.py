@@ -15,15 +15,15 @@ from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from nightowl.memory.embedder import Embedder
-from nightowl.memory.index import VectorIndex
-from nightowl.memory.records import (
+from nightowl.memory._index import VectorIndex
+from nightowl.memory._records import (
     DemoEntry,
     MemorySettings,
     StepRecord,
     clip,
     hist_text,
 )
+from nightowl.memory.embedder import Embedder
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -60,6 +60,6 @@ def schema(
     """Print the JSON Schema of a command's --json output (docs/json.md)."""
     import json
 
-    from nightowl.cli.schemas import json_schema
+    from nightowl.cli._schemas import json_schema
 
     typer.echo(json.dumps(json_schema(name), indent=2))

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nightowl.cli.errors import one_line_errors
-from nightowl.cli.fit import fit
+from nightowl.cli._errors import one_line_errors
+from nightowl.cli._fit import fit
 
 if TYPE_CHECKING:
     from nightowl.envs.base import Environment, Observation

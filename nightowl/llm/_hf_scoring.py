@@ -22,7 +22,7 @@ kernels were measured row-invariant on this machine (`rows_invariant`). Otherwis
 every forward has one fixed shape: `FIXED_ROWS` rows of one padded width, filled up
 with copies of its first row, so a continuation gets the same bits alone, among
 others, or in another order (on AMX: 1.9x faster than one forward per row).
-Together with the block-aligned prefill (`nightowl.llm.prefix_cache`), cold,
+Together with the block-aligned prefill (`nightowl.llm._prefix_cache`), cold,
 prefix-cached, batched and one-at-a-time scores are then bit-for-bit equal
 (tests/llm/test_score_paths.py, for every dtype this CPU runs natively).
 """
@@ -34,8 +34,8 @@ import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from nightowl.llm._prefix_cache import PrefixCache, cached_prefill
 from nightowl.llm.base import TokenLogprob
-from nightowl.llm.prefix_cache import PrefixCache, cached_prefill
 
 if TYPE_CHECKING:
     import torch

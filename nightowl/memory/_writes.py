@@ -16,8 +16,8 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from nightowl.errors import StoreError
-from nightowl.memory.core import MemoryCore
-from nightowl.memory.records import (
+from nightowl.memory._core import MemoryCore
+from nightowl.memory._records import (
     KEYS,
     DemoEntry,
     EpisodeDemo,
@@ -25,10 +25,10 @@ from nightowl.memory.records import (
     sha1,
     vec_bytes,
 )
-from nightowl.memory.reembed import embed_texts
+from nightowl.memory._reembed import embed_texts
+from nightowl.memory._sync import IndexSync
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow, utcnow
 from nightowl.memory.steps import insert_new_steps, read_steps, upsert_steps
-from nightowl.memory.sync import IndexSync
 
 _EPISODES = sql_text("SELECT id, task_id, env FROM episodes WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True)
