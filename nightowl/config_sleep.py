@@ -8,7 +8,7 @@ top-level settings (``NIGHTOWL_DATABASE_URL``, ``NIGHTOWL_BROKER_URL``).
 
 `GeneratorConfig` (what determines a learned context besides the context itself) lives
 here too, one layer below ``nightowl.config``, so that `SleepConfig.generator` can build
-it; ``nightowl.sleeptime.settings`` re-exports it.
+it.
 """
 
 from __future__ import annotations

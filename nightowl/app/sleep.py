@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.sleeptime.runner import RunnerEvent, run_jobs
 from nightowl.sleeptime.service import JobOutcome
-from nightowl.sleeptime.settings import GeneratorConfig
 
 if TYPE_CHECKING:
     from nightowl.app.root import Nightowl

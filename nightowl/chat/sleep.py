@@ -30,11 +30,11 @@ from pydantic import BaseModel
 from nightowl.chat._priority import ThreadWork, rank_threads, thread_predictability
 from nightowl.chat.threads import LearnedThreadContext, ThreadRecord, ThreadStore
 from nightowl.config import Prices
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.ledger import Ledger, MeteredModel
 from nightowl.llm.base import ChatMessage, ModelBackend
 from nightowl.sleeptime.generate import SleepModel
 from nightowl.sleeptime.generate import rethink as rethink_notes
-from nightowl.sleeptime.settings import GeneratorConfig
 from nightowl.storage import Database
 
 log = logging.getLogger(__name__)

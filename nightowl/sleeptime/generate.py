@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from nightowl.config import Prices
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.llm.base import ChatMessage, GenerationRequest, GenerationResult
-from nightowl.sleeptime.settings import GeneratorConfig
 from nightowl.sleeptime.store import Progress
 
 SYSTEM = (

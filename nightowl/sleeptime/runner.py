@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.sleeptime.service import RETRY_STATUSES, JobOutcome, SleepService, worker_id
-from nightowl.sleeptime.settings import GeneratorConfig
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from nightowl.config import Prices, Settings, get_settings
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.ledger import Ledger, MeteredModel
 from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.answer import AnswerBudget, AnswerResult, answer
@@ -27,7 +28,6 @@ from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, r
 from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe, probe_for
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
 from nightowl.sleeptime.schema import utcnow
-from nightowl.sleeptime.settings import GeneratorConfig
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress, as_utc
 from nightowl.storage import Database
 

@@ -19,10 +19,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.db import session_scope
 from nightowl.errors import UnknownNameError, UserError
 from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, utcnow
-from nightowl.sleeptime.settings import GeneratorConfig
 
 ContextKind = Literal["document", "conversation", "environment"]
 CONTEXT_KINDS: tuple[str, ...] = ("document", "conversation", "environment")

@@ -31,7 +31,7 @@ from kombu import Queue
 from pydantic import BaseModel
 
 from nightowl.config import Settings, get_settings
-from nightowl.sleeptime.settings import GeneratorConfig
+from nightowl.config_sleep import GeneratorConfig
 
 QUEUES: tuple[str, ...] = ("sleep", "demos", "index", "episodes")
 ROUTES: dict[str, dict[str, str]] = {

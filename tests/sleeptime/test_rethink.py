@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nightowl.config import Prices
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.llm.scripted import ScriptedModel, render_request, word_count
 from nightowl.sleeptime.generate import (
     ClaimLostError,
@@ -13,7 +14,6 @@ from nightowl.sleeptime.generate import (
     parse_qa,
     rethink,
 )
-from nightowl.sleeptime.settings import GeneratorConfig
 
 PRICES = Prices(input=1.0, output=2.0)
 CTX = "Tom has 3 apples."

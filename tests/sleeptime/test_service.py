@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from nightowl.config_sleep import GeneratorConfig
 from nightowl.errors import UnknownNameError, UserError
 from nightowl.llm.base import GenerationRequest
 from nightowl.llm.scripted import FunctionModel, ScriptedModel, last_user_message
@@ -16,7 +17,6 @@ from nightowl.sleeptime.idle import ProbeReading
 from nightowl.sleeptime.policy import needing_refresh, refresh_reason
 from nightowl.sleeptime.runner import run_jobs
 from nightowl.sleeptime.schema import utcnow
-from nightowl.sleeptime.settings import GeneratorConfig
 from nightowl.sleeptime.store import Progress
 
 CTX = "Tom has 3 apples. Ann has twice as many apples as Tom."
