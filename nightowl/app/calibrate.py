@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -44,7 +44,7 @@ from nightowl.distill.calibrate import (
 )
 from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import canonical_action, parse_action
-from nightowl.distill.prompt import ActionFormat, PromptBuilder
+from nightowl.distill.prompt import PromptBuilder
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.envs.registry import make_env, select_tasks
@@ -99,9 +99,7 @@ async def collect_states(
     tprices = settings.model(settings.teacher_price_model).prices
     ids = dev_candidates(opts)
     env = make_env(opts.env)
-    builder = PromptBuilder(action_format=cast(ActionFormat, env.action_format))
-    builder = builder.with_options(k_episodes=opts.k_episodes or builder.k_episodes,
-                                   window=opts.window or builder.window)
+    builder = plans.student_prompt(opts.env, k_episodes=opts.k_episodes, window=opts.window)
     loop = LoopConfig()  # the loop's retrieval: its history length and k_steps
     calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
     memory = app.memory

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
@@ -31,6 +31,7 @@ from nightowl.agent.budget import DEFAULT_MAX_STEPS, EpisodeBudget
 from nightowl.agent.presets import PRESETS, LadderChoice, Preset, validate_ladder
 from nightowl.agent.tiers import BacktrackPolicy, RepeatPolicy, check_policies
 from nightowl.config import Settings
+from nightowl.distill.prompt import ActionFormat, PromptBuilder
 from nightowl.envs.registry import env_class
 from nightowl.errors import ConfigError
 from nightowl.llm.dtype import KNOWN as KNOWN_DTYPES
@@ -145,6 +146,19 @@ def resolve_student(
     if settings.model(student).backend != IN_PROCESS:
         return StudentChoice(name=student)
     return StudentChoice(name=student, dtype=dtype)
+
+
+def student_prompt(
+    env: str, *, k_episodes: int | None = None, window: int | None = None
+) -> PromptBuilder:
+    """The student's prompt builder for ``env``: its action format, and retrieval advice.
+
+    ``k_episodes`` / ``window`` of None keep the builder's defaults.
+    """
+    builder = PromptBuilder(action_format=cast(ActionFormat, env_class(env).action_format))
+    return builder.with_options(
+        k_episodes=k_episodes or builder.k_episodes, window=window or builder.window
+    )
 
 
 def default_budget_steps(env: str) -> int:

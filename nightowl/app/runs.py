@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,10 +22,9 @@ from nightowl import telemetry as tm
 from nightowl.agent.graph import AgentGraph, EpisodeResult, LoopConfig
 from nightowl.agent.presets import ladder_from
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
-from nightowl.app.plan import RunPlan, RunSpec, as_plan
+from nightowl.app.plan import RunPlan, RunSpec, as_plan, student_prompt
 from nightowl.checkpoints import open_checkpointer
 from nightowl.config import Settings
-from nightowl.distill.prompt import ActionFormat, PromptBuilder
 from nightowl.errors import NightowlError
 from nightowl.llm.machine import scoring_machine
 
@@ -148,12 +147,7 @@ async def run_episodes(
     episode_ledger = ledger if ledger is not None else app.ledger
     sink = progress or ignore
     config = run_config(app, plan)
-    from nightowl.envs.registry import env_class
-
-    builder = PromptBuilder(action_format=cast(ActionFormat, env_class(plan.env).action_format))
-    builder = builder.with_options(
-        k_episodes=plan.k_episodes or builder.k_episodes, window=plan.window or builder.window
-    )
+    builder = student_prompt(plan.env, k_episodes=plan.k_episodes, window=plan.window)
     config["prompt"] = builder.describe()  # what the student saw, recorded with the run
     if plan.run_id and app.ledger.run_exists(plan.run_id):
         run_id = plan.run_id

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from nightowl.errors import ConfigError
 
@@ -45,7 +45,7 @@ Scoring = Literal["sum", "mean", "calibrated", "calibrated-mean"]
 SCORINGS: tuple[str, ...] = ("sum", "mean", "calibrated", "calibrated-mean")
 #: how actions are written: one line (text games) or code (AppWorld: several lines)
 ActionFormat = Literal["line", "code"]
-ACTION_FORMATS: tuple[str, ...] = ("line", "code")
+ACTION_FORMATS: tuple[str, ...] = get_args(ActionFormat)
 #: one-line actions: characters shown, tokens a free-text sample may take
 LINE_ACTION_CHARS = 100
 LINE_SAMPLE_TOKENS = 16

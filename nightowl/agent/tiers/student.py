@@ -27,7 +27,7 @@ from nightowl.agent.tiers.common import (
 from nightowl.config import Prices
 from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import canonical_action, normalize_action, parse_action
-from nightowl.distill.prompt import LINE_SAMPLE_TOKENS, PromptBuilder, continuation
+from nightowl.distill.prompt import PromptBuilder, continuation
 from nightowl.distill.scoring import score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.errors import BackendUnavailableError
@@ -49,10 +49,6 @@ def check_policies(repeats: str, backtrack: str) -> None:
         if value not in known:
             raise ValueError(f"{name} must be one of {', '.join(known)}, not {value!r}")
 
-
-#: generation cap per one-line free-text sample (answers end at a newline; calibration
-#: samples so); code actions take the prompt builder's larger cap
-SAMPLE_MAX_TOKENS = LINE_SAMPLE_TOKENS
 
 class StudentTier(Tier):
     """The frozen student: samples + acceptance rule.
