@@ -21,6 +21,7 @@ from nightowl.memory._records import (
     MemorySettings,
     StepRecord,
     clip,
+    goal_template,
     hist_text,
 )
 from nightowl.memory.embedder import Embedder
@@ -106,9 +107,15 @@ class MemoryCore:
         """The text a goal/observation key embeds."""
         return clip(text, self.settings.max_text_chars)
 
+    def goal_text(self, goal: str) -> str:
+        """The text the goal key embeds (values masked unless ``goal_values="keep"``)."""
+        return self.clip(goal_template(goal) if self.settings.goal_values == "mask" else goal)
+
     def hist_text(self, goal: str, previous_actions: Sequence[str]) -> str:
-        """The goal+history key text."""
+        """The goal+history key text (its goal masked as in `goal_text`)."""
         s = self.settings
+        if s.goal_values == "mask":
+            goal = goal_template(goal)
         return hist_text(goal, previous_actions, s.history_len, s.max_text_chars)
 
     # --- indexes ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ writer, the verifier and the query side must build them the same way).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +79,13 @@ class MemorySettings(BaseModel):
         default=4096, ge=0, description="query texts whose vectors are kept (LRU)"
     )
     use_gpu: bool | Literal["auto"] = "auto"
+    goal_values: Literal["mask", "keep"] = Field(
+        default="mask",
+        description="'mask': the goal enters the goal and goal+history keys with its quoted "
+        "values and numbers replaced by placeholders, so that tasks of one template (send "
+        "$25 to 'Ann' / $40 to 'Bo') find each other rather than tasks that share a value; "
+        "'keep': the goal as written",
+    )
 
 
 class StepRecord(BaseModel):
@@ -229,6 +237,20 @@ def vec_bytes(v: np.ndarray) -> bytes:
 
 
 # --- key texts -------------------------------------------------------------------------
+#: a quoted value: quotes not inside a word (so "That's it" is no quote)
+_QUOTED = re.compile(r"""(?<!\w)(['"])[^'"\n]+?\1(?!\w)""")
+_NUMBER = re.compile(r"(?<![\w.])[$€£]?\d+(?:[.,]\d+)*(?![\w])")
+
+
+def goal_template(goal: str) -> str:
+    """``goal`` with its quoted values and numbers masked: the task's template.
+
+    >>> goal_template("Send $25 to 'Ann Lee' for 'pizza'; that's it.")
+    "Send N to '…' for '…'; that's it."
+    """
+    return _NUMBER.sub("N", _QUOTED.sub(lambda m: f"{m.group(1)}…{m.group(1)}", goal))
+
+
 def clip(text: str, max_chars: int) -> str:
     """The text a key embeds: stripped and cut to ``max_chars``."""
     return (text or "").strip()[:max_chars]

@@ -93,7 +93,7 @@ def reembed_stale(core: MemoryCore, *, force: bool = False) -> int:
     bad_demos = [
         d
         for d in demos
-        if force or d.embed_model != model or d[4] != size or d.goal_sha != sha1(core.clip(d.goal))
+        if force or d.embed_model != model or d[4] != size or d.goal_sha != sha1(core.goal_text(d.goal))
     ]
     bad_steps: list[Any] = []
     for row in steps:
@@ -114,7 +114,7 @@ def reembed_stale(core: MemoryCore, *, force: bool = False) -> int:
         len(bad_demos),
         len(bad_steps),
     )
-    goal_texts = [core.clip(d.goal) for d in bad_demos]
+    goal_texts = [core.goal_text(d.goal) for d in bad_demos]
     goal_vecs = embed_texts(core, goal_texts)
     obs_texts = [core.clip(r.observation) for r in bad_steps]
     hist_texts = [

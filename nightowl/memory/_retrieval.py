@@ -79,7 +79,7 @@ class Retriever:
     ) -> np.ndarray:
         """The three query vectors (goal, observation, goal+history) as rows."""
         c = self.core
-        texts = [c.clip(goal), c.clip(observation), c.hist_text(goal, history_actions(history))]
+        texts = [c.goal_text(goal), c.clip(observation), c.hist_text(goal, history_actions(history))]
         return self.embed_texts(texts)
 
     # --- retrieval ------------------------------------------------------------------------
@@ -184,7 +184,11 @@ class Retriever:
     def search(self, key: Key, text: str, k: int = 5) -> list[tuple[int, float]]:
         """Raw top-k (id, score) in one index (demo ids for "goal", step ids otherwise)."""
         c = self.core
-        q = self.embed_texts([c.hist_text(text, []) if key == "hist" else c.clip(text)])
+        if key == "hist":
+            query = c.hist_text(text, [])
+        else:
+            query = c.goal_text(text) if key == "goal" else c.clip(text)
+        q = self.embed_texts([query])
         scores, ids = c.indexes[key].search(q, k)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 

@@ -169,7 +169,7 @@ class DemoWriter:
             obs_texts = [c.clip(st.observation) for st in recs]
             hist_texts = [c.hist_text(d.goal, [a for i, a in actions if i < st.idx]) for st in recs]
             plans.append((len(texts), obs_texts, hist_texts))
-            texts.extend([c.clip(d.goal), *obs_texts, *hist_texts])
+            texts.extend([c.goal_text(d.goal), *obs_texts, *hist_texts])
         vecs = embed_texts(c, texts)
         out: list[_Prepared] = []
         for (d, recs), (start, obs_texts, hist_texts) in zip(items, plans, strict=True):
@@ -186,7 +186,7 @@ class DemoWriter:
                         "source": d.source,
                         "n_steps": n,
                         "embed_model": c.embedder.model_name,
-                        "goal_sha": sha1(c.clip(d.goal)),
+                        "goal_sha": sha1(c.goal_text(d.goal)),
                         "goal_vec": vec_bytes(vecs[start]),
                     },
                     goal_vec=vecs[start],

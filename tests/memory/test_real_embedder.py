@@ -66,3 +66,47 @@ def test_cooking_demo_for_cooking_goal_not_coin(sqlite_db, tmp_path, minilm):
     assert wins[0].task_id == "coin-1"
     wins = mem.retrieve("open the locked box with a key", "You see a key and a box.", k_episodes=1)
     assert wins[0].task_id == "key-1"
+
+
+#: two AppWorld templates whose variants share a value ('Standup notes')
+_TEMPLATED = {
+    "note-append/0": "In my Simple Note 'Groceries', add the line 'butter' at the end.",
+    "note-append/1": "In my Simple Note 'Trip ideas', add the line 'Oslo' at the end.",
+    "note-rename/0": "Change the title of my Simple Note 'Standup notes' to 'Daily standup'; "
+    "keep its content as it is.",
+    "spotify-like/0": "On Spotify, give the song 'Neon Rain' a like.",
+    "spotify-remove/0": "Take the song 'Sea Glass' out of my Spotify playlist 'Chill'.",
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "masked", "kept"),
+    [
+        (
+            "In my Simple Note 'Standup notes', add the line 'fix the flaky test' at the end.",
+            "note-append",
+            "note-rename",
+        ),
+        ("On Spotify, give the song 'Sea Glass' a like.", "spotify-like", "spotify-remove"),
+    ],
+)
+def test_masked_goal_values_find_the_same_template(
+    minilm, make_mem, add_demo, query, masked, kept
+):
+    """A shared quoted value pulls the kept goal to another template; masked, it does not.
+
+    Switching ``goal_values`` on a filled memory re-embeds its goals at open.
+    """
+    pairs = [("Task started.", "apis.supervisor.complete_task()")]
+    mem = make_mem(embedder=minilm)  # the default: mask
+    for tid, goal in _TEMPLATED.items():
+        add_demo(mem, tid, goal, pairs)
+    for values, want in (("mask", masked), ("keep", kept), ("mask", masked)):
+        if values != mem.settings.goal_values:
+            mem.close()
+            mem = make_mem(embedder=minilm, goal_values=values)
+            assert mem.last_open_report["goal"].startswith("rebuilt")
+        top = mem.retrieve(query, "Task started.", k_episodes=1)[0]
+        assert top.task_id.split("/")[0] == want, (values, top.task_id)
+        assert top.goal == _TEMPLATED[top.task_id]  # shown as written
+    mem.close()
