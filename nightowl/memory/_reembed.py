@@ -93,7 +93,10 @@ def reembed_stale(core: MemoryCore, *, force: bool = False) -> int:
     bad_demos = [
         d
         for d in demos
-        if force or d.embed_model != model or d[4] != size or d.goal_sha != sha1(core.goal_text(d.goal))
+        if force
+        or d.embed_model != model
+        or d[4] != size
+        or d.goal_sha != sha1(core.goal_text(d.goal))
     ]
     bad_steps: list[Any] = []
     for row in steps:

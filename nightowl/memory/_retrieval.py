@@ -79,7 +79,11 @@ class Retriever:
     ) -> np.ndarray:
         """The three query vectors (goal, observation, goal+history) as rows."""
         c = self.core
-        texts = [c.goal_text(goal), c.clip(observation), c.hist_text(goal, history_actions(history))]
+        texts = [
+            c.goal_text(goal),
+            c.clip(observation),
+            c.hist_text(goal, history_actions(history)),
+        ]
         return self.embed_texts(texts)
 
     # --- retrieval ------------------------------------------------------------------------
