@@ -27,7 +27,19 @@ ProbeKind = Literal["none", "prometheus", "nvidia-smi"]
 ENV_PREFIX = "NIGHTOWL_SLEEP__"
 
 
-class GeneratorConfig(BaseModel):
+class _GeneratorFields(BaseModel):
+    """The fields of a generator config, written once for `GeneratorConfig` and `SleepConfig`."""
+
+    model: str = Field("smollm2", description="registry name of the model that thinks ahead")
+    max_rounds: int = Field(3, ge=1, le=50)
+    round_max_tokens: int = Field(256, ge=8)
+    token_budget: int = Field(2048, ge=8, description="completion tokens over all rounds")
+    drafts: int = Field(1, ge=1, le=16, description="parallel first drafts, merged when > 1")
+    temperature: float = Field(0.0, ge=0.0)
+    seed: int | None = 0
+
+
+class GeneratorConfig(_GeneratorFields):
     """What determines a learned context besides the context itself.
 
     Its hash is part of the idempotency key: two jobs with the same context content
@@ -36,33 +48,18 @@ class GeneratorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = "smollm2"
-    max_rounds: int = Field(3, ge=1, le=50)
-    round_max_tokens: int = Field(256, ge=8)
-    token_budget: int = Field(2048, ge=8, description="completion tokens over all rounds")
-    drafts: int = Field(1, ge=1, le=16, description="parallel first drafts, merged when > 1")
-    temperature: float = Field(0.0, ge=0.0)
-    seed: int | None = 0
-
     def config_hash(self) -> str:
         """Stable sha256 of the canonical JSON of this config."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class SleepConfig(BaseModel):
+class SleepConfig(_GeneratorFields):
     """Sleep-time and worker settings (``Settings.sleep``; env ``NIGHTOWL_SLEEP__<FIELD>``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("smollm2", description="registry name of the model that thinks ahead")
     answer_model: str | None = Field(None, description="model answering queries (default: model)")
-    max_rounds: int = Field(3, ge=1, le=50)
-    round_max_tokens: int = Field(256, ge=8)
-    token_budget: int = Field(2048, ge=8)
-    drafts: int = Field(1, ge=1, le=16)
-    temperature: float = Field(0.0, ge=0.0)
-    seed: int | None = 0
     refresh_after_changes: int = Field(
         3, ge=1, description="refresh a stale c' once the context changed this many times"
     )
@@ -101,15 +98,7 @@ class SleepConfig(BaseModel):
 
     def generator(self, **overrides: object) -> GeneratorConfig:
         """The generator config these settings describe (with overrides)."""
-        fields = {
-            "model": self.model,
-            "max_rounds": self.max_rounds,
-            "round_max_tokens": self.round_max_tokens,
-            "token_budget": self.token_budget,
-            "drafts": self.drafts,
-            "temperature": self.temperature,
-            "seed": self.seed,
-        }
+        fields = self.model_dump(include=set(_GeneratorFields.model_fields))
         fields.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return GeneratorConfig(**fields)  # type: ignore[arg-type]
