@@ -32,6 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nightowl.config_memory import MemorySettings
 from nightowl.config_sleep import SleepConfig
 from nightowl.errors import ConfigError, UnknownNameError
 
@@ -249,6 +250,9 @@ class Settings(BaseSettings):
     )
     sleep: SleepConfig = Field(
         default_factory=SleepConfig, description="sleep-time compute and its workers"
+    )
+    memory: MemorySettings = Field(
+        default_factory=MemorySettings, description="the built-in demo memory's knobs"
     )
     demo_store: str | None = Field(
         None, description="'module:factory' building the root's DemoStore from (db, embedder, "

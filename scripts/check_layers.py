@@ -48,7 +48,7 @@ from pathlib import Path
 # Lowest layer first. A package may import only from layers below its own.
 LAYERS: list[set[str]] = [
     {"errors", "sandbox"},
-    {"config_sleep"},
+    {"config_sleep", "config_memory"},
     {"config", "db", "plugins"},
     {"storage", "checkpoints_sqlite", "llm", "envs", "telemetry"},
     {"checkpoints"},

@@ -174,3 +174,25 @@ def test_root_sleep_service_takes_the_roots_settings(tmp_path: Path) -> None:
         assert (svc.sleep.model, svc.sleep.lease_s) == ("thinker", 7)
         assert svc.sleep.generator().max_rounds == 2
         assert svc.db is no.db and svc.ledger is no.ledger
+
+
+def test_root_memory_takes_the_memory_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``NIGHTOWL_MEMORY__*`` and a ``[memory]`` table reach the root's DemoMemory."""
+    monkeypatch.setenv("NIGHTOWL_MEMORY__GOAL_VALUES", "keep")
+    monkeypatch.setenv("NIGHTOWL_THREADS", "2")
+    settings = load_settings(home=tmp_path, embedder="hashing-fake")
+    with Nightowl.open(settings) as no:
+        assert no.memory.settings.goal_values == "keep"
+        assert no.memory.settings.threads == 2  # unset: follows the top-level threads
+    monkeypatch.delenv("NIGHTOWL_MEMORY__GOAL_VALUES")
+    (tmp_path / "nightowl.toml").write_text("[memory]\nw_hist = 0.25\nthreads = 1\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(home=tmp_path, embedder="hashing-fake")
+    with Nightowl.open(settings) as no:
+        mem = no.memory.settings
+        assert (mem.goal_values, mem.w_hist, mem.threads) == ("mask", 0.25, 1)
+    monkeypatch.setenv("NIGHTOWL_MEMORY__W_OBS", "-1")
+    with pytest.raises(ConfigError, match=r"memory\.w_obs \(NIGHTOWL_MEMORY__W_OBS\)"):
+        load_settings(home=tmp_path)
