@@ -81,6 +81,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hist4": {"valid_actions_in": "none", "history": 4},
     # plain with up to 4 demo windows (default 2)
     "demos4": {"valid_actions_in": "none", "max_demos": 4},
+    # hist4, and the 12 actions before those 4 steps listed in one line
+    "log12": {"valid_actions_in": "none", "history": 4, "earlier_actions": 12},
 }
 SCORINGS = ("sum", "mean", "calibrated", "calibrated-mean")
 #: margin thresholds whose acceptance coverage/precision is reported

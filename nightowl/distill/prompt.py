@@ -195,6 +195,9 @@ class PromptBuilder:
             The environment says which (`Environment.action_format`).
         code_chars: characters of a code action shown in demos and history.
         code_sample_tokens: the generation cap of a sampled code action.
+        earlier_actions: the last this-many actions before the history steps, listed in
+            one line ("Earlier actions: go to desk 1; open drawer 2"), so the prompt
+            keeps track of a long search without growing by whole steps (0: none).
     """
 
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -213,6 +216,7 @@ class PromptBuilder:
     action_format: ActionFormat = "line"
     code_chars: int = 600
     code_sample_tokens: int = 128
+    earlier_actions: int = 0
 
     def __post_init__(self) -> None:
         if self.valid_actions_in not in ("none", "current", "both"):
@@ -269,6 +273,7 @@ class PromptBuilder:
             "k_episodes": self.k_episodes,
             "window": self.window,
             "action_format": self.action_format,
+            "earlier_actions": self.earlier_actions,
         }
 
     def with_options(self, **changes: Any) -> PromptBuilder:
@@ -322,6 +327,10 @@ class PromptBuilder:
             parts.append(demo_text)
         cur = [f"Goal: {squash(goal, 300)}"]
         hist = list(history)[-self.history :] if self.history > 0 else []
+        earlier = list(history)[: len(history) - len(hist)][-self.earlier_actions :]
+        if self.earlier_actions > 0 and earlier:
+            line = "; ".join(squash(a, LINE_ACTION_CHARS) for _, a in earlier)
+            cur.append(f"Earlier actions: {line}")
         for obs, act in hist:
             cur.append(f"Observation: {squash(obs, self.history_obs_chars)}")
             cur.append(f"Action: {self.action_text(act)}")
