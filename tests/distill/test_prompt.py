@@ -120,3 +120,16 @@ def test_duck_typed_windows():
     assert v.first_idx == 4 and v.steps[1].action == "a5"
     v2 = as_demo_view({"goal": "G", "task_id": "t", "steps": [{"obs": "x", "action": "y"}]})
     assert v2.steps[0].observation == "x"
+
+
+def test_earlier_actions_list_what_the_history_steps_leave_out():
+    hist = [(f"obs {i}", f"go to desk {i}") for i in range(7)]
+    b = PromptBuilder(history=2, earlier_actions=3)
+    p = b.build(goal="find a pen", observation="now", history=hist)
+    assert "Earlier actions: go to desk 2; go to desk 3; go to desk 4\n" in p
+    order = [p.index(s) for s in ("Earlier actions", "Observation: obs 5", "Action: go to desk 6")]
+    assert order == sorted(order)
+    # nothing left out, or the option off: no line
+    assert "Earlier" not in b.build(goal="g", observation="o", history=hist[:2])
+    assert "Earlier" not in PromptBuilder(history=2).build(goal="g", observation="o", history=hist)
+    assert b.describe()["earlier_actions"] == 3
