@@ -253,11 +253,6 @@ class PromptBuilder:
             return code_text(action, self.code_chars)
         return squash(action, LINE_ACTION_CHARS)
 
-    @property
-    def list_valid_actions(self) -> bool:
-        """Whether the current step lists its valid actions (old name, read-only)."""
-        return self.valid_actions_in != "none"
-
     def describe(self) -> dict[str, Any]:
         """The prompt and scoring configuration, for run metadata."""
         return {

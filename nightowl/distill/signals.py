@@ -144,11 +144,3 @@ def analogous_action(
             return top[0]
         return None
     return None
-
-
-def agrees(action: str | None, hint: DemoHint | str | None) -> bool:
-    """Whether ``action`` is the demo's (mapped) action."""
-    if action is None or hint is None:
-        return False
-    other = hint.action if isinstance(hint, DemoHint) else hint
-    return other is not None and normalize_action(other) == normalize_action(action)

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from nightowl.distill.scoring import action_continuations, rank_scores, score_actions
-from nightowl.distill.signals import agrees, analogous_action, demo_hint, jaccard
+from nightowl.distill.signals import analogous_action, demo_hint, jaccard
 from nightowl.llm.base import ScoredContinuations, Usage
 from nightowl.memory.store import DemoWindow, StepRecord
 
@@ -68,7 +68,6 @@ def test_demo_hint_takes_the_best_hit_and_maps_by_analogy():
     h = demo_hint([w2, w1], obs, valid)
     assert h is not None and h.demo_action == "touch pineapple"
     assert h.action == "touch cucumber" and h.how == "analogy"
-    assert agrees("Touch cucumber.", h) and not agrees("eat banana", h)
     # an exact valid action maps as is; no demos -> no hint
     h2 = demo_hint([w2], "a hallway", ["move north", "move south"])
     assert h2 is not None and h2.action == "move north" and h2.how == "exact"
