@@ -209,16 +209,6 @@ class VectorIndex:
         with self._lock:
             return self._index.reconstruct_batch(arr)
 
-    def search_subset(
-        self, queries: np.ndarray, ids: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k among ``ids`` only (scores from reconstructed vectors)."""
-        vecs = self.reconstruct_batch(ids)
-        q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        scores = q @ vecs.T
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores, order, 1), np.asarray(ids)[order]
-
     # --- persistence --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise (CPU form)."""

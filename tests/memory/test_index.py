@@ -38,14 +38,6 @@ def test_switch_to_hnsw_keeps_everything():
     assert idx.remove([1]) is False  # HNSW cannot delete
 
 
-def test_search_subset_is_exact():
-    idx = VectorIndex(16)
-    v = _vecs(30)
-    idx.add(np.arange(30), v)
-    scores, ids = idx.search_subset(v[5:6], np.array([1, 2, 5, 9]), 2)
-    assert ids[0, 0] == 5 and ids.shape == (1, 2)
-
-
 def test_save_load_and_corruption(tmp_path):
     idx = VectorIndex(16)
     idx.add(np.arange(5), _vecs(5))
