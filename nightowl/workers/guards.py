@@ -6,10 +6,11 @@
 - `confined` resolves a path named in a message inside the configured data home
   (``Settings.home``); anything outside it (absolute elsewhere, ``..``, a symlink out)
   is a malformed message.
-- `time_limits` gives the soft and hard time limits every task runs under
-  (``NIGHTOWL_SLEEP__TASK_SOFT_TIME_LIMIT_S`` / ``..._TASK_TIME_LIMIT_S``): at the soft
-  limit the task gets `SoftTimeLimitExceeded` and can clean up; at the hard limit the
-  pool kills its process and the message is acknowledged as failed (not redelivered).
+- every task runs under the soft and hard time limits the Celery app sets
+  (`nightowl.workers.queue`, from ``NIGHTOWL_SLEEP__TASK_SOFT_TIME_LIMIT_S`` /
+  ``..._TASK_TIME_LIMIT_S``): at the soft limit the task gets `SoftTimeLimitExceeded`
+  and can clean up; at the hard limit the pool kills its process and the message is
+  acknowledged as failed (not redelivered).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from typing import Any, TypeVar
 
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
-
-from nightowl.config_sleep import SleepConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +72,3 @@ def plain_name(name: str, task: str) -> str:
         log.error("rejected: %s", reason)
         raise MalformedMessage(reason)
     return name
-
-
-def time_limits(sleep: SleepConfig) -> dict[str, float]:
-    """Celery's ``task_soft_time_limit`` / ``task_time_limit`` from the settings."""
-    return {
-        "task_soft_time_limit": sleep.task_soft_time_limit_s,
-        "task_time_limit": sleep.task_time_limit_s,
-    }
