@@ -10,7 +10,7 @@ which is what budget-aware search uses as ``r``.
 
 The class is small and serialisable (`to_dict`/`from_dict`) so the agent loop can keep it
 in checkpointed graph state. Other subsystems (BAVT) may add resources freely: any name
-is accepted; the well-known ones are listed in `RESOURCES`.
+is accepted; the well-known ones are the constants below.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ TOKENS = "tokens"
 TOOL_CALLS = "tool_calls"
 #: wall seconds an episode's steps took (charged by the agent loop, up to the limit)
 WALL_S = "wall_s"
-RESOURCES: tuple[str, ...] = (STEPS, COST_USD, TEACHER_CALLS, TOKENS, TOOL_CALLS, WALL_S)
 
 #: tolerance for float resources (cost) so that rounding never trips a limit
 _EPS = 1e-12

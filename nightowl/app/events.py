@@ -81,7 +81,3 @@ class Recorder:
     def __call__(self, event: Event) -> None:
         """Keep ``event``."""
         self.events.append(event)
-
-    def messages(self) -> list[str]:
-        """The texts of the `Message` events, in order."""
-        return [e.text for e in self.events if isinstance(e, Message)]

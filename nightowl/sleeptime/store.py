@@ -24,7 +24,6 @@ from nightowl.db import session_scope
 from nightowl.errors import UnknownNameError, UserError
 from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, utcnow
 
-ContextKind = Literal["document", "conversation", "environment"]
 CONTEXT_KINDS: tuple[str, ...] = ("document", "conversation", "environment")
 LearnedStatus = Literal["fresh", "stale", "missing"]
 
