@@ -129,6 +129,17 @@ def as_step_records(steps: Iterable[Any]) -> list[StepRecord]:
     return out
 
 
+def checked_demos(demos: Sequence[EpisodeDemo]) -> list[tuple[EpisodeDemo, list[StepRecord]]]:
+    """Each demo with its steps ordered by idx; ValueError: a repeated idx or episode."""
+    items = [(d, sorted(d.steps, key=lambda st: st.idx)) for d in demos]
+    for d, recs in items:
+        if len({st.idx for st in recs}) != len(recs):
+            raise ValueError(f"steps of episode {d.episode_id!r} repeat an idx")
+    if len({d.episode_id for d, _ in items}) != len(items):
+        raise ValueError("an episode appears twice")
+    return items
+
+
 def step_record(row: Any) -> StepRecord:
     """A `StepRecord` from a ``steps`` row (ORM object or Core row: same attribute names).
 

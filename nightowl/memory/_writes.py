@@ -22,6 +22,7 @@ from nightowl.memory._records import (
     DemoEntry,
     EpisodeDemo,
     StepRecord,
+    checked_demos,
     sha1,
     vec_bytes,
 )
@@ -81,16 +82,9 @@ class DemoWriter:
     # --- demos ------------------------------------------------------------------------
     def add_episodes(self, demos: Sequence[EpisodeDemo]) -> list[int]:
         """Store episodes as demos: one read, one embedding batch, one transaction."""
-        items: list[tuple[EpisodeDemo, list[StepRecord]]] = []
-        for d in demos:
-            recs = sorted(d.steps, key=lambda st: st.idx)
-            if len({st.idx for st in recs}) != len(recs):
-                raise ValueError(f"steps of episode {d.episode_id!r} repeat an idx")
-            items.append((d, recs))
+        items = checked_demos(demos)
         if not items:
             return []
-        if len({d.episode_id for d, _ in items}) != len(items):
-            raise ValueError("an episode appears twice")
         prepared = self._prepare(items)
         c = self.core
         with c.lock:
