@@ -8,7 +8,7 @@ from nightowl.chat._keys import ApiKey, KeyStore
 from nightowl.chat.agreement import Agreement, extract_answer, measure_agreement
 from nightowl.chat.assistant import Assistant, AssistantConfig, ChatReply, ChatStream
 from nightowl.chat.cascade import ChatCascade, DevPoint, TauChoice, calibrate_tau, evaluate_tau
-from nightowl.chat.demos import ChatDemo, ChatDemoStore
+from nightowl.chat.demos import ChatDemos, TenantDemoStore
 from nightowl.chat.threads import ThreadStore
 
 __all__ = [
@@ -17,13 +17,13 @@ __all__ = [
     "Assistant",
     "AssistantConfig",
     "ChatCascade",
-    "ChatDemo",
-    "ChatDemoStore",
+    "ChatDemos",
     "ChatReply",
     "ChatStream",
     "DevPoint",
     "KeyStore",
     "TauChoice",
+    "TenantDemoStore",
     "ThreadStore",
     "calibrate_tau",
     "evaluate_tau",

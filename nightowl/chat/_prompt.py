@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from nightowl.chat.demos import ChatDemo
 from nightowl.chat.threads import LearnedThreadContext
 from nightowl.errors import UserError
 from nightowl.llm.base import ChatMessage
+from nightowl.memory import DemoWindow
 
 DEFAULT_SYSTEM = (
     "You are a helpful assistant. Answer the user's last message. When the question has "
@@ -32,7 +32,7 @@ def build_messages(
     *,
     system: str = DEFAULT_SYSTEM,
     client_system: str = "",
-    demos: Sequence[ChatDemo] = (),
+    demos: Sequence[DemoWindow] = (),
     learned: LearnedThreadContext | None = None,
     count_tokens: Callable[[str], int] | None = None,
     max_prompt_tokens: int | None = None,
@@ -41,9 +41,10 @@ def build_messages(
     parts = [client_system.strip() or system]
     if demos:
         shots = []
-        for d in demos:
-            ctx = f"Context: {d.context[-DEMO_CONTEXT_CHARS:]}\n" if d.context else ""
-            shots.append(f"{ctx}Q: {d.question}\nA: {d.reply}")
+        for d in demos:  # a chat demo: goal = question, step 0 = (context, reply)
+            context, reply = d.steps[0].observation, d.steps[0].action
+            ctx = f"Context: {context[-DEMO_CONTEXT_CHARS:]}\n" if context else ""
+            shots.append(f"{ctx}Q: {d.goal}\nA: {reply}")
         parts.append("Worked examples of similar questions:\n\n" + "\n\n".join(shots))
     recent = list(history)
     if learned is not None and learned.revision < len(history):

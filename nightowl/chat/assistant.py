@@ -38,7 +38,7 @@ from nightowl.chat.cascade import (
     Teacher,
     Tier,
 )
-from nightowl.chat.demos import ChatDemoStore
+from nightowl.chat.demos import ChatDemos
 from nightowl.chat.sleep import RethinkQueue, ThreadSleeper
 from nightowl.chat.threads import ThreadStore
 from nightowl.config import Settings
@@ -162,7 +162,11 @@ class Assistant:
         )
         self.threads = ThreadStore(db)
         self.keys = KeyStore(db)
-        self.demos = ChatDemoStore(db, embedder) if (embedder and config.demos) else None
+        self.demos = (
+            ChatDemos(db, embedder, ledger, min_score=config.demo_min_score)
+            if (embedder and config.demos)
+            else None
+        )
         # With a queue (a broker is configured) idle threads become Celery jobs;
         # without one the sleep loop rethinks them here.
         sleep_model = self.student.with_role("sleep")
@@ -278,14 +282,12 @@ class Assistant:
         else:
             history = [m for m in incoming if m.role != "system"]
         question = history[-1].content
+        context = "\n".join(f"{m.role}: {m.content}" for m in history[:-1])
         demos = []
         if self.demos is not None and self.config.k_demos:
+            store = self.demos.for_tenant(tenant)
             demos = await asyncio.to_thread(
-                self.demos.nearest,
-                tenant,
-                question,
-                k=self.config.k_demos,
-                min_score=self.config.demo_min_score,
+                store.retrieve, question, context, k_episodes=self.config.k_demos
             )
         prompt = build_messages(
             history,
@@ -317,8 +319,9 @@ class Assistant:
         if key is not None:
             await asyncio.to_thread(self.keys.add_spend, key.id, outcome.cost_usd)
         if self.demos is not None and reply.tier != "student" and reply.text.strip():
-            context = "\n".join(f"{m.role}: {m.content}" for m in history[:-1])
-            await asyncio.to_thread(self.demos.add, tenant, question, reply.text, context=context)
+            await asyncio.to_thread(
+                self.demos.keep, tenant, question, reply.text, context=context, task_id=thread or ""
+            )
         return ChatReply(
             text=reply.text,
             tier=reply.tier,

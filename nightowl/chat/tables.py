@@ -103,6 +103,8 @@ class ChatDemoRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant: Mapped[str] = mapped_column(String(200), index=True)
+    #: the demo's one-step ledger episode (migration 0006; None in rows from before it)
+    episode_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     question: Mapped[str] = mapped_column(Text)
     context: Mapped[str] = mapped_column(Text, default="")
     reply: Mapped[str] = mapped_column(Text)

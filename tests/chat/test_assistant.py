@@ -56,7 +56,8 @@ async def test_escalates_and_keeps_demo_for_the_tenant_only(make_assistant) -> N
     globex_prompt = student.calls[-1].messages[0].content
     assert "Teacher: the answer is 42" not in globex_prompt
     assert "Worked examples" not in globex_prompt
-    assert a.demos is not None and a.demos.count("globex") == 1 and a.demos.count("acme") == 2
+    assert a.demos is not None and a.demos.for_tenant("globex").count() == 1
+    assert a.demos.for_tenant("acme").count() == 2
 
 
 async def test_thread_keeps_history_across_assistants(make_assistant) -> None:  # type: ignore[no-untyped-def]

@@ -67,6 +67,14 @@ class Harness:
     new_episode: Callable[[str], str]  # task id -> a fresh episode id of ``run_id``
     run_id: str
     new_run: Callable[[], str]
+    #: False: every window holds one step (a chat demo's), whatever ``window``/``k_steps``
+    multi_step_windows: bool = True
+
+
+def needs_multi_step_windows(h: Harness) -> None:
+    """Skip a test of windows of several steps for a store that keeps one step per demo."""
+    if not h.multi_step_windows:
+        pytest.skip("this store's demos are one step each (no windows of several steps)")
 
 
 def steps_of(pairs: list[tuple[str, str]]) -> list[StepRecord]:
@@ -94,6 +102,30 @@ def _demo_memory(db: Any, tmp_path: Path) -> Harness:
     return Harness(store=store, new_episode=new_episode, run_id=run, new_run=new_run)
 
 
+def _chat_tenant(db: Any) -> Harness:
+    """One tenant's chat demos; another tenant's demo is stored too (never returned)."""
+    from nightowl.chat import TenantDemoStore
+
+    ledger = Ledger(db)
+    run = ledger.start_run("conformance", "chat", {})
+    other = TenantDemoStore(db, HashingEmbedder(), "globex", min_score=-1.0)
+    other.add_episode(ledger.start_episode(run, "cook-9", "chat"), COOK[0], steps_of(COOK[1]))
+    store = TenantDemoStore(db, HashingEmbedder(), "acme", min_score=-1.0)
+    current = {"run": ledger.start_run("conformance-1", "chat", {})}
+
+    def new_run() -> str:
+        current["run"] = ledger.start_run("conformance-2", "chat", {})
+        return current["run"]
+
+    return Harness(
+        store=store,
+        new_episode=lambda task_id: ledger.start_episode(current["run"], task_id, "chat"),
+        run_id=current["run"],
+        new_run=new_run,
+        multi_step_windows=False,
+    )
+
+
 def _postgres_db(request: pytest.FixtureRequest) -> Any:
     from nightowl.storage import open_db
 
@@ -108,8 +140,15 @@ STORES: dict[str, Callable[[pytest.FixtureRequest, Path], Harness]] = {
     "demo-memory-postgresql": lambda request, tmp_path: _demo_memory(
         _postgres_db(request), tmp_path
     ),
+    "chat-tenant-sqlite": lambda request, tmp_path: _chat_tenant(
+        request.getfixturevalue("sqlite_db")
+    ),
+    "chat-tenant-postgresql": lambda request, tmp_path: _chat_tenant(_postgres_db(request)),
 }
-_MARKS = {"demo-memory-postgresql": [pytest.mark.postgres]}
+_MARKS = {
+    "demo-memory-postgresql": [pytest.mark.postgres],
+    "chat-tenant-postgresql": [pytest.mark.postgres],
+}
 
 
 @pytest.fixture(
@@ -145,6 +184,7 @@ def test_empty_store_returns_no_windows(h: Harness) -> None:
 
 
 def test_best_episode_and_step_come_first(filled: Harness) -> None:
+    needs_multi_step_windows(filled)
     obs = COOK[1][1][0]
     wins = filled.store.retrieve(COOK[0], obs, k_episodes=1, k_steps=1, window=1)
     assert len(wins) == 1
@@ -157,6 +197,7 @@ def test_best_episode_and_step_come_first(filled: Harness) -> None:
 
 
 def test_bounds_order_and_clipping(filled: Harness) -> None:
+    needs_multi_step_windows(filled)
     store = filled.store
     wins = store.retrieve(COOK[0], COOK[1][3][0], k_episodes=3, k_steps=1, window=0)
     assert wins[0].task_id == "cook-1"
@@ -230,6 +271,7 @@ def test_recorded_steps_are_not_demos_until_added(h: Harness) -> None:
 
 
 def test_readding_replaces_the_demo(h: Harness) -> None:
+    needs_multi_step_windows(h)
     ep = add(h, "coin-1", COIN)
     first = h.store.retrieve(COIN[0], COIN[1][0][0], k_episodes=5)
     assert [w.episode_id for w in first] == [ep]
