@@ -282,9 +282,9 @@ class Assistant:
         else:
             history = [m for m in incoming if m.role != "system"]
         question = history[-1].content
-        context = (
-            "\n".join(f"{m.role}: {m.content}" for m in history[:-1]) if self.demos is not None else ""
-        )
+        context = ""
+        if self.demos is not None:  # the conversation before the question, for demos
+            context = "\n".join(f"{m.role}: {m.content}" for m in history[:-1])
         demos = []
         if self.demos is not None and self.config.k_demos:
             store = self.demos.for_tenant(tenant)
