@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli._fit import fit
+from nightowl.cli._options import DbOption
 
 if TYPE_CHECKING:
     from nightowl.app import Nightowl
@@ -20,15 +21,6 @@ ledger_app = typer.Typer(
 )
 db_app = typer.Typer(help="The SQL database: migrations.", no_args_is_help=True)
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="SQLAlchemy database URL (default: NIGHTOWL_DATABASE_URL, nightowl.toml, "
-        "or SQLite in the data home: nightowl info)",
-        show_default=False,
-    ),
-]
 
 
 def _open(url: str | None, *, migrate: bool = True) -> Nightowl:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from nightowl.agent.acceptance import rule_syntax
 from nightowl.agent.budget import DEFAULT_MAX_STEPS
 from nightowl.agent.presets import ladder_syntax
+
+#: the database of a command that opens one (``--db``)
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="SQLAlchemy database URL (default: NIGHTOWL_DATABASE_URL, nightowl.toml, "
+        "or SQLite in the data home: nightowl info)",
+        show_default=False,
+    ),
+]
 
 ENV = typer.Option(..., help="environment name (nightowl envs list)")
 GAME = typer.Option("", help="only this game inside the environment ('' = all)")
