@@ -107,16 +107,18 @@ class MemoryCore:
         """The text a goal/observation key embeds."""
         return clip(text, self.settings.max_text_chars)
 
+    def goal_key(self, goal: str) -> str:
+        """The goal as the keys see it: its template unless ``goal_values="keep"``."""
+        return goal_template(goal) if self.settings.goal_values == "mask" else goal
+
     def goal_text(self, goal: str) -> str:
-        """The text the goal key embeds (values masked unless ``goal_values="keep"``)."""
-        return self.clip(goal_template(goal) if self.settings.goal_values == "mask" else goal)
+        """The text the goal key embeds."""
+        return self.clip(self.goal_key(goal))
 
     def hist_text(self, goal: str, previous_actions: Sequence[str]) -> str:
-        """The goal+history key text (its goal masked as in `goal_text`)."""
+        """The goal+history key text."""
         s = self.settings
-        if s.goal_values == "mask":
-            goal = goal_template(goal)
-        return hist_text(goal, previous_actions, s.history_len, s.max_text_chars)
+        return hist_text(self.goal_key(goal), previous_actions, s.history_len, s.max_text_chars)
 
     # --- indexes ------------------------------------------------------------------------
     def index_kwargs(self, key: str) -> dict[str, Any]:
