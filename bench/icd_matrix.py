@@ -83,6 +83,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "demos4": {"valid_actions_in": "none", "max_demos": 4},
     # hist4, and the 12 actions before those 4 steps listed in one line
     "log12": {"valid_actions_in": "none", "history": 4, "earlier_actions": 12},
+    # demos shown with the current goal's values (other object, other receptacle)
+    "adapt": {"valid_actions_in": "none", "adapt_values": True},
 }
 SCORINGS = ("sum", "mean", "calibrated", "calibrated-mean")
 #: margin thresholds whose acceptance coverage/precision is reported

@@ -153,9 +153,15 @@ def student_prompt(
 ) -> PromptBuilder:
     """The student's prompt builder for ``env``: its action format, and retrieval advice.
 
+    The environment also says whether demos are shown with the current goal's values.
+
     ``k_episodes`` / ``window`` of None keep the builder's defaults.
     """
-    builder = PromptBuilder(action_format=cast(ActionFormat, env_class(env).action_format))
+    cls = env_class(env)
+    builder = PromptBuilder(
+        action_format=cast(ActionFormat, cls.action_format),
+        adapt_values=bool(getattr(cls, "adapt_demo_values", False)),
+    )
     return builder.with_options(
         k_episodes=k_episodes or builder.k_episodes, window=window or builder.window
     )

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
+from nightowl.distill.demo_values import adapt, value_map
 from nightowl.errors import ConfigError
 
 #: where valid actions are listed: nowhere (scoring enforces them), only in the current
@@ -198,6 +199,11 @@ class PromptBuilder:
         earlier_actions: the last this-many actions before the history steps, listed in
             one line ("Earlier actions: go to desk 1; open drawer 2"), so the prompt
             keeps track of a long search without growing by whole steps (0: none).
+        adapt_values: show each demo whose goal is the current goal with some words
+            replaced with those words replaced in all its text (goal, observations,
+            actions), so the student copies the current goal's values, not the demo's
+            (`nightowl.distill.demo_values`). The environment says whether
+            (`Environment.adapt_demo_values`).
     """
 
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -217,6 +223,7 @@ class PromptBuilder:
     code_chars: int = 600
     code_sample_tokens: int = 128
     earlier_actions: int = 0
+    adapt_values: bool = False
 
     def __post_init__(self) -> None:
         if self.valid_actions_in not in ("none", "current", "both"):
@@ -269,6 +276,7 @@ class PromptBuilder:
             "window": self.window,
             "action_format": self.action_format,
             "earlier_actions": self.earlier_actions,
+            "adapt_values": self.adapt_values,
         }
 
     def with_options(self, **changes: Any) -> PromptBuilder:
@@ -290,19 +298,24 @@ class PromptBuilder:
         more = f" (+{len(acts) - len(shown)} more)" if len(acts) > len(shown) else ""
         return "Valid actions: " + ", ".join(shown) + more
 
-    def demo_block(self, demos: Sequence[Any]) -> str:
-        """The demos, deterministically ordered and bounded."""
+    def demo_block(self, demos: Sequence[Any], goal: str = "") -> str:
+        """The demos, deterministically ordered and bounded.
+
+        With `adapt_values`, each demo's values are replaced by ``goal``'s.
+        """
         views = [as_demo_view(d) for d in demos]
         views = [v for v in views if v.steps][: self.max_demos]
         views.sort(key=lambda v: (v.task_id, v.first_idx, v.goal))
         blocks = []
         for v in views:
-            lines = [f"Goal: {squash(v.goal, 300)}"]
+            pairs = value_map(v.goal, goal) if self.adapt_values and goal else {}
+            lines = [f"Goal: {squash(adapt(v.goal, pairs), 300)}"]
             for s in v.kept(self.max_demo_steps):
-                lines.append(f"Observation: {squash(s.observation, self.demo_obs_chars)}")
+                obs = adapt(s.observation, pairs)
+                lines.append(f"Observation: {squash(obs, self.demo_obs_chars)}")
                 if self.valid_actions_in == "both" and s.valid_actions:
                     lines.append(self._valid_line(s.valid_actions))
-                lines.append(f"Action: {self.action_text(s.action)}")
+                lines.append(f"Action: {self.action_text(adapt(s.action, pairs))}")
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
 
@@ -317,7 +330,7 @@ class PromptBuilder:
     ) -> str:
         """The full prompt, ending in ``Action:`` (the model continues with " <action>")."""
         parts = [self.instructions.strip()]
-        demo_text = self.demo_block(demos)
+        demo_text = self.demo_block(demos, goal)
         if demo_text:
             parts.append(demo_text)
         cur = [f"Goal: {squash(goal, 300)}"]

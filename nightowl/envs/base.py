@@ -87,6 +87,9 @@ class Environment(abc.ABC):
     #: how its actions are written: "line" (a command) or "code" (several lines of
     #: code); the student's prompt shows and samples them that way
     action_format: str = "line"
+    #: whether the student sees a retrieved demo with its goal's values replaced by the
+    #: current goal's (variants of one task: other names, titles, amounts)
+    adapt_demo_values: bool = False
     #: the agent's step budget per episode here when a run names none (None: the one
     #: default, `nightowl.agent.budget.DEFAULT_MAX_STEPS`). Not ``default_max_steps``:
     #: that is a replay adapter's own step limit, where the environment ends an episode.
