@@ -54,14 +54,6 @@ def sqlite_checkpoint_path(settings: Settings) -> Path:
     return settings.home.resolve() / SQLITE_FILE
 
 
-def checkpoint_location(settings: Settings) -> str:
-    """Where checkpoints go, for messages and reports (password hidden)."""
-    url = settings.resolved_database_url
-    if is_postgres(url):
-        return f"postgresql: {make_url(url).render_as_string(hide_password=True)}"
-    return f"sqlite: {sqlite_checkpoint_path(settings)}"
-
-
 @asynccontextmanager
 async def open_checkpointer(
     settings: Settings,
@@ -154,7 +146,6 @@ async def _setup_serialised(saver: Any, conninfo: str, poll_s: float = 0.1) -> N
 
 
 __all__ = [
-    "checkpoint_location",
     "is_postgres",
     "open_checkpointer",
     "postgres_conninfo",

@@ -24,8 +24,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-#: how long a writer waits for another process's lock before failing
-BUSY_TIMEOUT_MS = 30_000
+from nightowl.db import SQLITE_BUSY_TIMEOUT_MS
 
 
 class InlineSqliteSaver(SqliteSaver):
@@ -82,7 +81,7 @@ def open_sqlite_checkpointer(path: Path | str) -> Iterator[InlineSqliteSaver]:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         yield InlineSqliteSaver(conn)
     finally:
         conn.close()

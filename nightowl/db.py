@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+#: how long a writer waits for another process's lock before failing
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -43,11 +44,6 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A sessionmaker bound to ``engine`` (objects stay usable after commit)."""
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager

@@ -37,7 +37,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from nightowl.db import make_engine, session_factory, session_scope
+from nightowl.db import make_engine, session_scope
 from nightowl.errors import ConfigError, StoreError, UserError
 
 if TYPE_CHECKING:
@@ -95,20 +95,13 @@ class Database:
     sessions: sessionmaker[Session] = field(repr=False)
 
     @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"`` (or another SQLAlchemy dialect name)."""
-        return self.engine.dialect.name
-
-    @property
     def is_sqlite(self) -> bool:
         """Whether this is a SQLite database."""
-        return self.dialect == "sqlite"
+        return self.engine.dialect.name == "sqlite"
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> contextlib.AbstractContextManager[Session]:
         """A short transaction: commit on success, roll back on error."""
-        with session_scope(self.sessions) as session:
-            yield session
+        return session_scope(self.sessions)
 
     def write(self, fn: Callable[[Session], T], *, attempts: int = 5) -> T:
         """Run ``fn(session)`` in its own transaction, retrying when the database is busy.
@@ -140,10 +133,8 @@ class Database:
 
     def current_revisions(self) -> tuple[str, ...]:
         """The Alembic revisions the database is at (several when branches exist)."""
-        from alembic.runtime.migration import MigrationContext
-
         with self.engine.connect() as conn:
-            return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+            return _revisions(conn)
 
     def upgrade(self) -> tuple[str, ...]:
         """Migrate to all heads (idempotent); returns the revisions afterwards."""
@@ -200,11 +191,10 @@ def head_revisions() -> tuple[str, ...]:
     return tuple(sorted(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()))
 
 
-def _at_heads(conn: Connection, heads: tuple[str, ...]) -> bool:
+def _revisions(conn: Connection) -> tuple[str, ...]:
     from alembic.runtime.migration import MigrationContext
 
-    current = tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
-    return current == heads
+    return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
 
 
 @contextlib.contextmanager
@@ -228,7 +218,7 @@ def _upgrade_heads(engine: Engine, url: str) -> None:
 
     heads = head_revisions()
     with engine.connect() as conn:
-        if _at_heads(conn, heads):
+        if _revisions(conn) == heads:
             conn.rollback()
             return
         conn.rollback()
@@ -238,7 +228,7 @@ def _upgrade_heads(engine: Engine, url: str) -> None:
         # run each CREATE in autocommit mode).
         with _sqlite_file_lock(url), engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            if not _at_heads(conn, heads):
+            if _revisions(conn) != heads:
                 command.upgrade(alembic_config(url, conn), "heads")
             conn.commit()
         return
@@ -249,7 +239,7 @@ def _upgrade_heads(engine: Engine, url: str) -> None:
             conn.commit()
         try:
             with conn.begin():
-                if not _at_heads(conn, heads):
+                if _revisions(conn) != heads:
                     command.upgrade(alembic_config(url, conn), "heads")
         finally:
             if engine.dialect.name == "postgresql":
@@ -262,17 +252,6 @@ _cache: dict[tuple[int, str], Database] = {}
 _cache_lock = threading.Lock()
 
 
-def resolve_url(settings: Settings | None = None, url: str | None = None) -> str:
-    """The URL `open_db` would use."""
-    if url:
-        return url
-    if settings is None:
-        from nightowl.config import get_settings
-
-        settings = get_settings()
-    return settings.resolved_database_url
-
-
 def open_db(
     settings: Settings | None = None, url: str | None = None, *, migrate: bool = True
 ) -> Database:
@@ -283,17 +262,22 @@ def open_db(
     `DatabaseUnavailableError` when the database cannot be reached or migrated; both
     carry a one-line message with the password hidden.
     """
-    resolved = resolve_url(settings, url)
+    if not url:
+        if settings is None:
+            from nightowl.config import get_settings
+
+            settings = get_settings()
+        url = settings.resolved_database_url
     if not migrate:
-        return _open_uncached(resolved, migrate=False)
-    key = (os.getpid(), resolved)
+        return _open_uncached(url, migrate=False)
+    key = (os.getpid(), url)
     db = _cache.get(key)
     if db is not None:
         return db
     with _cache_lock:
         db = _cache.get(key)
         if db is None:
-            db = _open_uncached(resolved)
+            db = _open_uncached(url)
             _cache[key] = db
         return db
 
@@ -340,7 +324,7 @@ def _open_uncached(url: str, *, migrate: bool = True) -> Database:
         raise DatabaseUnavailableError(
             f"cannot migrate database {shown}: {one_line(exc)}"
         ) from None
-    return Database(url=url, engine=engine, sessions=session_factory(engine))
+    return Database(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
 
 
 def _after_fork_in_child() -> None:
