@@ -156,12 +156,6 @@ class VectorIndex:
             self._gpu = None
             return True
 
-    def reset(self) -> None:
-        """Drop everything (back to an empty flat index)."""
-        with self._lock:
-            self._index = self._new("flat")
-            self._gpu = None
-
     # --- queries ----------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query row; missing slots have id -1."""
@@ -191,15 +185,6 @@ class VectorIndex:
         assert self._gpu_ids is not None
         ids = np.where(pos >= 0, self._gpu_ids[np.clip(pos, 0, None)], -1)
         return scores, ids
-
-    def reconstruct(self, ids: Iterable[int]) -> np.ndarray:
-        """Stored vectors for ids (KeyError-like RuntimeError from faiss if absent)."""
-        ids = list(ids)
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        with self._lock:
-            for i, item in enumerate(ids):
-                out[i] = self._index.reconstruct(int(item))
-        return out
 
     def reconstruct_batch(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Stored vectors for ids in one FAISS call."""

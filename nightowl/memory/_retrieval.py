@@ -33,7 +33,7 @@ from nightowl.memory._records import (
     step_record,
 )
 from nightowl.memory._sync import IndexSync
-from nightowl.memory.schema import StepRow
+from nightowl.memory.schema import IN_CHUNK, StepRow
 
 _STEPS_BY_ID = select(
     StepRow.id,
@@ -176,8 +176,8 @@ class Retriever:
         fresh: dict[int, StepRecord] = {}
         try:
             with self.core.db.engine.connect() as conn:
-                for i in range(0, len(missing), 900):
-                    for r in conn.execute(_STEPS_BY_ID, {"ids": missing[i : i + 900]}):
+                for i in range(0, len(missing), IN_CHUNK):
+                    for r in conn.execute(_STEPS_BY_ID, {"ids": missing[i : i + IN_CHUNK]}):
                         fresh[int(r.id)] = step_record(r)
         except OperationalError as exc:
             raise StoreError(f"database read failed: {exc.orig or exc}") from exc

@@ -28,11 +28,9 @@ from nightowl.memory._index import (
 )
 from nightowl.memory._records import KEYS, DemoEntry
 from nightowl.memory._reembed import reembed_stale
-from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow
+from nightowl.memory.schema import IN_CHUNK, DemoRow, DemoStepRow, StepRow
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit
 
 
 class IndexSync:
@@ -137,8 +135,8 @@ class IndexSync:
                 take(s.execute(stmt))
             else:
                 id_list = list(ids)
-                for i in range(0, len(id_list), _CHUNK):
-                    take(s.execute(stmt.where(col.in_(id_list[i : i + _CHUNK]))))
+                for i in range(0, len(id_list), IN_CHUNK):
+                    take(s.execute(stmt.where(col.in_(id_list[i : i + IN_CHUNK]))))
             return got_ids, blobs
 
         got_ids, blobs = self.core.db.read(q)

@@ -1,4 +1,4 @@
-"""Writes to the demo memory: record steps, add demo episodes, delete demos.
+"""Writes to the demo memory: add demo episodes, delete demos.
 
 SQL is written first, in one transaction, and only then the in-process indexes; the
 model never runs inside a write transaction (texts are embedded before it starts).
@@ -29,7 +29,7 @@ from nightowl.memory._records import (
 from nightowl.memory._reembed import embed_texts
 from nightowl.memory._sync import IndexSync
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow, utcnow
-from nightowl.memory.steps import insert_new_steps, read_steps, upsert_steps
+from nightowl.memory.steps import upsert_steps
 
 _EPISODES = sql_text("SELECT id, task_id, env FROM episodes WHERE id IN :ids").bindparams(
     bindparam("ids", expanding=True)
@@ -57,27 +57,6 @@ class DemoWriter:
         """Write through ``core``; ``sync`` rebuilds/saves indexes when needed."""
         self.core = core
         self.sync = sync
-
-    # --- steps ------------------------------------------------------------------------
-    def record_steps(self, episode_id: str, steps: Sequence[StepRecord]) -> list[int]:
-        """Save steps of any episode (upsert on (episode_id, idx)); returns their step ids."""
-        ids: list[int] = self.core.db.write(lambda s: upsert_steps(s, episode_id, steps))
-        self.core.steps.forget(ids)
-        return ids
-
-    def record_new_steps(
-        self, episode_id: str, steps: Sequence[StepRecord], *, within: Session | None = None
-    ) -> None:
-        """Save the steps not recorded yet (recorded ones stay, so no cached step is stale)."""
-        if within is not None:
-            insert_new_steps(within, episode_id, steps)
-        else:
-            self.core.db.write(lambda s: insert_new_steps(s, episode_id, steps))
-
-    def episode_steps(self, episode_id: str) -> list[StepRecord]:
-        """Every recorded step of an episode, in order (replay/audit)."""
-        steps: list[StepRecord] = self.core.db.read(lambda s: read_steps(s, episode_id))
-        return steps
 
     # --- demos ------------------------------------------------------------------------
     def add_episodes(self, demos: Sequence[EpisodeDemo]) -> list[int]:

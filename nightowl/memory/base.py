@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from nightowl.memory._records import (
     DemoWindow,
@@ -169,7 +169,7 @@ class DemoStore(StepLog):
         """Release resources; the default flushes."""
         self.flush()
 
-    def __enter__(self) -> DemoStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

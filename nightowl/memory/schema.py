@@ -43,6 +43,7 @@ import nightowl.ledger  # noqa: F401 - registers `episodes`, which our foreign k
 from nightowl.db import Base
 
 BIGINT = BigInteger().with_variant(Integer(), "sqlite")
+IN_CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit
 
 
 def utcnow() -> datetime:

@@ -23,24 +23,28 @@ from sqlalchemy.orm import Session
 
 from nightowl.memory._records import StepRecord, as_step_records, step_record, step_values
 from nightowl.memory.base import StepLog
-from nightowl.memory.schema import StepRow, utcnow
+from nightowl.memory.schema import IN_CHUNK, StepRow, utcnow
 
-_CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit
+
+def _recorded(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> dict[int, int]:
+    """Idx -> step id of those of ``steps`` the episode has recorded already."""
+    found: dict[int, int] = {}
+    idxs = [st.idx for st in steps]
+    for i in range(0, len(idxs), IN_CHUNK):
+        for sid, idx in s.execute(
+            select(StepRow.id, StepRow.idx).where(
+                StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + IN_CHUNK])
+            )
+        ):
+            found[int(idx)] = int(sid)
+    return found
 
 
 def upsert_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> list[int]:
     """Insert or update steps by (episode_id, idx) with bulk statements; ids in order."""
     if not steps:
         return []
-    existing: dict[int, int] = {}
-    idxs = [st.idx for st in steps]
-    for i in range(0, len(idxs), _CHUNK):
-        for sid, idx in s.execute(
-            select(StepRow.id, StepRow.idx).where(
-                StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + _CHUNK])
-            )
-        ):
-            existing[int(idx)] = int(sid)
+    existing = _recorded(s, episode_id, steps)
     updates = [{"id": existing[st.idx], **step_values(st)} for st in steps if st.idx in existing]
     if updates:
         s.execute(update(StepRow), updates)
@@ -93,17 +97,7 @@ def insert_new_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -
     if stmt is not None:
         s.execute(stmt, values)
         return
-    taken: set[int] = set()
-    idxs = [st.idx for st in steps]
-    for i in range(0, len(idxs), _CHUNK):
-        taken.update(
-            int(idx)
-            for idx in s.scalars(
-                select(StepRow.idx).where(
-                    StepRow.episode_id == episode_id, StepRow.idx.in_(idxs[i : i + _CHUNK])
-                )
-            )
-        )
+    taken = set(_recorded(s, episode_id, steps))
     new: list[dict[str, Any]] = []
     for v in values:
         if v["idx"] not in taken:

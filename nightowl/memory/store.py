@@ -2,8 +2,8 @@
 
 * `nightowl.memory._sync` - open, verify against SQL, catch up, rebuild, save indexes;
 * `nightowl.memory._reembed` - re-embed stored vectors whose text or model changed;
-* `nightowl.memory._writes` - record steps, add demo episodes, delete demos (the SQL of
-  the ``steps`` table is `nightowl.memory.steps`, shared with `SqlStepLog`);
+* `nightowl.memory._writes` - add demo episodes, delete demos;
+* `nightowl.memory.steps` - record and read steps (a `SqlStepLog` of the same database);
 * `nightowl.memory._retrieval` - embed the query keys (cached), multi-key windows.
 
 They share one `MemoryCore` (state only). SQL is the source of truth; the indexes are
@@ -35,9 +35,7 @@ from nightowl.memory._records import (
     MemorySettings,
     MemoryStats,
     StepRecord,
-    as_step_records,
     memory_settings,
-    sha1,
 )
 from nightowl.memory._retrieval import Retriever
 from nightowl.memory._sync import IndexSync
@@ -45,6 +43,7 @@ from nightowl.memory._writes import DemoWriter
 from nightowl.memory.base import DemoStore
 from nightowl.memory.embedder import Embedder, build_embedder
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow
+from nightowl.memory.steps import SqlStepLog
 
 __all__ = [
     "DemoMemory",
@@ -54,8 +53,6 @@ __all__ = [
     "MemorySettings",
     "MemoryStats",
     "StepRecord",
-    "as_step_records",
-    "sha1",
 ]
 
 
@@ -89,6 +86,7 @@ class DemoMemory(DemoStore):
         self._sync = IndexSync(self._core)
         self._writer = DemoWriter(self._core, self._sync)
         self._retriever = Retriever(self._core, self._sync)
+        self._log = SqlStepLog(db)
         self._sync.open(verify_texts=mem_settings.verify_texts_on_open)
         _LIVE.add(self)
 
@@ -130,7 +128,9 @@ class DemoMemory(DemoStore):
         self, episode_id: str, steps: Sequence[StepRecord | dict[str, Any]]
     ) -> list[int]:
         """Save steps of any episode (upsert on (episode_id, idx)); returns their step ids."""
-        return self._writer.record_steps(episode_id, as_step_records(steps))
+        ids = self._log.record_steps(episode_id, steps)
+        self._core.steps.forget(ids)
+        return ids
 
     def record_new_steps(
         self,
@@ -141,13 +141,14 @@ class DemoMemory(DemoStore):
     ) -> None:
         """Save the steps not recorded yet (see `StepLog.record_new_steps`).
 
-        ``within``: an open `Session` on this memory's database to write in.
+        ``within``: an open `Session` on this memory's database to write in. Recorded
+        steps stay as they are, so no cached step goes stale.
         """
-        self._writer.record_new_steps(episode_id, as_step_records(steps), within=within)
+        self._log.record_new_steps(episode_id, steps, within=within)
 
     def episode_steps(self, episode_id: str) -> list[StepRecord]:
         """Every recorded step of an episode, in order (replay/audit)."""
-        return self._writer.episode_steps(episode_id)
+        return self._log.episode_steps(episode_id)
 
     def add_episodes(self, demos: Sequence[EpisodeDemo]) -> list[int]:
         """`add_episode` for many episodes: one read, one embedding batch, one transaction."""
@@ -250,13 +251,6 @@ class DemoMemory(DemoStore):
     def flush(self) -> None:
         """Write dirty indexes and their manifests to ``index_dir``."""
         self._sync.flush()
-
-    def close(self) -> None:
-        """Save pending index changes."""
-        self.flush()
-
-    def __enter__(self) -> DemoMemory:
-        return self
 
 
 _LIVE: weakref.WeakSet[DemoMemory] = weakref.WeakSet()

@@ -19,7 +19,7 @@ def test_flat_add_search_remove_reconstruct():
     idx.add(np.arange(100, 110), v)
     scores, ids = idx.search(v[3:4], 2)
     assert ids[0, 0] == 103 and abs(scores[0, 0] - 1.0) < 1e-5
-    np.testing.assert_allclose(idx.reconstruct([105, 100]), v[[5, 0]])
+    np.testing.assert_allclose(idx.reconstruct_batch([105, 100]), v[[5, 0]])
     assert idx.remove([103]) is True
     assert idx.search(v[3:4], 1)[1][0, 0] != 103 and idx.ntotal == 9
     assert sorted(idx.ids().tolist()) == [i for i in range(100, 110) if i != 103]
@@ -34,7 +34,7 @@ def test_switch_to_hnsw_keeps_everything():
     assert idx.index_type == "hnsw" and idx.ntotal == 80
     hits = idx.search(v, 1)[1][:, 0]
     assert (hits == np.arange(80)).mean() > 0.95
-    np.testing.assert_allclose(idx.reconstruct([7]), v[[7]], atol=1e-6)
+    np.testing.assert_allclose(idx.reconstruct_batch([7]), v[[7]], atol=1e-6)
     assert idx.remove([1]) is False  # HNSW cannot delete
 
 
