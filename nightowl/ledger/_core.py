@@ -135,8 +135,7 @@ class Ledger(LedgerReads):
             usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens
         )
         meta = dict(meta or {})
-        if "error" in meta and meta["error"]:
-            ok = False
+        ok = ok and not meta.get("error")
         return {
             "run_id": run_id,
             "episode_id": episode_id,
@@ -174,8 +173,7 @@ class Ledger(LedgerReads):
     ) -> dict[str, Any]:
         """The column values of one tool/environment call."""
         meta = dict(meta or {})
-        if "error" in meta and meta["error"]:
-            ok = False
+        ok = ok and not meta.get("error")
         return {
             "run_id": run_id,
             "episode_id": episode_id,

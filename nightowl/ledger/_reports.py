@@ -305,6 +305,7 @@ class LedgerReads:
                 )
             )
             calls: dict[str, dict[str, Any]] = {}
+            empty = {"n": 0, "teacher": 0, "student": 0, "pt": 0, "ct": 0, "cost": 0.0}
             for eid, role, kind, n, pt, ct, cost in s.execute(
                 select(
                     ModelCall.episode_id,
@@ -318,9 +319,7 @@ class LedgerReads:
                 .where(ModelCall.run_id == run_id, ModelCall.episode_id.is_not(None))
                 .group_by(ModelCall.episode_id, ModelCall.role, ModelCall.kind)
             ):
-                c = calls.setdefault(
-                    str(eid), {"n": 0, "teacher": 0, "student": 0, "pt": 0, "ct": 0, "cost": 0.0}
-                )
+                c = calls.setdefault(str(eid), dict(empty))
                 c["n"] += int(n)
                 if kind != "score" and role in ("teacher", "student"):
                     c[role] += int(n)
@@ -340,7 +339,6 @@ class LedgerReads:
                 )
             }
             out = []
-            empty = {"n": 0, "teacher": 0, "student": 0, "pt": 0, "ct": 0, "cost": 0.0}
             for e in eps:
                 c = calls.get(e.id, empty)
                 tn, tc = tools.get(e.id, (0, 0.0))
@@ -392,6 +390,5 @@ class LedgerReads:
         )
 
     break_even_episodes = staticmethod(break_even_episodes)
-    cost_of_pass = staticmethod(cost_of_pass)
 
 

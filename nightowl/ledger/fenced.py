@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from nightowl.ledger._core import Ledger
-from nightowl.ledger.leases import EpisodeLease, Holder, LeaseStore
-from nightowl.ledger.tables import ModelCall, ToolCall, _new_id
+from nightowl.ledger.leases import Holder, LeaseStore
+from nightowl.ledger.tables import _new_id
 
 
 class FencedLedger:
@@ -37,10 +36,7 @@ class FencedLedger:
         return getattr(self._ledger, name)
 
     def _fence(self, step: int | None = None, **values: Any) -> Any:
-        def _do(s: Session) -> None:
-            self.leases.fence(s, self.holder, step=step, **values)
-
-        return _do
+        return lambda s: self.leases.fence(s, self.holder, step=step, **values)
 
     def write_rows(self, rows: list[tuple[Any, dict[str, Any]]], extra: Any = None) -> None:
         """`Ledger.write_rows` plus the fence (and the step reached) in one transaction."""
@@ -54,17 +50,9 @@ class FencedLedger:
 
         self._ledger.write_rows(rows, both)
 
-    def record_model_call(self, **kw: Any) -> float:
-        """`Ledger.record_model_call`, fenced."""
-        values = self._ledger.model_call_values(**kw)
-        self.write_rows([(ModelCall, values)])
-        return float(values["cost_usd"])
-
-    def record_tool_call(self, **kw: Any) -> float:
-        """`Ledger.record_tool_call`, fenced."""
-        values = self._ledger.tool_call_values(**kw)
-        self.write_rows([(ToolCall, values)])
-        return float(values["cost_usd"])
+    # Ledger's own: they write through ``self.write_rows``, which here is fenced
+    record_model_call = Ledger.record_model_call
+    record_tool_call = Ledger.record_tool_call
 
     def start_episode(
         self, run_id: str, task_id: str, env: str = "", split: str = "", **_: Any
@@ -80,15 +68,9 @@ class FencedLedger:
             self.leases.db.write(self._fence(step=0))
             return row.episode_id
 
-        def link(s: Session) -> None:
-            self.leases.fence(s, h, step=0)
-            s.execute(update(EpisodeLease).where(
-                (EpisodeLease.run_id == h.run_id) & (EpisodeLease.task_id == h.task_id)
-            ).values(episode_id=eid).execution_options(synchronize_session=False))
-
         eid = _new_id()
         return self._ledger.start_episode(run_id, task_id, env, split, episode_id=eid,
-                                          extra=link)
+                                          extra=self._fence(step=0, episode_id=eid))
 
     def finish_episode(
         self, episode_id: str, success: bool, score: float | None = None, n_steps: int = 0,

@@ -146,6 +146,13 @@ def this_worker() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
+def _set(s: Session, where: Any, **values: Any) -> int:
+    """Inside a transaction: ``values`` on the leases matching ``where``; how many changed."""
+    res = s.execute(update(EpisodeLease).where(where).values(**values)
+                    .execution_options(synchronize_session=False))
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
 class LeaseStore:
     """Reads and conditional writes of ``episode_leases`` (every write is one UPDATE)."""
 
@@ -187,16 +194,11 @@ class LeaseStore:
         stale = now - timedelta(seconds=lease_s)
 
         def _do(s: Session) -> int | None:
-            res = s.execute(
-                update(EpisodeLease)
-                .where(self._key(run_id, task_id) & (EpisodeLease.gen == gen) & (
-                    (EpisodeLease.state == "queued")
-                    | ((EpisodeLease.state == "running") & (EpisodeLease.heartbeat_at < stale))))
-                .values(state="running", attempt=EpisodeLease.attempt + 1, host=host, pid=pid,
-                        started_at=now, heartbeat_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if int(res.rowcount or 0) != 1:  # type: ignore[attr-defined]
+            claimable = (EpisodeLease.state == "queued") | (
+                (EpisodeLease.state == "running") & (EpisodeLease.heartbeat_at < stale))
+            if _set(s, self._key(run_id, task_id) & (EpisodeLease.gen == gen) & claimable,
+                    state="running", attempt=EpisodeLease.attempt + 1, host=host, pid=pid,
+                    started_at=now, heartbeat_at=now) != 1:
                 return None
             return s.scalar(select(EpisodeLease.attempt).where(self._key(run_id, task_id)))
 
@@ -214,50 +216,39 @@ class LeaseStore:
         vals: dict[str, Any] = {"heartbeat_at": _now(), **values}
         if step is not None:
             vals["step"] = step
-        res = s.execute(update(EpisodeLease).where(self._held(h)).values(**vals)
-                        .execution_options(synchronize_session=False))
-        if int(res.rowcount or 0) != 1:  # type: ignore[attr-defined]
+        if _set(s, self._held(h), **vals) != 1:
             raise LeaseLostError(
                 f"episode {h.task_id} of run {h.run_id[:8]}: lease attempt {h.attempt} "
                 "was taken over (this worker was presumed dead); its writes are refused"
             )
 
-    def heartbeat(self, h: Holder) -> bool:
-        """Refresh the heartbeat; False when the lease was lost."""
+    def _fenced_write(self, h: Holder, **values: Any) -> bool:
+        """`fence` in a transaction of its own; False (nothing written) when the lease was lost."""
         try:
-            self.db.write(lambda s: self.fence(s, h))
+            self.db.write(lambda s: self.fence(s, h, **values))
         except LeaseLostError:
             return False
         return True
+
+    def heartbeat(self, h: Holder) -> bool:
+        """Refresh the heartbeat; False when the lease was lost."""
+        return self._fenced_write(h)
 
     def finish(self, h: Holder) -> bool:
         """Mark the episode done; False (nothing written) when the lease was lost."""
-        try:
-            self.db.write(lambda s: self.fence(s, h, state="done", ended_at=_now()))
-        except LeaseLostError:
-            return False
-        return True
+        return self._fenced_write(h, state="done", ended_at=_now())
 
     def fail(self, h: Holder, reason: str) -> bool:
         """The holder gives the episode up (an infrastructure error); False if lost."""
-        try:
-            self.db.write(lambda s: self.fence(s, h, state="failed", reason=reason[:2000],
-                                               ended_at=_now()))
-        except LeaseLostError:
-            return False
-        return True
+        return self._fenced_write(h, state="failed", reason=reason[:2000], ended_at=_now())
 
     def give_up(self, run_id: str, task_id: str, gen: int, reason: str) -> bool:
         """Fail a queued episode that was claimed too often (nobody holds it)."""
 
         def _do(s: Session) -> int:
-            res = s.execute(
-                update(EpisodeLease)
-                .where(self._key(run_id, task_id) & (EpisodeLease.gen == gen)
-                       & (EpisodeLease.state == "queued"))
-                .values(state="failed", reason=reason[:2000], ended_at=_now())
-                .execution_options(synchronize_session=False))
-            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+            return _set(s, self._key(run_id, task_id) & (EpisodeLease.gen == gen)
+                        & (EpisodeLease.state == "queued"),
+                        state="failed", reason=reason[:2000], ended_at=_now())
 
         return self.db.write(_do) == 1
 
@@ -281,15 +272,10 @@ class LeaseStore:
                       f"(attempt {r.attempt})")
 
             def _do(s: Session, r: LeaseRow = r, reason: str = reason) -> int:
-                res = s.execute(
-                    update(EpisodeLease)
-                    .where(self._key(r.run_id, r.task_id) & (EpisodeLease.state == "running")
-                           & (EpisodeLease.attempt == r.attempt) & (EpisodeLease.gen == r.gen))
-                    .values(state="queued", gen=r.gen + 1, requeues=EpisodeLease.requeues + 1,
+                return _set(s, self._key(r.run_id, r.task_id) & (EpisodeLease.state == "running")
+                            & (EpisodeLease.attempt == r.attempt) & (EpisodeLease.gen == r.gen),
+                            state="queued", gen=r.gen + 1, requeues=EpisodeLease.requeues + 1,
                             reason=reason, queued_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
             if self.db.write(_do) == 1:
                 out.append(Requeue(r.run_id, r.task_id, r.gen + 1, r.payload, reason))
@@ -313,13 +299,9 @@ class LeaseStore:
         def _touch(s: Session) -> list[Requeue]:
             out = []
             for r in rows:
-                res = s.execute(
-                    update(EpisodeLease)
-                    .where(self._key(r.run_id, r.task_id) & (EpisodeLease.gen == r.gen)
-                           & (EpisodeLease.state == "queued") & (EpisodeLease.queued_at < before))
-                    .values(queued_at=now, reason=reason, requeues=EpisodeLease.requeues + 1)
-                    .execution_options(synchronize_session=False))
-                if int(res.rowcount or 0) == 1:  # type: ignore[attr-defined]
+                if _set(s, self._key(r.run_id, r.task_id) & (EpisodeLease.gen == r.gen)
+                        & (EpisodeLease.state == "queued") & (EpisodeLease.queued_at < before),
+                        queued_at=now, reason=reason, requeues=EpisodeLease.requeues + 1) == 1:
                     out.append(Requeue(r.run_id, r.task_id, r.gen, r.payload, reason))
             return out
 
