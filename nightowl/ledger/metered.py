@@ -11,6 +11,7 @@ how unmetered backends enter the same path (`as_metered`).
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import time
 from typing import Any
@@ -97,10 +98,7 @@ class MeteredModel(ModelBackend):
             cur = dataclasses.replace(cur, **given)
         if fields:
             cur = dataclasses.replace(cur, **fields)
-        out = MeteredModel.__new__(MeteredModel)
-        out.backend, out.ledger, out.prices, out.name = (
-            self.backend, self.ledger, self.prices, self.name,
-        )
+        out = copy.copy(self)
         out.site = cur
         return out
 

@@ -42,9 +42,6 @@ class LruCache(Generic[K, V]):
         self._data: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._data)
-
     def get_many(self, keys: Iterable[K]) -> tuple[dict[K, V], list[K]]:
         """(found entries, missing keys in the order asked)."""
         found: dict[K, V] = {}

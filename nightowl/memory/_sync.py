@@ -32,6 +32,15 @@ from nightowl.memory.schema import IN_CHUNK, DemoRow, DemoStepRow, StepRow
 
 log = logging.getLogger(__name__)
 
+#: key -> (id, text sha, vector, embedding model) columns of its rows in SQL
+_COLUMNS: dict[str, tuple[Any, Any, Any, Any]] = {
+    "goal": (DemoRow.id, DemoRow.goal_sha, DemoRow.goal_vec, DemoRow.embed_model),
+    "obs": (DemoStepRow.step_id, DemoStepRow.obs_sha, DemoStepRow.obs_vec, DemoStepRow.embed_model),
+    "hist": (
+        DemoStepRow.step_id, DemoStepRow.hist_sha, DemoStepRow.hist_vec, DemoStepRow.embed_model
+    ),
+}
+
 
 class IndexSync:
     """Open, verify, refresh, rebuild and save the indexes of one `MemoryCore`."""
@@ -97,30 +106,17 @@ class IndexSync:
     # --- SQL side of an index ------------------------------------------------------------
     def sql_rows(self, key: str) -> list[tuple[int, str]]:
         """(id, text sha) of the rows that belong in ``key``'s index."""
-        model = self.core.embedder.model_name
-
-        def q(s: Session) -> list[tuple[int, str]]:
-            if key == "goal":
-                stmt = select(DemoRow.id, DemoRow.goal_sha).where(DemoRow.embed_model == model)
-            else:
-                sha = DemoStepRow.obs_sha if key == "obs" else DemoStepRow.hist_sha
-                stmt = select(DemoStepRow.step_id, sha).where(DemoStepRow.embed_model == model)
-            return [(int(a), str(b)) for a, b in s.execute(stmt)]
-
-        return self.core.db.read(q)
+        col, sha, _, model_col = _COLUMNS[key]
+        stmt = select(col, sha).where(model_col == self.core.embedder.model_name)
+        return self.core.db.read(lambda s: [(int(a), str(b)) for a, b in s.execute(stmt)])
 
     def sql_vectors(self, key: str, ids: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) stored in SQL for ``key`` (all when ``ids`` is None), by id."""
         dim = self.core.embedder.dim
-        model = self.core.embedder.model_name
+        col, _, vec, model_col = _COLUMNS[key]
+        stmt = select(col, vec).where(model_col == self.core.embedder.model_name)
 
         def q(s: Session) -> tuple[list[int], list[bytes]]:
-            if key == "goal":
-                col, vec, model_col = DemoRow.id, DemoRow.goal_vec, DemoRow.embed_model
-            else:
-                col, model_col = DemoStepRow.step_id, DemoStepRow.embed_model
-                vec = DemoStepRow.obs_vec if key == "obs" else DemoStepRow.hist_vec
-            stmt = select(col, vec).where(model_col == model)
             got_ids: list[int] = []
             blobs: list[bytes] = []
 
