@@ -337,8 +337,7 @@ def _after_fork_in_child() -> None:
             pass
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def forget(url: str | None = None) -> None:

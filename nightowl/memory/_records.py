@@ -213,11 +213,6 @@ def hist_text(goal: str, previous_actions: Sequence[str], history_len: int, max_
     return clip(text, max_chars)
 
 
-def history_actions(history: Sequence[HistoryItem]) -> list[str]:
-    """The actions of a query's history items (pairs or bare action strings)."""
-    return [h if isinstance(h, str) else h[1] for h in history]
-
-
 def memory_settings(settings: Any) -> MemorySettings:
     """`MemorySettings` from itself, a dict, nightowl `Settings` (its threads) or None."""
     if settings is None:

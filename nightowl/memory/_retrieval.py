@@ -29,7 +29,6 @@ from nightowl.memory._records import (
     HistoryItem,
     Key,
     StepRecord,
-    history_actions,
     step_record,
 )
 from nightowl.memory._sync import IndexSync
@@ -79,12 +78,10 @@ class Retriever:
     ) -> np.ndarray:
         """The three query vectors (goal, observation, goal+history) as rows."""
         c = self.core
-        texts = [
-            c.goal_text(goal),
-            c.clip(observation),
-            c.hist_text(goal, history_actions(history)),
-        ]
-        return self.embed_texts(texts)
+        actions = [h if isinstance(h, str) else h[1] for h in history]  # pairs or bare actions
+        return self.embed_texts(
+            [c.goal_text(goal), c.clip(observation), c.hist_text(goal, actions)]
+        )
 
     # --- retrieval ------------------------------------------------------------------------
     def retrieve(

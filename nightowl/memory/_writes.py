@@ -6,7 +6,7 @@ model never runs inside a write transaction (texts are embedded before it starts
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,12 +219,8 @@ class DemoWriter:
         """Delete every demo of a run's episodes (their steps stay); returns how many."""
 
         def w(s: Session) -> list[int]:
-            ep_ids = [
-                r[0]
-                for r in s.execute(
-                    sql_text("SELECT id FROM episodes WHERE run_id = :r"), {"r": run_id}
-                )
-            ]
+            query = sql_text("SELECT id FROM episodes WHERE run_id = :r")
+            ep_ids = list(s.scalars(query, {"r": run_id}))
             return _delete_demos(s, DemoRow.episode_id.in_(ep_ids)) if ep_ids else []
 
         return self._delete(w)
@@ -234,31 +230,25 @@ class DemoWriter:
         return bool(self._delete(lambda s: _delete_demos(s, DemoRow.episode_id == episode_id)))
 
     def _delete(self, write: Any) -> int:
+        """Run ``write`` (it deletes demos and returns their ids), then drop their vectors."""
         c = self.core
         with c.lock:
-            demo_ids: list[int] = c.db.write(write)
-            self._forget_demos(demo_ids)
-            return len(demo_ids)
-
-    def _forget_demos(self, demo_ids: Iterable[int]) -> None:
-        c = self.core
-        demo_ids = [d for d in demo_ids if d in c.demos]
-        if not demo_ids:
+            deleted: list[int] = c.db.write(write)
+            demo_ids = [d for d in deleted if d in c.demos]
+            if demo_ids:
+                step_ids = [sid for d in demo_ids for sid in c.demos[d].step_ids]
+                ok = c.indexes["goal"].remove(demo_ids)
+                ok &= c.indexes["obs"].remove(step_ids)
+                ok &= c.indexes["hist"].remove(step_ids)
+                for d in demo_ids:
+                    c.by_episode.pop(c.demos.pop(d).episode_id, None)
+                if not ok:
+                    for key in KEYS:
+                        self.sync.rebuild_key(key)
+                c.dirty.update(KEYS)
+                self.sync.flush()
             c.fingerprint = self.sync.sql_fingerprint()
-            return
-        step_ids = [sid for d in demo_ids for sid in c.demos[d].step_ids]
-        ok = c.indexes["goal"].remove(demo_ids)
-        ok &= c.indexes["obs"].remove(step_ids)
-        ok &= c.indexes["hist"].remove(step_ids)
-        for d in demo_ids:
-            demo = c.demos.pop(d)
-            c.by_episode.pop(demo.episode_id, None)
-        if not ok:
-            for key in KEYS:
-                self.sync.rebuild_key(key)
-        c.dirty.update(KEYS)
-        self.sync.flush()
-        c.fingerprint = self.sync.sql_fingerprint()
+            return len(deleted)
 
 
 def _delete_demos(s: Session, where: Any) -> list[int]:
