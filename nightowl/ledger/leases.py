@@ -141,11 +141,6 @@ class Requeue:
     reason: str
 
 
-def this_worker() -> tuple[str, int]:
-    """(host name, pid) of this process."""
-    return socket.gethostname(), os.getpid()
-
-
 def _set(s: Session, where: Any, **values: Any) -> int:
     """Inside a transaction: ``values`` on the leases matching ``where``; how many changed."""
     res = s.execute(update(EpisodeLease).where(where).values(**values)
@@ -189,7 +184,7 @@ class LeaseStore:
         redelivered message after its worker died). A message of an older generation,
         a live holder or a finished episode is refused.
         """
-        host, pid = this_worker()
+        host, pid = socket.gethostname(), os.getpid()
         now = _now()
         stale = now - timedelta(seconds=lease_s)
 
@@ -207,16 +202,14 @@ class LeaseStore:
             return None
         return Holder(run_id=run_id, task_id=task_id, attempt=int(attempt), host=host, pid=pid)
 
-    def _held(self, h: Holder) -> Any:
-        return (self._key(h.run_id, h.task_id) & (EpisodeLease.attempt == h.attempt)
-                & (EpisodeLease.state == "running"))
-
     def fence(self, s: Session, h: Holder, *, step: int | None = None, **values: Any) -> None:
         """Inside a transaction: refresh the heartbeat, or raise `LeaseLostError`."""
         vals: dict[str, Any] = {"heartbeat_at": _now(), **values}
         if step is not None:
             vals["step"] = step
-        if _set(s, self._held(h), **vals) != 1:
+        held = (self._key(h.run_id, h.task_id) & (EpisodeLease.attempt == h.attempt)
+                & (EpisodeLease.state == "running"))
+        if _set(s, held, **vals) != 1:
             raise LeaseLostError(
                 f"episode {h.task_id} of run {h.run_id[:8]}: lease attempt {h.attempt} "
                 "was taken over (this worker was presumed dead); its writes are refused"

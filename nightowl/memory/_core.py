@@ -132,7 +132,3 @@ class MemoryCore:
             "ef_search": s.ef_search,
             "use_gpu": s.use_gpu,
         }
-
-    def new_index(self, key: str) -> VectorIndex:
-        """An empty index for ``key``."""
-        return VectorIndex(self.embedder.dim, **self.index_kwargs(key))

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from nightowl.memory._core import MemoryCore
 from nightowl.memory._index import (
     IndexManifest,
+    VectorIndex,
     load_index,
     rows_checksum,
     save_index,
@@ -184,7 +185,7 @@ class IndexSync:
     def rebuild_key(self, key: str) -> None:
         """Replace ``key``'s index with one built from the vectors stored in SQL."""
         c = self.core
-        index = c.new_index(key)
+        index = VectorIndex(c.embedder.dim, **c.index_kwargs(key))
         ids, vecs = self.sql_vectors(key, None)
         index.add(ids, vecs)
         c.indexes[key] = index

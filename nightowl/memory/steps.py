@@ -1,8 +1,8 @@
 """The SQL of the ``steps`` table, and `SqlStepLog`: the `StepLog` of one database.
 
-`DemoMemory` writes and reads steps through the functions here; `SqlStepLog` is the same
-step record without an embedder or indexes, so the agent loop records every step
-through the `StepLog` interface whether or not demo retrieval is on.
+`SqlStepLog` is the step record without an embedder or indexes: the agent loop records
+every step through the `StepLog` interface whether or not demo retrieval is on, and
+`DemoMemory` records and reads its steps through one (its demo writes use `upsert_steps`).
 
 Two ways to write a step that is already recorded (same episode and idx):
 `upsert_steps` updates it (`StepLog.record_steps`), `insert_new_steps` leaves it as it
@@ -107,14 +107,6 @@ def insert_new_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -
         s.execute(insert(cast(Table, StepRow.__table__)), new)
 
 
-def read_steps(s: Session, episode_id: str) -> list[StepRecord]:
-    """Every recorded step of an episode, ordered by idx, ids set."""
-    rows = s.scalars(
-        select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.idx)
-    ).all()
-    return [step_record(r) for r in rows]
-
-
 class SqlStepLog(StepLog):
     """The recorded steps of one database (no embedder, no indexes; thread-safe).
 
@@ -150,5 +142,6 @@ class SqlStepLog(StepLog):
 
     def episode_steps(self, episode_id: str) -> list[StepRecord]:
         """Every recorded step of an episode, ordered by idx ([] if none)."""
-        steps: list[StepRecord] = self.db.read(lambda s: read_steps(s, episode_id))
+        stmt = select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.idx)
+        steps: list[StepRecord] = self.db.read(lambda s: [step_record(r) for r in s.scalars(stmt)])
         return steps
