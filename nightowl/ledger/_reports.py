@@ -8,6 +8,7 @@ metrics are in docs/storage.md and `nightowl.ledger.metrics`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,15 @@ from nightowl.ledger.metrics import (
 )
 from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _utc
 from nightowl.storage import Database
+
+
+def _calls_cost(s: Session, run_id: str, of_episodes: Callable[[Any], Any]) -> float:
+    """Model plus tool cost of a run's calls whose ``episode_id`` passes ``of_episodes``."""
+    return sum(
+        float(s.execute(select(func.coalesce(func.sum(t.cost_usd), 0.0)).where(
+            t.run_id == run_id, of_episodes(t.episode_id))).scalar_one())
+        for t in (ModelCall, ToolCall)
+    )
 
 
 def _view(r: LeaseRow) -> LeaseView:
@@ -192,15 +202,7 @@ class LedgerReads:
         ).one()
         if ep_last is not None:
             last.append(_utc(ep_last))  # type: ignore[arg-type]
-        unattributed = s.execute(
-            select(func.coalesce(func.sum(ModelCall.cost_usd), 0.0)).where(
-                ModelCall.run_id == run_id, ModelCall.episode_id.is_(None)
-            )
-        ).scalar_one() + s.execute(
-            select(func.coalesce(func.sum(ToolCall.cost_usd), 0.0)).where(
-                ToolCall.run_id == run_id, ToolCall.episode_id.is_(None)
-            )
-        ).scalar_one()
+        unattributed = _calls_cost(s, run_id, lambda episode_id: episode_id.is_(None))
 
         env_steps = teacher_steps = 0
         for (meta,) in s.execute(
@@ -281,14 +283,7 @@ class LedgerReads:
             ids.append(eid)
             key = (reason or "unknown")[:120]
             reasons[key] = reasons.get(key, 0) + 1
-        cost = 0.0
-        if ids:
-            for table in (ModelCall, ToolCall):
-                cost += float(s.execute(
-                    select(func.coalesce(func.sum(table.cost_usd), 0.0)).where(
-                        table.run_id == run_id, table.episode_id.in_(ids)
-                    )
-                ).scalar_one())
+        cost = _calls_cost(s, run_id, lambda episode_id: episode_id.in_(ids)) if ids else 0.0
         return dict(sorted(reasons.items(), key=lambda kv: -kv[1])), cost
 
     def episode_costs(self, run_id: str) -> list[EpisodeCost]:

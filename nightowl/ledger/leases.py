@@ -29,7 +29,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    DateTime,
     ForeignKey,
     Integer,
     String,
@@ -41,10 +40,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from nightowl.db import Base
 from nightowl.errors import StoreError
-from nightowl.ledger.tables import _now, _utc
+from nightowl.ledger.tables import _TS, _now, _utc
 from nightowl.storage import Database
-
-_TS = DateTime(timezone=True)
 
 
 class LeaseLostError(StoreError):
