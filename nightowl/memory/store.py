@@ -119,10 +119,6 @@ class DemoMemory(DemoStore):
     def __len__(self) -> int:
         return len(self._core.demos)
 
-    def hist_text(self, goal: str, previous_actions: Sequence[str]) -> str:
-        """The goal+history key text: the goal and the last ``history_len`` actions."""
-        return self._core.hist_text(goal, previous_actions)
-
     # --- writes -------------------------------------------------------------------------
     def record_steps(
         self, episode_id: str, steps: Sequence[StepRecord | dict[str, Any]]
@@ -167,12 +163,6 @@ class DemoMemory(DemoStore):
         return self._writer.delete_episode(episode_id)
 
     # --- reads --------------------------------------------------------------------------
-    def embed_query(
-        self, goal: str, observation: str, history: Sequence[HistoryItem] = ()
-    ) -> np.ndarray:
-        """The three query vectors (goal, observation, goal+history), one model call."""
-        return self._retriever.embed_query(goal, observation, history)
-
     def retrieve(
         self,
         goal: str,
@@ -188,7 +178,8 @@ class DemoMemory(DemoStore):
     ) -> list[DemoWindow]:
         """Multi-key retrieval of demo windows (see `DemoStore.retrieve`).
 
-        ``query_vectors`` (the `embed_query` output) skips the model.
+        ``query_vectors`` (the goal, observation and goal+history vectors as rows) skips
+        the model.
         """
         return self._retriever.retrieve(
             goal,
