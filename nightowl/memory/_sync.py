@@ -68,6 +68,7 @@ class IndexSync:
         """Read demo ids, their episodes and their ordered step ids from SQL."""
 
         def q(s: Session) -> tuple[list[Any], list[Any]]:
+            # the columns in `DemoEntry`'s field order
             demos = s.execute(
                 select(
                     DemoRow.id,
@@ -86,17 +87,7 @@ class IndexSync:
             return list(demos), list(steps)
 
         demos, steps = self.core.db.read(q)
-        by_id = {
-            d.id: DemoEntry(
-                demo_id=d.id,
-                episode_id=d.episode_id,
-                task_id=d.task_id,
-                env=d.env,
-                goal=d.goal,
-                source=d.source,
-            )
-            for d in demos
-        }
+        by_id = {d.id: DemoEntry(*d) for d in demos}
         for demo_id, step_id in steps:
             entry = by_id.get(demo_id)
             if entry is not None:
