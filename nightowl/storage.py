@@ -218,10 +218,10 @@ def _upgrade_heads(engine: Engine, url: str) -> None:
 
     heads = head_revisions()
     with engine.connect() as conn:
-        if _revisions(conn) == heads:
-            conn.rollback()
-            return
+        current = _revisions(conn)
         conn.rollback()
+    if current == heads:
+        return
     if engine.dialect.name == "sqlite":
         # One explicit write transaction around all DDL: SQLite's DDL is transactional,
         # so a crash mid-migration leaves the database as it was (pysqlite alone would

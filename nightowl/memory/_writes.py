@@ -71,9 +71,9 @@ class DemoWriter:
                 lambda s: [self._write_one(s, p) for p in prepared]
             )
             c.steps.forget(sid for _, ids, _ in written for sid in ids)
-            if any(demo_id in c.demos for demo_id, _, _ in written):
+            old_demo = [demo_id for demo_id, _, _ in written if demo_id in c.demos]
+            if old_demo:
                 # Replacing demos: drop their old vectors (HNSW cannot: rebuild from SQL).
-                old_demo = [demo_id for demo_id, _, _ in written if demo_id in c.demos]
                 old_steps = [sid for _, _, olds in written for sid in olds]
                 ok = c.indexes["goal"].remove(old_demo)
                 ok &= c.indexes["obs"].remove(old_steps)
