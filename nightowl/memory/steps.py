@@ -27,7 +27,7 @@ from nightowl.memory.schema import IN_CHUNK, StepRow, utcnow
 
 
 def _recorded(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> dict[int, int]:
-    """Idx -> step id of those of ``steps`` the episode has recorded already."""
+    """The step ids, by idx, of those of ``steps`` the episode has recorded already."""
     found: dict[int, int] = {}
     idxs = [st.idx for st in steps]
     for i in range(0, len(idxs), IN_CHUNK):
