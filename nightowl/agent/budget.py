@@ -162,10 +162,6 @@ class Budget:
         """Inverse of `to_dict`."""
         return cls(dict(data.get("limits", {})), used=dict(data.get("used", {})))
 
-    def copy(self) -> Budget:
-        """An independent copy."""
-        return Budget.from_dict(self.to_dict())
-
     def describe(self) -> str:
         """One line, e.g. ``steps 3/30, cost_usd 0.0012/0.05`` (for prompts and logs)."""
         with self._lock:
@@ -198,14 +194,14 @@ class EpisodeBudget(BaseModel):
     #: wall seconds of the episode's steps (resumes included), then it ends as a loss
     max_wall_s: float | None = Field(None, gt=0)
 
-    @property
-    def steps_given(self) -> bool:
-        """Whether ``max_steps`` was set (to a number or to None, unlimited) by the caller."""
-        return "max_steps" in self.model_fields_set
-
     def with_default_steps(self, steps: int) -> EpisodeBudget:
-        """This budget, with ``max_steps=steps`` unless the caller set ``max_steps``."""
-        return self if self.steps_given else self.model_copy(update={"max_steps": steps})
+        """This budget, with ``max_steps=steps`` unless the caller set ``max_steps``.
+
+        Set means given at all, to a number or to None (unlimited).
+        """
+        if "max_steps" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"max_steps": steps})
 
     def make(self) -> Budget:
         """A fresh `Budget` with these limits."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from langgraph.graph import END, StateGraph
@@ -60,7 +60,8 @@ class _Live:
 
     env: Environment | None = None
     budget: Budget | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: the episode's demos when they are retrieved once per episode
+    demos: tuple[Any, ...] | None = None
     #: the episode's trace span (a no-op one when tracing is off)
     span: Span | None = None
 
@@ -134,10 +135,7 @@ class AgentGraph:
         In a worker thread only when several episodes run at once: with one in flight
         the hop is pure overhead.
         """
-        threaded = self.config.env_in_thread
-        if threaded is None:
-            threaded = self._in_flight > 1
-        if threaded:
+        if self._in_flight > 1:
             return await asyncio.to_thread(fn, *args, **kw)
         return fn(*args, **kw)
 
@@ -170,8 +168,8 @@ class AgentGraph:
         if self.memory is None or not self.config.retrieve:
             return (), 0.0
         live = self._live_of(state)
-        if self.config.demos_per == "episode" and "demos" in live.extras:
-            return live.extras["demos"], 0.0
+        if self.config.demos_per == "episode" and live.demos is not None:
+            return live.demos, 0.0
         t0 = time.perf_counter()
         try:
             demos = await self._blocking(
@@ -187,7 +185,7 @@ class AgentGraph:
         except Exception:  # noqa: BLE001 - no demos is a valid (worse) prompt
             demos = []
         if self.config.demos_per == "episode":
-            live.extras["demos"] = tuple(demos)
+            live.demos = tuple(demos)
         return tuple(demos), time.perf_counter() - t0
 
     def context(self, state: EpisodeState, demos: tuple[Any, ...] = ()) -> StepContext:
@@ -268,14 +266,13 @@ class AgentGraph:
             await self.recorder.flush(pending)
         else:
             actor = dec.actor if dec.tier != "fallback" else "fallback:" + dec.actor
-            env_s = await self._act(state, env, budget, dec.action or "", actor, pending, upd,
-                                    t0=t0)
+            env_s = await self._act(state, env, budget, dec.action or "", actor, pending, upd, t0)
         stats["node_s"] += time.perf_counter() - t0 - model_s - retrieve_s - env_s
         return upd
 
     async def _act(
         self, state: EpisodeState, env: Environment, budget: Budget, action: str, actor: str,
-        pending: PendingWrites, upd: dict[str, Any], *, t0: float | None = None,
+        pending: PendingWrites, upd: dict[str, Any], t0: float,
     ) -> float:
         """Step the environment with ``action``, record the step; fills ``upd``; env seconds.
 
@@ -303,8 +300,7 @@ class AgentGraph:
             raise
         self._live_of(state).env = env  # a fresh instance when the first one failed
         env_s = time.perf_counter() - t1
-        if t0 is not None:
-            budget.charge(**{WALL_S: min(time.perf_counter() - t0, budget.remaining(WALL_S))})
+        budget.charge(**{WALL_S: min(time.perf_counter() - t0, budget.remaining(WALL_S))})
         stats = upd["stats"]
         stats[step_counter(actor)] += 1
         stats["env_s"] += env_s

@@ -130,50 +130,6 @@ class TierDecision:
         """The most supported proposed action (also when the tier escalated)."""
         return self.candidates[0][0] if self.candidates else None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for state, ledger meta and reports."""
-        return {
-            "tier": self.tier,
-            "actor": self.actor,
-            "action": self.action,
-            "confidence": self.confidence,
-            "reason": self.reason,
-            "samples": self.samples,
-            "candidates": [list(c) for c in self.candidates],
-            "usage": {
-                "prompt_tokens": self.usage.prompt_tokens,
-                "cached_prompt_tokens": self.usage.cached_prompt_tokens,
-                "completion_tokens": self.usage.completion_tokens,
-            },
-            "cost_usd": self.cost_usd,
-            "teacher_calls": self.teacher_calls,
-            "latency_s": self.latency_s,
-            "meta": dict(self.meta),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TierDecision:
-        """Inverse of `to_dict`."""
-        u = d.get("usage") or {}
-        return cls(
-            tier=d["tier"],
-            actor=d["actor"],
-            action=d.get("action"),
-            confidence=float(d.get("confidence", 0.0)),
-            reason=d.get("reason", ""),
-            samples=int(d.get("samples", 0)),
-            candidates=tuple((str(a), float(s)) for a, s in d.get("candidates", [])),
-            usage=Usage(
-                prompt_tokens=int(u.get("prompt_tokens", 0)),
-                cached_prompt_tokens=int(u.get("cached_prompt_tokens", 0)),
-                completion_tokens=int(u.get("completion_tokens", 0)),
-            ),
-            cost_usd=float(d.get("cost_usd", 0.0)),
-            teacher_calls=int(d.get("teacher_calls", 0)),
-            latency_s=float(d.get("latency_s", 0.0)),
-            meta=dict(d.get("meta") or {}),
-        )
-
 
 def accept(tier: str, actor: str, action: str, **kw: Any) -> TierDecision:
     """Shorthand for an accepting decision."""
@@ -272,15 +228,6 @@ class Ladder:
             raise ValueError(f"tier names must be unique: {names}")
         self.tiers: list[Tier] = list(tiers)
         self.fallback: Fallback = fallback
-
-    @property
-    def names(self) -> list[str]:
-        """Tier names in order."""
-        return [t.name for t in self.tiers]
-
-    def tier(self, index: int) -> Tier:
-        """The tier at ``index``."""
-        return self.tiers[index]
 
     def resolve(self, trail: Sequence[TierDecision]) -> TierDecision:
         """Apply the fallback rule after every tier escalated."""

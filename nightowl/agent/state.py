@@ -11,7 +11,6 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypedDict
 
 from nightowl.agent.budget import EpisodeBudget
@@ -83,9 +82,6 @@ class LoopConfig:
     store_escalations: bool = True
     record_steps: bool = True
     recursion_limit: int = 100_000
-    #: run environment and retrieval calls in a worker thread: None = only while several
-    #: episodes run at once (with one in flight the thread hop is pure overhead)
-    env_in_thread: bool | None = None
 
 
 @dataclass(kw_only=True)
@@ -109,22 +105,11 @@ class EpisodeResult:
 
 def new_counters() -> dict[str, float]:
     """Zeroed per-episode counters (``steps_teacher`` counts teacher/oracle-acted steps)."""
-    return {
-        "student_samples": 0.0,
-        "student_calls": 0.0,
-        "teacher_calls": 0.0,
-        "escalations": 0.0,
-        "steps_student": 0.0,
-        "steps_teacher": 0.0,
-        "steps_search": 0.0,
-        "steps_fallback": 0.0,
-        "cost_usd": 0.0,
-        "model_s": 0.0,
-        "env_s": 0.0,
-        "retrieve_s": 0.0,
-        "node_s": 0.0,
-        "parse_failures": 0.0,
-    }
+    return dict.fromkeys((
+        "student_samples", "student_calls", "teacher_calls", "escalations", "steps_student",
+        "steps_teacher", "steps_search", "steps_fallback", "cost_usd", "model_s", "env_s",
+        "retrieve_s", "node_s", "parse_failures",
+    ), 0.0)
 
 
 def count_decisions(stats: dict[str, float], trail: Sequence[TierDecision]) -> None:
@@ -173,7 +158,3 @@ def results_teacher_share(results: Sequence[EpisodeResult]) -> float:
     teacher = sum(int(r.stats.get("steps_teacher", 0)) for r in results)
     return teacher_share(teacher, sum(r.steps for r in results))
 
-
-def checkpoint_path(home: Path) -> Path:
-    """Where the loop's SQLite checkpoints live (the one place this path is decided)."""
-    return home / "checkpoints.sqlite"

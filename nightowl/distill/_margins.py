@@ -30,7 +30,6 @@ class _Scored(AcceptanceRule):
     """A rule over one scoring pass: the top action's margin and the demo's agreement."""
 
     uses_scores = True
-    max_samples = 1
 
     def accepts(self, margin: float, agree: bool) -> bool:
         """Whether a top-1 minus top-2 ``margin`` (and the demo's agreement) accepts."""

@@ -106,7 +106,6 @@ class Unanimity(_Voting):
         if n < 1:
             raise ValueError("n must be >= 1")
         self.n = self.need = n
-        self.max_samples = n
         self.name = f"unanimity(n={n})"
 
     @classmethod
@@ -141,7 +140,6 @@ class Majority(_Voting):
         self.n = n
         self.tau = tau
         self.need = math.ceil(tau * n - 1e-9)
-        self.max_samples = n
         self.name = f"majority(n={n},tau={tau:g})"
 
     @classmethod
@@ -182,7 +180,6 @@ class Sequential(_Voting):
         self.tau = tau
         self.batch = batch
         self.need = math.ceil(tau * n - 1e-9)
-        self.max_samples = n
         self.name = f"sequential(n={n},tau={tau:g})"
 
     @classmethod

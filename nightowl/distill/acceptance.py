@@ -136,8 +136,6 @@ class AcceptanceRule:  # noqa: B024 - subclasses implement judge or judge_scores
     kinds: ClassVar[tuple[str, ...]] = ()
     #: its spec forms for help texts, e.g. "unanimity:N"
     syntax: ClassVar[tuple[str, ...]] = ()
-    #: how many samples (or scoring passes) the rule may draw at most, for budget bounds
-    max_samples: int = 1
     #: True: the rule needs `judge_scores` (log-probabilities of the valid actions)
     uses_scores: bool = False
     #: True: the rule needs ``demo_action=`` (the nearest demo step's mapped action)

@@ -30,12 +30,10 @@ from nightowl.llm.base import Usage
 class ActionScores:
     """Scores of candidate actions: the ranked values and what they were made of."""
 
-    actions: tuple[str, ...]
     scores: tuple[float, ...]
     raw: tuple[float, ...]
     token_counts: tuple[int, ...]
     content_free: tuple[float, ...] | None
-    method: str
     usage: Usage
 
 
@@ -112,11 +110,9 @@ async def score_actions(
         usage = usage + free.usage
     values = rank_scores(scored.logprobs, scored.token_counts, method, cf)
     return ActionScores(
-        actions=tuple(actions),
         scores=tuple(values),
         raw=tuple(float(x) for x in scored.logprobs),
         token_counts=tuple(int(c) for c in scored.token_counts),
         content_free=cf,
-        method=method,
         usage=usage,
     )

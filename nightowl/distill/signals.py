@@ -27,8 +27,6 @@ class DemoHint:
 
     action: str | None  # a valid action of this state, or None (no usable mapping)
     demo_action: str  # what the demo did, verbatim
-    similarity: float  # word overlap (Jaccard) of the two observations, 0..1
-    step_score: float  # the memory's retrieval score of the window (0 when unknown)
     how: str  # exact | contained | closest | analogy | failed | free
 
 
@@ -51,29 +49,25 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def nearest_demo_step(demos: Sequence[Any], observation: str) -> tuple[Any, float, float] | None:
-    """(step, observation similarity, window score) of the demo step nearest this state.
+def nearest_demo_step(demos: Sequence[Any], observation: str) -> Any | None:
+    """The demo step nearest this state (None: no candidate).
 
     Candidates are the retrieval hits (``hit_idxs``) of every window, or every step
     where a window does not say; they are ranked by the window's retrieval score first
     (the memory's embedding similarity), then by word overlap with ``observation``.
     """
-    best: tuple[float, float, Any] | None = None
+    best: tuple[tuple[float, float], Any] | None = None
     for w in demos:
-        steps = list(_get(w, "steps", ()) or ())
         hits = set(_get(w, "hit_idxs", ()) or ())
-        score = float(_get(w, "step_score", 0.0) or 0.0)
-        for st in steps:
+        score = round(float(_get(w, "step_score", 0.0) or 0.0), 4)
+        for st in _get(w, "steps", ()) or ():
             if hits and _get(st, "idx", None) not in hits:
                 continue
             obs = _get(st, "observation", None) or _get(st, "obs", "") or ""
-            sim = jaccard(str(obs), observation)
-            key = (round(score, 4), sim, st)
-            if best is None or key[:2] > best[:2]:
-                best = key
-    if best is None:
-        return None
-    return best[2], best[1], best[0]
+            rank = (score, jaccard(str(obs), observation))
+            if best is None or rank > best[0]:
+                best = (rank, st)
+    return None if best is None else best[1]
 
 
 def demo_hint(
@@ -92,10 +86,9 @@ def demo_hint(
         cutoff: minimum string similarity for a "closest" mapping; a lower one leaves
             ``action`` None (the demo's action has no counterpart here).
     """
-    got = nearest_demo_step(demos, observation)
-    if got is None:
+    step = nearest_demo_step(demos, observation)
+    if step is None:
         return None
-    step, sim, score = got
     demo_action = str(_get(step, "action", "") or "")
     demo_obs = str(_get(step, "observation", None) or _get(step, "obs", "") or "")
     parsed = parse_action(demo_action, tuple(valid_actions) if valid_actions else None,
@@ -105,13 +98,7 @@ def demo_hint(
         analog = analogous_action(demo_action, demo_obs, observation, valid_actions)
         if analog is not None:
             action, how = analog, "analogy"
-    return DemoHint(
-        action=action,
-        demo_action=demo_action,
-        similarity=sim,
-        step_score=score,
-        how=how,
-    )
+    return DemoHint(action=action, demo_action=demo_action, how=how)
 
 
 def analogous_action(
@@ -142,5 +129,4 @@ def analogous_action(
         top = [a for n, a in hits if n == best]
         if best > 0 and len(top) == 1:
             return top[0]
-        return None
     return None

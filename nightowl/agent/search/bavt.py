@@ -300,13 +300,13 @@ class BavtSearch:
         """
         cfg = self.config
         need = generation_bound(self.model, request.prompt or "", n=request.n,
-                                max_tokens=request.max_tokens).tokens
+                                max_tokens=request.max_tokens)
         if cfg.force_answer and space.answer_prefix is not None and tree.best_terminal() is None:
             best = tree.best_partial()
             if best is not None:
                 text = space.prompt(tree.path(best), "Budget: " + "x" * 80, best.valid_actions)
                 need += generation_bound(self.model, f"{text} {space.answer_prefix}", n=1,
-                                         max_tokens=cfg.max_answer_tokens).tokens
+                                         max_tokens=cfg.max_answer_tokens)
         return need
 
     async def _expand_one(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nightowl.agent.budget import TOKENS, Budget
-from nightowl.agent.search.step_budget import generation_bound, scoring_bound, usage_tokens
+from nightowl.agent.search.step_budget import generation_bound, scoring_bound
 from nightowl.errors import BackendUnavailableError, ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
 
@@ -116,7 +116,7 @@ class ResidualCritic:
         text = f"{prompt}\n{CRITIC_QUESTION}\nAnswer:"
         options = [s for s, _ in self.scale]
         bound = scoring_bound(self.model, text, options)
-        if not budget.can_afford(**{TOKENS: bound.tokens}):
+        if not budget.can_afford(**{TOKENS: bound}):
             return CriticVerdict(delta=0.0, status="budget")
         try:
             scored = await self._score_fn(text, options)
@@ -128,7 +128,7 @@ class ResidualCritic:
         except (ModelError, ValueError, RuntimeError) as exc:
             return CriticVerdict(delta=0.0, status="error", raw=str(exc))
         self._can_score = True
-        spent = min(usage_tokens(scored.usage), bound.tokens)
+        spent = min(scored.usage.total_tokens, bound)
         budget.charge(**{TOKENS: spent})
         lps = list(scored.logprobs)
         if len(lps) != len(options) or not all(math.isfinite(x) for x in lps):
@@ -146,7 +146,7 @@ class ResidualCritic:
     ) -> CriticVerdict:
         text = f"{prompt}\n{CRITIC_NUMBER_QUESTION}\nScore:"
         bound = generation_bound(self.model, text, n=1, max_tokens=self.max_tokens)
-        if not budget.can_afford(**{TOKENS: bound.tokens}):
+        if not budget.can_afford(**{TOKENS: bound}):
             return CriticVerdict(delta=0.0, status="budget")
         req = GenerationRequest(
             prompt=text, n=1, max_tokens=self.max_tokens, temperature=0.0, stop=("\n",), seed=seed
@@ -159,7 +159,7 @@ class ResidualCritic:
             # A failed call may still have been billed by the server; without a usage
             # we charge nothing and record the failure.
             return CriticVerdict(delta=0.0, status="error", raw=str(exc))
-        budget.charge(**{TOKENS: min(usage_tokens(res.usage), bound.tokens)})
+        budget.charge(**{TOKENS: min(res.usage.total_tokens, bound)})
         raw = res.completions[0].text if res.completions else ""
         value = parse_delta(raw)
         if value is None:
@@ -172,10 +172,7 @@ def parse_delta(text: str) -> float | None:
     m = _NUMBER.search(text or "")
     if m is None:
         return None
-    try:
-        x = float(m.group(0))
-    except ValueError:  # pragma: no cover - the regex only matches floats
-        return None
+    x = float(m.group(0))
     if not math.isfinite(x):
         return None
     return max(-1.0, min(1.0, x))

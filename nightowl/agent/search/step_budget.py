@@ -6,9 +6,10 @@ never exceeded). Search adds three things on top of it:
 - `sub_budget`: a per-step budget whose limits are the step limits *capped by what the
   episode has left*, so spending within the step can never overspend the episode;
   `settle` charges the episode with what the step used.
-- `ModelCall`: an upper bound on what one model call may cost in tokens (prompt tokens
-  by the model's tokenizer when it has one, else a byte count, which bounds any
-  byte-level BPE; plus ``n * max_tokens``), checked with `can_afford` *before* the call.
+- `generation_bound` / `scoring_bound`: an upper bound on what one model call may cost
+  in tokens (prompt tokens by the model's tokenizer when it has one, else a byte count,
+  which bounds any byte-level BPE; plus ``n * max_tokens``), checked with `can_afford`
+  *before* the call.
 - `budget_line`: the remaining/used line shown to the model in its prompt.
 - `CallMeter`: makes a model call only when its bound is affordable, charges the actual
   tokens, and accumulates usage.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
 from nightowl.errors import BackendUnavailableError, ModelError
@@ -39,40 +39,19 @@ def count_prompt_tokens(model: ModelBackend, text: str) -> int:
         return len(text.encode("utf-8")) + _SPECIAL_TOKEN_SLACK
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelCall:
-    """An upper bound on one call's token cost."""
-
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def tokens(self) -> int:
-        """Total tokens reserved."""
-        return self.prompt_tokens + self.completion_tokens
+def generation_bound(model: ModelBackend, prompt: str, *, n: int, max_tokens: int) -> int:
+    """Tokens a `generate` call may cost (prompt counted once, as hosted APIs bill ``n``)."""
+    return count_prompt_tokens(model, prompt) + n * max_tokens
 
 
-def generation_bound(model: ModelBackend, prompt: str, *, n: int, max_tokens: int) -> ModelCall:
-    """Bound for a `generate` call (prompt counted once, as hosted APIs bill ``n``)."""
-    return ModelCall(
-        prompt_tokens=count_prompt_tokens(model, prompt), completion_tokens=n * max_tokens
-    )
-
-
-def scoring_bound(model: ModelBackend, prompt: str, continuations: list[str]) -> ModelCall:
-    """Bound for `score_continuations`: the prompt once per continuation, plus each option.
+def scoring_bound(model: ModelBackend, prompt: str, continuations: list[str]) -> int:
+    """Tokens `score_continuations` may cost: the prompt once per continuation, plus each.
 
     Backends that reuse the prompt's KV cache bill less; the bound must hold for those
     that do not.
     """
     p = count_prompt_tokens(model, prompt)
-    opts = sum(count_prompt_tokens(model, c) for c in continuations)
-    return ModelCall(prompt_tokens=p * len(continuations) + opts, completion_tokens=0)
-
-
-def usage_tokens(usage: Usage) -> int:
-    """Tokens billed for a call (prompt + completion)."""
-    return usage.prompt_tokens + usage.completion_tokens
+    return p * len(continuations) + sum(count_prompt_tokens(model, c) for c in continuations)
 
 
 def sub_budget(parent: Budget, **limits: float | None) -> Budget:
@@ -124,7 +103,7 @@ class CallMeter:
         """Generate if affordable (None if not); failures come back as the error."""
         prompt = request.prompt or ""
         bound = generation_bound(self.model, prompt, n=request.n, max_tokens=request.max_tokens)
-        if not budget.can_afford(**{TOKENS: bound.tokens}):
+        if not budget.can_afford(**{TOKENS: bound}):
             return None
         try:
             res = await self.generate(request)
@@ -134,5 +113,5 @@ class CallMeter:
             return exc if isinstance(exc, ModelError) else ModelError(str(exc))
         self.usage = self.usage + res.usage
         # Bounded by construction; min() guards a backend that over-reports.
-        budget.charge(**{TOKENS: min(usage_tokens(res.usage), bound.tokens)})
+        budget.charge(**{TOKENS: min(res.usage.total_tokens, bound)})
         return res

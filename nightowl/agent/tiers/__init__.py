@@ -10,27 +10,9 @@ with `StepContext.call_site`), so the ledger sees it; each tier charges the epis
 budget with the actual cost after checking an upper bound first.
 """
 
-from nightowl.agent.tiers.common import count_tokens, repeats_without_progress
 from nightowl.agent.tiers.oracle import OracleTier
-from nightowl.agent.tiers.student import (
-    BACKTRACK_POLICIES,
-    REPEAT_POLICIES,
-    BacktrackPolicy,
-    RepeatPolicy,
-    StudentTier,
-    check_policies,
-)
+from nightowl.agent.tiers.student import BacktrackPolicy, RepeatPolicy, StudentTier, check_policies
 from nightowl.agent.tiers.teacher import TeacherTier
 
-__all__ = [
-    "BACKTRACK_POLICIES",
-    "REPEAT_POLICIES",
-    "BacktrackPolicy",
-    "OracleTier",
-    "RepeatPolicy",
-    "StudentTier",
-    "TeacherTier",
-    "check_policies",
-    "count_tokens",
-    "repeats_without_progress",
-]
+__all__ = ["BacktrackPolicy", "OracleTier", "RepeatPolicy", "StudentTier", "TeacherTier",
+           "check_policies"]
