@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from nightowl.agent.budget import TOOL_CALLS, Budget
 from nightowl.agent.search.bavt import SearchResult, ToolCallHook
 from nightowl.agent.search.space import SearchSpace, Step, action_key
-from nightowl.agent.search.step_budget import CallMeter, GenerateFn, budget_line
+from nightowl.agent.search.step_budget import CallMeter, budget_line
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend
 
@@ -53,12 +53,10 @@ class MajorityVote:
         model: ModelBackend,
         config: VoteConfig | None = None,
         *,
-        generate: GenerateFn | None = None,
         on_tool_call: ToolCallHook | None = None,
     ) -> None:
         self.model = model
         self.config = config or VoteConfig()
-        self._generate = generate
         self.on_tool_call = on_tool_call
 
     async def run(self, space: SearchSpace, budget: Budget) -> SearchResult:
@@ -71,7 +69,7 @@ class MajorityVote:
     async def _run(self, space: SearchSpace, budget: Budget) -> SearchResult:
         cfg = self.config
         rng = random.Random(cfg.seed)
-        meter = CallMeter(self.model, self._generate)
+        meter = CallMeter(self.model)
         stats: Counter[str] = Counter()
         votes: list[tuple[str, tuple[str, ...]]] = []  # (final action, path)
         trace: list[dict[str, object]] = []

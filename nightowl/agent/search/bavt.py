@@ -42,16 +42,14 @@ from nightowl.agent.search._tree import (
     selection_probs,
     weighted_choice,
 )
-from nightowl.agent.search.critic import CriticMode, CriticVerdict, ResidualCritic, ScoreFn
+from nightowl.agent.search.critic import CriticMode, CriticVerdict, ResidualCritic
 from nightowl.agent.search.space import SearchSpace, Step, action_key
-from nightowl.agent.search.step_budget import CallMeter, GenerateFn, budget_line, generation_bound
+from nightowl.agent.search.step_budget import CallMeter, budget_line, generation_bound
 from nightowl.errors import ModelError
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
 
-__all__ = [
-    "BavtConfig", "BavtSearch", "CallMeter", "GenerateFn", "Node", "SearchResult",
-    "ToolCallHook", "selection_probs", "weighted_choice",
-]
+__all__ = ["BavtConfig", "BavtSearch", "SearchResult", "ToolCallHook", "selection_probs",
+           "weighted_choice"]
 
 #: ``(action, latency_s, meta)`` -> None; e.g. a partial of `Ledger.record_tool_call`
 ToolCallHook = Callable[[str, float, dict[str, Any]], None]
@@ -136,8 +134,6 @@ class BavtSearch:
         model: proposes actions (the student or a mid-size model, through the ledger).
         config: search settings.
         critic_model: scores steps (defaults to ``model``: the same model is the critic).
-        generate: call wrapper for proposals (e.g. a metered model's ``generate``).
-        critic_generate / critic_score: call wrappers for the critic.
         on_tool_call: called after every environment step (the ledger's tool calls).
     """
 
@@ -147,25 +143,18 @@ class BavtSearch:
         config: BavtConfig | None = None,
         *,
         critic_model: ModelBackend | None = None,
-        generate: GenerateFn | None = None,
-        critic_generate: GenerateFn | None = None,
-        critic_score: ScoreFn | None = None,
         on_tool_call: ToolCallHook | None = None,
     ) -> None:
         self.config = config or BavtConfig()
         self.model = model
-        self.critic = ResidualCritic(
-            critic_model or model, mode=self.config.critic, generate=critic_generate,
-            score=critic_score,
-        )
-        self._generate = generate
+        self.critic = ResidualCritic(critic_model or model, mode=self.config.critic)
         self.on_tool_call = on_tool_call
 
     async def run(self, space: SearchSpace, budget: Budget) -> SearchResult:
         """Search from the space's root within ``budget``; the env is restored afterwards."""
         try:
             tree = SearchTree.start(space, self.config.v_root)
-            meter = CallMeter(self.model, self._generate)
+            meter = CallMeter(self.model)
             reason = await self._search(space, budget, tree, meter)
             return await self._conclude(space, budget, tree, meter, reason)
         finally:

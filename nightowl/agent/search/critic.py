@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,10 +67,6 @@ class CriticVerdict:
     usage: Usage = field(default_factory=Usage)
 
 
-CallModel = Callable[[GenerationRequest], Awaitable[Any]]
-ScoreFn = Callable[[str, list[str]], Awaitable[Any]]
-
-
 class ResidualCritic:
     """Scores the progress of a step relative to its parent.
 
@@ -80,8 +75,6 @@ class ResidualCritic:
         mode: "auto", "score" or "generate".
         delta_scale: maps a generated number in [-1, 1] to a delta.
         max_tokens: generation cap in "generate" mode.
-        generate: optional call wrapper (adds ledger roles); defaults to ``model.generate``.
-        score: optional wrapper of ``model.score_continuations`` (ledger roles).
     """
 
     def __init__(
@@ -91,26 +84,22 @@ class ResidualCritic:
         mode: CriticMode = "auto",
         delta_scale: float = 0.4,
         max_tokens: int = 6,
-        generate: CallModel | None = None,
-        score: ScoreFn | None = None,
         scale: tuple[tuple[str, float], ...] = SCALE,
     ) -> None:
         self.model = model
         self.mode: CriticMode = mode
         self.delta_scale = delta_scale
         self.max_tokens = max_tokens
-        self._generate = generate or model.generate
-        self._score_fn = score or model.score_continuations
         self.scale = scale
         self._can_score: bool | None = None if mode == "auto" else mode == "score"
 
-    async def judge(self, prompt: str, budget: Budget, *, seed: int | None = None) -> CriticVerdict:
+    async def judge(self, prompt: str, budget: Budget) -> CriticVerdict:
         """Ask for the delta of the step described at the end of ``prompt``."""
         if self._can_score is not False:
             verdict = await self._score(prompt, budget)
             if verdict is not None:
                 return verdict
-        return await self._generate_number(prompt, budget, seed)
+        return await self._generate_number(prompt, budget)
 
     async def _score(self, prompt: str, budget: Budget) -> CriticVerdict | None:
         text = f"{prompt}\n{CRITIC_QUESTION}\nAnswer:"
@@ -119,7 +108,7 @@ class ResidualCritic:
         if not budget.can_afford(**{TOKENS: bound}):
             return CriticVerdict(delta=0.0, status="budget")
         try:
-            scored = await self._score_fn(text, options)
+            scored = await self.model.score_continuations(text, options)
         except NotImplementedError:
             self._can_score = False
             return None
@@ -141,18 +130,16 @@ class ResidualCritic:
         dist = {s.strip(): round(p, 4) for (s, _), p in zip(self.scale, probs, strict=True)}
         return CriticVerdict(delta=delta, raw=dist, usage=scored.usage)
 
-    async def _generate_number(
-        self, prompt: str, budget: Budget, seed: int | None
-    ) -> CriticVerdict:
+    async def _generate_number(self, prompt: str, budget: Budget) -> CriticVerdict:
         text = f"{prompt}\n{CRITIC_NUMBER_QUESTION}\nScore:"
         bound = generation_bound(self.model, text, n=1, max_tokens=self.max_tokens)
         if not budget.can_afford(**{TOKENS: bound}):
             return CriticVerdict(delta=0.0, status="budget")
         req = GenerationRequest(
-            prompt=text, n=1, max_tokens=self.max_tokens, temperature=0.0, stop=("\n",), seed=seed
+            prompt=text, n=1, max_tokens=self.max_tokens, temperature=0.0, stop=("\n",), seed=None
         )
         try:
-            res = await self._generate(req)
+            res = await self.model.generate(req)
         except BackendUnavailableError:
             raise  # infrastructure, not a verdict: the run stops (graph)
         except (ModelError, ValueError, RuntimeError) as exc:

@@ -18,14 +18,10 @@ never exceeded). Search adds three things on top of it:
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 
 from nightowl.agent.budget import TOKENS, TOOL_CALLS, Budget
 from nightowl.errors import BackendUnavailableError, ModelError
 from nightowl.llm.base import GenerationRequest, GenerationResult, ModelBackend, Usage
-
-#: a model's ``generate`` (or a wrapper with the same signature)
-GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 
 #: special tokens a chat template or BOS may add around a raw prompt
 _SPECIAL_TOKEN_SLACK = 8
@@ -92,9 +88,8 @@ def budget_line(budget: Budget) -> str:
 class CallMeter:
     """Calls the model within the budget and accumulates usage."""
 
-    def __init__(self, model: ModelBackend, generate: GenerateFn | None) -> None:
+    def __init__(self, model: ModelBackend) -> None:
         self.model = model
-        self.generate = generate or model.generate
         self.usage = Usage()
 
     async def call(
@@ -106,7 +101,7 @@ class CallMeter:
         if not budget.can_afford(**{TOKENS: bound}):
             return None
         try:
-            res = await self.generate(request)
+            res = await self.model.generate(request)
         except BackendUnavailableError:
             raise  # infrastructure, not a failed expansion: the run stops (graph)
         except (ModelError, ValueError, RuntimeError) as exc:
