@@ -141,7 +141,6 @@ class PresetRegistry(Mapping[str, Preset]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-
     def register(self, preset: Preset) -> Preset:
         """Add a preset in-process (a plugin package can use an entry point instead)."""
         if preset.name in self._builtins and self._builtins[preset.name] != preset:

@@ -21,7 +21,7 @@ the plan as JSON, so a worker builds from the plan it was sent and resolves noth
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
@@ -162,9 +162,8 @@ def student_prompt(
         action_format=cast(ActionFormat, cls.action_format),
         adapt_values=bool(getattr(cls, "adapt_demo_values", False)),
     )
-    return builder.with_options(
-        k_episodes=k_episodes or builder.k_episodes, window=window or builder.window
-    )
+    return replace(builder, k_episodes=k_episodes or builder.k_episodes,
+                   window=window or builder.window)
 
 
 def default_budget_steps(env: str) -> int:

@@ -71,27 +71,16 @@ class _Voting(AcceptanceRule):
         samples = 0.0
         for row in picks:
             counts: dict[int, int] = {}
-            decided = False
             for j, a in enumerate(row, start=1):
                 counts[a] = counts.get(a, 0) + 1
                 top_a, top = max(counts.items(), key=lambda kv: kv[1])
-                if self.sequential:
-                    if top >= need:
-                        acc_n += 1
-                        wrong_n += int(top_a != exp_i)
-                        samples += j
-                        decided = True
-                        break
-                    if top + (n - j) < need:
-                        samples += j
-                        decided = True
-                        break
-            if not decided:
-                samples += n
-                top_a, top = max(counts.items(), key=lambda kv: kv[1])
-                if top >= need:
-                    acc_n += 1
-                    wrong_n += int(top_a != exp_i)
+                # sequential: stop once agreement is certain or impossible
+                if self.sequential and (top >= need or top + (n - j) < need):
+                    break
+            samples += j
+            if top >= need:
+                acc_n += 1
+                wrong_n += int(top_a != exp_i)
         return acc_n / draws, wrong_n / draws, samples / draws
 
 

@@ -199,19 +199,6 @@ def evaluate_rules(
     return rows
 
 
-def choose(rows: list[dict[str, Any]], target: float) -> tuple[dict[str, Any], bool]:
-    """Cheapest rule meeting the target (or the most successful one).
-
-    With the teacher-only row present (`evaluate_rules` adds it) the target is always
-    met; `recommend` says whether the choice is a student rule.
-    """
-    ok = [r for r in rows if r["predicted_success"] >= target]
-    if ok:
-        return min(ok, key=lambda r: r["predicted_cost_per_episode"]), True
-    best = max(rows, key=lambda r: (r["predicted_success"], -r["predicted_cost_per_episode"]))
-    return best, False
-
-
 def recommend(
     rows: list[dict[str, Any]], target: float, min_saving: float = 1.0
 ) -> dict[str, Any]:
@@ -221,8 +208,15 @@ def recommend(
     target and is at least ``min_saving`` x cheaper than teacher-only; otherwise the
     choice is teacher-only), ``teacher_cost_per_episode``, ``saving`` (teacher-only cost
     / chosen cost) and a one-line ``verdict``.
+
+    The choice is the cheapest rule meeting the target, else the most successful one
+    (with the teacher-only row present, as `evaluate_rules` adds it, the target is
+    always met).
     """
-    best, met = choose(rows, target)
+    ok = [r for r in rows if r["predicted_success"] >= target]
+    met = bool(ok)
+    best = (min(ok, key=lambda r: r["predicted_cost_per_episode"]) if ok else
+            max(rows, key=lambda r: (r["predicted_success"], -r["predicted_cost_per_episode"])))
     teacher = next((r for r in rows if r["spec"] == "teacher"), None)
     tcost = teacher["predicted_cost_per_episode"] if teacher else math.inf
     pays = (met and best["spec"] != "teacher"

@@ -43,7 +43,7 @@ from nightowl.errors import ConfigError
 ValidShown = Literal["none", "current", "both"]
 #: how scored actions are ranked (`nightowl.distill.scoring.rank_scores`)
 Scoring = Literal["sum", "mean", "calibrated", "calibrated-mean"]
-SCORINGS: tuple[str, ...] = ("sum", "mean", "calibrated", "calibrated-mean")
+SCORINGS: tuple[str, ...] = get_args(Scoring)
 #: how actions are written: one line (text games) or code (AppWorld: several lines)
 ActionFormat = Literal["line", "code"]
 ACTION_FORMATS: tuple[str, ...] = get_args(ActionFormat)
@@ -126,42 +126,38 @@ class DemoView:
         return self.steps[start : start + n]
 
 
+def field_of(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj[name]`` of a dict, else the attribute ``name`` (``default`` when absent)."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
 def as_demo_view(window: Any) -> DemoView:
     """Adapt a memory `DemoWindow` (or a dict, or a DemoView) by duck typing."""
     if isinstance(window, DemoView):
         return window
-
-    def get(obj: Any, name: str, default: Any = None) -> Any:
-        if isinstance(obj, dict):
-            return obj.get(name, default)
-        return getattr(obj, name, default)
-
     steps = []
     first = None
-    best_idx = get(window, "best_idx", None)
+    best_idx = field_of(window, "best_idx", None)
     best = None  # the position of the step whose idx is best_idx
-    for s in get(window, "steps", ()) or ():
-        obs = get(s, "observation", None)
-        if obs is None:
-            obs = get(s, "obs", "")
-        valid = get(s, "valid_actions", None) or ()
-        steps.append(
-            DemoStepView(
-                observation=str(obs or ""),
-                action=str(get(s, "action", "")),
-                valid_actions=tuple(str(a) for a in valid),
-            )
-        )
-        idx = get(s, "idx", None)
+    for s in field_of(window, "steps", ()) or ():
+        obs = field_of(s, "observation", None)
+        steps.append(DemoStepView(
+            observation=str((field_of(s, "obs", "") if obs is None else obs) or ""),
+            action=str(field_of(s, "action", "")),
+            valid_actions=tuple(str(a) for a in field_of(s, "valid_actions", None) or ()),
+        ))
+        idx = field_of(s, "idx", None)
         if idx is not None and first is None:
             first = int(idx)
         if best_idx is not None and idx is not None and int(idx) == int(best_idx):
             best = len(steps) - 1
     return DemoView(
-        goal=str(get(window, "goal", "") or ""),
-        task_id=str(get(window, "task_id", "") or ""),
+        goal=str(field_of(window, "goal", "") or ""),
+        task_id=str(field_of(window, "task_id", "") or ""),
         steps=tuple(steps),
-        first_idx=first if first is not None else int(get(window, "start", 0) or 0),
+        first_idx=first if first is not None else int(field_of(window, "start", 0) or 0),
         best=best,
     )
 
@@ -230,13 +226,11 @@ class PromptBuilder:
             raise ConfigError(
                 f"valid_actions_in must be none, current or both, not {self.valid_actions_in!r}"
             )
-        if self.scoring not in SCORINGS:
-            raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, not {self.scoring!r}")
-        if self.action_format not in ACTION_FORMATS:
-            raise ConfigError(
-                f"action_format must be one of {', '.join(ACTION_FORMATS)}, "
-                f"not {self.action_format!r}"
-            )
+        for name, known in (("scoring", SCORINGS), ("action_format", ACTION_FORMATS)):
+            if getattr(self, name) not in known:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(known)}, not {getattr(self, name)!r}"
+                )
 
     @property
     def sample_stop(self) -> tuple[str, ...]:
@@ -278,10 +272,6 @@ class PromptBuilder:
             "earlier_actions": self.earlier_actions,
             "adapt_values": self.adapt_values,
         }
-
-    def with_options(self, **changes: Any) -> PromptBuilder:
-        """A copy with some fields changed (validated)."""
-        return replace(self, **changes)
 
     def for_teacher(self) -> PromptBuilder:
         """The same builder listing the current step's valid actions.

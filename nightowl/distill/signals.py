@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nightowl.distill.parser import normalize_action, parse_action
+from nightowl.distill.prompt import field_of
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -43,12 +44,6 @@ def jaccard(a: str, b: str) -> float:
     return len(wa & wb) / max(1, len(wa | wb))
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 def nearest_demo_step(demos: Sequence[Any], observation: str) -> Any | None:
     """The demo step nearest this state (None: no candidate).
 
@@ -58,12 +53,12 @@ def nearest_demo_step(demos: Sequence[Any], observation: str) -> Any | None:
     """
     best: tuple[tuple[float, float], Any] | None = None
     for w in demos:
-        hits = set(_get(w, "hit_idxs", ()) or ())
-        score = round(float(_get(w, "step_score", 0.0) or 0.0), 4)
-        for st in _get(w, "steps", ()) or ():
-            if hits and _get(st, "idx", None) not in hits:
+        hits = set(field_of(w, "hit_idxs", ()) or ())
+        score = round(float(field_of(w, "step_score", 0.0) or 0.0), 4)
+        for st in field_of(w, "steps", ()) or ():
+            if hits and field_of(st, "idx", None) not in hits:
                 continue
-            obs = _get(st, "observation", None) or _get(st, "obs", "") or ""
+            obs = field_of(st, "observation", None) or field_of(st, "obs", "") or ""
             rank = (score, jaccard(str(obs), observation))
             if best is None or rank > best[0]:
                 best = (rank, st)
@@ -89,8 +84,8 @@ def demo_hint(
     step = nearest_demo_step(demos, observation)
     if step is None:
         return None
-    demo_action = str(_get(step, "action", "") or "")
-    demo_obs = str(_get(step, "observation", None) or _get(step, "obs", "") or "")
+    demo_action = str(field_of(step, "action", "") or "")
+    demo_obs = str(field_of(step, "observation", None) or field_of(step, "obs", "") or "")
     parsed = parse_action(demo_action, tuple(valid_actions) if valid_actions else None,
                           cutoff=cutoff)
     action, how = parsed.action, str(parsed.method)

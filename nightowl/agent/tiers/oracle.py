@@ -64,21 +64,16 @@ class OracleTier(Tier):
             "prices": self.prices.model_dump(),
         }
 
-    def billed_usage(self, ctx: StepContext) -> Usage:
-        """The usage a teacher LLM would have been billed for this step."""
-        prompt = build_prompt(self.builder, ctx, use_demos=self.use_demos)
-        return Usage(
-            prompt_tokens=count_tokens(self.tokenizer, prompt),
-            completion_tokens=self.output_tokens,
-        )
-
     async def decide(self, ctx: StepContext) -> TierDecision:
         """Ask the environment's expert from the current state."""
         started = time.perf_counter()
         env = ctx.env
         if env is None or not getattr(env, "has_expert", False):
             return escalate(self.name, self.actor, "no expert for this environment")
-        usage = self.billed_usage(ctx)
+        # the usage a teacher LLM would have been billed for this step
+        prompt = build_prompt(self.builder, ctx, use_demos=self.use_demos)
+        usage = Usage(prompt_tokens=count_tokens(self.tokenizer, prompt),
+                      completion_tokens=self.output_tokens)
         cost = self.prices.cost(usage.prompt_tokens, 0, usage.completion_tokens)
         if not can_afford(ctx.budget, cost, usage.total_tokens, teacher_calls=1):
             return escalate(self.name, self.actor, "budget: cannot afford a teacher call")
