@@ -108,21 +108,14 @@ class Budget:
     def remaining_ratio(self) -> float:
         """Fraction left of the scarcest limited resource, in [0, 1]; 1.0 when unlimited."""
         with self._lock:
-            ratios = []
-            for k, lim in self._limits.items():
-                if lim <= 0:
-                    ratios.append(0.0)
-                else:
-                    ratios.append(max(0.0, min(1.0, (lim - self.used_of(k)) / lim)))
-            return min(ratios) if ratios else 1.0
+            return min((0.0 if lim <= 0 else max(0.0, min(1.0, (lim - self.used_of(k)) / lim))
+                        for k, lim in self._limits.items()), default=1.0)
 
     def exhausted(self) -> str | None:
         """The name of a limited resource with nothing left, or None."""
         with self._lock:
-            for k, lim in self._limits.items():
-                if self.used_of(k) >= lim - _EPS:
-                    return k
-            return None
+            return next((k for k, lim in self._limits.items() if self.used_of(k) >= lim - _EPS),
+                        None)
 
     # --- updates ------------------------------------------------------------------
     def charge(self, **amounts: float) -> None:

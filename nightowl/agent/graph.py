@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +110,8 @@ class AgentGraph:
         g.add_node("finish", self._finish)
         g.set_entry_point("start")
         onward: dict[Hashable, str] = {"finish": "finish", "step": "step"}
-        g.add_conditional_edges("start", _route_after("step"), onward)
-        g.add_conditional_edges("step", _route_after("step"), onward)
+        g.add_conditional_edges("start", _route, onward)
+        g.add_conditional_edges("step", _route, onward)
         g.add_edge("finish", END)
         return g
 
@@ -225,8 +225,12 @@ class AgentGraph:
             tm.STEP: state["step"], tm.TASK_ID: state["task_id"],
         }, parent=self._live_of(state).span) as sp:
             upd = await self._traced_step(state)
-            if sp.is_recording():
-                _annotate_step(sp, upd)
+            if sp.is_recording():  # the outcome (the decision was set while deciding)
+                tm.set_attributes(sp, {
+                    tm.ACTION: upd.get("action"), tm.ACTOR: upd.get("actor") or None,
+                    "nightowl.done": bool(upd.get("done")),
+                    "nightowl.reason": upd.get("reason") or None,
+                })
             return upd
 
     async def _traced_step(self, state: EpisodeState) -> dict[str, Any]:
@@ -314,8 +318,6 @@ class AgentGraph:
                 -SEEN_KEEP:],
             budget=budget.to_dict(),
             step=state["step"] + 1,
-        )
-        upd.update(
             observation=res.text,
             valid_actions=list(res.valid_actions) if res.valid_actions else None,
             score=float(res.score),
@@ -506,17 +508,6 @@ class AgentGraph:
         return [r for r in done if r is not None]
 
 
-def _annotate_step(sp: Span, upd: dict[str, Any]) -> None:
-    """The step's outcome on its span (the decision was set while deciding)."""
-    tm.set_attributes(sp, {
-        tm.ACTION: upd.get("action"), tm.ACTOR: upd.get("actor") or None,
-        "nightowl.done": bool(upd.get("done")), "nightowl.reason": upd.get("reason") or None,
-    })
-
-
-def _route_after(onward: str) -> Callable[[EpisodeState], Awaitable[str]]:
+async def _route(state: EpisodeState) -> str:
     # async on purpose: LangGraph runs a sync router of an async graph in a worker thread
-    async def route(state: EpisodeState) -> str:
-        return "finish" if state.get("done") else onward
-
-    return route
+    return "finish" if state.get("done") else "step"

@@ -199,15 +199,13 @@ class LadderOutcome:
 
 def best_supported(trail: Sequence[TierDecision]) -> tuple[str, float] | None:
     """The candidate with the highest total support across ``trail`` (ties: first seen)."""
-    support: dict[str, float] = {}
-    order: dict[str, int] = {}
+    support: dict[str, float] = {}  # in first-seen order: max() keeps the first of a tie
     for dec in trail:
         for act, s in dec.candidates:
             support[act] = support.get(act, 0.0) + s
-            order.setdefault(act, len(order))
     if not support:
         return None
-    act = max(support, key=lambda a: (support[a], -order[a]))
+    act = max(support, key=support.__getitem__)
     return act, support[act]
 
 

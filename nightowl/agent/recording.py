@@ -84,12 +84,8 @@ class StepRecorder:
             def extra(tx: Any) -> None:
                 # insert-if-absent: a resumed node writes its step again, the first stands
                 steps.record_new_steps(episode_id, [step_row], within=tx)
-        if not rows and extra is None:
-            return
-        if self._inline:
-            self.ledger.write_rows(rows, extra)
-        else:
-            await asyncio.to_thread(self.ledger.write_rows, rows, extra)
+        if rows or extra is not None:
+            await self._write(self.ledger.write_rows, rows, extra)
 
     async def start_episode(self, run_id: str, task_id: str, env_name: str, split: str) -> str:
         """A new episode row; its id."""
@@ -100,14 +96,17 @@ class StepRecorder:
         *, status: str = "done",
     ) -> None:
         """Record the episode's outcome (``status="error"``: an infrastructure error)."""
-        if self.ledger is None:
-            return
-        if self._inline:
-            self.ledger.finish_episode(episode_id, won, score, steps, reason, status=status)
-        else:
-            await asyncio.to_thread(
+        if self.ledger is not None:
+            await self._write(
                 self.ledger.finish_episode, episode_id, won, score, steps, reason, status=status
             )
+
+    async def _write(self, fn: Any, *args: Any, **kw: Any) -> None:
+        """A ledger write: inline on SQLite, else in a worker thread."""
+        if self._inline:
+            fn(*args, **kw)
+        else:
+            await asyncio.to_thread(fn, *args, **kw)
 
 
 def short_decision(dec: TierDecision) -> dict[str, Any]:

@@ -45,18 +45,8 @@ class Verdict:
 
 def tally(answers: Sequence[str | None]) -> tuple[tuple[str, float], ...]:
     """Votes per answer, keyed by `canonical_action`; most votes first (ties: first seen)."""
-    counts: Counter[str] = Counter()
-    order: dict[str, int] = {}
-    for a in answers:
-        if a is None:
-            continue
-        n = canonical_action(a)
-        if not n:
-            continue
-        counts[n] += 1
-        order.setdefault(n, len(order))
-    ranked = sorted(counts, key=lambda k: (-counts[k], order[k]))
-    return tuple((k, float(counts[k])) for k in ranked)
+    counts = Counter(k for a in answers if a is not None and (k := canonical_action(a)))
+    return tuple((k, float(c)) for k, c in counts.most_common())
 
 
 def share_verdict(

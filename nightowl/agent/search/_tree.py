@@ -136,17 +136,13 @@ class SearchTree:
 
     def best_terminal(self) -> Node | None:
         """The highest-valued unpruned terminal (ties: the earliest)."""
-        live = [self.nodes[i] for i in self.terminals if self.nodes[i].pruned is None]
-        if not live:
-            return None
-        return max(live, key=lambda n: (n.value, -n.id))
+        live = (self.nodes[i] for i in self.terminals if self.nodes[i].pruned is None)
+        return max(live, key=lambda n: (n.value, -n.id), default=None)
 
     def best_partial(self) -> Node | None:
         """The highest-valued unpruned non-terminal (ties: deeper, then earlier)."""
-        live = [n for n in self.nodes if n.pruned is None and not n.terminal]
-        if not live:
-            return None
-        return max(live, key=lambda n: (n.value, n.depth, -n.id))
+        live = (n for n in self.nodes if n.pruned is None and not n.terminal)
+        return max(live, key=lambda n: (n.value, n.depth, -n.id), default=None)
 
     def select(self, rng: random.Random, remaining_ratio: float) -> Node:
         """Draw a frontier node with probability ``V ** (1 / r)``."""

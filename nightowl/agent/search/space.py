@@ -147,10 +147,7 @@ class SearchSpace:
         return text
 
     def _valid_line(self, valid: Sequence[str] | None) -> str:
-        if not valid:
-            return ""
-        shown = list(valid)[:40]
-        return "Valid actions: " + ", ".join(shown) + "\n"
+        return "Valid actions: " + ", ".join(list(valid)[:40]) + "\n" if valid else ""
 
     def prompt(
         self, path: Sequence[Step], budget: str, valid: Sequence[str] | None = None
