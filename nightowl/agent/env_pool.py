@@ -14,6 +14,7 @@ thread comes from the engine and is caught like the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -168,10 +169,8 @@ class EnvPool:
     def close(self) -> None:
         """Close pooled environments."""
         for env in self._free:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 env.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
         self._free.clear()
 
 

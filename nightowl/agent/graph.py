@@ -21,6 +21,7 @@ are recorded once, by the rerun).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -364,10 +365,8 @@ class AgentGraph:
         escalated = state["stats"].get("steps_teacher", 0) > 0
         if won and escalated and self.config.store_escalations and self.memory is not None \
                 and state.get("goal"):
-            try:
+            with contextlib.suppress(Exception):  # a failed store never fails the episode
                 await asyncio.to_thread(self._store_escalation, state)
-            except Exception:  # noqa: BLE001 - a failed store never fails the episode
-                pass
         if live.env is not None:
             self.envs.release(live.env)
         self._live.pop(state["episode_id"], None)

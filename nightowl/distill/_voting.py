@@ -194,23 +194,15 @@ class Sequential(_Voting):
             answers.extend((await draw(k))[:k])
             cands = tally(answers)
             top = cands[0][1] if cands else 0.0
-            left = self.n - len(answers)
-            if top >= self.need:
-                v = share_verdict(answers, self.n, self.need, "sequential")
+            certain = top >= self.need
+            if certain or top + self.n - len(answers) < self.need:
                 return Verdict(
-                    action=v.action,
-                    confidence=top / len(answers),
-                    samples=len(answers),
-                    candidates=v.candidates,
-                    reason=f"agreement certain after {len(answers)}/{self.n}",
-                )
-            if top + left < self.need:
-                return Verdict(
-                    action=None,
+                    action=cands[0][0] if certain else None,
                     confidence=top / len(answers),
                     samples=len(answers),
                     candidates=cands,
-                    reason=f"agreement impossible after {len(answers)}/{self.n}",
+                    reason=f"agreement {'certain' if certain else 'impossible'} after "
+                    f"{len(answers)}/{self.n}",
                 )
         return share_verdict(answers, self.n, self.need, "sequential")  # pragma: no cover
 

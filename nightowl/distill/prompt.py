@@ -256,22 +256,11 @@ class PromptBuilder:
 
     def describe(self) -> dict[str, Any]:
         """The prompt and scoring configuration, for run metadata."""
-        return {
-            "variant": self.variant,
-            "valid_actions_in": self.valid_actions_in,
-            "scoring": self.scoring,
-            "max_demos": self.max_demos,
-            "max_demo_steps": self.max_demo_steps,
-            "demo_obs_chars": self.demo_obs_chars,
-            "history": self.history,
-            "history_obs_chars": self.history_obs_chars,
-            "obs_chars": self.obs_chars,
-            "k_episodes": self.k_episodes,
-            "window": self.window,
-            "action_format": self.action_format,
-            "earlier_actions": self.earlier_actions,
-            "adapt_values": self.adapt_values,
-        }
+        return {k: getattr(self, k) for k in (
+            "variant", "valid_actions_in", "scoring", "max_demos", "max_demo_steps",
+            "demo_obs_chars", "history", "history_obs_chars", "obs_chars", "k_episodes",
+            "window", "action_format", "earlier_actions", "adapt_values",
+        )}
 
     def for_teacher(self) -> PromptBuilder:
         """The same builder listing the current step's valid actions.
