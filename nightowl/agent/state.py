@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypedDict
 
 from nightowl.agent.budget import EpisodeBudget
@@ -158,3 +159,7 @@ def results_teacher_share(results: Sequence[EpisodeResult]) -> float:
     teacher = sum(int(r.stats.get("steps_teacher", 0)) for r in results)
     return teacher_share(teacher, sum(r.steps for r in results))
 
+
+def checkpoint_path(home: Path) -> Path:
+    """Where the loop's SQLite checkpoints live (the one place this path is decided)."""
+    return home / "checkpoints.sqlite"
