@@ -62,8 +62,7 @@ class Budget:
         used: Mapping[str, float] | None = None,
         **kw_limits: float | None,
     ) -> None:
-        merged: dict[str, float | None] = dict(limits or {})
-        merged.update(kw_limits)
+        merged: dict[str, float | None] = {**(limits or {}), **kw_limits}
         self._limits: dict[str, float] = {}
         for name, lim in merged.items():
             if lim is None or (isinstance(lim, float) and math.isinf(lim)):

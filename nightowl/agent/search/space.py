@@ -146,6 +146,10 @@ class SearchSpace:
             text = text[: self.max_obs_chars] + " ..."
         return text
 
+    def _steps(self, path: Sequence[Step]) -> str:
+        return "".join(f"Action: {s.action}\nObservation: {self._obs(s.observation)}\n"
+                       for s in path)
+
     def _valid_line(self, valid: Sequence[str] | None) -> str:
         return "Valid actions: " + ", ".join(list(valid)[:40]) + "\n" if valid else ""
 
@@ -160,8 +164,7 @@ class SearchSpace:
             parts.append(self.demos.rstrip() + "\n\n")
         parts.append(self.header.strip() + "\n")
         parts.append(budget + "\n")
-        for s in path:
-            parts.append(f"Action: {s.action}\nObservation: {self._obs(s.observation)}\n")
+        parts.append(self._steps(path))
         parts.append(self._valid_line(valid if path else (valid or self.valid_actions)))
         parts.append("Action:")
         return "".join(parts)
@@ -172,12 +175,7 @@ class SearchSpace:
         if self.instructions:
             parts.append(self.instructions.strip() + "\n")
         parts.append(self.header.strip() + "\n")
-        if path:
-            parts.append("Steps so far:\n")
-            for s in path:
-                parts.append(f"Action: {s.action}\nObservation: {self._obs(s.observation)}\n")
-        else:
-            parts.append("Steps so far: none.\n")
+        parts.append(f"Steps so far:\n{self._steps(path)}" if path else "Steps so far: none.\n")
         parts.append(f"New step:\nAction: {new.action}\nObservation: {self._obs(new.observation)}")
         return "".join(parts)
 
