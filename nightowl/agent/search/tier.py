@@ -92,8 +92,7 @@ class BavtTier(Tier):
     def describe(self) -> dict[str, Any]:
         """Configuration for run records."""
         return {
-            "name": self.name,
-            "actor": self.actor,
+            **super().describe(),
             "model": getattr(self.model, "name", "model"),
             "critic_model": getattr(self.critic_model, "name", "model"),
             "step_tokens": self.step_tokens,

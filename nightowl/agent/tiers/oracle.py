@@ -57,8 +57,7 @@ class OracleTier(Tier):
     def describe(self) -> dict[str, Any]:
         """Configuration."""
         return {
-            "name": self.name,
-            "actor": self.actor,
+            **super().describe(),
             "model": "oracle",
             "output_tokens": self.output_tokens,
             "prices": self.prices.model_dump(),

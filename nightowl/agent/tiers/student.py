@@ -115,8 +115,7 @@ class StudentTier(Tier):
     def describe(self) -> dict[str, Any]:
         """Configuration."""
         return {
-            "name": self.name,
-            "actor": self.actor,
+            **super().describe(),
             "model": getattr(self.model, "name", type(self.model).__name__),
             "rule": self.rule.describe(),
             "avoid_repeats": self.avoid_repeats,

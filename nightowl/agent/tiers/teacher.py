@@ -46,8 +46,7 @@ class TeacherTier(Tier):
     def describe(self) -> dict[str, Any]:
         """Configuration."""
         return {
-            "name": self.name,
-            "actor": self.actor,
+            **super().describe(),
             "model": getattr(self.model, "name", type(self.model).__name__),
         }
 
