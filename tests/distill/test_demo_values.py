@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nightowl.app.plan import student_prompt
 from nightowl.distill.demo_values import adapt, value_map
 from nightowl.distill.prompt import PromptBuilder
@@ -59,7 +61,7 @@ def test_prompt_shows_demos_with_the_current_goals_values_only_when_asked() -> N
         "steps": [{"idx": 0, "observation": "Playlists: 'Chill', 'Party'", "action": SONG_CODE}],
     }
     plain = PromptBuilder(action_format="code")
-    adapted = plain.with_options(adapt_values=True)
+    adapted = replace(plain, adapt_values=True)
     as_recorded = plain.build(goal=SONG_GOAL, observation="start", demos=[demo])
     shown = adapted.build(goal=SONG_GOAL, observation="start", demos=[demo])
     assert "'Sea Glass'" in as_recorded and "'Neon Rain'" not in as_recorded.split("\n\n")[1]
