@@ -8,10 +8,10 @@ in the CLI; progress comes out as events (`nightowl.app.events`).
 from nightowl.app.calibrate import CalibrationReport, collect_states
 from nightowl.app.calibrate import calibrate as calibrate_rules
 from nightowl.app.collect import CollectRequest, CollectResult, add_demos, collect_demos
-from nightowl.app.distributed import EpisodeJob, run_episode_job, start_distributed_run
+from nightowl.app.distributed import start_distributed_run
 from nightowl.app.root import Nightowl
-from nightowl.app.runs import RunSpec, RunSummary, run_tasks, validate_spec
-from nightowl.app.showcase import ShowcaseOptions, ShowcaseReport, run_showcase
+from nightowl.app.runs import RunSpec, RunSummary, run_tasks
+from nightowl.app.showcase import ShowcaseOptions, run_showcase
 from nightowl.app.sleep import contexts_to_learn, learn_contexts, rebuild_index
 from nightowl.distill.calibrate import CalibrateOptions
 
@@ -20,12 +20,10 @@ __all__ = [
     "CalibrationReport",
     "CollectRequest",
     "CollectResult",
-    "EpisodeJob",
     "Nightowl",
     "RunSpec",
     "RunSummary",
     "ShowcaseOptions",
-    "ShowcaseReport",
     "add_demos",
     "calibrate_rules",
     "collect_demos",
@@ -34,8 +32,6 @@ __all__ = [
     "learn_contexts",
     "rebuild_index",
     "run_showcase",
-    "run_episode_job",
     "run_tasks",
     "start_distributed_run",
-    "validate_spec",
 ]

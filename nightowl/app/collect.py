@@ -15,7 +15,7 @@ skipped tasks and counts the replaced demos.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,7 +139,7 @@ async def collect_demos(
     )
 
 
-def add_demos(app: Nightowl, summary: RunSummary, goal_of: dict[str, str] | None = None) -> int:
+def add_demos(app: Nightowl, summary: RunSummary) -> int:
     """Make every successful episode of a run a demo (source "collect"); returns the count."""
     mem = app.memory
     added = 0
@@ -149,15 +149,9 @@ def add_demos(app: Nightowl, summary: RunSummary, goal_of: dict[str, str] | None
         steps = mem.episode_steps(ep["episode_id"])
         if not steps:
             continue
-        goal = (goal_of or {}).get(ep["task_id"]) or _episode_goal(ep["task_id"], steps)
-        mem.add_episode(ep["episode_id"], goal, steps, source="collect")
+        # the goal the first step recorded, else the task id
+        goal = (getattr(steps[0], "meta", None) or {}).get("goal") or ep["task_id"]
+        mem.add_episode(ep["episode_id"], str(goal), steps, source="collect")
         added += 1
     mem.flush()
     return added
-
-
-def _episode_goal(task_id: str, steps: Sequence[Any]) -> str:
-    meta = getattr(steps[0], "meta", None) or {}
-    if meta.get("goal"):
-        return str(meta["goal"])
-    return task_id

@@ -2,7 +2,8 @@
 
 Library code never draws anything. A use case takes an optional `ProgressSink` (any
 callable taking one event) and tells it when a phase starts, advances or finishes; the
-CLI turns these into rich progress bars, a worker into log lines, a test into a list.
+CLI turns these into rich progress bars, a worker into log lines, a test into a list
+(``progress=events.append``).
 """
 
 from __future__ import annotations
@@ -70,14 +71,3 @@ class ProgressSink(Protocol):
 
 def ignore(event: Event) -> None:
     """The default sink: drop every event."""
-
-
-class Recorder:
-    """A sink that keeps every event (for tests and for replaying into a log)."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        """Keep ``event``."""
-        self.events.append(event)

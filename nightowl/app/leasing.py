@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nightowl.errors import ConfigError
-from nightowl.ledger.leases import Holder, LeaseRow, LeaseStore, Requeue
+from nightowl.ledger.leases import Holder, LeaseStore
 
 if TYPE_CHECKING:
     from nightowl.storage import Database
@@ -60,10 +61,10 @@ class LeaseSettings(BaseSettings):
         return self.check_s or min(5.0, self.lease_s / 6)
 
 
-def load_lease_settings(**overrides: Any) -> LeaseSettings:
+def load_lease_settings() -> LeaseSettings:
     """`LeaseSettings` from the environment, errors as one-line `ConfigError`s."""
     try:
-        return LeaseSettings(**overrides)
+        return LeaseSettings()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
@@ -89,7 +90,6 @@ class Heartbeat:
         self.leases = leases
         self.holder = holder
         self.every_s = every_s
-        self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nightowl-heartbeat",
                                         daemon=True)
@@ -98,8 +98,7 @@ class Heartbeat:
         while not self._stop.wait(self.every_s):
             try:
                 if not self.leases.heartbeat(self.holder):
-                    self.lost.set()
-                    return
+                    return  # the lease was taken over: the fenced writes will fail
             except Exception as exc:  # noqa: BLE001 - a database hiccup: try again next beat
                 log.warning("heartbeat of %s failed: %s", self.holder.task_id, exc)
 
@@ -112,37 +111,23 @@ class Heartbeat:
         self._thread.join(timeout=self.every_s + 5)
 
 
-@dataclass
-class CheckResult:
-    """What one `check_leases` pass did."""
-
-    requeued: list[Requeue] = field(default_factory=list)
-    resent: list[Requeue] = field(default_factory=list)
-    failed: list[Requeue] = field(default_factory=list)
-
-
 def check_leases(
     db: Database, queue: Resender, settings: LeaseSettings, run_id: str | None = None
-) -> CheckResult:
+) -> None:
     """One pass of the re-queue check (any number of processes may run it at once)."""
     leases = LeaseStore(db)
-    out = CheckResult()
     for rq in leases.requeue_expired(settings.lease_s, run_id=run_id):
         row = leases.get(rq.run_id, rq.task_id)
         if row is not None and row.attempt >= settings.max_attempts:
             leases.give_up(rq.run_id, rq.task_id, rq.gen,
                            f"gave up after {row.attempt} attempts; last: {rq.reason}")
-            out.failed.append(rq)
             continue
         queue.resend_episode(rq.payload, rq.gen)
         log.warning("re-queued episode %s of run %s: %s", rq.task_id, rq.run_id[:8], rq.reason)
-        out.requeued.append(rq)
     if queue.waiting() == 0:
         for rq in leases.lost_messages(settings.lease_s, run_id=run_id):
             queue.resend_episode(rq.payload, rq.gen)
             log.warning("re-sent episode %s of run %s: %s", rq.task_id, rq.run_id[:8], rq.reason)
-            out.resent.append(rq)
-    return out
 
 
 @dataclass(frozen=True)
@@ -154,7 +139,6 @@ class RunProgress:
     running: int
     queued: int
     failed: int
-    rows: tuple[LeaseRow, ...]
 
     @property
     def done(self) -> bool:
@@ -165,12 +149,9 @@ class RunProgress:
 def run_progress(db: Database, run_id: str) -> RunProgress:
     """Count one run's leases by state."""
     rows = LeaseStore(db).for_run(run_id)
-
-    def n(state: str) -> int:
-        return sum(r.state == state for r in rows)
-
-    return RunProgress(total=len(rows), finished=n("done"), running=n("running"),
-                       queued=n("queued"), failed=n("failed"), rows=tuple(rows))
+    n = Counter(r.state for r in rows)
+    return RunProgress(total=len(rows), finished=n["done"], running=n["running"],
+                       queued=n["queued"], failed=n["failed"])
 
 
 class LeaseMonitor:

@@ -196,10 +196,6 @@ class Nightowl:
         if callable(clear):
             clear()
 
-    def student_backend(self, name: str | None = None) -> ModelBackend:
-        """The student's backend (``name`` overrides the settings' student)."""
-        return self.backend(name)
-
     @property
     def sleep(self) -> SleepService:
         """The sleep-time service over this database and these models."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -24,7 +24,7 @@ from nightowl.agent.presets import ladder_from
 from nightowl.app.events import EpisodeDone, PhaseStarted, ProgressSink, ignore
 from nightowl.app.plan import RunPlan, RunSpec, as_plan, student_prompt
 from nightowl.checkpoints import open_checkpointer
-from nightowl.config import Settings
+from nightowl.envs.registry import make_env
 from nightowl.errors import NightowlError
 from nightowl.llm.machine import scoring_machine
 
@@ -69,18 +69,6 @@ class RunSummary(BaseModel):
     episodes_detail: list[dict[str, Any]] = []
 
 
-def validate_spec(settings: Settings, spec: RunSpec) -> RunPlan:
-    """Reject a bad spec before anything starts or is recorded; the plan it resolves to.
-
-    The same as ``spec.resolved(settings)`` (`nightowl.app.plan.resolve_plan`).
-
-    Raises:
-        UnknownNameError: unknown environment, ladder preset or model.
-        ConfigError: a rule that does not parse or does not fit the preset.
-    """
-    return spec.resolved(settings)
-
-
 def run_config(app: Nightowl, plan: RunPlan) -> dict[str, Any]:
     """What the ledger records about a run's configuration."""
     return {
@@ -117,14 +105,11 @@ async def run_tasks(
     spec: RunPlan | RunSpec,
     *,
     progress: ProgressSink | None = None,
-    checkpoint_db: Path | None = None,
 ) -> RunSummary:
     """Run a plan (a spec is resolved first) as one ledger run (resuming ``run_id``)."""
     t0 = time.perf_counter()
     plan = as_plan(app.settings, spec)
-    run_id, results, config = await run_episodes(
-        app, plan, progress=progress, checkpoint_db=checkpoint_db
-    )
+    run_id, results, config = await run_episodes(app, plan, progress=progress)
     wall = time.perf_counter() - t0
     return summarize(plan.name, plan.ladder, run_id, results, app.ledger, wall, config)
 
@@ -134,7 +119,6 @@ async def run_episodes(
     spec: RunPlan | RunSpec,
     *,
     progress: ProgressSink | None = None,
-    checkpoint_db: Path | None = None,
     ledger: Any = None,
 ) -> tuple[str, list[EpisodeResult], dict[str, Any]]:
     """`run_tasks` without the run-wide summary: (run id, episode results, run config).
@@ -184,10 +168,10 @@ async def run_episodes(
         sink(EpisodeDone(key=plan.name, task_id=res.task_id, success=res.success,
                          steps=res.steps, reason=res.reason, wins=wins, error=res.error))
 
-    async with open_checkpointer(app.settings, sqlite_path=checkpoint_db) as saver:
+    async with open_checkpointer(app.settings) as saver:
         graph = AgentGraph(
             ladder=ladder,
-            env_factory=make_env_factory(plan.env, **plan.env_kwargs),
+            env_factory=lambda: make_env(plan.env, **plan.env_kwargs),
             ledger=episode_ledger,
             memory=memory,
             config=loop,
@@ -219,13 +203,6 @@ async def run_episodes(
     return run_id, results, config
 
 
-def make_env_factory(env_name: str, **kw: Any) -> Callable[[], Any]:
-    """A factory of fresh environment instances."""
-    from nightowl.envs.registry import make_env
-
-    return lambda: make_env(env_name, **kw)
-
-
 def summarize(
     name: str,
     ladder_preset: str,
@@ -240,10 +217,7 @@ def summarize(
     # infrastructure errors (environment, model backend) are not the agent's outcome:
     # they stay out of success rate, cost per episode and cost-of-pass (docs/agent.md)
     played = [r for r in results if not r.error]
-    errors: dict[str, int] = {}
-    for r in results:
-        if r.error:
-            errors[r.error[:120]] = errors.get(r.error[:120], 0) + 1
+    errors = Counter(r.error[:120] for r in results if r.error)
     n = len(played)
     succ = sum(r.success for r in played)
     steps = sum(r.steps for r in played)
@@ -251,10 +225,7 @@ def summarize(
     overhead = sum(r.stats.get("node_s", 0.0) + r.stats.get("retrieve_s", 0.0) for r in played)
     rate = succ / n if n else 0.0
     cpe = (rep.total_cost - rep.error_cost) / n if n else 0.0
-    reasons: dict[str, int] = {}
-    for r in played:
-        key = r.reason.split(" (")[0][:60]
-        reasons[key] = reasons.get(key, 0) + 1
+    reasons = Counter(r.reason.split(" (")[0][:60] for r in played)
     return RunSummary(
         name=name,
         run_id=run_id,
@@ -271,9 +242,9 @@ def summarize(
         steps_per_episode=steps / n if n else 0.0,
         wall_s=wall_s,
         overhead_ms_per_step=1000 * overhead / steps if steps else 0.0,
-        reasons=reasons,
-        errors=sum(errors.values()),
-        error_reasons=errors,
+        reasons=dict(reasons),
+        errors=errors.total(),
+        error_reasons=dict(errors),
         config=config,
         episodes_detail=[
             {
@@ -299,5 +270,4 @@ __all__ = [
     "run_episodes",
     "run_tasks",
     "summarize",
-    "validate_spec",
 ]

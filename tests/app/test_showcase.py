@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from nightowl.app import ShowcaseOptions, run_showcase
-from nightowl.app.events import EpisodeDone, Message, PhaseStarted, Recorder
+from nightowl.app.events import EpisodeDone, Message, PhaseStarted
 from nightowl.config import ModelSpec, load_settings
 from nightowl.memory.embedder import HashingEmbedder
 
@@ -25,8 +25,8 @@ async def test_showcase_end_to_end_with_fake_student(tmp_path):
     opts = ShowcaseOptions(
         env="twx", game="coin", train_tasks=3, test_tasks=2, max_steps=30, out=out, concurrency=2
     )
-    events = Recorder()
-    rep = await run_showcase(s, opts, progress=events, embedder=HashingEmbedder())
+    events: list = []
+    rep = await run_showcase(s, opts, progress=events.append, embedder=HashingEmbedder())
     data = json.loads(out.read_text())
     assert [c["name"] for c in data["configs"]] == [
         "teacher",
@@ -41,10 +41,10 @@ async def test_showcase_end_to_end_with_fake_student(tmp_path):
     student = data["configs"][1]
     assert student["teacher_share"] == 0.0 and student["total_cost"] > 0
     # progress came out as events, one phase per run, one EpisodeDone per episode
-    phases = [e.label for e in events.events if isinstance(e, PhaseStarted)]
+    phases = [e.label for e in events if isinstance(e, PhaseStarted)]
     assert phases[0] == "collect demos (oracle, train)" and len(phases) == 6
-    assert sum(isinstance(e, EpisodeDone) for e in events.events) == 3 + 5 * 2
-    assert any("collection: 3/3 won" in m.text for m in events.events if isinstance(m, Message))
+    assert sum(isinstance(e, EpisodeDone) for e in events) == 3 + 5 * 2
+    assert any("collection: 3/3 won" in m.text for m in events if isinstance(m, Message))
     # one verdict per student arm, against teacher-only on the same test tasks
     assert set(rep.verdicts) == {"student", "student+demos", "cascade", "margin"}
     assert all(("pays" in v) or ("does not pay" in v) for v in rep.verdicts.values())
