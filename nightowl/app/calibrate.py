@@ -27,9 +27,8 @@ from nightowl.agent.budget import EpisodeBudget
 from nightowl.agent.presets import preset_for_rule
 from nightowl.agent.state import LoopConfig
 from nightowl.agent.tiers import RepeatPolicy
-from nightowl.app import plan as plans
 from nightowl.app.events import Message, PhaseAdvanced, PhaseStarted, ProgressSink, ignore
-from nightowl.app.plan import RunSpec, StudentChoice
+from nightowl.app.plan import RunSpec, StudentChoice, resolve_student, student_prompt
 from nightowl.app.runs import run_tasks
 from nightowl.distill.calibrate import (
     CalibrateOptions,
@@ -94,12 +93,12 @@ async def collect_states(
     """
     sink = progress or ignore
     settings = app.settings
-    choice = student or plans.resolve_student(settings)
+    choice = student or resolve_student(settings)
     model = choice.backend(app)
     tprices = settings.model(settings.teacher_price_model).prices
     ids = dev_candidates(opts)
     env = make_env(opts.env)
-    builder = plans.student_prompt(opts.env, k_episodes=opts.k_episodes, window=opts.window)
+    builder = student_prompt(opts.env, k_episodes=opts.k_episodes, window=opts.window)
     loop = LoopConfig()  # the loop's retrieval: its history length and k_steps
     calibrated = builder.scoring.startswith("calibrated")  # needs a content-free prompt too
     memory = app.memory
@@ -301,7 +300,7 @@ async def calibrate(
     registry's); the report's ``machine`` records the one it scored in.
     """
     t0 = time.perf_counter()
-    student = plans.resolve_student(app.settings, None, student_dtype)
+    student = resolve_student(app.settings, None, student_dtype)
     states, ids = await collect_states(app, opts, progress=progress, student=student)
     if not states:
         raise ConfigError(f"no dev states with valid actions for {opts.env}: cannot calibrate")

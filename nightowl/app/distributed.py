@@ -24,17 +24,18 @@ claimed ``max_attempts`` times without finishing, fails as an infrastructure err
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, model_validator
 
-from nightowl.app.leasing import Heartbeat, LeaseSettings, load_lease_settings
+from nightowl.app.leasing import Heartbeat, load_lease_settings
 from nightowl.app.plan import RunPlan, RunSpec, as_plan
 from nightowl.app.runs import run_config, run_episodes
 from nightowl.ledger.fenced import FencedLedger
 from nightowl.ledger.leases import LeaseLostError, LeaseRow, LeaseStore
 
 if TYPE_CHECKING:
+    from nightowl.agent.graph import EpisodeResult
     from nightowl.app.root import Nightowl
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,7 @@ def start_distributed_run(
     return run_id
 
 
-def _refusal(row: LeaseRow | None, gen: int) -> str:
-    if row is None:
-        return "no lease"
+def _refusal(row: LeaseRow, gen: int) -> str:
     if row.gen != gen:
         return f"late duplicate: message generation {gen}, lease at {row.gen}"
     if row.state == "running":
@@ -116,11 +115,9 @@ def _refusal(row: LeaseRow | None, gen: int) -> str:
     return f"episode {row.state}"
 
 
-async def run_episode_job(
-    app: Nightowl, job: EpisodeJob, settings: LeaseSettings | None = None
-) -> EpisodeOutcome:
+async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
     """Claim, run (or resume) and finish one queued episode under its lease."""
-    settings = settings or load_lease_settings()
+    settings = load_lease_settings()
     plan = job.run_plan(app)
     leases = LeaseStore(app.db)
 
@@ -129,15 +126,15 @@ async def run_episode_job(
                               reason=reason, status=status, attempt=attempt)  # type: ignore[arg-type]
 
     holder = leases.claim(job.run_id, job.task_id, job.gen, settings.lease_s)
-    if holder is None:
-        row = leases.get(job.run_id, job.task_id)
-        if row is not None:
-            log.info("refused episode %s of run %s: %s", job.task_id, job.run_id[:8],
-                     _refusal(row, job.gen))
-            return outcome("refused", _refusal(row, job.gen))
-        return await _run_unleased(app, plan, job)
+    if holder is None and (row := leases.get(job.run_id, job.task_id)) is not None:
+        why = _refusal(row, job.gen)
+        log.info("refused episode %s of run %s: %s", job.task_id, job.run_id[:8], why)
+        return outcome("refused", why)
     if plan.uses_demos:
         app.memory.refresh()  # demos other workers or hosts added since this index was built
+    if holder is None:  # a job of a run enqueued before leases existed: run it as before
+        _, results, _ = await run_episodes(app, plan)
+        return _played(job, results[0], status="unleased")
     fenced = FencedLedger(app.ledger, leases, holder)
     try:
         with Heartbeat(leases, holder, settings.heartbeat_every):
@@ -150,16 +147,10 @@ async def run_episode_job(
     if not leases.finish(holder):
         return outcome("lost", "lease taken over before the episode was marked done",
                        holder.attempt)
-    ep = results[0]
-    return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
-                          steps=ep.steps, reason=ep.reason, attempt=holder.attempt)
+    return _played(job, results[0], attempt=holder.attempt)
 
 
-async def _run_unleased(app: Nightowl, plan: RunPlan, job: EpisodeJob) -> EpisodeOutcome:
-    """A job of a run enqueued before leases existed: run it as before (no fencing)."""
-    if plan.uses_demos:
-        app.memory.refresh()
-    _, results, _ = await run_episodes(app, plan)
-    ep = results[0]
+def _played(job: EpisodeJob, ep: EpisodeResult, **kw: Any) -> EpisodeOutcome:
+    """The outcome of a job whose episode was played (finished, or ``kw``'s status)."""
     return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
-                          steps=ep.steps, reason=ep.reason, status="unleased")
+                          steps=ep.steps, reason=ep.reason, **kw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -69,19 +70,12 @@ def _place(path: Path) -> Place:
     return Place(path=str(path), exists=path.exists())
 
 
-def _home_source(settings: Settings, config: Path | None) -> HomeSource:
+def _home_source(config: Path | None) -> HomeSource:
     if os.environ.get("NIGHTOWL_HOME"):
         return "NIGHTOWL_HOME"
     if config is not None and config.is_file():
         return "nightowl.toml"
     return "per-user default"
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("nightowl")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _probe_database(url: str, timeout_s: float, probe: bool) -> Endpoint:
@@ -90,31 +84,29 @@ def _probe_database(url: str, timeout_s: float, probe: bool) -> Endpoint:
 
     from nightowl.storage import one_line, redact_url
 
-    shown = redact_url(url)
+    endpoint = partial(Endpoint, name="database", url=redact_url(url))
     if not probe:
-        return Endpoint(name="database", url=shown, detail="not probed")
+        return endpoint(detail="not probed")
     try:
         parsed = make_url(url)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return Endpoint(name="database", url=shown, reachable=False, detail=one_line(exc))
+        return endpoint(reachable=False, detail=one_line(exc))
     if parsed.get_backend_name() == "sqlite":
         db_file = parsed.database
         if not db_file or db_file == ":memory:":
-            return Endpoint(name="database", url=shown, reachable=True, detail="in memory")
+            return endpoint(reachable=True, detail="in memory")
         if not Path(db_file).is_file():
-            return Endpoint(
-                name="database", url=shown, reachable=None,
-                detail="not created yet (the first command that records something creates it)",
-            )
+            return endpoint(detail="not created yet (the first command that records "
+                            "something creates it)")
     pg = parsed.get_backend_name() == "postgresql"
     args = {"connect_timeout": max(1, round(timeout_s))} if pg else {}
     engine = create_engine(url, connect_args=args)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return Endpoint(name="database", url=shown, reachable=True)
+        return endpoint(reachable=True)
     except Exception as exc:  # noqa: BLE001
-        return Endpoint(name="database", url=shown, reachable=False, detail=one_line(exc))
+        return endpoint(reachable=False, detail=one_line(exc))
     finally:
         engine.dispose()
 
@@ -124,11 +116,11 @@ def _probe_broker(url: str | None, timeout_s: float, probe: bool) -> Endpoint:
         return Endpoint(name="broker", url="(none)", detail="in-process (no broker configured)")
     from nightowl.storage import redact_url
 
-    shown = redact_url(url)
+    endpoint = partial(Endpoint, name="broker", url=redact_url(url))
     if not probe:
-        return Endpoint(name="broker", url=shown, detail="not probed")
+        return endpoint(detail="not probed")
     if not url.startswith(("redis://", "rediss://")):
-        return Endpoint(name="broker", url=shown, reachable=None, detail="not probed (not Redis)")
+        return endpoint(detail="not probed (not Redis)")
     import redis
 
     try:
@@ -137,14 +129,15 @@ def _probe_broker(url: str | None, timeout_s: float, probe: bool) -> Endpoint:
         )
         client.ping()
         client.close()
-        return Endpoint(name="broker", url=shown, reachable=True)
+        return endpoint(reachable=True)
     except Exception as exc:  # noqa: BLE001
-        return Endpoint(name="broker", url=shown, reachable=False, detail=str(exc).split("\n")[0])
+        return endpoint(reachable=False, detail=str(exc).split("\n")[0])
 
 
 def _model_info(name: str, settings: Settings, timeout_s: float, probe: bool) -> ModelInfo:
     spec = settings.models[name]
     params = spec.params
+    info = partial(ModelInfo, name=name, backend=spec.backend)
     if spec.backend == "transformers":
         from nightowl.errors import NightowlError
         from nightowl.llm.hf_weights import resolve_weights
@@ -152,28 +145,23 @@ def _model_info(name: str, settings: Settings, timeout_s: float, probe: bool) ->
         try:
             directory, gguf = resolve_weights(params)
         except NightowlError as exc:
-            return ModelInfo(name=name, backend=spec.backend, where="?", reachable=False,
-                             detail=str(exc))
+            return info(where="?", reachable=False, detail=str(exc))
         where = str(Path(directory) / gguf) if gguf else directory
-        return ModelInfo(
-            name=name, backend=spec.backend, where=where, reachable=True, detail="weights found"
-        )
+        return info(where=where, reachable=True, detail="weights found")
     if spec.backend == "openai":
         base = str(params.get("base_url", "")).rstrip("/")
         if not probe or not base:
-            return ModelInfo(name=name, backend=spec.backend, where=base)
+            return info(where=base)
         import httpx
 
         try:
             resp = httpx.get(f"{base}/models", timeout=timeout_s)
             # 401/403: the server is there but wants a key; still reachable.
             ok = resp.status_code < 500
-            return ModelInfo(name=name, backend=spec.backend, where=base, reachable=ok,
-                             detail=f"HTTP {resp.status_code}")
+            return info(where=base, reachable=ok, detail=f"HTTP {resp.status_code}")
         except httpx.HTTPError as exc:
-            return ModelInfo(name=name, backend=spec.backend, where=base, reachable=False,
-                             detail=type(exc).__name__)
-    return ModelInfo(name=name, backend=spec.backend, where=str(params.get("model", "")))
+            return info(where=base, reachable=False, detail=type(exc).__name__)
+    return info(where=str(params.get("model", "")))
 
 
 def gather_info(settings: Settings, *, probe: bool = True, timeout_s: float = 1.0) -> Info:
@@ -200,10 +188,10 @@ def gather_info(settings: Settings, *, probe: bool = True, timeout_s: float = 1.
         database, broker = db_f.result(), broker_f.result()
         models = [f.result() for f in model_fs]
     return Info(
-        version=_version(),
+        version=importlib.metadata.version("nightowl"),  # installed: `import nightowl` needs it
         config_file=str(config) if config is not None and config.is_file() else None,
         home=_place(settings.home),
-        home_source=_home_source(settings, config),
+        home_source=_home_source(config),
         user_home=str(user_home()),
         cache_dir=_place(settings.resolved_cache_dir),
         model_cache=str(cache) if cache is not None else None,

@@ -21,7 +21,7 @@ the plan as JSON, so a worker builds from the plan it was sent and resolves noth
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
@@ -278,32 +278,14 @@ def resolve_plan(settings: Settings, spec: RunSpec) -> RunPlan:
         raise ConfigError(str(exc)) from None
     student = resolve_student(settings, spec.student, spec.student_dtype)
     choice = validate_ladder(spec.ladder, spec.rule, student.name, spec.teacher, settings)
-    return RunPlan(
-        name=spec.name,
-        kind=spec.kind,
-        env=spec.env,
-        split=spec.split,
-        task_ids=tuple(spec.task_ids),
-        ladder=choice.preset,
-        rule=choice.rule,
-        rule_given=spec.rule,
-        fallback=choice.fallback,
-        temperature=spec.temperature,
-        repeats=spec.repeats,
-        backtrack=spec.backtrack,
-        teacher=choice.teacher,
-        student=student,
-        budget=spec.budget.with_default_steps(steps),
-        retrieve=spec.retrieve,
-        store_escalations=spec.store_escalations,
-        concurrency=spec.concurrency,
-        k_episodes=spec.k_episodes,
-        window=spec.window,
-        demos_per=spec.demos_per,  # type: ignore[arg-type]  # checked above
-        env_kwargs=dict(spec.env_kwargs),
-        run_id=spec.run_id,
-        calibrated_on=spec.calibrated_on,
-    )
+    # every field a plan shares with the spec is taken as given, but for what was decided here
+    given = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    return RunPlan(**{
+        **{name: value for name, value in given.items() if name in RunPlan.model_fields},
+        "ladder": choice.preset, "rule": choice.rule, "rule_given": spec.rule,
+        "fallback": choice.fallback, "teacher": choice.teacher, "student": student,
+        "budget": spec.budget.with_default_steps(steps),
+    })
 
 
 def as_plan(settings: Settings, spec: RunSpec | RunPlan) -> RunPlan:

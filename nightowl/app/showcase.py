@@ -188,8 +188,8 @@ def _student_settings(settings: Settings, student: StudentChoice) -> tuple[Setti
     """
     from nightowl.llm.dtype import resolve_dtype
 
-    update: dict[str, Any] = {"home": settings.home / "demo", "database_url": None}
-    dsettings = student.settings(settings).model_copy(update=update)
+    dsettings = student.settings(settings).model_copy(
+        update={"home": settings.home / "demo", "database_url": None})
     spec = dsettings.model(student.name)
     if spec.backend != "transformers":
         return dsettings, None
@@ -269,17 +269,16 @@ async def run_showcase(
                               f"{summ.wall_s:.0f} s"))
     title = (f"{opts.env}/{opts.game or '*'}: {len(test_ids)} held-out test tasks, "
              f"max {opts.max_steps} steps; {n_demos} oracle demos")
-    by = {r.name: r for r in rows}
+    teacher = {r.name: r for r in rows}.get("teacher")
     break_even: dict[str, float | None] = {}
-    teacher = by.get("teacher")
+    verdicts: dict[str, str] = {}
     for r in rows:
         if teacher is not None and r.name != "teacher":
             n = break_even_episodes(
                 collect.total_cost, teacher.cost_per_episode, r.cost_per_episode
             )
             break_even[r.name] = None if math.isinf(n) else n
-    verdicts = ({r.name: arm_verdict(teacher, r) for r in rows if r.name != "teacher"}
-                if teacher is not None else {})
+            verdicts[r.name] = arm_verdict(teacher, r)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = opts.out or settings.home / "reports" / f"demo-{stamp}.json"
     plot = opts.plot or out.with_suffix(".png")
