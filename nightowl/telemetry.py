@@ -147,16 +147,13 @@ def span(
     attributes: Mapping[str, Any] | None = None,
     *,
     parent: Span | None = None,
-    kind: SpanKind = SpanKind.INTERNAL,
 ) -> Iterator[Span]:
     """A span, current inside the block (child of ``parent`` when given, else of the current).
 
     An exception leaving the block is recorded and sets the status to error.
     """
     ctx = trace.set_span_in_context(parent) if parent is not None else None
-    with tracer().start_as_current_span(
-        name, context=ctx, kind=kind, attributes=_clean(attributes)
-    ) as sp:
+    with tracer().start_as_current_span(name, context=ctx, attributes=_clean(attributes)) as sp:
         yield sp
 
 

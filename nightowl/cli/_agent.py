@@ -17,9 +17,9 @@ from rich.table import Table
 
 from nightowl.agent.budget import DEFAULT_MAX_STEPS, DEMO_MAX_STEPS
 from nightowl.cli import _options as opt
-from nightowl.cli._errors import exit_line, exit_on_errors
+from nightowl.cli._errors import exit_on_errors
 from nightowl.cli._fit import fit
-from nightowl.config import Settings, get_settings
+from nightowl.config import get_settings
 from nightowl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,13 +33,6 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 #: progress and notes when stdout carries --json
 err_console = Console(stderr=True)
 JSON = typer.Option(False, "--json", help="print the result as JSON (progress goes to stderr)")
-
-
-def _settings(threads: int | None = None) -> Settings:
-    s = get_settings()
-    if threads is not None:
-        s = s.model_copy(update={"threads": threads})
-    return s
 
 
 def demo(
@@ -88,7 +81,7 @@ def demo(
         student_dtype=student_dtype or None, demos_per=demos_per,
     )
     with rich_progress(console) as sink:
-        rep = asyncio.run(run_showcase(_settings(), opts, progress=sink))
+        rep = asyncio.run(run_showcase(get_settings(), opts, progress=sink))
     console.print(summary_table(rep.configs, rep.title))
     c = rep.collection
     console.print(f"demo collection cost: ${c.total_cost:.5f} for {c.episodes} episodes "
@@ -104,7 +97,7 @@ def demo(
                   "docs/results.md, python bench/icd_e2e.py")
     console.print(f"report: {rep.report_path}\nplot:   {rep.plot_path}\n"
                   f"total wall time: {rep.wall_s:.0f} s")
-    exit_on_errors(exit_line(sink.errors))
+    exit_on_errors(sink.errors)
 
 
 def _ui(as_json: bool) -> Console:
@@ -136,11 +129,11 @@ def collect(
     req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
                          game=game or None, max_steps=max_steps, concurrency=concurrency,
                          existing=cast("Any", existing), student_dtype=student_dtype or None)
-    with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
+    with Nightowl.open(get_settings()) as app, rich_progress(_ui(as_json)) as sink:
         res = asyncio.run(collect_demos(app, req, progress=sink))
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
-        exit_on_errors(exit_line(sink.errors))
+        exit_on_errors(sink.errors)
         return
     skipped = f"; {len(res.skipped)} skipped (already collected)" if res.skipped else ""
     replaced = f"; {res.replaced} old demos replaced" if res.replaced else ""
@@ -152,7 +145,7 @@ def collect(
             f"run {res.run_id}: {res.successes}/{res.episodes} successful, {res.demos_added} "
             f"demos added{replaced}{skipped}, collection cost ${res.collection_cost:.5f}"
         )
-    exit_on_errors(exit_line(sink.errors))
+    exit_on_errors(sink.errors)
 
 
 def _apply_calibration(spec: Any, path: str, *, rule_given: bool) -> None:
@@ -236,7 +229,7 @@ def run(
     from nightowl.cli._tables import summary_table
     from nightowl.envs.registry import check_task_ids, read_task_file, select_tasks
 
-    settings = _settings()
+    settings = get_settings()
     steps = {"max_steps": max_steps} if max_steps else {}  # unset: the plan decides
     budget = EpisodeBudget(
         **steps,
@@ -291,7 +284,7 @@ def run(
         typer.echo(summ.model_dump_json(indent=2))
     else:
         console.print(summary_table([summ], f"run {summ.run_id}"))
-    exit_on_errors(exit_line(sink.errors))
+    exit_on_errors(sink.errors)
 
 
 def _watch(app: Nightowl, run_id: str, queue: Any) -> None:
@@ -328,7 +321,7 @@ def report(
     from nightowl.cli._inflight import inflight_table, success_text
     from nightowl.cli._tables import fmt_cost
 
-    with Nightowl.open(_settings()) as app:
+    with Nightowl.open(get_settings()) as app:
         rep = app.report(run_id)
     if json_out:
         console.print_json(rep.model_dump_json())
@@ -408,14 +401,14 @@ def calibrate(
         min_states=min_states, max_tasks=max_tasks,
         **({"rollout_max_steps": max_steps} if max_steps else {}),  # unset: the env's
     )
-    with Nightowl.open(_settings()) as app, rich_progress(_ui(as_json)) as sink:
+    with Nightowl.open(get_settings()) as app, rich_progress(_ui(as_json)) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink,
                                           student_dtype=student_dtype or None))
     if as_json:
         typer.echo(rep.model_dump_json(indent=2))
         if out:
             Path(out).write_text(rep.model_dump_json(indent=2))
-        exit_on_errors(exit_line(sink.errors))
+        exit_on_errors(sink.errors)
         return
     console.print(calibration_table(rep, all_rules=all_rules))
     best = rep.chosen
@@ -427,7 +420,7 @@ def calibrate(
     if out:
         Path(out).write_text(rep.model_dump_json(indent=1))
         console.print(f"written: {out}")
-    exit_on_errors(exit_line(sink.errors))
+    exit_on_errors(sink.errors)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,27 +11,22 @@ import typer
 from nightowl.errors import NightowlError, UserError
 
 
-def exit_line(errors: Sequence[str]) -> str:
-    """The one line that ends a command whose episodes had infrastructure errors ("" if none).
+def exit_on_errors(errors: Sequence[str]) -> None:
+    """End a command whose episodes had infrastructure errors: one line on stderr, exit 1.
 
-    ``errors`` holds each failed episode's reason (environment or model backend).
+    ``errors`` holds each failed episode's reason (environment or model backend); nothing
+    happens when it is empty.
     """
     if not errors:
-        return ""
+        return
     counts = Counter(errors)
     reason, _ = counts.most_common(1)[0]
     more = f"; {len(counts) - 1} other reason(s), see nightowl report" if len(counts) > 1 else ""
-    return (
+    typer.secho(
         f"error: {len(errors)} episode(s) ended on an infrastructure error, not counted as "
-        f"losses ({reason}){more}"
+        f"losses ({reason}){more}", fg=typer.colors.RED, err=True,
     )
-
-
-def exit_on_errors(line: str) -> None:
-    """Print ``line`` (from `exit_line`) on stderr and exit 1; nothing when it is empty."""
-    if line:
-        typer.secho(line, fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+    raise typer.Exit(1)
 
 
 @contextmanager

@@ -54,7 +54,6 @@ def watch_run(
     poll: Callable[[], RunProgress],
     *,
     every_s: float = 1.0,
-    timeout_s: float | None = None,
 ) -> RunProgress:
     """A live progress bar (with ETA) until every episode finished or failed."""
     snap = poll()
@@ -63,14 +62,13 @@ def watch_run(
         TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("run", total=snap.total, state="")
         while True:
             state = f"running {snap.running}, waiting {snap.queued}, failed {snap.failed}"
             bar.update(task, completed=snap.finished + snap.failed, total=snap.total,
                        state=state)
-            if snap.done or (deadline is not None and time.monotonic() > deadline):
+            if snap.done:
                 return snap
             time.sleep(every_s)
             snap = poll()

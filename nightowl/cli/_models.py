@@ -35,8 +35,7 @@ def list_models(
     with one_line_errors():
         settings = load_settings()
         rows: list[dict[str, Any]] = []
-        for name in sorted(settings.models):
-            spec = settings.models[name]
+        for name, spec in sorted(settings.models.items()):
             target = spec.params.get("model") or spec.params.get("gguf_file") or ""
             where = spec.params.get("base_url", "in-process")
             rows.append(

@@ -119,10 +119,6 @@ def _list(svc: SleepService, as_json: bool) -> None:
     contexts = svc.store.list_contexts()
     pending = {w.context.id: w for w in svc.plan()}
     ranked = {w.context.id: w for w in rank(svc.store, [(c, "") for c in contexts])}
-    table = Table()
-    table.add_column("id", no_wrap=True, min_width=12)
-    for col in ("name", "kind", "rev", "c'", "ver", "queries", "prio", "needs"):
-        table.add_column(col, overflow="fold")
     counts = svc.store.query_counts()
     rows: list[ContextRow] = []
     for ctx in contexts:
@@ -133,20 +129,17 @@ def _list(svc: SleepService, as_json: bool) -> None:
             queries=counts.get(ctx.id, 0), priority=ranked[ctx.id].priority,
             needs=pending[ctx.id].reason if ctx.id in pending else "",
         ))
-        table.add_row(
-            ctx.id[:12],
-            ctx.name,
-            ctx.kind,
-            str(ctx.revision),
-            status,
-            str(learned.version) if learned else "-",
-            str(counts.get(ctx.id, 0)),
-            f"{ranked[ctx.id].priority:.3g}",
-            pending[ctx.id].reason if ctx.id in pending else "",
-        )
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=12)
+    for col in ("name", "kind", "rev", "c'", "ver", "queries", "prio", "needs"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        ver = "-" if r.learned_version is None else str(r.learned_version)
+        table.add_row(r.id[:12], r.name, r.kind, str(r.revision), r.learned_status, ver,
+                      str(r.queries), f"{r.priority:.3g}", r.needs)
     console.print(fit(table))
 
 
