@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -192,12 +193,8 @@ async def free_text_state(
                             max_tokens=builder.sample_max_tokens, temperature=temp,
                             stop=builder.sample_stop, seed=zlib.crc32(f"{task_id}|{step}".encode()))
     res = await model.generate(req)
-    shares: dict[str, float] = {}
-    for text in res.texts:
-        parsed = parse_action(text, None)
-        if parsed.action is not None:
-            key = canonical_action(parsed.action)
-            shares[key] = shares.get(key, 0.0) + 1.0
+    answers = [parse_action(text, None).action for text in res.texts]
+    shares = Counter(canonical_action(a) for a in answers if a is not None)
     n = float(len(res.texts)) or 1.0
     actions = list(shares) or [""]
     # an answer given by no sample keeps a tiny share (one in a thousand draws)

@@ -200,17 +200,17 @@ def _student_settings(settings: Settings, student: StudentChoice) -> tuple[Setti
 
 def arm_plans(settings: Settings, opts: ShowcaseOptions) -> list[RunPlan]:
     """One plan per configuration (test tasks not chosen yet); raises on bad input."""
-    plans = []
-    for cfg in opts.configs:
-        rule = f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule
-        plans.append(RunSpec(
-            name=cfg, env=opts.env, split="test", task_ids=[], ladder=cfg, rule=rule,
+    return [
+        RunSpec(
+            name=cfg, env=opts.env, split="test", task_ids=[], ladder=cfg,
+            rule=f"margin:{opts.margin:g}" if cfg == "margin" else opts.rule,
             temperature=opts.temperature, budget=EpisodeBudget(max_steps=opts.max_steps),
             concurrency=opts.concurrency, kind="eval", student=opts.student,
             student_dtype=opts.student_dtype, k_episodes=opts.k_episodes, window=opts.window,
             demos_per=opts.demos_per,
-        ).resolved(settings))
-    return plans
+        ).resolved(settings)
+        for cfg in opts.configs
+    ]
 
 
 async def run_showcase(

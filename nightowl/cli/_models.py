@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import ExitStack
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -34,20 +35,17 @@ def list_models(
 
     with one_line_errors():
         settings = load_settings()
-        rows: list[dict[str, Any]] = []
-        for name, spec in sorted(settings.models.items()):
-            target = spec.params.get("model") or spec.params.get("gguf_file") or ""
-            where = spec.params.get("base_url", "in-process")
-            rows.append(
-                {
-                    "name": name,
-                    "backend": spec.backend,
-                    "model": str(target),
-                    "where": str(where),
-                    "prices": spec.prices.model_dump(),
-                    "description": spec.description,
-                }
-            )
+        rows: list[dict[str, Any]] = [
+            {
+                "name": name,
+                "backend": spec.backend,
+                "model": str(spec.params.get("model") or spec.params.get("gguf_file") or ""),
+                "where": str(spec.params.get("base_url", "in-process")),
+                "prices": spec.prices.model_dump(),
+                "description": spec.description,
+            }
+            for name, spec in sorted(settings.models.items())
+        ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -100,17 +98,15 @@ def try_model(
         spec = settings.model(name)
         if not prompt.strip():
             raise UserError("PROMPT is empty")
+        sampled = partial(
+            GenerationRequest, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed
+        )
         if raw:
-            request = GenerationRequest(
-                prompt=prompt, n=n, max_tokens=max_tokens, temperature=temperature, seed=seed
-            )
+            request = sampled(prompt=prompt)
         else:
             turns = [ChatMessage(role="system", content=system)] if system else []
             turns.append(ChatMessage(role="user", content=prompt))
-            request = GenerationRequest(
-                messages=tuple(turns), n=n, max_tokens=max_tokens, temperature=temperature,
-                seed=seed,
-            )  # fmt: skip
+            request = sampled(messages=tuple(turns))
         backend = build_backend(name, settings)
         run_id = None
         if record:
