@@ -38,10 +38,7 @@ PREFILL_BLOCK = 64
 def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
     """Length of the common token prefix of ``a`` and ``b``."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 class PrefixCache:
@@ -103,11 +100,6 @@ class PrefixCache:
             self._store.popitem(last=False)
 
 
-def cache_of(out: Any, cache_kw: str) -> Any:
-    """The KV cache a forward pass returned (named after the model's argument)."""
-    return out.cache if cache_kw == "cache" else out.past_key_values
-
-
 def cached_prefill(
     model: Any, cache_kw: str, prefixes: PrefixCache, ids: list[int], block: int | None = None
 ) -> tuple[Any, int]:
@@ -130,7 +122,7 @@ def cached_prefill(
             out = model(
                 input_ids=torch.tensor([ids[start:end]]), use_cache=True, logits_to_keep=1, **kw
             )
-            cache = cache_of(out, cache_kw)
+            cache = out.cache if cache_kw == "cache" else out.past_key_values
             start = end
         prefixes.put(ids, cache)
     return cache, common
@@ -141,7 +133,6 @@ __all__ = [
     "PREFIX_ENTRIES",
     "PREFIX_TOKENS",
     "PrefixCache",
-    "cache_of",
     "cached_prefill",
     "common_prefix",
 ]

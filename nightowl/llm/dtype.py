@@ -55,31 +55,27 @@ class DtypeProbe:
         return self.float32_s / self.bfloat16_s if self.bfloat16_s > 0 else 0.0
 
 
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU feature flags of this machine (x86 ``flags`` / Arm ``Features`` lines)."""
+def _cpuinfo_fields(cpuinfo: str | None) -> list[tuple[str, str]]:
+    """(lower-case key, value) of each ``key: value`` line of /proc/cpuinfo or ``cpuinfo``."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
         except OSError:  # not Linux: no flags, so "auto" stays on the safe float32
-            return frozenset()
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    return frozenset(flags)
+            cpuinfo = ""
+    lines = [line.partition(":") for line in cpuinfo.splitlines()]
+    return [(key.strip().lower(), value) for key, sep, value in lines if sep]
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU feature flags of this machine (x86 ``flags`` / Arm ``Features`` lines)."""
+    wanted = [value for key, value in _cpuinfo_fields(cpuinfo) if key in ("flags", "features")]
+    return frozenset(flag for value in wanted for flag in value.split())
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's model name (as /proc/cpuinfo or platform report it)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("model name", "cpu model", "hardware"):
+    for key, value in _cpuinfo_fields(cpuinfo):
+        if key in ("model name", "cpu model", "hardware"):
             return value.strip()
     import platform
 

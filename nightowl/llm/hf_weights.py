@@ -39,7 +39,6 @@ class LoadedTokenizer:
     tokenizer: Any
     #: fast tokenizers raise "Already borrowed" when used from two threads at once
     lock: threading.Lock = field(default_factory=threading.Lock)
-    load_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +171,6 @@ def _load_tokenizer_locked(directory: str, gguf_file: str | None) -> LoadedToken
     _quiet_hf()
     from transformers import AutoTokenizer
 
-    started = time.perf_counter()
     source, kwargs = _source(directory, gguf_file)
     # Without a converted copy, reading the tokenizer out of a GGUF parses the whole file
     # (~10-30 s); a tokenizer-only copy beside the weights cache makes that once.
@@ -185,7 +183,7 @@ def _load_tokenizer_locked(directory: str, gguf_file: str | None) -> LoadedToken
         raise ModelError(f"cannot load tokenizer from {source}/{gguf_file or ''}: {exc}") from exc
     if tok_copy is not None and kwargs:
         _save_atomically(tok_copy, tokenizer.save_pretrained)
-    loaded = LoadedTokenizer(tokenizer=tokenizer, load_s=time.perf_counter() - started)
+    loaded = LoadedTokenizer(tokenizer=tokenizer)
     _tokenizers[key] = loaded
     return loaded
 

@@ -76,12 +76,10 @@ from nightowl.llm.base import (
 if TYPE_CHECKING:
     from nightowl.config import ModelSpec, Settings
 
-#: kept for callers of the old name; the styles are `ConstraintStyle`
-ChoiceStyle = ConstraintStyle
 _CHOICE_STYLES: tuple[str, ...] = get_args(ConstraintStyle)
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
-__all__ = ["ChoiceStyle", "OpenAICompatBackend", "from_spec", "parse_usage"]
+__all__ = ["OpenAICompatBackend", "from_spec", "parse_usage"]
 
 
 class OpenAICompatBackend(ModelBackend):
@@ -99,7 +97,7 @@ class OpenAICompatBackend(ModelBackend):
         max_retries: int = 4,
         backoff_s: float = 0.5,
         backoff_max_s: float = 8.0,
-        choice_style: ChoiceStyle | None = None,
+        choice_style: ConstraintStyle | None = None,
         max_tokens_field: str = "max_tokens",
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -125,7 +123,7 @@ class OpenAICompatBackend(ModelBackend):
         self.max_retries = max(0, int(max_retries))
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
-        self.choice_style: ChoiceStyle = choice_style
+        self.choice_style: ConstraintStyle = choice_style
         self.max_tokens_field = max_tokens_field
         self.extra_body = dict(extra_body or {})
         self.headers = dict(headers or {})
@@ -254,11 +252,6 @@ class OpenAICompatBackend(ModelBackend):
         body.update(self.extra_body)
         return ("/chat/completions" if plan.endpoint == "chat" else "/completions"), body
 
-    def plan(self, request: GenerationRequest) -> EndpointPlan:
-        """The endpoint and shape this request takes on this server (see `_openai_protocol`)."""
-        caps = self.capabilities
-        return plan_endpoint(request, caps.api, caps.chat_template)
-
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Generate ``request.n`` samples, mapped onto what the server speaks.
 
@@ -268,9 +261,10 @@ class OpenAICompatBackend(ModelBackend):
         freely and mapped to the nearest choice (``Completion.raw_text`` keeps the text).
         """
         started = time.perf_counter()
-        plan = self.plan(request)
+        plan = plan_endpoint(request, self.capabilities.api, self.capabilities.chat_template)
         constraint = constraint_fields(request, self.choice_style, plan.endpoint)
-        if constraint is None and request.choices is not None and self._can_score(plan):
+        can_score = plan.endpoint == "completions" and self.capabilities.echo
+        if constraint is None and request.choices is not None and can_score:
             return await self._pick_by_score(request, plan, started)
         if self.capabilities.n or request.n == 1:
             subs = [request]
@@ -321,9 +315,6 @@ class OpenAICompatBackend(ModelBackend):
             self.name, text, request, style=self.choice_style, constrained=constrained
         )
         return Completion(text=text, finish_reason=finish, logprobs=logprobs, raw_text=raw_text)
-
-    def _can_score(self, plan: EndpointPlan) -> bool:
-        return plan.endpoint == "completions" and self.capabilities.echo
 
     async def _pick_by_score(
         self, request: GenerationRequest, plan: EndpointPlan, started: float

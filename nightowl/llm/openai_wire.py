@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.errors import UserError
-from nightowl.llm.base import ChatMessage, GenerationResult, Usage
+from nightowl.llm.base import ChatMessage, GenerationRequest, GenerationResult, Usage
 
 
 class _Constrained(BaseModel):
@@ -61,6 +61,19 @@ class _Constrained(BaseModel):
         if rf.get("type") == "json_object":
             return {"type": "object"}
         return None
+
+    def generation_request(self, **fields: Any) -> GenerationRequest:
+        """A `GenerationRequest` with this body's sampling settings, stops and constraint."""
+        return GenerationRequest(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stops(),
+            seed=self.seed,
+            choices=self.choices(),
+            json_schema=self.schema_constraint(),
+            **fields,
+        )
 
 
 class CompletionBody(_Constrained):

@@ -21,15 +21,11 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
-from typing import TYPE_CHECKING
 
 from nightowl.config import ModelSpec, Settings, get_settings
 from nightowl.errors import ConfigError
 from nightowl.llm.base import ModelBackend
 from nightowl.plugins import entry_point_targets
-
-if TYPE_CHECKING:
-    from nightowl.config import Prices
 
 #: backend kind -> "module:factory"; factories take (name, spec, settings)
 BACKENDS: dict[str, str] = {
@@ -49,16 +45,6 @@ _lock = threading.Lock()
 def model_names(settings: Settings | None = None) -> list[str]:
     """Registry names, sorted."""
     return sorted((settings or get_settings()).models)
-
-
-def model_spec(name: str, settings: Settings | None = None) -> ModelSpec:
-    """The registry entry for ``name`` (`UnknownNameError` listing the known names)."""
-    return (settings or get_settings()).model(name)
-
-
-def model_prices(name: str, settings: Settings | None = None) -> Prices:
-    """USD-per-million-token prices of a registry entry."""
-    return model_spec(name, settings).prices
 
 
 @functools.cache
@@ -150,7 +136,5 @@ __all__ = [
     "clear_cache",
     "create_backend",
     "model_names",
-    "model_prices",
-    "model_spec",
     "plugin_backends",
 ]

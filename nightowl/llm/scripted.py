@@ -26,7 +26,6 @@ from typing import Any
 
 from nightowl.errors import ConfigError, ModelError
 from nightowl.llm.base import (
-    ChatMessage,
     Completion,
     GenerationRequest,
     GenerationResult,
@@ -312,7 +311,6 @@ def from_spec(name: str, spec: Any, settings: Any = None) -> ModelBackend:
 
 
 __all__ = [
-    "ChatMessage",
     "FunctionModel",
     "ScriptExhaustedError",
     "ScriptedModel",

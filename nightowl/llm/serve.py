@@ -50,24 +50,22 @@ class PromptTooLongError(UserError):
     """The prompt does not fit in the model's context (a 400, never a retryable 5xx)."""
 
 
-def check_prompt_fits(backend: ModelBackend, request: GenerationRequest) -> int | None:
+def check_prompt_fits(backend: ModelBackend, request: GenerationRequest) -> None:
     """Raise `PromptTooLongError` when the rendered prompt exceeds the model's context.
 
     Works for backends that expose ``render``, ``count_tokens`` and ``context_length``
     (the in-process ones); others are left to their server, whose 4xx passes through.
-    Returns the prompt's token count when it could be measured.
     """
     render = getattr(backend, "render", None)
     limit = getattr(backend, "context_length", None)
     if render is None or not isinstance(limit, int) or limit <= 0:
-        return None
+        return
     tokens = backend.count_tokens(render(request))
     if tokens >= limit:
         raise PromptTooLongError(
             f"prompt has {tokens} tokens but {backend.name} has a {limit}-token context; "
             "shorten the messages"
         )
-    return tokens
 
 
 # -- the app ------------------------------------------------------------------------
@@ -108,18 +106,11 @@ def create_app(
     async def chat(body: ChatBody) -> dict[str, Any] | StreamingResponse:
         _check_model(body.model)
         body.refuse_unsupported(name)
-        request = GenerationRequest(
+        request = body.generation_request(
             messages=body.chat_messages(),
-            n=body.n,
             max_tokens=body.max_completion_tokens or body.max_tokens or 256,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stops(),
-            seed=body.seed,
             logprobs=body.logprobs,
             top_logprobs=body.top_logprobs or 0,
-            choices=body.choices(),
-            json_schema=body.schema_constraint(),
         )
         await asyncio.to_thread(check_prompt_fits, backend, request)
         result = await backend.generate(request)
@@ -157,18 +148,11 @@ def create_app(
         choices: list[dict[str, Any]] = []
         usage = Usage()
         for prompt in prompts:
-            request = GenerationRequest(
+            request = body.generation_request(
                 prompt=prompt,
-                n=body.n,
                 max_tokens=body.max_tokens or 16,
-                temperature=body.temperature,
-                top_p=body.top_p,
-                stop=body.stops(),
-                seed=body.seed,
                 logprobs=body.logprobs is not None,
                 top_logprobs=body.logprobs or 0,
-                choices=body.choices(),
-                json_schema=body.schema_constraint(),
             )
             await asyncio.to_thread(check_prompt_fits, backend, request)
             result = await backend.generate(request)
@@ -213,13 +197,11 @@ async def _echo(
     backend: ModelBackend, prompt: str, body: CompletionBody
 ) -> list[tuple[str, float | None, int]] | None:
     """Prompt tokens with their log-probabilities and text offsets (needs the backend)."""
-    scorer = getattr(backend, "prompt_logprobs", None)
-    if scorer is None:
-        if body.logprobs is not None:
-            raise NotImplementedError(f"{backend.name} cannot return prompt logprobs (echo)")
-        return None
     if body.logprobs is None:
         return None
+    scorer = getattr(backend, "prompt_logprobs", None)
+    if scorer is None:
+        raise NotImplementedError(f"{backend.name} cannot return prompt logprobs (echo)")
     result: list[tuple[str, float | None, int]] = await scorer(prompt)
     return result
 

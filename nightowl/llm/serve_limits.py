@@ -180,21 +180,15 @@ class Admission:
     def slot(self, key: str, tenant: str) -> Iterator[None]:
         """Hold a concurrency slot of ``key`` and ``tenant``, or raise `OverloadedError`."""
         lim, wait = self.limits, self.limits.retry_after_s
-        if self._keys[key] >= lim.key_concurrency:
-            raise OverloadedError(
-                f"this key has {self._keys[key]} requests in flight (limit "
-                f"{lim.key_concurrency}); retry after {wait}s", wait,
-            )  # fmt: skip
-        if self._tenants[tenant] >= lim.tenant_concurrency:
-            raise OverloadedError(
-                f"tenant {tenant!r} has {self._tenants[tenant]} requests in flight (limit "
-                f"{lim.tenant_concurrency}); retry after {wait}s", wait,
-            )  # fmt: skip
-        if self.in_flight >= lim.max_concurrency:
-            raise OverloadedError(
-                f"server busy: {self.in_flight} requests in flight (limit "
-                f"{lim.max_concurrency}); retry after {wait}s", wait,
-            )  # fmt: skip
+        for who, count, limit in (
+            ("this key has", self._keys[key], lim.key_concurrency),
+            (f"tenant {tenant!r} has", self._tenants[tenant], lim.tenant_concurrency),
+            ("server busy:", self.in_flight, lim.max_concurrency),
+        ):
+            if count >= limit:
+                raise OverloadedError(
+                    f"{who} {count} requests in flight (limit {limit}); retry after {wait}s", wait
+                )
         self._keys[key] += 1
         self._tenants[tenant] += 1
         self.in_flight += 1

@@ -59,7 +59,7 @@ from nightowl.llm.hf_weights import (
 if TYPE_CHECKING:
     from nightowl.config import ModelSpec, Settings
 
-__all__ = ["TransformersBackend", "from_spec", "resolve_weights"]
+__all__ = ["TransformersBackend", "from_spec"]
 
 #: one queued generation: the request, its prompt ids, its new-token limit
 _Job = tuple[GenerationRequest, list[int], int]

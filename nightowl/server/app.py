@@ -14,8 +14,6 @@ unless ``access_log=False``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nightowl.errors import BudgetExceededError, NightowlError, StoreError, UserError
 from nightowl.llm.openai_wire import sse_response
-from nightowl.llm.serve_guard import validation_message
+from nightowl.llm.serve_guard import error_json, validation_message
 from nightowl.llm.serve_limits import internal_error, public_message
 from nightowl.server.access import log_access, note
 from nightowl.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -61,23 +59,15 @@ def error_response(exc: BaseException, retry_after: int = 2, where: str = "") ->
     4xx messages are the error's first line with file paths replaced; a 5xx says only
     "internal server error" with an error id, logged with the traceback (`internal_error`).
     """
-    status, kind = 500, "server_error"
-    for cls, code, name in _STATUS:
-        if isinstance(exc, cls):
-            status, kind = code, name
-            break
+    status, kind = next(
+        ((code, name) for cls, code, name in _STATUS if isinstance(exc, cls)), (500, "server_error")
+    )
     if status >= 500:
         message = internal_error(exc, where or "nightowl serve")
     else:
         message = public_message(str(exc)) or type(exc).__name__
-    headers = None
-    if status == 429:
-        headers = {"Retry-After": str(getattr(exc, "retry_after_s", retry_after))}
-    return JSONResponse(
-        status_code=status,
-        headers=headers,
-        content={"error": {"message": message, "type": kind, "code": status}},
-    )
+    wait = getattr(exc, "retry_after_s", retry_after) if status == 429 else None
+    return error_json(status, message, kind, retry_after=wait)
 
 
 class CountRequests:
@@ -210,9 +200,7 @@ def create_app(service: ChatService, *, sleep: bool = False, access_log: bool = 
                     thread_header=request.headers.get("x-nightowl-thread"),
                     disconnected=request.is_disconnected,
                 )
-        except (NightowlError, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except NightowlError as exc:
             return error_response(exc, limit, "/v1/chat/completions")
         note(request.state, tiers=answer.tiers)
         if answer.events is not None:
@@ -254,8 +242,3 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise TooLargeError(f"request body is over the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON (used by tests and the CLI)."""
-    return json.dumps(obj, separators=(",", ":"))

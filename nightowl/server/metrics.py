@@ -45,13 +45,12 @@ class Metrics:
     """The server's metrics in a per-instance registry (thread-safe).
 
     ``in_flight`` is this process's count of admitted chat requests (``/health`` and the
-    sleep gate read it); ``slots`` is how many of them the model works on at once (1
-    for the in-process student): the rest count as waiting.
+    sleep gate read it); the model (the in-process student) works on one of them at a
+    time: the rest count as waiting.
     """
 
-    def __init__(self, *, slots: int = 1) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.slots = slots
         self.in_flight = 0
         self._lock = threading.Lock()
         r = self.registry
@@ -94,7 +93,7 @@ class Metrics:
         """Chat requests admitted and not finished (this process)."""
         with self._lock:
             self.in_flight = n
-            running = min(n, self.slots)
+            running = min(n, 1)
             self.queue_depth.set(n)
             self.running.set(running)
             self.waiting.set(n - running)
