@@ -154,17 +154,13 @@ def choose_by_probe(probe: DtypeProbe, flags: frozenset[str]) -> tuple[str, str]
     return "float32", f"bf16 not faster here by {BF16_MARGIN}x ({pair}; {said})"
 
 
-def _probe_path() -> Path | None:
-    from nightowl.llm.hf_weights import model_cache_root
-
-    root = model_cache_root()
-    return None if root is None else root / PROBE_FILE
-
-
 def cached_probe(threads: int) -> DtypeProbe:
     """This machine's probe, from the model cache or measured now (and stored)."""
+    from nightowl.llm.hf_weights import model_cache_root
+
     key = machine_key(threads)
-    path = _probe_path()
+    root = model_cache_root()
+    path = None if root is None else root / PROBE_FILE
     known: dict[str, dict[str, float]] = {}
     if path is not None and path.is_file():
         try:

@@ -413,27 +413,30 @@ class OpenAICompatBackend(ModelBackend):
                 await client.aclose()
 
 
+#: registry params of backend kind "openai" -> the type each value is cast to (None: as is)
+_PARAMS: dict[str, type | None] = {
+    "base_url": str,
+    "model": None,
+    "api_key_env": None,
+    "timeout_s": float,
+    "connect_timeout_s": float,
+    "max_retries": int,
+    "backoff_s": float,
+    "backoff_max_s": float,
+    "choice_style": None,
+    "max_tokens_field": str,
+    "extra_body": None,
+    "headers": None,
+}
+
+
 def from_spec(name: str, spec: ModelSpec, settings: Settings) -> OpenAICompatBackend:
     """Registry factory for backend kind "openai"."""
     params = dict(spec.params)
-    known = {
-        "base_url",
-        "model",
-        "api_key_env",
-        "timeout_s",
-        "connect_timeout_s",
-        "max_retries",
-        "backoff_s",
-        "backoff_max_s",
-        "choice_style",
-        "max_tokens_field",
-        "extra_body",
-        "headers",
-    }
-    unknown = sorted(set(params) - known)
+    unknown = sorted(set(params) - set(_PARAMS))
     if unknown:
         raise ConfigError(
-            f"model {name!r}: unknown openai params {unknown}; known: {sorted(known)}"
+            f"model {name!r}: unknown openai params {unknown}; known: {sorted(_PARAMS)}"
         )
     if "base_url" not in params:
         raise ConfigError(f"model {name!r}: the openai backend needs params.base_url")
@@ -444,19 +447,9 @@ def from_spec(name: str, spec: ModelSpec, settings: Settings) -> OpenAICompatBac
             raise ConfigError(
                 f"model {name!r} needs an API key in ${params['api_key_env']} (not set)"
             )
-    return OpenAICompatBackend(
-        name=name,
-        base_url=str(params["base_url"]),
-        model=params.get("model"),
-        api_key=api_key,
-        timeout_s=float(params.get("timeout_s", 120.0)),
-        connect_timeout_s=float(params.get("connect_timeout_s", 5.0)),
-        max_retries=int(params.get("max_retries", 4)),
-        backoff_s=float(params.get("backoff_s", 0.5)),
-        backoff_max_s=float(params.get("backoff_max_s", 8.0)),
-        choice_style=params.get("choice_style"),
-        max_tokens_field=str(params.get("max_tokens_field", "max_tokens")),
-        extra_body=params.get("extra_body"),
-        headers=params.get("headers"),
-        capabilities=spec.capabilities,
-    )
+    given: dict[str, Any] = {}
+    for key, value in params.items():
+        cast = _PARAMS[key]
+        if key != "api_key_env":
+            given[key] = value if cast is None else cast(value)
+    return OpenAICompatBackend(name=name, api_key=api_key, capabilities=spec.capabilities, **given)

@@ -121,16 +121,15 @@ def create_app(
                 chunk_events(result, completion_id=completion_id, model=name,
                              include_usage=include)
             )
-        choices = []
-        for i, c in enumerate(result.completions):
-            choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.text},
-                    "logprobs": _chat_logprobs(c) if body.logprobs else None,
-                    "finish_reason": c.finish_reason,
-                }
-            )
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": _chat_logprobs(c) if body.logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+            for i, c in enumerate(result.completions)
+        ]
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -216,16 +215,11 @@ def _completion_choice(
     text = (prompt + c.text) if body.echo else c.text
     logprobs = None
     if body.logprobs is not None:
-        tokens: list[str] = []
-        values: list[float | None] = []
-        tops: list[dict[str, float] | None] = []
-        offsets: list[int] = []
-        if echoed is not None:
-            for tok, lp, off in echoed:
-                tokens.append(tok)
-                values.append(lp)
-                tops.append(None)
-                offsets.append(off)
+        echoed = echoed or []
+        tokens = [tok for tok, _, _ in echoed]
+        values = [lp for _, lp, _ in echoed]
+        tops: list[dict[str, float] | None] = [None] * len(echoed)
+        offsets = [off for _, _, off in echoed]
         offset = len(prompt) if body.echo else 0
         for t in c.logprobs or ():
             tokens.append(t.token)

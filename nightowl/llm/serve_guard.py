@@ -41,18 +41,13 @@ class TooLargeError(NightowlError):
     """Request body over the limit (413)."""
 
 
-def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
-    """The OpenAI error shape."""
-    return {"error": {"message": message, "type": kind, "code": status}}
-
-
 def error_json(
     status: int, message: str, kind: str, retry_after: int | None = None
 ) -> JSONResponse:
     """An OpenAI-shaped error response (``Retry-After`` with 429)."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(status_code=status, headers=headers,
-                        content=error_body(status, message, kind))  # fmt: skip
+    content = {"error": {"message": message, "type": kind, "code": status}}
+    return JSONResponse(status_code=status, headers=headers, content=content)
 
 
 def too_large(limit: int) -> JSONResponse:

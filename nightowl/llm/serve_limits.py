@@ -202,14 +202,9 @@ class Admission:
                     del counter[name]
 
 
-def error_id() -> str:
-    """A short random id that ties a 5xx body to its server log line."""
-    return uuid.uuid4().hex[:12]
-
-
 def internal_error(exc: BaseException, where: str) -> str:
     """Log ``exc`` with its traceback under a new error id; return the client's message."""
-    eid = error_id()
+    eid = uuid.uuid4().hex[:12]  # ties the 5xx body to its server log line
     log.error("error %s in %s: %s: %s", eid, where, type(exc).__name__, exc, exc_info=exc)
     return f"internal server error (error id {eid}); the server log has the details"
 

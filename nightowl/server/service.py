@@ -176,9 +176,7 @@ class ChatService:
         tiers = tuple(r.tier for r in replies)
         exts = [_extension(r) for r in replies]
         ext: Any = exts[0] if len(exts) == 1 else exts
-        usage = Usage()
-        for r in replies:
-            usage = usage + r.usage
+        usage = sum((r.usage for r in replies), Usage())
         if body.stream:
             result = GenerationResult(
                 completions=tuple(
