@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -24,16 +25,9 @@ R = TypeVar("R")
 
 
 @dataclass
-class _Slot(Generic[T]):
-    item: T
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass
 class _Batch(Generic[T]):
-    slots: list[_Slot[T]] = field(default_factory=list)
+    #: each member's item and the future its caller waits on
+    slots: list[tuple[T, Future[Any]]] = field(default_factory=list)
     closed: bool = False
 
 
@@ -63,7 +57,7 @@ class RequestBatcher(Generic[T, R]):
 
     def submit(self, key: Hashable, item: T) -> R:
         """Run ``item`` in a batch with concurrent items of the same ``key``; blocking."""
-        slot: _Slot[T] = _Slot(item)
+        future: Future[R] = Future()
         with self._cond:
             while self._pending >= self.max_pending:
                 self._cond.wait()
@@ -72,16 +66,12 @@ class RequestBatcher(Generic[T, R]):
             leader = batch is None
             if batch is None:
                 batch = self._open[key] = _Batch()
-            batch.slots.append(slot)
+            batch.slots.append((item, future))
             if len(batch.slots) >= self.max_batch:
                 self._close(key, batch)
         if leader:
             self._lead(key, batch)
-        slot.done.wait()
-        if slot.error is not None:
-            raise slot.error
-        result: R = slot.result
-        return result
+        return future.result()
 
     def _close(self, key: Hashable, batch: _Batch[T]) -> None:
         """Stop ``batch`` taking members (call under ``_cond``)."""
@@ -101,21 +91,23 @@ class RequestBatcher(Generic[T, R]):
                 self._close(key, batch)
             slots = list(batch.slots)
             self.batch_sizes.append(len(slots))
+            results: Sequence[R] = ()
+            error: BaseException | None = None
             try:
-                results = self.run_batch([s.item for s in slots])
+                results = self.run_batch([item for item, _ in slots])
                 if len(results) != len(slots):
                     raise RuntimeError(f"run_batch gave {len(results)} results for {len(slots)}")
-                for s, r in zip(slots, results, strict=True):
-                    s.result = r
             except BaseException as exc:  # every member sees the failure, none hangs
-                for s in slots:
-                    s.error = exc
+                error = exc
             finally:
                 with self._cond:
                     self._pending -= len(slots)
                     self._cond.notify_all()
-                for s in slots:
-                    s.done.set()
+                for i, (_, future) in enumerate(slots):
+                    if error is None:
+                        future.set_result(results[i])
+                    else:
+                        future.set_exception(error)
 
 
 __all__ = ["RequestBatcher"]

@@ -176,10 +176,6 @@ class ScriptedModel(_FakeBackend):
         """Entries not yet consumed (cycling scripts never run out)."""
         return max(len(self.script) - self.position, 0)
 
-    def extend(self, entries: Iterable[ScriptEntry]) -> None:
-        """Append entries to the script."""
-        self.script.extend(entries)
-
     def _next(self) -> ScriptEntry:
         if self.cycle and self.script:
             entry = self.script[self.position % len(self.script)]
@@ -271,8 +267,8 @@ def last_user_message(request: GenerationRequest) -> str:
     return users[-1] if users else ""
 
 
-def from_params(name: str, params: Mapping[str, Any]) -> ModelBackend:
-    """Build a fake from a registry entry's ``params`` (backend kind "scripted").
+def from_spec(name: str, spec: Any, settings: Any = None) -> ModelBackend:
+    """Registry factory for backend kind "scripted": a fake built from ``spec.params``.
 
     Keys: ``function`` ("package.module:callable", builds a `FunctionModel`), or
     ``script`` (list of texts), ``default`` (text when the script is exhausted; defaults
@@ -280,6 +276,7 @@ def from_params(name: str, params: Mapping[str, Any]) -> ModelBackend:
     and ``scores`` (mapping continuation -> log-probability). Lets worker processes and
     CLI tests run on a fast fake model chosen purely by configuration.
     """
+    params: Mapping[str, Any] = spec.params
     known = {"function", "script", "default", "cycle", "delay_s", "token_logprob", "scores"}
     unknown = sorted(set(params) - known)
     if unknown:
@@ -305,17 +302,11 @@ def from_params(name: str, params: Mapping[str, Any]) -> ModelBackend:
     return ScriptedModel(script, default=default, cycle=bool(params.get("cycle", False)), **common)
 
 
-def from_spec(name: str, spec: Any, settings: Any = None) -> ModelBackend:
-    """Registry factory for backend kind "scripted" (see `from_params`)."""
-    return from_params(name, spec.params)
-
-
 __all__ = [
     "FunctionModel",
     "ScriptExhaustedError",
     "ScriptedModel",
     "apply_stop",
-    "from_params",
     "from_spec",
     "last_user_message",
     "render_request",

@@ -142,8 +142,6 @@ def create_app(
     async def completions(body: CompletionBody) -> dict[str, Any]:
         _check_model(body.model)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-        if not prompts:
-            raise UserError("prompt must not be empty")
         choices: list[dict[str, Any]] = []
         usage = Usage()
         for prompt in prompts:

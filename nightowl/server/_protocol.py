@@ -71,13 +71,10 @@ class ChatCompletionRequest(BaseModel):
             raise UserError("stream_options is only allowed with stream=true")
 
     def stops(self) -> tuple[str, ...]:
-        """``stop`` as a tuple (at most 4, as in OpenAI's API)."""
+        """``stop`` as a tuple (at most 4, as in OpenAI's API: `bounded` checks that)."""
         if self.stop is None:
             return ()
-        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        if len(stops) > 4:
-            raise UserError("at most 4 stop sequences")
-        return stops
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def prompt_chars(self) -> int:
         """Characters of all messages together (the prompt-size bound checks it)."""
