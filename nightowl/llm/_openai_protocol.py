@@ -94,12 +94,6 @@ def plan_endpoint(request: GenerationRequest, api: ServerApi, chat_template: str
     return EndpointPlan(endpoint="completions", prompt=request.prompt)
 
 
-def choices_grammar(choices: tuple[str, ...]) -> str:
-    """A GBNF grammar (llama.cpp) that accepts exactly one of ``choices``."""
-    alts = " | ".join(json.dumps(c) for c in choices)  # JSON string escapes are valid GBNF
-    return f"root ::= {alts}"
-
-
 def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     """OpenAI ``response_format`` for a JSON schema."""
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
@@ -129,7 +123,8 @@ def constraint_fields(
         return {"response_format": json_schema_format("output", schema)}
     if style == "grammar":
         if schema is None:
-            return {"grammar": choices_grammar(tuple(choices))}
+            # a GBNF grammar (llama.cpp); JSON string escapes are valid GBNF
+            return {"grammar": "root ::= " + " | ".join(json.dumps(c) for c in choices)}
         if endpoint == "chat":  # llama-cpp-python turns this into a grammar server-side
             return {"response_format": {"type": "json_object", "schema": schema}}
         return None

@@ -126,12 +126,6 @@ def _source(directory: str, gguf_file: str | None) -> tuple[str, dict[str, Any]]
     return directory, {}
 
 
-def _tokenizer_copy_dir(directory: str, gguf_file: str | None) -> Path | None:
-    """Where a tokenizer-only copy of a GGUF's tokenizer is kept (None: caching off)."""
-    conv = converted_dir(directory, gguf_file) if gguf_file else None
-    return None if conv is None else conv.with_name(conv.name + "-tokenizer")
-
-
 def _save_atomically(target: Path, write: Any) -> None:
     """Call ``write(folder)`` on a temporary folder renamed to ``target`` (best effort)."""
     tmp: Path | None = None
@@ -174,7 +168,8 @@ def _load_tokenizer_locked(directory: str, gguf_file: str | None) -> LoadedToken
     source, kwargs = _source(directory, gguf_file)
     # Without a converted copy, reading the tokenizer out of a GGUF parses the whole file
     # (~10-30 s); a tokenizer-only copy beside the weights cache makes that once.
-    tok_copy = _tokenizer_copy_dir(directory, gguf_file) if kwargs else None
+    conv = converted_dir(directory, gguf_file or "") if kwargs else None
+    tok_copy = None if conv is None else conv.with_name(conv.name + "-tokenizer")
     if tok_copy is not None and (tok_copy / "tokenizer_config.json").is_file():
         source, kwargs = str(tok_copy), {}
     try:

@@ -44,13 +44,6 @@ def _safe(text: str) -> str:
     return "".join(c if c.isprintable() and c != " " else f"\\x{ord(c):02x}" for c in text)
 
 
-def request_path(scope: MutableMapping[str, Any]) -> str:
-    """The path as the client sent it (``raw_path``), safe to log in one field."""
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
-    return _safe(path.split("?", 1)[0])
-
-
 def log_access(
     scope: MutableMapping[str, Any], status: int, latency_s: float, *, logger: logging.Logger = log
 ) -> None:
@@ -59,7 +52,9 @@ def log_access(
         return
     state = scope.get("state") or {}
     method = _safe(str(scope.get("method", "-")))
-    path = request_path(scope)
+    raw = scope.get("raw_path")  # the path as the client sent it
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
+    path = _safe(path.split("?", 1)[0])
     key_id = _safe(str(state.get("key_id") or "-"))
     tier = _safe(str(state.get("tier") or "-"))
     client = scope.get("client")
