@@ -9,6 +9,7 @@ the process (``die_on_exit``) and is shut down cleanly at exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 from typing import Any
 
@@ -57,7 +58,5 @@ class SharedJVM:
         with self._lock:
             gw, self._gateway = self._gateway, None
         if gw is not None:
-            try:
+            with contextlib.suppress(Exception):  # the JVM may already be gone
                 gw.shutdown()
-            except Exception:  # noqa: S110 - the JVM may already be gone
-                pass

@@ -33,16 +33,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from nightowl.envs import alfworld_gen
 from nightowl.envs.alfworld_gen import TASK_TYPES
 from nightowl.envs.base import Split, TaskSpec
-from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 #: generated-game seeds per split
-SPLIT_SEEDS: dict[str, SeedRange] = {
-    "train": SeedRange(start=0, count=500),
-    "dev": SeedRange(start=10_000, count=50),
-    "test": SeedRange(start=20_000, count=50),
+SPLIT_SEEDS: dict[str, range] = {
+    "train": range(500),
+    "dev": range(10_000, 10_050),
+    "test": range(20_000, 20_050),
 }
 #: nightowl split -> ALFWorld's `AlfredTWEnv` split for the official games
 OFFICIAL_SPLITS = {
@@ -89,7 +90,6 @@ class AlfWorldEnv(ReplayEnvironment):
         cache_dir: Path | None = None,
         max_steps: int | None = None,
         expert: str = "handcoded",
-        split_seeds: dict[str, SeedRange] | None = None,
     ) -> None:
         super().__init__(max_steps=max_steps)
         if expert not in EXPERTS:
@@ -97,11 +97,7 @@ class AlfWorldEnv(ReplayEnvironment):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.games_dir = self.cache_dir / "games"
         self.expert = expert
-        self.split_seeds = dict(split_seeds or SPLIT_SEEDS)
         self._tw = import_alfworld(self.cache_dir)
-        from nightowl.envs import alfworld_gen
-
-        self._gen = alfworld_gen
         self.data_dir = Path(os.environ["ALFWORLD_DATA"])
         self.games = tuple(TASK_TYPES) + tuple(f"official-{t}" for t in self._official_types())
         self._env: Any = None
@@ -116,7 +112,7 @@ class AlfWorldEnv(ReplayEnvironment):
         """Generated games: the split's seed range; official: indexes into the split."""
         if game.startswith("official-"):
             return list(range(len(self._official_games(split).get(game, []))))
-        return list(self.split_seeds[split].seeds())
+        return list(SPLIT_SEEDS[split])
 
     def game_params(self, game: str) -> dict[str, Any]:
         """The ALFWorld task type and where games come from."""
@@ -125,9 +121,6 @@ class AlfWorldEnv(ReplayEnvironment):
         return {"task_type": TASK_TYPES[kind], "source": source}
 
     def _official_types(self) -> list[str]:
-        root = self.data_dir / "json_2.1.1"
-        if not root.is_dir():
-            return []
         return [
             t
             for t in TASK_TYPES
@@ -136,18 +129,20 @@ class AlfWorldEnv(ReplayEnvironment):
 
     @cached_property
     def _official_index(self) -> dict[str, dict[str, list[str]]]:
+        root = self.data_dir / "json_2.1.1"
+        config = {
+            "dataset": {
+                "data_path": str(root / OFFICIAL_DIRS["train"]),
+                "eval_id_data_path": str(root / OFFICIAL_DIRS["dev"]),
+                "eval_ood_data_path": str(root / OFFICIAL_DIRS["test"]),
+                "num_train_games": -1,
+                "num_eval_games": -1,
+            },
+            "env": {"task_types": [1, 2, 3, 4, 5, 6], "goal_desc_human_anns_prob": 0.0},
+        }
+        by_type = {v: k for k, v in TASK_TYPES.items()}
         out: dict[str, dict[str, list[str]]] = {}
         for split, tw_split in OFFICIAL_SPLITS.items():
-            config = {
-                "dataset": {
-                    "data_path": str(self.data_dir / "json_2.1.1" / OFFICIAL_DIRS["train"]),
-                    "eval_id_data_path": str(self.data_dir / "json_2.1.1" / OFFICIAL_DIRS["dev"]),
-                    "eval_ood_data_path": str(self.data_dir / "json_2.1.1" / OFFICIAL_DIRS["test"]),
-                    "num_train_games": -1,
-                    "num_eval_games": -1,
-                },
-                "env": {"task_types": [1, 2, 3, 4, 5, 6], "goal_desc_human_anns_prob": 0.0},
-            }
             found: dict[str, list[str]] = {}
             # ALFWorld prints its progress (and a tqdm bar): keep it off the CLI's stdout
             quiet = io.StringIO()
@@ -156,7 +151,6 @@ class AlfWorldEnv(ReplayEnvironment):
                     files = self._tw.AlfredTWEnv(config, train_eval=tw_split).game_files
             except Exception:  # noqa: BLE001 - a partial download lists nothing
                 files = []
-            by_type = {v: k for k, v in TASK_TYPES.items()}
             for f in sorted(files):
                 ttype = Path(f).parent.parent.name.split("-")[0]
                 if ttype in by_type:
@@ -174,7 +168,7 @@ class AlfWorldEnv(ReplayEnvironment):
         """The game file of a task (generated on first use)."""
         if spec.game.startswith("official-"):
             return Path(self._official_games(spec.split)[spec.game][spec.seed])
-        return self._gen.generate(
+        return alfworld_gen.generate(
             self.games_dir, spec.game, spec.split, spec.seed, max_steps=self.default_max_steps
         )
 
@@ -185,7 +179,7 @@ class AlfWorldEnv(ReplayEnvironment):
         except RuntimeError as exc:
             raise EnvError(f"alfworld: cannot build {spec.task_id}: {exc}") from exc
         # The generator verified the expert with this same seed for its random choices.
-        self._env = self._gen.start_game(
+        self._env = alfworld_gen.start_game(
             gamefile, expert=None if self.expert == "imitable" else self.expert,
             rng_seed=spec.task_id,
         )
@@ -237,8 +231,6 @@ class AlfWorldEnv(ReplayEnvironment):
     def close(self) -> None:
         """Close the running TextWorld game."""
         if self._env is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead game is not an error
                 self._env.close()
-            except Exception:  # noqa: BLE001 - closing a dead game is not an error
-                pass
             self._env = None

@@ -41,25 +41,6 @@ def clean_action(action: object) -> str:
     return " ".join(text.split())[:MAX_ACTION_CHARS]
 
 
-@dataclass(frozen=True, kw_only=True)
-class SeedRange:
-    """Seeds ``start .. start+count-1`` form one split of a catalogue."""
-
-    start: int
-    count: int
-
-    def __contains__(self, seed: object) -> bool:
-        return isinstance(seed, int) and self.start <= seed < self.start + self.count
-
-    def seeds(self) -> range:
-        """The seeds, in order."""
-        return range(self.start, self.start + self.count)
-
-    def describe(self) -> str:
-        """``start-end`` for error messages and docs."""
-        return f"{self.start}-{self.start + self.count - 1}"
-
-
 @dataclass(kw_only=True)
 class EngineStep:
     """What an engine returns for one action (before the step limit is applied)."""
@@ -213,30 +194,30 @@ class ReplayEnvironment(Environment, abc.ABC):
                 invalid=True,
                 info={"action": cleaned, "after_end": True},
             )
-        if not cleaned:
-            # Empty input: engines answer it inconsistently; answer for them, count a step.
-            res = EngineStep(
-                text="Please type a command.",
+
+        def unchanged(text: str, **info: Any) -> EngineStep:  # an invalid step, state as it was
+            return EngineStep(
+                text=text,
                 score=ep.score,
                 done=False,
                 won=False,
                 valid_actions=ep.valid_actions,
                 invalid=True,
+                info=info,
             )
+
+        if not cleaned:
+            # Empty input: engines answer it inconsistently; answer for them, count a step.
+            res = unchanged("Please type a command.")
         else:
             try:
                 res = self._engine_step(cleaned)
             except EnvError:
                 raise
             except Exception as exc:  # an engine rejecting input must not end the run
-                res = EngineStep(
-                    text=f"The game could not process that command ({type(exc).__name__}).",
-                    score=ep.score,
-                    done=False,
-                    won=False,
-                    valid_actions=ep.valid_actions,
-                    invalid=True,
-                    info={"engine_error": str(exc)[:300]},
+                res = unchanged(
+                    f"The game could not process that command ({type(exc).__name__}).",
+                    engine_error=str(exc)[:300],
                 )
         ep.actions.append(cleaned)
         ep.invalid_actions += int(res.invalid)

@@ -23,6 +23,7 @@ replay costs seconds.
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from typing import Any
 
 from nightowl.envs._jvm import SharedJVM
@@ -139,8 +140,6 @@ class ScienceWorldEnv(ReplayEnvironment):
         self.simplifications = simplifications
         self.want_valid_actions = valid_actions
         self.expert_search_seconds = expert_search_seconds
-        self._main: _Sim | None = None  # created on first reset (starts the JVM)
-        self._scratch: _Sim | None = None
         self._gold: list[str] | None = None
         self._gold_task = ""
         # plan: (actions taken when adopted, [(action, gold index)]) - see `_expert`
@@ -148,11 +147,9 @@ class ScienceWorldEnv(ReplayEnvironment):
         self.replans = 0
         self.replan_failures = 0
 
-    @property
+    @cached_property
     def _sim(self) -> _Sim:
-        if self._main is None:
-            self._main = _Sim()
-        return self._main
+        return _Sim()  # created on first reset (starts the JVM)
 
     # --- catalogue ----------------------------------------------------------------------
     def seeds(self, game: str, split: Split) -> list[int]:
@@ -193,17 +190,16 @@ class ScienceWorldEnv(ReplayEnvironment):
         )
 
     # --- expert -------------------------------------------------------------------------
-    def _scratch_sim(self) -> _Sim:
-        if self._scratch is None:
-            self._scratch = _Sim()
-        return self._scratch
+    @cached_property
+    def _scratch(self) -> _Sim:
+        return _Sim()
 
     @property
     def gold_actions(self) -> tuple[str, ...]:
         """The task's gold action sequence (generated on first use, on the scratch sim)."""
         ep = self.episode
         if self._gold is None:
-            sim = self._scratch_sim()
+            sim = self._scratch
             sim.load(ep.spec.game, ep.spec.seed, self.simplifications, True)
             with JVM.engine_lock:
                 self._gold = [str(a) for a in sim.server.getGoldActionSequence()]
@@ -241,7 +237,7 @@ class ScienceWorldEnv(ReplayEnvironment):
 
     def _wins(self, spec: TaskSpec, actions: list[str]) -> bool:
         """Whether playing ``actions`` from the start wins (on the scratch simulator)."""
-        sim = self._scratch_sim()
+        sim = self._scratch
         sim.load(spec.game, spec.seed, self.simplifications, False)
         for action in actions:
             sim.step(action)
@@ -252,4 +248,4 @@ class ScienceWorldEnv(ReplayEnvironment):
 
     def close(self) -> None:
         """Drop this instance's simulators (the shared JVM stays up for others)."""
-        self._scratch = None
+        self.__dict__.pop("_scratch", None)

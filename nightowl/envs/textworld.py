@@ -34,13 +34,12 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from nightowl.envs._tw_engine import TEXTWORLD_ENGINE_LOCK
 from nightowl.envs.base import Snapshot, Split, TaskSpec
-from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 try:
@@ -86,10 +85,10 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 
 #: seeds per split; cooking also switches TextWorld's food split (train/valid/test) and
 #: simple its object set (test=True only for our test split)
-SPLIT_SEEDS: dict[Split, SeedRange] = {
-    "train": SeedRange(start=0, count=1000),
-    "dev": SeedRange(start=10000, count=1000),
-    "test": SeedRange(start=20000, count=1000),
+SPLIT_SEEDS: dict[Split, range] = {
+    "train": range(1000),
+    "dev": range(10000, 11000),
+    "test": range(20000, 21000),
 }
 _COOKING_SPLIT = {"train": "train", "dev": "valid", "test": "test"}
 
@@ -169,15 +168,12 @@ def generate_game(cache_dir: Path, game: str, settings: dict[str, Any], seed: in
     return path
 
 
-@contextlib.contextmanager
-def _quiet_jericho() -> Iterator[None]:
+def _quiet_jericho() -> warnings.catch_warnings:
     """Silence Jericho's "not fully supported" warning for TextWorld's games.
 
     It concerns Jericho's own score detection; TextWorld keeps the score itself.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    return warnings.catch_warnings(action="ignore")
 
 
 def _clean_feedback(text: str) -> str:
@@ -228,7 +224,7 @@ class TextWorldEnv(ReplayEnvironment):
     def seeds(self, game: str, split: Split) -> list[int]:
         """Our seed ranges (see `SPLIT_SEEDS`)."""
         self._check_game(game)
-        return list(SPLIT_SEEDS[split].seeds())
+        return list(SPLIT_SEEDS[split])
 
     def game_params(self, game: str) -> dict[str, Any]:
         """The challenge settings used for ``game`` (before the per-split keys)."""
@@ -322,10 +318,8 @@ class TextWorldEnv(ReplayEnvironment):
 
     def _close_tw(self) -> None:
         if self._tw is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a finished engine may fail harmlessly
                 self._tw.close()
-            except Exception:  # noqa: S110 - closing a finished engine may fail harmlessly
-                pass
         self._tw, self._tw_path = None, None
 
     def close(self) -> None:

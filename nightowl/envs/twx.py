@@ -21,12 +21,13 @@ import itertools
 import json
 import time
 from collections import deque
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from nightowl.envs._jvm import SharedJVM
 from nightowl.envs.base import Split, TaskSpec
-from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, SeedRange
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
 from nightowl.errors import EnvError, MissingExtraError
 
 try:
@@ -75,19 +76,14 @@ DEFAULT_PARAMS: dict[str, dict[str, int]] = {
 }
 
 #: the engine's own fold seeds
-SPLIT_SEEDS: dict[Split, SeedRange] = {
-    "train": SeedRange(start=0, count=1000),
-    "dev": SeedRange(start=10000, count=1000),
-    "test": SeedRange(start=20000, count=1000),
+SPLIT_SEEDS: dict[Split, range] = {
+    "train": range(1000),
+    "dev": range(10000, 11000),
+    "test": range(20000, 21000),
 }
 
 JVM = SharedJVM("TextWorld-Express", JAR_PATH, BASEPATH, ["-Xmx1g", "-XX:+UseSerialGC"])
 _CURRENT = 0  # token of the game most recently generated on the JVM (see `_Game`)
-
-
-def params_string(params: dict[str, Any]) -> str:
-    """TWX's ``k=v,k=v`` parameter string."""
-    return ",".join(f"{k}={int(v)}" for k, v in params.items())
 
 
 class _Game:
@@ -111,7 +107,6 @@ class _Game:
         self.last: dict[str, Any] = {}
         self.gold: list[str] = []
         self.goal = ""
-        self.rematerialised = 0
 
     def new_game(self, game: str, params: str, seed: int, fold: str, gold: bool) -> dict[str, Any]:
         """Generate a game; with ``gold`` also fetch its gold path and task description."""
@@ -139,7 +134,6 @@ class _Game:
                 game, params, seed, fold = self.setup
                 json.loads(self.server.generateNewGameJSON(seed, fold, False))
                 _CURRENT = self.token
-                self.rematerialised += 1
                 for past in self.history:
                     self.server.stepJSON(past)
             self.last = json.loads(self.server.stepJSON(action))
@@ -181,8 +175,6 @@ class TextWorldExpressEnv(ReplayEnvironment):
         self.expert_search_depth = expert_search_depth
         self.expert_search_nodes = expert_search_nodes
         self.expert_search_seconds = expert_search_seconds
-        self._main: _Game | None = None  # created on first reset (starts the JVM)
-        self._scratch: _Game | None = None
         self._gold: list[str] = []
         self._gold_quick: list[str] | None = None  # quick key before each gold action
         self._plan: tuple[int, list[str]] = (0, [])  # (actions taken when planned, actions)
@@ -190,17 +182,15 @@ class TextWorldExpressEnv(ReplayEnvironment):
         self.replans = 0
         self.replan_failures = 0
 
-    @property
+    @cached_property
     def _game(self) -> _Game:
-        if self._main is None:
-            self._main = _Game()
-        return self._main
+        return _Game()  # created on first reset (starts the JVM)
 
     # --- catalogue ----------------------------------------------------------------------
     def seeds(self, game: str, split: Split) -> list[int]:
         """TWX's fold seeds (the same for every game)."""
         self._check_game(game)
-        return list(SPLIT_SEEDS[split].seeds())
+        return list(SPLIT_SEEDS[split])
 
     def game_params(self, game: str) -> dict[str, Any]:
         """The generation parameters used for ``game``."""
@@ -208,7 +198,7 @@ class TextWorldExpressEnv(ReplayEnvironment):
 
     # --- engine -------------------------------------------------------------------------
     def _new_game(self, g: _Game, spec: TaskSpec, gold: bool) -> dict[str, Any]:
-        params = params_string(self._params[spec.game])
+        params = ",".join(f"{k}={int(v)}" for k, v in self._params[spec.game].items())  # k=v,k=v
         return g.new_game(spec.game, params, spec.seed, spec.split, gold)
 
     def _start(self, spec: TaskSpec) -> tuple[str, str, tuple[str, ...] | None, dict[str, Any]]:
@@ -251,14 +241,13 @@ class TextWorldExpressEnv(ReplayEnvironment):
             return plan[done_in_plan]
         return self._replan(episode)
 
-    def _scratch_game(self) -> _Game:
-        if self._scratch is None:
-            self._scratch = _Game()
-        return self._scratch
+    @cached_property
+    def _scratch(self) -> _Game:
+        return _Game()
 
     def _replay(self, spec: TaskSpec, actions: list[str]) -> dict[str, Any]:
         """Put the scratch game in the state after ``actions``; returns the last response."""
-        g = self._scratch_game()
+        g = self._scratch
         resp = self._new_game(g, spec, gold=False)
         for a in actions:
             resp = g.step(a)
@@ -267,7 +256,7 @@ class TextWorldExpressEnv(ReplayEnvironment):
     def _gold_candidates(self, spec: TaskSpec, g: _Game) -> list[int]:
         """Gold-path indices (latest first, never the end) whose quick key matches ``g``'s."""
         if self._gold_quick is None:
-            scratch = self._scratch_game()
+            scratch = self._scratch
             self._replay(spec, [])
             quick = [scratch.quick_key()]
             for action in self._gold[:-1]:
@@ -321,11 +310,11 @@ class TextWorldExpressEnv(ReplayEnvironment):
                 resp = self._replay(spec, taken + new_path)
                 if resp.get("tasksuccess"):
                     return self._adopt(len(taken), new_path)
-                key = self._scratch_game().quick_key()
+                key = self._scratch.quick_key()
                 if resp.get("taskfailure") or key in seen:
                     continue
                 seen.add(key)
-                plan = try_resync(new_path, self._scratch_game())
+                plan = try_resync(new_path, self._scratch)
                 if plan is not None:
                     return self._adopt(len(taken), plan)
                 frontier.append((new_path, _valid(resp)))
@@ -343,4 +332,4 @@ class TextWorldExpressEnv(ReplayEnvironment):
 
     def close(self) -> None:
         """Drop this instance's game objects (the shared JVM stays up for others)."""
-        self._scratch = None
+        self.__dict__.pop("_scratch", None)
