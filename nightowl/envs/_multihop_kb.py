@@ -35,11 +35,8 @@ _UNI_PATTERNS = ["{name} University", "{name} Institute of Technology", "{name} 
 
 
 def _word(rng: random.Random, syllables: int) -> str:
-    parts = []
-    for _ in range(syllables):
-        parts.append(rng.choice(_ONSETS) + rng.choice(_VOWELS))
-    parts.append(rng.choice(_CODAS))
-    return "".join(parts).capitalize()
+    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)]
+    return ("".join(parts) + rng.choice(_CODAS)).capitalize()
 
 
 # --- schema --------------------------------------------------------------------------
@@ -114,14 +111,13 @@ class Question:
 
 @dataclass
 class World:
-    """A knowledge base, its documents and one question."""
+    """A knowledge base and its documents."""
 
     seed: int
     entities: dict[str, Entity]
     facts: dict[tuple[str, str], str]  # (subject id, relation) -> object id
     docs: list[tuple[str, str]] = field(default_factory=list)  # (title, text)
     doc_of: dict[str, int] = field(default_factory=dict)  # entity id -> doc index
-    question: Question | None = None
 
     def name(self, eid: str) -> str:
         """Display name of an entity."""
@@ -143,7 +139,7 @@ def _unique_names(rng: random.Random, n: int, make, taken: set[str]) -> list[str
 
 def build_world(seed: int, *, n_people: int = 24, n_cities: int = 8, n_countries: int = 3,
                 n_companies: int = 7, n_universities: int = 4) -> World:
-    """Generate the knowledge base and documents for ``seed`` (no question yet)."""
+    """Generate the knowledge base and documents for ``seed``."""
     rng = random.Random(f"multihop-world-{seed}")
     taken: set[str] = set()
     # Surnames are drawn from a small pool so that people share them: retrieval by a
@@ -207,8 +203,7 @@ def _write_docs(world: World, rng: random.Random) -> None:
         # Mentions from elsewhere (distractors): at most two, so documents stay short.
         others = sorted(incoming.get(eid, []))
         rng.shuffle(others)
-        for s, r in others[:2]:
-            sents.append(RELATIONS[r].fact.format(s=world.name(s), o=ent.name))
+        sents += [RELATIONS[r].fact.format(s=world.name(s), o=ent.name) for s, r in others[:2]]
         world.doc_of[eid] = len(world.docs)
         world.docs.append((ent.name, " ".join(sents)))
 
@@ -229,31 +224,20 @@ def make_question(world: World, hops: int, seed: int) -> Question:
     for _ in range(10_000):
         chain = [rng.choice(starts)]
         rels: list[str] = []
-        ok = True
         for _h in range(hops):
-            options = _OUTGOING.get(world.entities[chain[-1]].type, [])
-            rng.shuffle(options := list(options))
-            step = None
-            for r in options:
-                o = world.facts[(chain[-1], r)]
-                if o not in chain:
-                    step = (r, o)
-                    break
-            if step is None:
-                ok = False
+            options = list(_OUTGOING.get(world.entities[chain[-1]].type, []))
+            rng.shuffle(options)
+            steps = [(r, o) for r in options if (o := world.facts[(chain[-1], r)]) not in chain]
+            if not steps:
                 break
-            rels.append(step[0])
-            chain.append(step[1])
-        if not ok:
-            continue
-        answer = world.name(chain[-1])
-        # The answer's words must not appear in the question (no shortcut).
-        if set(normalize_answer(answer).split()) & set(
-            normalize_answer(_phrase(world, chain, rels)).split()
-        ):
-            continue
-        return Question(text=_phrase(world, chain, rels), answer=answer, chain=tuple(chain),
-                        relations=tuple(rels))
+            rels.append(steps[0][0])
+            chain.append(steps[0][1])
+        else:
+            answer, text = world.name(chain[-1]), _phrase(world, chain, rels)
+            # The answer's words must not appear in the question (no shortcut).
+            if not set(normalize_answer(answer).split()) & set(normalize_answer(text).split()):
+                return Question(text=text, answer=answer, chain=tuple(chain),
+                                relations=tuple(rels))
     raise RuntimeError(f"no {hops}-hop question found for seed {seed}")  # pragma: no cover
 
 

@@ -73,12 +73,6 @@ def parse_action(action: str) -> tuple[str, str] | None:
     return m.group(1).lower(), arg
 
 
-def is_final_action(action: str) -> bool:
-    """Whether ``action`` ends the episode (an answer)."""
-    parsed = parse_action(action)
-    return parsed is not None and parsed[0] == "answer"
-
-
 class _Index:
     """Top-k retrieval over one world's documents."""
 
@@ -90,12 +84,9 @@ class _Index:
 
             self._bm25 = BM25Okapi([tokenize(f"{t} {d}") for t, d in self.docs])
         else:
-            import numpy as np
-
             from nightowl.envs import _multihop_faiss
 
             self._faiss = _multihop_faiss.build_index([f"{t}. {d}" for t, d in self.docs])
-            self._np = np
 
     def search(self, query: str, k: int) -> list[int]:
         """Indices of the top-k documents (score order, ties by index)."""
@@ -114,9 +105,7 @@ class _Index:
 @functools.lru_cache(maxsize=256)
 def _task(hops: int, seed: int, retriever: Retriever) -> tuple[World, Question, _Index]:
     world = build_world(seed)
-    question = make_question(world, hops, seed)
-    world.question = question
-    return world, question, _Index(world.docs, retriever)
+    return world, make_question(world, hops, seed), _Index(world.docs, retriever)
 
 
 class MultiHopEnv(Environment):
@@ -299,7 +288,8 @@ class MultiHopEnv(Environment):
 
     def is_final_action(self, action: str) -> bool:
         """Answers end the episode; tree search scores them instead of executing them."""
-        return is_final_action(action)
+        parsed = parse_action(action)
+        return parsed is not None and parsed[0] == "answer"
 
     @property
     def question(self) -> Question:
