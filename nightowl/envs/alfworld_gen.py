@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import random
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,18 +52,6 @@ TOOL_RECEPTACLE = {"clean": "SinkBasin", "heat": "Microwave", "cool": "Fridge"}
 PLANNER_TIMEOUT_S = 30.0
 #: Layout names that differ from the receptacle types the PDDL domain uses.
 RENAMED_RECEPTACLES = {"Sink": "SinkBasin", "Bathtub": "BathtubBasin"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class GameSpec:
-    """What a generated game contains (kept in ``traj_data.json`` too)."""
-
-    task_type: str
-    scene: int
-    object_target: str
-    parent_target: str
-    toggle_target: str
-    goal_text: str
 
 
 def mangle(name: str) -> str:
@@ -126,15 +113,13 @@ def scenes_for(task: str, split: str) -> list[int]:
     c = _constants()
     pool = c.TEST_SCENE_NUMBERS if split == "test" else c.TRAIN_SCENE_NUMBERS
     kinds = c.GOALS_VALID[TASK_TYPES[task]]
-    out = []
-    for scene in sorted(pool):
-        if not any(scene in c.SCENE_TYPE[k] for k in kinds):
-            continue
-        if not (_layout_dir() / f"FloorPlan{scene}-openable.json").exists():
-            continue
-        if _candidates(task, scene):
-            out.append(scene)
-    return out
+    return [
+        scene
+        for scene in sorted(pool)
+        if any(scene in c.SCENE_TYPE[k] for k in kinds)
+        and (_layout_dir() / f"FloorPlan{scene}-openable.json").exists()
+        and _candidates(task, scene)
+    ]
 
 
 def _action_ok(task: str, otype: str) -> bool:
@@ -184,8 +169,8 @@ def _object_id(otype: str, rid: str, rng: random.Random, taken: set[str]) -> str
             return oid
 
 
-def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[str, dict, GameSpec]:
-    """The PDDL problem, traj_data and spec of one game (pure; no planner)."""
+def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[str, dict, str]:
+    """The PDDL problem, traj_data and goal text of one game (pure; no planner)."""
     c = _constants()
     import alfworld.gen.goal_library as glib
 
@@ -194,9 +179,7 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
     receps, objects = _scene(scene)
     rtypes = {t for t, _ in receps.values()}
     otype, parent = rng.choice(_candidates(task, scene))
-    toggle = parent if task == "look" else ""
-    if task == "look":
-        parent = ""
+    toggle, parent = (parent, "") if task == "look" else ("", parent)
 
     placed: dict[str, tuple[str, str]] = {}  # object id -> (type, receptacle id)
     taken: set[str] = set()
@@ -253,14 +236,9 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
             f"(objectAtLocation {m} {mangle(receps[rid][1])})",
             f"(pickupable {m})",
         ]
-        for prop, key in (
-            ("cleanable", "Cleanable"),
-            ("heatable", "Heatable"),
-            ("coolable", "Coolable"),
-            ("sliceable", "Sliceable"),
-        ):
+        for key in ("Cleanable", "Heatable", "Coolable", "Sliceable"):
             if ot in acts[key]:
-                init.append(f"({prop} {m})")
+                init.append(f"({key.lower()} {m})")
         if ot in c.MOVABLE_RECEPTACLES_SET:
             init.append(f"(isReceptacleObject {m})")
     for lid, rid in sorted(lamps.items()):
@@ -273,14 +251,10 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
         ]
     goal = glib.gdict[TASK_TYPES[task]]["pddl"].replace("#", "-")
     goal = goal.format(obj=otype, recep=parent, toggle=toggle, mrecep="")
+    declared, facts = "\n  ".join(objs), "\n  ".join(init)
     problem = (
         f"(define (problem plan_{task}_{split}_{seed})\n(:domain alfred)\n(:objects\n  "
-        + "\n  ".join(objs)
-        + "\n)\n(:init\n  "
-        + "\n  ".join(init)
-        + "\n)\n"
-        + goal.strip()
-        + "\n"
+        f"{declared}\n)\n(:init\n  {facts}\n)\n{goal.strip()}\n"
     )
     template = rng.choice(glib.gdict[TASK_TYPES[task]]["templates"])
     goal_text = template.format(
@@ -303,15 +277,7 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
             "attempt": attempt,
         },
     }
-    spec = GameSpec(
-        task_type=TASK_TYPES[task],
-        scene=scene,
-        object_target=otype,
-        parent_target=parent,
-        toggle_target=toggle,
-        goal_text=goal_text,
-    )
-    return problem, traj, spec
+    return problem, traj, goal_text
 
 
 def _start_location(scene: int, rng: random.Random, avoid: set[str]) -> str:
@@ -324,11 +290,6 @@ def _start_location(scene: int, rng: random.Random, avoid: set[str]) -> str:
         if loc not in avoid:
             return loc
     return "loc|0|0|0|30"
-
-
-def task_id(task: str, split: str, seed: int) -> str:
-    """The nightowl task id of a generated game (also the seed of its expert's choices)."""
-    return f"alfworld/{task}/{split}/{seed}"
 
 
 def start_game(
@@ -443,8 +404,8 @@ def _generate(
     probe = folder / f".probe.{os.getpid()}.tw-pddl"
     try:
         for attempt in range(max_attempts):
-            problem, traj, spec = build_problem(task, split, seed, attempt)
-            grammar = grammar_src.replace("UNKNOWN GOAL", spec.goal_text)
+            problem, traj, goal_text = build_problem(task, split, seed, attempt)
+            grammar = grammar_src.replace("UNKNOWN GOAL", goal_text)
             game = {
                 "pddl_domain": domain,
                 "grammar": grammar,
@@ -458,8 +419,9 @@ def _generate(
             plan = _plan(probe)
             if not plan:
                 continue
+            # the expert's choices are seeded with the task id, as `AlfWorldEnv` seeds them
             won, actions = play_expert(
-                probe, max_steps=max_steps, rng_seed=task_id(task, split, seed)
+                probe, max_steps=max_steps, rng_seed=f"alfworld/{task}/{split}/{seed}"
             )
             if not won:
                 continue

@@ -124,12 +124,10 @@ class SearchStats:
                 "openable": sorted(self.openable)}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> SearchStats:
+    def from_json(cls, data: dict[str, Any]) -> SearchStats:
         """Inverse of `to_json`."""
-        rates: Any = data["rates"]
-        openable: Any = data["openable"]
-        games: Any = data.get("games", 0)
-        return cls(rates=rates, openable=frozenset(openable), games=int(games))
+        openable, games = frozenset(data["openable"]), int(data.get("games", 0))
+        return cls(rates=data["rates"], openable=openable, games=games)
 
 
 _PDDL_FACT = re.compile(r"\((\w+) (\S+) (\S+)\)")
@@ -146,7 +144,6 @@ def stats_from_problems(problems: Iterable[str]) -> SearchStats:
         rtype: dict[str, str] = {}
         otype: dict[str, str] = {}
         inside: dict[str, str] = {}
-        opens: set[str] = set()
         for pred, a, b in _PDDL_FACT.findall(problem):
             if pred == "receptacleType":
                 rtype[a] = b.removesuffix("Type").lower()
@@ -154,7 +151,7 @@ def stats_from_problems(problems: Iterable[str]) -> SearchStats:
                 otype[a] = b.removesuffix("Type").lower()
             elif pred == "inReceptacle":
                 inside[a] = b
-        opens = {m for m in re.findall(r"\(openable (\S+)\)", problem)}
+        opens = re.findall(r"\(openable (\S+)\)", problem)
         openable.update(rtype[r] for r in opens if r in rtype)
         goal = re.search(r"\(receptacleType \?r (\w+)Type\)", problem)
         goal_type = goal.group(1).lower() if goal else ""
@@ -268,12 +265,8 @@ class World:
     def where(self, kind: str, exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
         """(object, receptacle) pairs of a kind in known contents, in receptacle order."""
         skip = set(exclude)
-        out = []
-        for r in self.receptacles:
-            if r in skip:
-                continue
-            out += [(o, r) for o in self.contents.get(r, []) if kind_of(o) == kind]
-        return out
+        return [(o, r) for r in self.receptacles if r not in skip
+                for o in self.contents.get(r, []) if kind_of(o) == kind]
 
 
 # ----------------------------------------------------------------------------- the policy

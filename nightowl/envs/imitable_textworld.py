@@ -60,7 +60,6 @@ class Map:
     room: str | None = None
     edges: dict[str, dict[str, str]] = field(default_factory=dict)  # room -> dir -> room
     tried: dict[str, set[str]] = field(default_factory=dict)  # moves taken from a room
-    opened: dict[str, set[str]] = field(default_factory=dict)  # doors opened in a room
     visited: list[str] = field(default_factory=list)
     exits: dict[str, set[str]] = field(default_factory=dict)  # directions a room mentions
     desc: dict[str, str] = field(default_factory=dict)  # a room's last description
