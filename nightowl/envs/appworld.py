@@ -413,9 +413,7 @@ class AppWorldEnv(Environment):
     def close(self) -> None:
         """Stop the workers."""
         for worker in (self._worker, self._official_worker):
-            if worker is None:
-                continue
-            if worker.alive() and worker.proc.stdin is not None:
+            if worker is not None and worker.alive() and worker.proc.stdin is not None:
                 worker.proc.stdin.close()
                 try:
                     worker.proc.wait(timeout=5)

@@ -53,8 +53,7 @@ class AppProxy:
         self._app, self._real = app, real
 
     def __getattr__(self, api: str) -> object:
-        names = [n for n in dir(self._real) if not n.startswith("_")]
-        if api.startswith("_") or api not in names:
+        if api not in self.__dir__():  # public names only
             raise AttributeError(f"app {self._app!r} has no API {api!r}")
         return getattr(self._real, api)
 
@@ -177,12 +176,11 @@ class World:
         if self.session is None:
             raise RuntimeError("exec before reset")
         res = self.session.run(code, timeout)
-        text, error, refused = res.output, res.error, res.refused
         completed, won, reason, answer = self.status()
         return {
-            "output": text or "Execution successful.",
-            "error": error,
-            "refused": refused,
+            "output": res.output or "Execution successful.",
+            "error": res.error,
+            "refused": res.refused,
             "sandbox_s": res.seconds,
             "changed": self.data_changed(),
             "completed": completed,
