@@ -36,7 +36,7 @@ from typing import Any
 from nightowl.envs import alfworld_gen
 from nightowl.envs.alfworld_gen import TASK_TYPES
 from nightowl.envs.base import Split, TaskSpec
-from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, cache_dir_for
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 #: generated-game seeds per split
@@ -55,13 +55,6 @@ OFFICIAL_DIRS = {"train": "train", "dev": "valid_seen", "test": "valid_unseen"}
 INVALID_FEEDBACK = "Nothing happens."
 #: the experts an instance can use (``expert=``); the first is the default
 EXPERTS = ("handcoded", "planner", "imitable")
-
-
-def default_cache_dir() -> Path:
-    """``<settings.resolved_cache_dir>/alfworld`` (default ``<home>/cache/alfworld``)."""
-    from nightowl.config import get_settings
-
-    return get_settings().resolved_cache_dir / "alfworld"
 
 
 def import_alfworld(cache_dir: Path) -> Any:
@@ -94,7 +87,7 @@ class AlfWorldEnv(ReplayEnvironment):
         super().__init__(max_steps=max_steps)
         if expert not in EXPERTS:
             raise UnknownNameError("alfworld expert", expert, list(EXPERTS))
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = cache_dir_for("alfworld", cache_dir)
         self.games_dir = self.cache_dir / "games"
         self.expert = expert
         self._tw = import_alfworld(self.cache_dir)

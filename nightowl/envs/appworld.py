@@ -57,6 +57,7 @@ from nightowl.envs.base import (
     StepResult,
     TaskSpec,
 )
+from nightowl.envs.common import cache_dir_for
 from nightowl.envs.task_ids import format_task_id, parse_task_id
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
@@ -67,13 +68,6 @@ LOAD_TIMEOUT_S = 600.0
 OFFICIAL_DATASETS = {"train": "train", "dev": "dev", "test": "test_normal"}
 #: seconds the worker may take beyond an action's own time limit before it is killed
 GRACE_S = 20.0
-
-
-def default_cache_dir() -> Path:
-    """``<settings.resolved_cache_dir>/appworld`` (holds APPWORLD_ROOT and APPWORLD_CACHE)."""
-    from nightowl.config import get_settings
-
-    return get_settings().resolved_cache_dir / "appworld"
 
 
 def find_python(python: str | Path | None = None) -> Path:
@@ -199,7 +193,7 @@ class AppWorldEnv(Environment):
         action_timeout: float = 10.0,
         python: str | Path | None = None,
     ) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = cache_dir_for("appworld", cache_dir)  # APPWORLD_ROOT, APPWORLD_CACHE
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.python = find_python(python)
         self.max_steps = int(max_steps)

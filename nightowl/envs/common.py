@@ -8,6 +8,7 @@ optionally `_expert()` for the oracle teacher.
 
 Snapshots hold the action list; `restore` resets the same task and replays it (the
 engines here are deterministic given task and seed), so every adapter can branch.
+`cache_dir_for` gives the cache folder of any adapter that keeps files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import abc
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nightowl.envs.base import (
@@ -32,6 +34,15 @@ from nightowl.errors import EnvError, UnknownNameError
 
 #: actions are cut to this length before they reach an engine (Jericho takes < 198 bytes)
 MAX_ACTION_CHARS = 150
+
+
+def cache_dir_for(env: str, cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir`` when given, else ``<settings.resolved_cache_dir>/<env>``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    from nightowl.config import get_settings
+
+    return get_settings().resolved_cache_dir / env
 
 
 def clean_action(action: object) -> str:

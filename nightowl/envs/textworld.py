@@ -39,7 +39,7 @@ from typing import Any
 
 from nightowl.envs._tw_engine import TEXTWORLD_ENGINE_LOCK
 from nightowl.envs.base import Snapshot, Split, TaskSpec
-from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
+from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment, cache_dir_for
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 try:
@@ -208,11 +208,7 @@ class TextWorldEnv(ReplayEnvironment):
         self.expert = expert
         self.native_snapshots = native_snapshots
         self._params = self._merge_params(DEFAULT_PARAMS, game_params)
-        if cache_dir is None:
-            from nightowl.config import get_settings
-
-            cache_dir = get_settings().resolved_cache_dir / "textworld"
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = cache_dir_for("textworld", cache_dir)
         self._tw: Any = None
         self._tw_path: Path | None = None
         self._state: Any = None
