@@ -220,11 +220,8 @@ class MultiHopEnv(Environment):
     def search(self, query: str) -> list[tuple[str, str]]:
         """The tool itself (no state change): top-k ``(title, snippet)``."""
         world, _, index = self._require()
-        out = []
-        for i in index.search(query, self.top_k):
-            title, text = world.docs[i]
-            out.append((title, text[: self.snippet_chars]))
-        return out
+        docs = [world.docs[i] for i in index.search(query, self.top_k)]
+        return [(title, text[: self.snippet_chars]) for title, text in docs]
 
     def step(self, action: str) -> StepResult:
         """Apply ``search[...]`` or ``answer[...]``; anything else is invalid feedback."""
@@ -256,14 +253,11 @@ class MultiHopEnv(Environment):
             )
         hits = index.search(arg, self.top_k)
         self._seen_docs.update(hits)
-        if hits:
-            lines = [
-                f"[{r}] {world.docs[i][0]}: {world.docs[i][1][: self.snippet_chars]}"
-                for r, i in enumerate(hits, 1)
-            ]
-            text = "\n".join(lines)
-        else:
-            text = "No documents found."
+        lines = [
+            f"[{r}] {world.docs[i][0]}: {world.docs[i][1][: self.snippet_chars]}"
+            for r, i in enumerate(hits, 1)
+        ]
+        text = "\n".join(lines) or "No documents found."
         return StepResult(
             text=text,
             done=self._end_if(out_of_steps),

@@ -7,6 +7,7 @@ environment's oracle teacher and reports each step through a callback.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,26 +35,23 @@ class EnvSummary:
 def describe_env(name: str, **kwargs: Any) -> EnvSummary:
     """Summarise ``name`` without starting an episode (an adapter that fails is reported)."""
     req = REQUIREMENTS.get(name)
-    feature = req.feature if req else name
-    extra = req.extra if req else None
+    summary = functools.partial(
+        EnvSummary,
+        name=name,
+        feature=req.feature if req else name,
+        extra=req.extra if req else None,
+    )
     if not is_installed(name):
-        return EnvSummary(name=name, feature=feature, installed=False, extra=extra)
+        return summary(installed=False)
     try:
         env = make_env(name, **kwargs)
     except NightowlError as exc:
-        return EnvSummary(name=name, feature=feature, installed=False, extra=extra, error=str(exc))
+        return summary(installed=False, error=str(exc))
     try:
         counts: dict[str, int] = {split: len(env.tasks(split)) for split in SPLITS}
         games = tuple(getattr(env, "games", ()) or sorted({t.game for t in env.tasks("test")}))
-        return EnvSummary(
-            name=name,
-            feature=feature,
-            installed=True,
-            extra=extra,
-            games=games,
-            counts=counts,
-            has_expert=env_class(name).has_expert,
-        )
+        has_expert = env_class(name).has_expert
+        return summary(installed=True, games=games, counts=counts, has_expert=has_expert)
     finally:
         env.close()
 
