@@ -51,11 +51,7 @@ def _number(text: str) -> str | None:
     nums = _NUMBER.findall(text)
     if not nums:
         return None
-    value = nums[-1].replace(",", "").replace("$", "")
-    try:
-        f = float(value)
-    except ValueError:
-        return None
+    f = float(nums[-1].replace(",", "").replace("$", ""))
     return str(int(f)) if f.is_integer() else f"{f:g}"
 
 

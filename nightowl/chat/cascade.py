@@ -44,6 +44,19 @@ class Sampling:
     stop: tuple[str, ...] = ()
     seed: int | None = None
 
+    def request(
+        self, messages: tuple[ChatMessage, ...], *, n: int = 1, temperature: float | None = None
+    ) -> GenerationRequest:
+        """The generation request for ``messages`` under these limits."""
+        return GenerationRequest(
+            messages=messages,
+            n=n,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature if temperature is None else temperature,
+            stop=self.stop,
+            seed=self.seed,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class TierReply:
@@ -80,28 +93,11 @@ class ModelTeacher:
         self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
     ) -> TierReply | None:
         """One greedy-or-client-temperature completion of the full prompt."""
-        result = await self.model.generate(
-            GenerationRequest(
-                messages=messages,
-                n=1,
-                max_tokens=sampling.max_tokens,
-                temperature=sampling.temperature,
-                stop=sampling.stop,
-                seed=sampling.seed,
-            )
-        )
-        c = result.completions[0]
-        cost = self.model.prices.cost(
-            result.usage.prompt_tokens,
-            result.usage.cached_prompt_tokens,
-            result.usage.completion_tokens,
-        )
+        result = await self.model.generate(sampling.request(messages))
+        c, u = result.completions[0], result.usage
+        cost = self.model.prices.cost(u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens)
         return TierReply(
-            text=c.text,
-            tier="teacher",
-            usage=result.usage,
-            cost_usd=cost,
-            finish_reason=c.finish_reason,
+            text=c.text, tier="teacher", usage=u, cost_usd=cost, finish_reason=c.finish_reason
         )
 
 
@@ -157,7 +153,6 @@ class CascadeOutcome:
     agreement: Agreement | None
     usage: Usage
     cost_usd: float
-    student_texts: tuple[str, ...] = ()
 
 
 class ChatCascade:
@@ -198,14 +193,7 @@ class ChatCascade:
         n = 1 if (mode or self.mode) == "student" else self.n
         temperature = self.sample_temperature if n > 1 else sampling.temperature
         result = await self.student.generate(
-            GenerationRequest(
-                messages=messages,
-                n=n,
-                max_tokens=sampling.max_tokens,
-                temperature=temperature,
-                stop=sampling.stop,
-                seed=sampling.seed,
-            )
+            sampling.request(messages, n=n, temperature=temperature)
         )
         u = result.usage
         cost = self.student.prices.cost(
@@ -243,34 +231,25 @@ class ChatCascade:
         mode = mode or self.mode
         usage, cost = Usage(), 0.0
         agreement: Agreement | None = None
-        texts: tuple[str, ...] = ()
         fallback: TierReply | None = None
         if mode != "teacher" or self.teacher is None:
             replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
-            texts = tuple(r.text for r in replies)
             fallback = replies[agreement.winner]
             if mode == "student" or self.teacher is None or await self.accepts(agreement):
                 return CascadeOutcome(
-                    reply=fallback,
-                    agreement=agreement,
-                    usage=usage,
-                    cost_usd=cost,
-                    student_texts=texts,
+                    reply=fallback, agreement=agreement, usage=usage, cost_usd=cost
                 )
         answer = await self.teacher.reply(messages, question, sampling)
         if answer is None:
             if fallback is None:  # teacher-only mode and the oracle has no answer
                 replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
                 fallback = replies[agreement.winner]
-            return CascadeOutcome(
-                reply=fallback, agreement=agreement, usage=usage, cost_usd=cost, student_texts=texts
-            )
+            return CascadeOutcome(reply=fallback, agreement=agreement, usage=usage, cost_usd=cost)
         return CascadeOutcome(
             reply=answer,
             agreement=agreement,
             usage=usage + answer.usage,
             cost_usd=cost + answer.cost_usd,
-            student_texts=texts,
         )
 
 

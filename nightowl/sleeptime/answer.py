@@ -13,10 +13,11 @@ brief reasoning, ``high`` for step-by-step reasoning.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from nightowl.config import Prices
+from nightowl.errors import UserError
 from nightowl.llm.base import ChatMessage, GenerationRequest
 from nightowl.sleeptime.generate import SleepModel
 from nightowl.sleeptime.schema import QueryRow
@@ -70,8 +71,6 @@ class AnswerResult:
 
 def budget_named(name: str | AnswerBudget) -> AnswerBudget:
     """A budget level by name (a clear error otherwise); an `AnswerBudget` passes through."""
-    from nightowl.errors import UserError
-
     if isinstance(name, AnswerBudget):
         return name
     try:
@@ -138,8 +137,6 @@ async def answer(
     """
     level = budget_named(budget)
     if mode not in MODES:
-        from nightowl.errors import UserError
-
         raise UserError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     status, learned = store.fresh_learned(ctx, config_hash=config_hash)
     use = use_learned and status == "fresh" and learned is not None and bool(learned.text)
@@ -178,4 +175,4 @@ async def answer(
             cost_usd=cost,
         )
     )
-    return AnswerResult(**{**out.__dict__, "query_id": qid})
+    return replace(out, query_id=qid)

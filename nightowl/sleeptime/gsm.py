@@ -79,13 +79,7 @@ def split_question(question: str) -> tuple[str, str] | None:
 
 
 def _numbers(text: str) -> set[float]:
-    out = set()
-    for tok in NUMBER_RE.findall(text):
-        try:
-            out.add(float(tok.replace(",", "")))
-        except ValueError:
-            continue
-    return out
+    return {float(tok.replace(",", "")) for tok in NUMBER_RE.findall(text)}
 
 
 def _numeric(value: Any) -> float | None:
@@ -185,10 +179,7 @@ def parse_number(text: str) -> float | None:
     nums = NUMBER_RE.findall(tail) or NUMBER_RE.findall(text)
     if not nums:
         return None
-    try:
-        return float(nums[0 if tail is not text else -1].replace(",", ""))
-    except ValueError:
-        return None
+    return float(nums[0 if tail is not text else -1].replace(",", ""))
 
 
 def is_correct(reply: str, expected: float) -> bool:

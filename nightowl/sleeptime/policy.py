@@ -82,11 +82,11 @@ def needing_refresh(
     store: ContextStore, settings: SleepConfig, *, now: datetime | None = None
 ) -> list[WorkItem]:
     """Every context that needs a c' now, highest priority first."""
-    pending = []
-    for ctx in store.list_contexts():
-        reason = refresh_reason(store, ctx, settings, now=now)
-        if reason is not None:
-            pending.append((ctx, reason))
+    pending = [
+        (ctx, reason)
+        for ctx in store.list_contexts()
+        if (reason := refresh_reason(store, ctx, settings, now=now)) is not None
+    ]
     return rank(store, pending)
 
 

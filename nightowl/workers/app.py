@@ -12,10 +12,8 @@ from nightowl.workers.queue import (
     ROUTES,
     CeleryQueue,
     LearnPayload,
-    ThreadRethinkPayload,
     create_app,
     enqueue_learn,
-    enqueue_thread_rethink,
 )
 
 __all__ = [
@@ -23,12 +21,10 @@ __all__ = [
     "ROUTES",
     "CeleryQueue",
     "LearnPayload",
-    "ThreadRethinkPayload",
     "app",
     "create_app",
     "default_queue",
     "enqueue_learn",
-    "enqueue_thread_rethink",
 ]
 
 #: the process-wide app (``celery -A nightowl.workers.app``)
