@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from nightowl.chat.tables import ApiKeyRow
 from nightowl.chat.threads import utcnow
 from nightowl.errors import BudgetExceededError, UnknownNameError, UserError
+from nightowl.sleeptime.schema import detached
 from nightowl.storage import Database
 
 KEY_PREFIX = "no-"
@@ -44,16 +45,7 @@ class ApiKey:
 
 
 def _key(row: ApiKeyRow) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        name=row.name,
-        prefix=row.prefix,
-        tenant=row.tenant,
-        budget_usd=row.budget_usd,
-        spent_usd=row.spent_usd,
-        created_at=row.created_at,
-        revoked=row.revoked_at is not None,
-    )
+    return detached(ApiKey, row, revoked=row.revoked_at is not None)
 
 
 class KeyStore:

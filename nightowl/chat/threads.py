@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -21,16 +21,9 @@ from sqlalchemy.orm import Session
 from nightowl.chat.tables import MessageRow, ThreadContextRow, ThreadRow
 from nightowl.errors import BudgetExceededError, UserError
 from nightowl.llm.base import ChatMessage
+from nightowl.sleeptime.schema import detached, utcnow
+from nightowl.sleeptime.store import as_utc
 from nightowl.storage import Database
-
-
-def utcnow() -> datetime:
-    """Aware UTC now."""
-    return datetime.now(UTC)
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,15 +50,33 @@ class LearnedThreadContext:
 
 
 def _record(row: ThreadRow) -> ThreadRecord:
-    return ThreadRecord(
-        id=row.id,
-        tenant=row.tenant,
-        external_id=row.external_id,
-        revision=row.revision,
-        budget_usd=row.budget_usd,
-        spent_usd=row.spent_usd,
-        last_active_at=_aware(row.last_active_at),
+    return detached(ThreadRecord, row, last_active_at=as_utc(row.last_active_at) or utcnow())
+
+
+def _add_messages(
+    s: Session, thread_id: str, after: int, messages: list[ChatMessage], *, tier: str, cost: float
+) -> int:
+    """Store ``messages`` as seq ``after`` + 1, ...; the last one is the thread's revision."""
+    now = utcnow()
+    for seq, m in enumerate(messages, start=after + 1):
+        s.add(
+            MessageRow(
+                thread_id=thread_id,
+                seq=seq,
+                role=m.role,
+                content=m.content,
+                tier=tier,
+                cost_usd=cost,
+                created_at=now,
+            )
+        )
+    revision = after + len(messages)
+    s.execute(
+        update(ThreadRow)
+        .where(ThreadRow.id == thread_id)
+        .values(revision=revision, last_active_at=now)
     )
+    return revision
 
 
 class ThreadStore:
@@ -142,42 +153,9 @@ class ThreadStore:
             while keep < min(len(stored), len(convo)) and stored[keep] == convo[keep]:
                 keep += 1
             new = convo[keep:]
-        self._write_from(thread_id, keep, new, truncate=keep < len(stored))
-        return stored[:keep] + new
 
-    def append(
-        self, thread_id: str, message: ChatMessage, *, tier: str = "", cost: float = 0.0
-    ) -> int:
-        """Append one message (e.g. the assistant's reply); returns its seq."""
-
-        def w(s: Session) -> int:
-            rev = s.scalar(select(ThreadRow.revision).where(ThreadRow.id == thread_id)) or 0
-            seq = int(rev) + 1
-            s.add(
-                MessageRow(
-                    thread_id=thread_id,
-                    seq=seq,
-                    role=message.role,
-                    content=message.content,
-                    tier=tier,
-                    cost_usd=cost,
-                    created_at=utcnow(),
-                )
-            )
-            s.execute(
-                update(ThreadRow)
-                .where(ThreadRow.id == thread_id)
-                .values(revision=seq, last_active_at=utcnow())
-            )
-            return seq
-
-        return self.db.write(w)
-
-    def _write_from(
-        self, thread_id: str, keep: int, new: list[ChatMessage], *, truncate: bool
-    ) -> None:
         def w(s: Session) -> None:
-            if truncate:
+            if keep < len(stored):  # an edit: drop the replaced messages and their c'
                 s.execute(
                     delete(MessageRow).where(
                         MessageRow.thread_id == thread_id, MessageRow.seq > keep
@@ -188,26 +166,21 @@ class ThreadStore:
                         ThreadContextRow.thread_id == thread_id, ThreadContextRow.revision > keep
                     )
                 )
-            now = utcnow()
-            for i, m in enumerate(new, start=keep + 1):
-                s.add(
-                    MessageRow(
-                        thread_id=thread_id,
-                        seq=i,
-                        role=m.role,
-                        content=m.content,
-                        tier="client",
-                        cost_usd=0.0,
-                        created_at=now,
-                    )
-                )
-            s.execute(
-                update(ThreadRow)
-                .where(ThreadRow.id == thread_id)
-                .values(revision=keep + len(new), last_active_at=now)
-            )
+            _add_messages(s, thread_id, keep, new, tier="client", cost=0.0)
 
         self.db.write(w)
+        return stored[:keep] + new
+
+    def append(
+        self, thread_id: str, message: ChatMessage, *, tier: str = "", cost: float = 0.0
+    ) -> int:
+        """Append one message (e.g. the assistant's reply); returns its seq."""
+
+        def w(s: Session) -> int:
+            rev = s.scalar(select(ThreadRow.revision).where(ThreadRow.id == thread_id)) or 0
+            return _add_messages(s, thread_id, int(rev), [message], tier=tier, cost=cost)
+
+        return self.db.write(w)
 
     # --- budgets -------------------------------------------------------------------
     def check_budget(self, thread_id: str) -> None:

@@ -13,8 +13,9 @@ that holds it and ``heartbeat_at`` tells others whether that worker is still ali
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,10 +31,21 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from nightowl.db import Base
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
+
 
 def utcnow() -> datetime:
     """Timezone-aware now (stored as UTC)."""
     return datetime.now(UTC)
+
+
+def detached(cls: type[R], row: Base, **override: Any) -> R:
+    """A ``cls`` record with ``row``'s same-named attributes (``override`` replaces some)."""
+    names = [f.name for f in fields(cls) if f.name not in override]
+    return cls(**{name: getattr(row, name) for name in names}, **override)
 
 
 class ContextRow(Base):

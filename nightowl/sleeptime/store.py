@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nightowl.config_sleep import GeneratorConfig
 from nightowl.db import session_scope
 from nightowl.errors import UnknownNameError, UserError
-from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, utcnow
+from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, detached, utcnow
 
 CONTEXT_KINDS: tuple[str, ...] = ("document", "conversation", "environment")
 LearnedStatus = Literal["fresh", "stale", "missing"]
@@ -56,16 +56,7 @@ class ContextRecord:
     @classmethod
     def of(cls, row: ContextRow) -> ContextRecord:
         """Copy a row into a detached record."""
-        return cls(
-            id=row.id,
-            name=row.name,
-            kind=row.kind,
-            content=row.content,
-            content_hash=row.content_hash,
-            revision=row.revision,
-            predictability=row.predictability,
-            updated_at=as_utc(row.updated_at) or utcnow(),
-        )
+        return detached(cls, row, updated_at=as_utc(row.updated_at) or utcnow())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,25 +84,7 @@ class LearnedRecord:
     @classmethod
     def of(cls, row: LearnedContextRow) -> LearnedRecord:
         """Copy a row into a detached record."""
-        return cls(
-            id=row.id,
-            context_id=row.context_id,
-            content_hash=row.content_hash,
-            config_hash=row.config_hash,
-            context_revision=row.context_revision,
-            version=row.version,
-            state=row.state,
-            text=row.text,
-            qa=list(row.qa or []),
-            rounds=row.rounds,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            cost_usd=row.cost_usd,
-            stop_reason=row.stop_reason,
-            claimed_by=row.claimed_by,
-            heartbeat_at=as_utc(row.heartbeat_at),
-            attempts=row.attempts,
-        )
+        return detached(cls, row, qa=list(row.qa or []), heartbeat_at=as_utc(row.heartbeat_at))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,8 +395,4 @@ class ContextStore:
                 .order_by(QueryRow.id.desc())
                 .limit(limit * 3)
             )
-            seen: list[str] = []
-            for q in rows:
-                if q not in seen:
-                    seen.append(q)
-            return seen[:limit]
+            return list(dict.fromkeys(rows))[:limit]
