@@ -55,6 +55,11 @@ def rank_threads(
     return items
 
 
+def transcript(messages: list[ChatMessage]) -> str:
+    """A conversation as text (what the rethink loop studies and the scorer conditions on)."""
+    return "\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages)
+
+
 async def thread_predictability(
     messages: list[ChatMessage], scorer: ModelBackend, *, turns: int = 2, max_chars: int = 2000
 ) -> float | None:
@@ -66,8 +71,7 @@ async def thread_predictability(
     scored_logprob, scored_tokens = 0.0, 0
     picked = [i for i, m in enumerate(messages) if m.role == "user" and i > 0][-turns:]
     for i in picked:
-        before = "\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages[:i])
-        prompt = before[-max_chars:] + "\nUser:"
+        prompt = transcript(messages[:i])[-max_chars:] + "\nUser:"
         try:
             scored = await scorer.score_continuations(prompt, [" " + messages[i].content])
         except NotImplementedError:

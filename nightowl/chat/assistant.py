@@ -18,6 +18,7 @@ threads, so the event loop of a server stays free.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -202,12 +203,7 @@ class Assistant:
 
         config = config or AssistantConfig()
         ledger = ledger if ledger is not None else Ledger(db)
-
-        def backend(name: str) -> ModelBackend:
-            if backend_factory is not None:
-                return backend_factory(name)
-            return build_backend(name, settings)
-
+        backend = backend_factory or functools.partial(build_backend, settings=settings)
         run_id = ledger.start_run("chat", kind="chat", config=config.model_dump())
         student_name = config.student or settings.student_model
         student = backend(student_name)
@@ -282,15 +278,14 @@ class Assistant:
         else:
             history = [m for m in incoming if m.role != "system"]
         question = history[-1].content
-        context = ""
+        context, demos = "", []
         if self.demos is not None:  # the conversation before the question, for demos
             context = "\n".join(f"{m.role}: {m.content}" for m in history[:-1])
-        demos = []
-        if self.demos is not None and self.config.k_demos:
-            store = self.demos.for_tenant(tenant)
-            demos = await asyncio.to_thread(
-                store.retrieve, question, context, k_episodes=self.config.k_demos
-            )
+            if self.config.k_demos:
+                store = self.demos.for_tenant(tenant)
+                demos = await asyncio.to_thread(
+                    store.retrieve, question, context, k_episodes=self.config.k_demos
+                )
         prompt = build_messages(
             history,
             system=self.config.system_prompt,

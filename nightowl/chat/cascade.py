@@ -272,25 +272,6 @@ class TauChoice:
     reached: bool
 
 
-async def dev_points(
-    cascade: ChatCascade,
-    items: Sequence[tuple[tuple[ChatMessage, ...], Callable[[str], bool]]],
-    sampling: Sampling,
-) -> list[DevPoint]:
-    """Sample the student on dev items (prompt, checker) and grade its accepted reply.
-
-    The teacher is assumed right (``teacher_correct`` True): pass the points through
-    `dataclasses.replace` when the teacher's own accuracy is known per item.
-    """
-    points = []
-    for messages, check in items:
-        replies, agreement, _, _ = await cascade.sample(messages, sampling, mode="cascade")
-        points.append(
-            DevPoint(share=agreement.share, student_correct=check(replies[agreement.winner].text))
-        )
-    return points
-
-
 def evaluate_tau(points: Sequence[DevPoint], tau: float) -> tuple[float, float]:
     """(accuracy, teacher share) on ``points`` if replies with share >= tau are accepted."""
     if not points:

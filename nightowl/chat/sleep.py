@@ -27,12 +27,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from nightowl.chat._priority import ThreadWork, rank_threads, thread_predictability
+from nightowl.chat._priority import ThreadWork, rank_threads, thread_predictability, transcript
 from nightowl.chat.threads import LearnedThreadContext, ThreadRecord, ThreadStore
 from nightowl.config import Prices
 from nightowl.config_sleep import GeneratorConfig
 from nightowl.ledger import Ledger, MeteredModel
-from nightowl.llm.base import ChatMessage, ModelBackend
+from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.generate import SleepModel
 from nightowl.sleeptime.generate import rethink as rethink_notes
 from nightowl.storage import Database
@@ -49,11 +49,6 @@ class ThreadRethinkOutcome(BaseModel):
     thread_id: str
     status: Literal["rethought", "fresh", "empty", "superseded"]
     revision: int
-
-
-def transcript(messages: list[ChatMessage]) -> str:
-    """A conversation as the text the rethink loop studies."""
-    return "\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages)
 
 
 class ThreadSleeper:

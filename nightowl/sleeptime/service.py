@@ -100,11 +100,6 @@ class SleepService:
             self.backend(name), self.ledger, self.prices(name), run_id=run_id, role=role
         )
 
-    # --- contexts ------------------------------------------------------------------
-    def context(self, ref: str) -> ContextRecord:
-        """A context by id, id prefix or name."""
-        return self.store.get(ref)
-
     # --- jobs ----------------------------------------------------------------------
     async def learn(
         self,
@@ -133,7 +128,7 @@ class SleepService:
             if lc.content_hash == ctx.content_hash and lc.config_hash == chash
         ]
         if done:
-            return self._outcome("exists", ctx, done[0])
+            return self._outcome("exists", ctx, done[0].id, done[0])
         reading = probe.check()
         if not reading.idle:
             return JobOutcome(
@@ -145,7 +140,7 @@ class SleepService:
         claim = self.store.claim(ctx, config, worker=worker, lease_s=self.sleep.lease_s)
         if not claim.claimed:
             if claim.learned.state == "done":
-                return self._outcome("exists", ctx, claim.learned)
+                return self._outcome("exists", ctx, claim.learned.id, claim.learned)
             return JobOutcome(
                 status="held",
                 context_id=ctx.id,
@@ -206,15 +201,7 @@ class SleepService:
                 learned_id=learned.id,
                 detail="claim taken over before the result was stored",
             )
-        return JobOutcome(
-            status="stored",
-            context_id=ctx.id,
-            learned_id=learned.id,
-            rounds=final.rounds,
-            stop_reason=final.stop_reason,
-            completion_tokens=final.completion_tokens,
-            cost_usd=final.cost_usd,
-        )
+        return self._outcome("stored", ctx, learned.id, final)
 
     def _lease_left(self, heartbeat: datetime | None) -> float:
         if heartbeat is None:
@@ -223,15 +210,17 @@ class SleepService:
         return max(1.0, self.sleep.lease_s - age + 1.0)
 
     @staticmethod
-    def _outcome(status: JobStatus, ctx: ContextRecord, lc: LearnedRecord) -> JobOutcome:
+    def _outcome(
+        status: JobStatus, ctx: ContextRecord, learned_id: int, done: LearnedRecord | Progress
+    ) -> JobOutcome:
         return JobOutcome(
             status=status,
             context_id=ctx.id,
-            learned_id=lc.id,
-            rounds=lc.rounds,
-            stop_reason=lc.stop_reason,
-            completion_tokens=lc.completion_tokens,
-            cost_usd=lc.cost_usd,
+            learned_id=learned_id,
+            rounds=done.rounds,
+            stop_reason=done.stop_reason,
+            completion_tokens=done.completion_tokens,
+            cost_usd=done.cost_usd,
         )
 
     def learn_sync(

@@ -20,13 +20,12 @@ from sqlalchemy.exc import OperationalError
 from nightowl.app import Nightowl
 from nightowl.config import Settings, get_settings, load_settings
 from nightowl.errors import RunError
-from nightowl.sleeptime.service import RETRY_STATUSES, SleepService, worker_id
+from nightowl.sleeptime.service import RETRY_STATUSES, worker_id
 from nightowl.telemetry import setup_tracing
 from nightowl.workers.guards import confined, parse, plain_name
 from nightowl.workers.queue import CeleryQueue, LearnPayload, ThreadRethinkPayload, enqueue_learn
 
 log = logging.getLogger(__name__)
-_MAX_RETRIES = load_settings().sleep.max_retries  # read once, uncached, at import
 #: options every job shares: ack after the task returns, redeliver when a worker dies,
 #: bounded retries with backoff on database hiccups
 _RELIABLE: dict[str, Any] = {
@@ -34,7 +33,7 @@ _RELIABLE: dict[str, Any] = {
     "reject_on_worker_lost": True,
     "autoretry_for": (OperationalError,),
     "retry_backoff": 5,
-    "max_retries": _MAX_RETRIES,
+    "max_retries": load_settings().sleep.max_retries,  # read once, uncached, at import
 }
 
 
@@ -56,11 +55,6 @@ def root() -> Nightowl:
     return _ROOT[0][2]
 
 
-def service() -> SleepService:
-    """The worker process's sleep-time service."""
-    return root().sleep
-
-
 @shared_task(
     bind=True,
     name="nightowl.sleep.learn",
@@ -71,7 +65,7 @@ def service() -> SleepService:
 def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
     """Compute the learned context of one context (idempotent)."""
     job = parse(LearnPayload, payload, "nightowl.sleep.learn")
-    outcome = service().learn_sync(job.context_id, job.config, worker=worker_id(self.request.id))
+    outcome = root().sleep.learn_sync(job.context_id, job.config, worker=worker_id(self.request.id))
     if outcome.status in RETRY_STATUSES:
         again = job.model_copy(update={"deferrals": job.deferrals + 1})
         self.apply_async(
@@ -89,7 +83,7 @@ def learn_context(self, payload: dict) -> dict:  # type: ignore[no-untyped-def]
 @shared_task(bind=True, name="nightowl.sleep.scan", acks_late=True)
 def scan_contexts(self) -> dict:  # type: ignore[no-untyped-def]
     """Beat: enqueue a job for every context that needs a c', by priority."""
-    enqueued = [enqueue_learn(ref, app=self.app) for ref in service().schedulable()]
+    enqueued = [enqueue_learn(ref, app=self.app) for ref in root().sleep.schedulable()]
     return {"enqueued": len(enqueued)}
 
 

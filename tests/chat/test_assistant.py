@@ -131,27 +131,6 @@ def test_sync_wrappers(make_assistant) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(a.ledger, Ledger)
 
 
-async def test_dev_points_then_calibrate(make_assistant) -> None:  # type: ignore[no-untyped-def]
-    from nightowl.chat import calibrate_tau
-    from nightowl.chat.cascade import Sampling, dev_points
-    from nightowl.llm.base import ChatMessage
-
-    def fn(request: GenerationRequest) -> list[str]:
-        q = last_user_message(request)
-        return ["The answer is 4."] * request.n if "easy" in q else split(request)
-
-    a = make_assistant(FunctionModel(fn), None, n=3)
-    items = [
-        ((ChatMessage(role="user", content="easy: 2+2"),), lambda t: "4" in t),
-        ((ChatMessage(role="user", content="hard: 17*23"),), lambda t: "391" in t),
-    ]
-    points = await dev_points(a.cascade, items, Sampling(max_tokens=16))
-    assert [p.share for p in points] == [1.0, pytest.approx(1 / 3)]
-    assert [p.student_correct for p in points] == [True, False]
-    choice = calibrate_tau(points, 1.0)
-    assert choice.reached and choice.teacher_share == 0.5
-
-
 async def test_background_sleep_loop_rethinks_idle_threads(make_assistant) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
