@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from nightowl.chat.tables import ApiKeyRow
 from nightowl.chat.threads import utcnow
@@ -104,12 +103,8 @@ class KeyStore:
 
     def authenticate(self, plaintext: str) -> ApiKey | None:
         """The live key matching ``plaintext``, else None."""
-        digest = hash_key(plaintext)
-
-        def q(s: Session) -> ApiKeyRow | None:
-            return s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
-
-        row = self.db.read(q)
+        stmt = select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(plaintext))
+        row = self.db.read(lambda s: s.scalar(stmt))
         if row is None or row.revoked_at is not None:
             return None
         return _key(row)

@@ -202,15 +202,12 @@ class ThreadStore:
     # --- learned contexts -------------------------------------------------------------
     def latest_context(self, thread_id: str) -> LearnedThreadContext | None:
         """The newest c' of the thread (valid: revisions past an edit were deleted)."""
-
-        def q(s: Session) -> ThreadContextRow | None:
-            return s.scalars(
-                select(ThreadContextRow)
-                .where(ThreadContextRow.thread_id == thread_id)
-                .order_by(ThreadContextRow.revision.desc(), ThreadContextRow.id.desc())
-            ).first()
-
-        row = self.db.read(q)
+        stmt = (
+            select(ThreadContextRow)
+            .where(ThreadContextRow.thread_id == thread_id)
+            .order_by(ThreadContextRow.revision.desc(), ThreadContextRow.id.desc())
+        )
+        row = self.db.read(lambda s: s.scalar(stmt))
         if row is None:
             return None
         return LearnedThreadContext(

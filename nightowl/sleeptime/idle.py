@@ -260,8 +260,6 @@ def probe_for(settings: SleepConfig) -> IdleProbe:
     """The process-wide probe for this configuration (keeps its quiet period)."""
     key = (settings.probe, settings.probe_url, settings.probe_quiet_s, settings.probe_gpu_util_max)
     with _probes_lock:
-        probe = _probes.get(key)
-        if probe is None:
-            probe = build_probe(settings)
-            _probes[key] = probe
-        return probe
+        if key not in _probes:
+            _probes[key] = build_probe(settings)
+        return _probes[key]

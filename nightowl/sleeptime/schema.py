@@ -42,7 +42,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def detached(cls: type[R], row: Base, **override: Any) -> R:
+def detached(cls: type[R], row: object, **override: Any) -> R:
     """A ``cls`` record with ``row``'s same-named attributes (``override`` replaces some)."""
     names = [f.name for f in fields(cls) if f.name not in override]
     return cls(**{name: getattr(row, name) for name in names}, **override)

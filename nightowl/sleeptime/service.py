@@ -27,7 +27,7 @@ from nightowl.sleeptime.answer import AnswerBudget, AnswerResult, answer
 from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, rethink
 from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe, probe_for
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
-from nightowl.sleeptime.schema import utcnow
+from nightowl.sleeptime.schema import detached, utcnow
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress, as_utc
 from nightowl.storage import Database
 
@@ -155,15 +155,8 @@ class SleepService:
             {"context_id": ctx.id, "learned_id": learned.id, "generator": config.model_dump()},
         )
         start = None
-        if learned.rounds > 0 and learned.text:
-            start = Progress(
-                text=learned.text,
-                qa=learned.qa,
-                rounds=learned.rounds,
-                prompt_tokens=learned.prompt_tokens,
-                completion_tokens=learned.completion_tokens,
-                cost_usd=learned.cost_usd,
-            )
+        if learned.rounds > 0 and learned.text:  # resume what a predecessor saved
+            start = detached(Progress, learned, stop_reason="", run_id=None)
         model = self.metered(config.model, run_id=run_id, role="sleep")
 
         def on_round(p: Progress) -> bool:

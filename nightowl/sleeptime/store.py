@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -304,13 +304,6 @@ class ContextStore:
             row = s.scalars(select(LearnedContextRow).where(key)).one()
             return ClaimResult(claimed=claimed, learned=LearnedRecord.of(row))
 
-    def _owned(self, learned_id: int, worker: str):  # type: ignore[no-untyped-def]
-        return (
-            (LearnedContextRow.id == learned_id)
-            & (LearnedContextRow.claimed_by == worker)
-            & (LearnedContextRow.state == "running")
-        )
-
     def save_progress(self, learned_id: int, worker: str, progress: Progress) -> bool:
         """Store progress and refresh the heartbeat; False if the claim was lost."""
         return self._write(learned_id, worker, progress, state="running")
@@ -325,36 +318,28 @@ class ContextStore:
 
     def fail(self, learned_id: int, worker: str, error: str) -> bool:
         """Release the claim with an error message (a later job may retry)."""
-        with session_scope(self.sessions) as s:
-            res = s.execute(
-                update(LearnedContextRow)
-                .where(self._owned(learned_id, worker))
-                .values(state="failed", error=error[:2000], heartbeat_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            return res.rowcount == 1  # type: ignore[attr-defined]
+        values = {"state": "failed", "error": error[:2000], "heartbeat_at": utcnow()}
+        return self._update(learned_id, worker, values)
 
     def _write(self, learned_id: int, worker: str, progress: Progress, *, state: str) -> bool:
         now = utcnow()
-        values: dict[str, object] = {
-            "state": state,
-            "text": progress.text,
-            "qa": progress.qa,
-            "rounds": progress.rounds,
-            "prompt_tokens": progress.prompt_tokens,
-            "completion_tokens": progress.completion_tokens,
-            "cost_usd": progress.cost_usd,
-            "stop_reason": progress.stop_reason,
-            "heartbeat_at": now,
-        }
-        if progress.run_id is not None:
-            values["run_id"] = progress.run_id
+        values: dict[str, object] = {**asdict(progress), "state": state, "heartbeat_at": now}
+        if progress.run_id is None:
+            del values["run_id"]
         if state == "done":
             values["finished_at"] = now
+        return self._update(learned_id, worker, values)
+
+    def _update(self, learned_id: int, worker: str, values: dict[str, object]) -> bool:
+        """Write ``values`` if ``worker`` still holds the running claim; False if it lost it."""
         with session_scope(self.sessions) as s:
             res = s.execute(
                 update(LearnedContextRow)
-                .where(self._owned(learned_id, worker))
+                .where(
+                    LearnedContextRow.id == learned_id,
+                    LearnedContextRow.claimed_by == worker,
+                    LearnedContextRow.state == "running",
+                )
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
