@@ -72,8 +72,6 @@ class TierReply:
 class Teacher(Protocol):
     """Answers a turn the student was unsure about; None when it cannot."""
 
-    tier: Tier
-
     async def reply(
         self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
     ) -> TierReply | None:
@@ -83,8 +81,6 @@ class Teacher(Protocol):
 
 class ModelTeacher:
     """A registry model as teacher (any backend), metered."""
-
-    tier: Tier = "teacher"
 
     def __init__(self, model: MeteredModel) -> None:
         self.model = model
@@ -108,8 +104,6 @@ class OracleTeacher:
     answer (`Settings.oracle_output_tokens`), at ``prices`` (`Settings.teacher_price_model`).
     """
 
-    tier: Tier = "oracle"
-
     def __init__(
         self,
         gold: Callable[[str], str | None],
@@ -119,7 +113,6 @@ class OracleTeacher:
         prices: Prices,
         count_tokens: Callable[[str], int],
         output_tokens: int = 60,
-        model: str = "oracle",
     ) -> None:
         self.gold = gold
         self.ledger = ledger
@@ -127,7 +120,6 @@ class OracleTeacher:
         self.prices = prices
         self.count_tokens = count_tokens
         self.output_tokens = output_tokens
-        self.model = model
 
     async def reply(
         self, messages: tuple[ChatMessage, ...], question: str, sampling: Sampling
@@ -140,7 +132,7 @@ class OracleTeacher:
         usage = Usage(prompt_tokens=prompt, completion_tokens=self.output_tokens)
         cost = await record_call(
             self.ledger, CallSite(run_id=self.run_id, role="teacher"), self.prices,
-            model=self.model, usage=usage, latency_s=0.0, meta={"oracle": True},
+            model="oracle", usage=usage, latency_s=0.0, meta={"oracle": True},
         )
         return TierReply(text=answer, tier="oracle", usage=usage, cost_usd=cost)
 

@@ -83,9 +83,7 @@ def _numbers(text: str) -> set[float]:
 
 
 def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
 
@@ -121,7 +119,7 @@ def derive_queries(
             )
         )
     for (a, va), (b, vb) in combinations(given, 2):
-        if len(out) >= max(3, min(max_queries, 3)):
+        if len(out) >= 3:  # combinations top the queries up to three at most
             break
         total = va + vb
         if total in used or va == vb:
