@@ -92,15 +92,12 @@ class ThreadStore:
         if not external_id or len(external_id) > 200:
             raise UserError("a thread id must be 1-200 characters")
 
-        def find(s: Session) -> ThreadRow | None:
-            return s.scalars(
-                select(ThreadRow).where(
-                    ThreadRow.tenant == tenant, ThreadRow.external_id == external_id
-                )
-            ).first()
+        stmt = select(ThreadRow).where(
+            ThreadRow.tenant == tenant, ThreadRow.external_id == external_id
+        )
 
         def create(s: Session) -> ThreadRecord:
-            row = find(s)
+            row = s.scalar(stmt)
             if row is None:
                 now = utcnow()
                 row = ThreadRow(
@@ -117,7 +114,7 @@ class ThreadStore:
                 s.flush()
             return _record(row)
 
-        found = self.db.read(find)
+        found = self.db.read(lambda s: s.scalar(stmt))
         return _record(found) if found is not None else self.db.write(create)
 
     def get(self, thread_id: str) -> ThreadRecord:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from nightowl.config import Prices
 from nightowl.errors import UserError
@@ -23,7 +22,6 @@ from nightowl.sleeptime.generate import SleepModel
 from nightowl.sleeptime.schema import QueryRow
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedStatus
 
-Mode = Literal["with", "instead"]
 MODES: tuple[str, ...] = ("with", "instead")
 
 

@@ -31,8 +31,7 @@ class MalformedMessage(Reject):
     """A message a task cannot run: rejected without requeue (dropped, logged)."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason, requeue=False)
-        self.reason = reason
+        super().__init__(reason, requeue=False)  # Reject keeps ``reason``
 
     def __str__(self) -> str:
         return self.reason
