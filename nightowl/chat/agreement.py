@@ -100,11 +100,18 @@ def answer_agreement(replies: Sequence[str]) -> Agreement | None:
     )
 
 
-def meaning_agreement(replies: Sequence[str], embedder: Embedder, *, sim: float = 0.8) -> Agreement:
-    """Largest cluster share of reply embeddings (greedy: join the first close cluster)."""
+def meaning_agreement(
+    replies: Sequence[str], embedder: Embedder | None, *, sim: float = 0.8
+) -> Agreement:
+    """Largest cluster share of reply embeddings (greedy: join the first close cluster).
+
+    One reply agrees with itself; several without an embedder: unknown (no votes).
+    """
     if len(replies) <= 1:
         return Agreement(method="single", share=1.0 if replies else 0.0, winner=0,
                          keys=("single",) * len(replies))
+    if embedder is None:
+        return Agreement(method="single", share=0.0, winner=0, keys=(None,) * len(replies))
     vecs = np.asarray(embedder.embed([r.strip() or "(empty)" for r in replies]), dtype=np.float32)
     heads: list[int] = []
     members: list[list[int]] = []
@@ -129,10 +136,4 @@ def measure_agreement(
 ) -> Agreement:
     """Answer agreement when the replies carry short answers, else meaning agreement."""
     by_answer = answer_agreement(replies)
-    if by_answer is not None:
-        return by_answer
-    if embedder is None or len(replies) <= 1:  # one reply agrees with itself; more: unknown
-        one = len(replies) == 1
-        return Agreement(method="single", share=1.0 if one else 0.0, winner=0,
-                         keys=("single",) if one else (None,) * len(replies))
-    return meaning_agreement(replies, embedder, sim=sim)
+    return by_answer if by_answer is not None else meaning_agreement(replies, embedder, sim=sim)

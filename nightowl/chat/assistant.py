@@ -348,8 +348,7 @@ class Assistant:
 
     def stream_sync(self, messages: MessagesIn, **kw: Any) -> Iterator[str]:
         """`stream` for scripts: yields the text pieces."""
-        reply = self.chat_sync(messages, **kw)
-        yield reply.text
+        yield self.chat_sync(messages, **kw).text
 
     # --- sleep-time ----------------------------------------------------------------------
     def start_sleep(self, *, poll_s: float = 5.0, gate: Callable[[], bool] | None = None) -> None:
@@ -385,9 +384,6 @@ class ChatStream:
         self._pending = pending
         self.reply: ChatReply | None = None
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._run()
-
-    async def _run(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[str]:
         self.reply = await self._pending
         yield self.reply.text
