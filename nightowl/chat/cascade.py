@@ -172,7 +172,6 @@ class ChatCascade:
         self.teacher = teacher
         self.embedder = embedder
         self.n = n
-        self.tau = tau
         self.rule = rule if rule is not None else (Majority(n, tau) if tau <= 1.0 else None)
         self.sample_temperature = sample_temperature
         self.sim = sim

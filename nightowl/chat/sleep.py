@@ -59,7 +59,6 @@ class ThreadSleeper:
         store: ThreadStore,
         model: SleepModel,
         prices: Prices,
-        config: GeneratorConfig | None = None,
         *,
         queue: RethinkQueue | None = None,
         scorer: ModelBackend | None = None,
@@ -67,9 +66,7 @@ class ThreadSleeper:
         self.store = store
         self.model = model
         self.prices = prices
-        self.config = config or GeneratorConfig(
-            max_rounds=1, round_max_tokens=192, token_budget=192
-        )
+        self.config = GeneratorConfig(max_rounds=1, round_max_tokens=192, token_budget=192)
         self.queue = queue
         self.scorer = scorer
         self._predictability: dict[tuple[str, int], float | None] = {}

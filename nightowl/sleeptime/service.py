@@ -10,6 +10,7 @@ c', highest priority first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -159,13 +160,10 @@ class SleepService:
             start = detached(Progress, learned, stop_reason="", run_id=None)
         model = self.metered(config.model, run_id=run_id, role="sleep")
 
-        def on_round(p: Progress) -> bool:
-            return self.store.save_progress(learned.id, worker, p)
-
-        def should_yield() -> bool:
-            return not probe.check().idle
-
-        hooks = RethinkHooks(on_round=on_round, should_yield=should_yield)
+        hooks = RethinkHooks(
+            on_round=functools.partial(self.store.save_progress, learned.id, worker),
+            should_yield=lambda: not probe.check().idle,
+        )
         try:
             final = await rethink(
                 model, ctx.content, config, model.prices, start=start, hooks=hooks
