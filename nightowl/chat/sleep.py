@@ -91,14 +91,13 @@ class ThreadSleeper:
         if not progress.text.strip():
             return ThreadRethinkOutcome(thread_id=thread_id, status="empty", revision=0)
         saved = await asyncio.to_thread(
-            lambda: self.store.save_context(
-                thread_id,
-                len(messages),
-                progress.text,
-                prompt_tokens=progress.prompt_tokens,
-                completion_tokens=progress.completion_tokens,
-                cost_usd=progress.cost_usd,
-            )
+            self.store.save_context,
+            thread_id,
+            len(messages),
+            progress.text,
+            prompt_tokens=progress.prompt_tokens,
+            completion_tokens=progress.completion_tokens,
+            cost_usd=progress.cost_usd,
         )
         return ThreadRethinkOutcome(
             thread_id=thread_id,

@@ -241,15 +241,12 @@ class ThreadStore:
             if done is not None and int(done) >= revision:
                 return False
             # The thread may have been edited below ``revision`` while we were thinking.
-            current = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(MessageRow)
-                    .where(MessageRow.thread_id == thread_id, MessageRow.seq <= revision)
-                )
-                or 0
+            current = s.scalar(
+                select(func.count())
+                .select_from(MessageRow)
+                .where(MessageRow.thread_id == thread_id, MessageRow.seq <= revision)
             )
-            if int(current) < revision:
+            if int(current or 0) < revision:
                 return False
             s.add(
                 ThreadContextRow(

@@ -243,14 +243,8 @@ class ContextStore:
         now = now or utcnow()
         chash = config.config_hash()
         with session_scope(self.sessions) as s:
-            version = (
-                s.scalar(
-                    select(func.max(LearnedContextRow.version)).where(
-                        LearnedContextRow.context_id == ctx.id
-                    )
-                )
-                or 0
-            ) + 1
+            newest = select(func.max(LearnedContextRow.version))
+            version = (s.scalar(newest.where(LearnedContextRow.context_id == ctx.id)) or 0) + 1
             values = {
                 "context_id": ctx.id,
                 "content_hash": ctx.content_hash,
