@@ -10,6 +10,7 @@ the next `sleep run` or worker scan picks it up again).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,7 @@ def run_jobs(
     worker = worker_id("inproc")
     for ref in refs:
         deadline = time.monotonic() + max_wait_s
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
             outcome = service.learn_sync(ref, config, worker=worker)
             if on_event is not None:
                 on_event(
