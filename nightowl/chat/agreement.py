@@ -60,19 +60,16 @@ def extract_answer(text: str) -> str | None:
     body = text.strip()
     if not body:
         return None
-    marked = _ANSWER_MARK.findall(body)
-    if marked:
+    if marked := _ANSWER_MARK.findall(body):
         tail = marked[-1].strip().rstrip(".").strip()
         num = _number(tail)
         if num is not None and len(tail.split()) <= 3:
             return num
         return _short(tail)
     first = body.splitlines()[0].strip()
-    yn = _YESNO.match(first)
-    if yn:
+    if yn := _YESNO.match(first):
         return yn.group(1).lower()
-    marked_choice = _CHOICE_MARKED.match(first)
-    if marked_choice:
+    if marked_choice := _CHOICE_MARKED.match(first):
         return (marked_choice.group(1) or marked_choice.group(2)).upper()
     if _CHOICE_BARE.match(first):
         return first.upper()

@@ -281,8 +281,5 @@ def calibrate_tau(points: Sequence[DevPoint], target_accuracy: float) -> TauChoi
     candidates = sorted({p.share for p in points} | {0.0, 1.0 + 1e-9})
     scored = [(t, *evaluate_tau(points, t)) for t in candidates]
     ok = [s for s in scored if s[1] >= target_accuracy]
-    if ok:
-        t, acc, share = min(ok, key=lambda s: s[0])
-        return TauChoice(tau=t, accuracy=acc, teacher_share=share, reached=True)
-    t, acc, share = max(scored, key=lambda s: (s[1], -s[0]))
-    return TauChoice(tau=t, accuracy=acc, teacher_share=share, reached=False)
+    t, acc, share = min(ok) if ok else max(scored, key=lambda s: (s[1], -s[0]))
+    return TauChoice(tau=t, accuracy=acc, teacher_share=share, reached=bool(ok))

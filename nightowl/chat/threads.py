@@ -126,16 +126,13 @@ class ThreadStore:
 
     def messages(self, thread_id: str, *, after: int = 0) -> list[ChatMessage]:
         """Stored messages with ``seq > after``, in order."""
-
-        def q(s: Session) -> list[ChatMessage]:
-            rows = s.execute(
-                select(MessageRow.role, MessageRow.content)
-                .where(MessageRow.thread_id == thread_id, MessageRow.seq > after)
-                .order_by(MessageRow.seq)
-            ).all()
-            return [ChatMessage(role=r, content=c) for r, c in rows]  # type: ignore[arg-type]
-
-        return self.db.read(q)
+        stmt = (
+            select(MessageRow.role, MessageRow.content)
+            .where(MessageRow.thread_id == thread_id, MessageRow.seq > after)
+            .order_by(MessageRow.seq)
+        )
+        rows = self.db.read(lambda s: s.execute(stmt).all())
+        return [ChatMessage(role=r, content=c) for r, c in rows]  # type: ignore[arg-type]
 
     def sync(self, thread_id: str, incoming: list[ChatMessage]) -> list[ChatMessage]:
         """Reconcile ``incoming`` with the stored history; returns the full history."""
@@ -267,36 +264,29 @@ class ThreadStore:
         """How many user messages each thread has (its past queries)."""
         if not thread_ids:
             return {}
-
-        def q(s: Session) -> dict[str, int]:
-            rows = s.execute(
-                select(MessageRow.thread_id, func.count())
-                .where(MessageRow.thread_id.in_(thread_ids), MessageRow.role == "user")
-                .group_by(MessageRow.thread_id)
-            ).all()
-            return {str(t): int(n) for t, n in rows}
-
-        return self.db.read(q)
+        stmt = (
+            select(MessageRow.thread_id, func.count())
+            .where(MessageRow.thread_id.in_(thread_ids), MessageRow.role == "user")
+            .group_by(MessageRow.thread_id)
+        )
+        rows = self.db.read(lambda s: s.execute(stmt).all())
+        return {str(t): int(n) for t, n in rows}
 
     def idle_threads(self, idle_s: float, *, min_new: int = 2) -> list[ThreadRecord]:
         """Threads idle for ``idle_s`` with >= ``min_new`` messages past their newest c'."""
         cutoff = utcnow() - timedelta(seconds=idle_s)
-
-        def q(s: Session) -> list[ThreadRow]:
-            latest = (
-                select(ThreadContextRow.thread_id, func.max(ThreadContextRow.revision).label("rev"))
-                .group_by(ThreadContextRow.thread_id)
-                .subquery()
+        latest = (
+            select(ThreadContextRow.thread_id, func.max(ThreadContextRow.revision).label("rev"))
+            .group_by(ThreadContextRow.thread_id)
+            .subquery()
+        )
+        stmt = (
+            select(ThreadRow)
+            .outerjoin(latest, latest.c.thread_id == ThreadRow.id)
+            .where(
+                ThreadRow.last_active_at <= cutoff,
+                ThreadRow.revision - func.coalesce(latest.c.rev, 0) >= min_new,
             )
-            stmt = (
-                select(ThreadRow)
-                .outerjoin(latest, latest.c.thread_id == ThreadRow.id)
-                .where(
-                    ThreadRow.last_active_at <= cutoff,
-                    ThreadRow.revision - func.coalesce(latest.c.rev, 0) >= min_new,
-                )
-                .order_by(ThreadRow.last_active_at)
-            )
-            return list(s.scalars(stmt))
-
-        return [_record(r) for r in self.db.read(q)]
+            .order_by(ThreadRow.last_active_at)
+        )
+        return [_record(r) for r in self.db.read(lambda s: list(s.scalars(stmt)))]

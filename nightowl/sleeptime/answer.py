@@ -79,8 +79,7 @@ def budget_named(name: str | AnswerBudget) -> AnswerBudget:
 
 def extract_final(text: str) -> str:
     """The answer part of a reply: after the last 'Answer:', else its first line."""
-    hits = ANSWER_RE.findall(text)
-    if hits:
+    if hits := ANSWER_RE.findall(text):
         return str(hits[-1]).strip().rstrip(".").strip()
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else ""

@@ -103,8 +103,7 @@ def parse_prometheus_gauges(text: str, names: tuple[str, ...]) -> dict[str, floa
                     totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise ValueError(f"not Prometheus text ({exc})") from None
-    missing = [n for n in names if n not in totals]
-    if missing:
+    if missing := [n for n in names if n not in totals]:
         raise ValueError(f"metrics missing: {', '.join(missing)}")
     return totals
 

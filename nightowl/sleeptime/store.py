@@ -217,8 +217,7 @@ class ContextStore:
         newest outdated c') when only outdated ones exist, else ("missing", None).
         """
         done = self.learned_for(ctx.id)
-        current = [lc for lc in done if lc.content_hash == ctx.content_hash]
-        if current:
+        if current := [lc for lc in done if lc.content_hash == ctx.content_hash]:
             preferred = [lc for lc in current if lc.config_hash == config_hash]
             return "fresh", (preferred or current)[0]
         if done:
