@@ -67,8 +67,7 @@ def split_question(question: str) -> tuple[str, str] | None:
     body = text[:-1]
     for m in reversed(list(re.finditer(r"[.!?](?=\s+\S)", body))):
         end = m.end()
-        before = body[:end]
-        if any(before.endswith(a) for a in ABBREVIATIONS):
+        if body[:end].endswith(ABBREVIATIONS):
             continue
         if body[m.start() - 1 : m.start()].isdigit() and body[end : end + 1].isdigit():
             continue

@@ -164,7 +164,7 @@ class NvidiaSmiProbe:
                 timeout=10,
                 check=True,
             ).stdout
-            utils = [float(v) for v in out.split() if v.strip()]
+            utils = [float(v) for v in out.split()]
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             return self.tracker.update(False, f"nvidia-smi failed: {exc}")
         if not utils:

@@ -57,7 +57,7 @@ def confined(path: str, home: Path, task: str) -> Path:
     """``path`` resolved inside ``home`` (relative paths are taken from ``home``)."""
     root = home.expanduser().resolve()
     target = (root / Path(path).expanduser()).resolve()
-    if target != root and not target.is_relative_to(root):
+    if not target.is_relative_to(root):
         reason = f"malformed {task} message: path {path!r} is outside the data home"
         log.error("rejected: %s", reason)
         raise MalformedMessage(reason)

@@ -68,11 +68,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     sleep = settings.sleep
     broker = settings.broker_url or "memory://"
-    backend = settings.result_backend or (
-        settings.broker_url
-        if settings.broker_url and settings.broker_url.startswith("redis")
-        else None
-    )
+    redis = (settings.broker_url or "").startswith("redis")
+    backend = settings.result_backend or (settings.broker_url if redis else None)
     app = Celery("nightowl", broker=broker, backend=backend)
     # kombu sweeps for expired unacked messages every interval x throttle seconds
     # (default 10 x 10 = 100 s); one sweep per <= 10 s (and per half the visibility
