@@ -160,7 +160,7 @@ def student_prompt(
     cls = env_class(env)
     builder = PromptBuilder(
         action_format=cast(ActionFormat, cls.action_format),
-        adapt_values=bool(getattr(cls, "adapt_demo_values", False)),
+        adapt_values=cls.adapt_demo_values,
     )
     return replace(builder, k_episodes=k_episodes or builder.k_episodes,
                    window=window or builder.window)
