@@ -158,6 +158,14 @@ def takes_expert(env_name: str) -> bool:
     return "expert" in inspect.signature(env_class(env_name).__init__).parameters
 
 
+def expert_options(expert: str) -> dict[str, Any]:
+    """``--expert`` as constructor options: ``"imitable,notes=search"`` ->
+    ``{"expert": "imitable", "notes": "search"}`` (``""``: none)."""
+    from nightowl.envs.registry import split_env_spec
+
+    return split_env_spec(f"env:expert={expert}")[1] if expert else {}
+
+
 def spread(n_total: int, n: int) -> list[int]:
     """``n`` state indices spread evenly over an episode of ``n_total`` (all if fewer)."""
     if n_total <= n:
@@ -199,7 +207,7 @@ def cached_walks(env_name: str, game: str, split: str, n: int, max_steps: int,
     if path.exists():
         return json.loads(path.read_text())
     ids = select_tasks(env_name, split, n, game=game)
-    env = make_env(env_name, **({"expert": expert} if expert else {}))
+    env = make_env(env_name, **expert_options(expert))
     try:
         walks = [walk(env, t, max_steps) for t in ids]
     finally:
@@ -646,7 +654,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--expert", default="",
                     help="expert= for every environment, train (demos) and dev walks "
-                         "(e.g. imitable; '' = each environment's default)")
+                         "(e.g. imitable; '' = each environment's default); more "
+                         "constructor options may follow: imitable,notes=search")
     ap.add_argument("--merge", nargs="+", type=Path, default=None,
                     help="print and write the union of earlier reports (no model calls)")
     ap.add_argument("--cache", default=str(ROOT / ".nightowl" / "icd_matrix"))

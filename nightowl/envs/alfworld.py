@@ -20,6 +20,9 @@ planner (``expert="planner"``: replans from the current state at every step), or
 imitable expert (``expert="imitable"``, `nightowl.envs.imitable_alfworld`): it acts
 only on the episode's text and on statistics learned from train games, so a student
 can agree with it; its games run without ALFWorld's expert wrapper and without facts.
+With ``notes="search"`` each observation ends with one line on the search from the same
+knowledge (`ImitableAlfredExpert.notes`), so a student sees why the expert goes where it
+goes.
 The handcoded expert's random choices are seeded per task, so an expert episode
 replays identically. Snapshots are action lists restored by replay.
 """
@@ -55,6 +58,8 @@ OFFICIAL_DIRS = {"train": "train", "dev": "valid_seen", "test": "valid_unseen"}
 INVALID_FEEDBACK = "Nothing happens."
 #: the experts an instance can use (``expert=``); the first is the default
 EXPERTS = ("handcoded", "planner", "imitable")
+#: what an observation may end with (``notes=``): nothing, or the search notes
+NOTES = ("none", "search")
 
 
 def import_alfworld(cache_dir: Path) -> Any:
@@ -83,10 +88,14 @@ class AlfWorldEnv(ReplayEnvironment):
         cache_dir: Path | None = None,
         max_steps: int | None = None,
         expert: str = "handcoded",
+        notes: str = "none",
     ) -> None:
         super().__init__(max_steps=max_steps)
         if expert not in EXPERTS:
             raise UnknownNameError("alfworld expert", expert, list(EXPERTS))
+        if notes not in NOTES:
+            raise UnknownNameError("alfworld notes", notes, list(NOTES))
+        self.notes = notes
         self.cache_dir = cache_dir_for("alfworld", cache_dir)
         self.games_dir = self.cache_dir / "games"
         self.expert = expert
@@ -97,7 +106,7 @@ class AlfWorldEnv(ReplayEnvironment):
         self._state: Any = None
         self._imitable: Any = None
         # what the episode has shown: first observation, then (action, feedback) pairs
-        self._first_text = ""
+        self._first_text = self._goal = ""
         self._trace: list[tuple[str, str]] = []
 
     # --- catalogue ----------------------------------------------------------------------
@@ -179,12 +188,13 @@ class AlfWorldEnv(ReplayEnvironment):
         self._state = self._env.reset()
         text = self._state.feedback.strip()
         self._first_text, self._trace = text, []
-        goal = (
+        self._goal = (
             text.rsplit("Your task is to:", 1)[-1].strip().rstrip(".")
             if "Your task is to:" in text
             else text
         )
-        return goal, text, self._valid(), {"gamefile": str(gamefile), "expert": self.expert}
+        info = {"gamefile": str(gamefile), "expert": self.expert, "notes": self.notes}
+        return self._goal, self._noted(text), self._valid(), info
 
     def _valid(self) -> tuple[str, ...]:
         return tuple(self._state["admissible_commands"] or ())
@@ -197,13 +207,27 @@ class AlfWorldEnv(ReplayEnvironment):
         invalid = text == INVALID_FEEDBACK or action not in valid
         self._trace.append((action, text))
         return EngineStep(
-            text=text,
+            text=self._noted(text),
             score=float(won),
             done=bool(done) or won,
             won=won,
             valid_actions=self._valid(),
             invalid=invalid,
         )
+
+    def _noted(self, text: str) -> str:
+        """``text``, with the search notes appended when ``notes="search"``."""
+        if self.notes != "search":
+            return text
+        line = self._expert_policy().notes(self._goal, self._first_text, self._trace)
+        return f"{text}\n{line}" if line else text
+
+    def _expert_policy(self) -> Any:
+        if self._imitable is None:
+            from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, train_stats
+
+            self._imitable = ImitableAlfredExpert(train_stats(self.cache_dir))
+        return self._imitable
 
     def _expert(self, episode: Episode) -> str | None:
         if self.expert == "imitable":
@@ -213,11 +237,7 @@ class AlfWorldEnv(ReplayEnvironment):
 
     def _imitable_action(self, episode: Episode) -> str | None:
         """The imitable expert: the goal, the texts so far and the valid actions only."""
-        if self._imitable is None:
-            from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, train_stats
-
-            self._imitable = ImitableAlfredExpert(train_stats(self.cache_dir))
-        return self._imitable.act(  # type: ignore[no-any-return]
+        return self._expert_policy().act(  # type: ignore[no-any-return]
             episode.goal, self._first_text, self._trace, episode.valid_actions or ()
         )
 

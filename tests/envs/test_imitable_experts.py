@@ -297,6 +297,35 @@ def test_imitable_alfworld_policy_on_a_synthetic_trace():
     assert expert.act(goal, first, towel, valid) == "go to cabinet 1"
 
 
+def test_imitable_alfworld_notes_name_what_the_expert_searches_next():
+    """The search notes follow the expert: a seen object, else the learned order.
+
+    The goal's own receptacle is not searched (as the expert skips it).
+    """
+    from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, SearchStats
+
+    stats = SearchStats(rates={"apple": {"fridge": 0.5, "cabinet": 0.3, "countertop": 0.4}},
+                        openable=frozenset({"cabinet", "fridge"}))
+    expert = ImitableAlfredExpert(stats)
+    first = ("You are in the middle of a room. Looking quickly around you, you see a "
+             "cabinet 1, a countertop 1, and a fridge 1.\n\nYour task is to: "
+             "put a apple in countertop.")
+    goal = "put a apple in countertop"
+    assert expert.notes(goal, first, []) == (
+        "Not searched yet for a apple, likeliest first: fridge 1, cabinet 1.")  # goal's last
+    assert expert.notes(goal, first, [], shown=1) == (
+        "Not searched yet for a apple, likeliest first: fridge 1.")
+    trace = [("go to fridge 1", "You arrive at fridge 1. The fridge 1 is open. In it, you see "
+                                "nothing.")]
+    assert expert.notes(goal, first, trace).endswith("first: cabinet 1.")
+    trace.append(("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is open. In it, "
+                                     "you see a apple 2."))
+    assert expert.notes(goal, first, trace) == "Seen: apple 2 in cabinet 1."
+    trace.append(("take apple 2 from cabinet 1", "You pick up the apple 2 from the cabinet 1."))
+    assert expert.notes(goal, first, trace) == ""  # found: nothing left to search
+    assert expert.notes("dance a jig", first, []) == ""
+
+
 @pytest.mark.alfworld
 @pytest.mark.parametrize(
     "game", ALF_FAST + [pytest.param(t, marks=pytest.mark.slow) for t in ALF_SLOW]
