@@ -302,7 +302,6 @@ async def score_family(
                                 "window": win, "actions": acts,
                                 "expert_i": norm.index(expert) if expert in norm else -1,
                                 "hint": hint.action if hint else None,
-                                "hint_sim": hint.similarity if hint else None,
                                 "n_demos": len(ds),
                                 "previous": hist[-1][1] if hist else None,
                             })
