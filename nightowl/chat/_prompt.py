@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from nightowl.chat.threads import LearnedThreadContext
-from nightowl.errors import UserError
-from nightowl.llm.base import ChatMessage
+from nightowl.llm.base import ChatMessage, PromptTooLongError
 from nightowl.memory import DemoWindow
 
 DEFAULT_SYSTEM = (
@@ -21,10 +20,6 @@ DEFAULT_SYSTEM = (
 )
 #: characters of a demo's context shown in the prompt
 DEMO_CONTEXT_CHARS = 400
-
-
-class PromptTooLongError(UserError):
-    """The latest message alone does not fit the prompt limit."""
 
 
 def build_messages(

@@ -13,10 +13,14 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nightowl.errors import ModelOutputError
+from nightowl.errors import ModelOutputError, UserError
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
+
+
+class PromptTooLongError(UserError):
+    """A prompt does not fit the model's context or the prompt limit (a 400, not a 5xx)."""
 
 
 @dataclass(frozen=True, kw_only=True)

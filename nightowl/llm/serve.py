@@ -32,7 +32,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 
 from nightowl.errors import UserError
-from nightowl.llm.base import Completion, GenerationRequest, ModelBackend, Usage
+from nightowl.llm.base import Completion, GenerationRequest, ModelBackend, PromptTooLongError, Usage
 from nightowl.llm.openai_wire import (
     ChatBody,
     CompletionBody,
@@ -44,10 +44,6 @@ from nightowl.llm.openai_wire import (
 )
 from nightowl.llm.serve_guard import Authenticator, install_guards
 from nightowl.llm.serve_limits import ServeLimits, bounded
-
-
-class PromptTooLongError(UserError):
-    """The prompt does not fit in the model's context (a 400, never a retryable 5xx)."""
 
 
 def check_prompt_fits(backend: ModelBackend, request: GenerationRequest) -> None:
