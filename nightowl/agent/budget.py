@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -97,12 +96,10 @@ class Budget:
         with self._lock:
             return self._first_violation(amounts) is None
 
-    def remaining(self, name: str | None = None) -> Any:
-        """Remaining amount of one resource (``inf`` if unlimited), or a dict of all limited."""
+    def remaining(self, name: str) -> float:
+        """Remaining amount of one resource (``inf`` if unlimited)."""
         with self._lock:
-            if name is not None:
-                return max(self.limit(name) - self.used_of(name), 0.0)
-            return {k: max(v - self.used_of(k), 0.0) for k, v in self._limits.items()}
+            return max(self.limit(name) - self.used_of(name), 0.0)
 
     def remaining_ratio(self) -> float:
         """Fraction left of the scarcest limited resource, in [0, 1]; 1.0 when unlimited."""

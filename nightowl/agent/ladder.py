@@ -180,10 +180,6 @@ class TierParts:
     settings: Any
 
 
-#: builds one tier of a ladder from the run's parts (`TierParts`)
-TierFactory = Callable[[TierParts], Tier]
-
-
 @dataclass(frozen=True, kw_only=True)
 class LadderOutcome:
     """The final decision for a step plus every tier's verdict on the way."""

@@ -46,10 +46,11 @@ class Preset:
         rule: the acceptance rule when none is given.
         scores: the rule must be a score rule (``uses_scores``).
         escalations: tiers between the student and the teacher, as ``"module:factory"``
-            strings of `nightowl.agent.ladder.TierFactory` functions (imported when a
-            ladder is built, so help texts import nothing): the ``bavt`` preset's is
-            ``"nightowl.agent.search.tier:bavt_tier"``. A new tier is its module plus
-            one preset that names it (`register_preset`, or an entry point).
+            strings of functions from `nightowl.agent.ladder.TierParts` to a `Tier`
+            (imported when a ladder is built, so help texts import nothing): the
+            ``bavt`` preset's is ``"nightowl.agent.search.tier:bavt_tier"``. A new tier is
+            its module plus one preset that names it (`register_preset`, or an entry
+            point).
     """
 
     name: str
@@ -355,20 +356,15 @@ def ladder_from(
     sprices = settings.model(sname).prices
     smodel = MeteredModel(student_backend(sname), ledger, sprices, run_id=run_id, role="student")
     assert choice.rule is not None
-    if p.student == "alone":
-        return Ladder(
-            [StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                         use_demos=p.demos, temperature=0.0,
-                         backtrack=backtrack)],
-            fallback="best",
-        )
-    tiers: list[Tier] = [
-        StudentTier(smodel, prices=sprices, rule=choice.rule, builder=builder,
-                    use_demos=p.demos, temperature=temperature, avoid_repeats=avoid_repeats,
-                    repeats=repeats, backtrack=backtrack)
-    ]
+    alone = p.student == "alone"  # greedy, never avoiding repeats, no tier above it
+    student = StudentTier(
+        smodel, prices=sprices, rule=choice.rule, builder=builder, use_demos=p.demos,
+        temperature=0.0 if alone else temperature, avoid_repeats=avoid_repeats and not alone,
+        repeats="explore" if alone else repeats, backtrack=backtrack,
+    )
+    if alone:
+        return Ladder([student], fallback="best")
     parts = TierParts(student=smodel, prices=sprices, ledger=ledger, run_id=run_id,
                       settings=settings)
-    tiers.extend(_tier_factory(choice.preset, target)(parts) for target in p.escalations)
-    tiers.append(teacher_tier())
-    return Ladder(tiers, fallback=choice.fallback)
+    escalations = [_tier_factory(choice.preset, target)(parts) for target in p.escalations]
+    return Ladder([student, *escalations, teacher_tier()], fallback=choice.fallback)

@@ -85,7 +85,6 @@ async def score_actions(
     *,
     method: str = "sum",
     content_free_prompt: str | None = None,
-    **call_kw: Any,
 ) -> ActionScores:
     """Score ``actions`` after ``prompt`` with ``model.score_continuations``.
 
@@ -96,16 +95,15 @@ async def score_actions(
         method: the ranking method (`rank_scores`).
         content_free_prompt: `PromptBuilder.content_free` output; required by the
             calibrated methods.
-        **call_kw: ledger keywords passed to both calls (episode_id, step, ...).
     """
     conts = action_continuations(actions)
-    scored = await model.score_continuations(prompt, conts, **call_kw)
+    scored = await model.score_continuations(prompt, conts)
     usage = scored.usage
     cf: tuple[float, ...] | None = None
     if method in ("calibrated", "calibrated-mean"):
         if content_free_prompt is None:
             raise ValueError(f"scoring {method!r} needs content_free_prompt")
-        free = await model.score_continuations(content_free_prompt, conts, **call_kw)
+        free = await model.score_continuations(content_free_prompt, conts)
         cf = tuple(float(x) for x in free.logprobs)
         usage = usage + free.usage
     values = rank_scores(scored.logprobs, scored.token_counts, method, cf)

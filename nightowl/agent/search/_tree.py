@@ -29,9 +29,13 @@ def selection_probs(values: Sequence[float], r: float, *, min_r: float = 1e-3) -
     if not values:
         return []
     r = min(max(r, min_r), 1.0)
-    logs = [math.log(min(max(v, _MIN_VALUE), 1.0)) / r for v in values]
-    top = max(logs)
-    ws = [math.exp(x - top) for x in logs]
+    return softmax([math.log(min(max(v, _MIN_VALUE), 1.0)) / r for v in values])
+
+
+def softmax(xs: Sequence[float]) -> list[float]:
+    """``exp(x)`` of each of ``xs`` over their sum (shifted by the largest, for range)."""
+    top = max(xs)
+    ws = [math.exp(x - top) for x in xs]
     z = sum(ws)
     return [w / z for w in ws]
 

@@ -7,7 +7,7 @@ calibrated at that); it asks for the *change* a step made, and accumulates it:
 - ``"score"``: `score_continuations` over a small verbal scale (" worse", " same",
   " better", " solved"); ``delta`` is the probability-weighted mean of the scale's values.
   No parsing, so no malformed output — the robust choice for a 135M model.
-- ``"generate"``: the model writes a number in [-1, 1] (scaled by ``delta_scale``); the
+- ``"generate"``: the model writes a number in [-1, 1] (scaled by `DELTA_SCALE`); the
   first number in the reply is used; anything unparseable gives ``delta = 0`` and is
   recorded as malformed, never raised.
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nightowl.agent.budget import TOKENS, Budget
+from nightowl.agent.search._tree import softmax
 from nightowl.agent.search.step_budget import generation_bound, scoring_bound
 from nightowl.errors import BackendUnavailableError, ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
@@ -37,6 +38,11 @@ SCALE: tuple[tuple[str, float], ...] = (
     (" better", 0.2),
     (" solved", 0.4),
 )
+
+#: maps a generated number in [-1, 1] to a delta ("generate" mode)
+DELTA_SCALE = 0.4
+#: generation cap in "generate" mode
+MAX_TOKENS = 6
 
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+")
 
@@ -73,24 +79,11 @@ class ResidualCritic:
     Args:
         model: the critic model (usually the acting model itself, via the ledger).
         mode: "auto", "score" or "generate".
-        delta_scale: maps a generated number in [-1, 1] to a delta.
-        max_tokens: generation cap in "generate" mode.
     """
 
-    def __init__(
-        self,
-        model: ModelBackend,
-        *,
-        mode: CriticMode = "auto",
-        delta_scale: float = 0.4,
-        max_tokens: int = 6,
-        scale: tuple[tuple[str, float], ...] = SCALE,
-    ) -> None:
+    def __init__(self, model: ModelBackend, *, mode: CriticMode = "auto") -> None:
         self.model = model
         self.mode: CriticMode = mode
-        self.delta_scale = delta_scale
-        self.max_tokens = max_tokens
-        self.scale = scale
         self._can_score: bool | None = None if mode == "auto" else mode == "score"
 
     async def judge(self, prompt: str, budget: Budget) -> CriticVerdict:
@@ -103,7 +96,7 @@ class ResidualCritic:
 
     async def _score(self, prompt: str, budget: Budget) -> CriticVerdict | None:
         text = f"{prompt}\n{CRITIC_QUESTION}\nAnswer:"
-        options = [s for s, _ in self.scale]
+        options = [s for s, _ in SCALE]
         bound = scoring_bound(self.model, text, options)
         if not budget.can_afford(**{TOKENS: bound}):
             return CriticVerdict(delta=0.0, status="budget")
@@ -117,26 +110,22 @@ class ResidualCritic:
         except (ModelError, ValueError, RuntimeError) as exc:
             return CriticVerdict(delta=0.0, status="error", raw=str(exc))
         self._can_score = True
-        spent = min(scored.usage.total_tokens, bound)
-        budget.charge(**{TOKENS: spent})
+        budget.charge(**{TOKENS: min(scored.usage.total_tokens, bound)})
         lps = list(scored.logprobs)
         if len(lps) != len(options) or not all(math.isfinite(x) for x in lps):
             return CriticVerdict(delta=0.0, status="malformed", raw=lps, usage=scored.usage)
-        m = max(lps)
-        ws = [math.exp(x - m) for x in lps]
-        z = sum(ws)
-        probs = [w / z for w in ws]
-        delta = sum(p * v for p, (_, v) in zip(probs, self.scale, strict=True))
-        dist = {s.strip(): round(p, 4) for (s, _), p in zip(self.scale, probs, strict=True)}
+        probs = softmax(lps)
+        delta = sum(p * v for p, (_, v) in zip(probs, SCALE, strict=True))
+        dist = {s.strip(): round(p, 4) for (s, _), p in zip(SCALE, probs, strict=True)}
         return CriticVerdict(delta=delta, raw=dist, usage=scored.usage)
 
     async def _generate_number(self, prompt: str, budget: Budget) -> CriticVerdict:
         text = f"{prompt}\n{CRITIC_NUMBER_QUESTION}\nScore:"
-        bound = generation_bound(self.model, text, n=1, max_tokens=self.max_tokens)
+        bound = generation_bound(self.model, text, n=1, max_tokens=MAX_TOKENS)
         if not budget.can_afford(**{TOKENS: bound}):
             return CriticVerdict(delta=0.0, status="budget")
         req = GenerationRequest(
-            prompt=text, n=1, max_tokens=self.max_tokens, temperature=0.0, stop=("\n",), seed=None
+            prompt=text, n=1, max_tokens=MAX_TOKENS, temperature=0.0, stop=("\n",), seed=None
         )
         try:
             res = await self.model.generate(req)
@@ -151,7 +140,7 @@ class ResidualCritic:
         value = parse_delta(raw)
         if value is None:
             return CriticVerdict(delta=0.0, status="malformed", raw=raw, usage=res.usage)
-        return CriticVerdict(delta=value * self.delta_scale, raw=raw, usage=res.usage)
+        return CriticVerdict(delta=value * DELTA_SCALE, raw=raw, usage=res.usage)
 
 
 def parse_delta(text: str) -> float | None:

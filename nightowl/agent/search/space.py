@@ -216,11 +216,9 @@ class SearchSpace:
         return f"{self.answer_prefix}{text}{self.answer_suffix}"
 
 
-def format_demo(header: str, steps: Sequence[Step], budget: str = "") -> str:
+def format_demo(header: str, steps: Sequence[Step]) -> str:
     """A worked example in the prompt's own format (for ``demos=``)."""
     out = [header.strip() + "\n"]
-    if budget:
-        out.append(budget + "\n")
     for s in steps:
         out.append(f"Action: {s.action}\n")
         if s.observation:

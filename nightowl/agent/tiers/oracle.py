@@ -7,7 +7,6 @@ fixed output length, at the teacher's prices; it is recorded like any metered ca
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -78,9 +77,7 @@ class OracleTier(Tier):
             return escalate(self.name, self.actor, "budget: cannot afford a teacher call")
         try:
             action = await ctx.blocking(env.expert_action)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # CancelledError is no Exception: it passes through
             return escalate(
                 self.name, self.actor, f"teacher error: {type(exc).__name__}: {str(exc)[:120]}"
             )

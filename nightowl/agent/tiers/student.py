@@ -9,7 +9,6 @@ and when the budget cannot cover the worst case of its next call.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Literal, get_args
 
@@ -28,7 +27,7 @@ from nightowl.config import Prices
 from nightowl.distill.moves import without_walk_back
 from nightowl.distill.parser import canonical_action, normalize_action, parse_action
 from nightowl.distill.prompt import PromptBuilder, continuation
-from nightowl.distill.scoring import score_actions
+from nightowl.distill.scoring import action_continuations, score_actions
 from nightowl.distill.signals import demo_hint
 from nightowl.errors import BackendUnavailableError
 from nightowl.ledger.metered import MeteredModel, as_metered
@@ -233,7 +232,7 @@ class StudentTier(Tier):
                 verdict = await self.rule.judge(draw)
         except BudgetStop:
             return finish(None, "budget: cannot afford the student's next call")
-        except (asyncio.CancelledError, BackendUnavailableError):
+        except BackendUnavailableError:
             raise  # a dead backend is an infrastructure error: the run stops (graph)
         except Exception as exc:  # model errors never crash the episode
             return finish(None, f"model error: {type(exc).__name__}: {str(exc)[:160]}")
@@ -292,7 +291,7 @@ class StudentTier(Tier):
                 return Verdict(
                     action=None, confidence=0.0, samples=3, candidates=(), reason="no parseable"
                 )
-        conts = [continuation(a) + "\n" for a in actions]  # the terminator ends the action
+        conts = action_continuations(actions)
         ctoks = sum(count_tokens(model, c) for c in conts)
         demos = ctx.demos if self.use_demos else ()
         method = self.builder.scoring

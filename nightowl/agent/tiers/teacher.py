@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -80,7 +79,7 @@ class TeacherTier(Tier):
             )
             try:
                 res = await model.generate(req)
-            except (asyncio.CancelledError, BackendUnavailableError):
+            except BackendUnavailableError:
                 raise  # a dead backend is an infrastructure error: the run stops (graph)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
