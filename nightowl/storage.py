@@ -22,10 +22,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import Engine, text
+from sqlalchemy import BigInteger, Engine, Integer, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -52,6 +53,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 PG_CONNECT_TIMEOUT_S = 10
 #: arbitrary constant key of the PostgreSQL advisory lock held while migrating
 _PG_MIGRATION_LOCK_KEY = 7_116_901_774_210_331
+#: 64-bit integer id column type of the table modules (plain INTEGER on SQLite: the rowid)
+BIGINT = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now (UTC): what every table's timestamps are written with."""
+    return datetime.now(UTC)
 
 
 class DatabaseURLError(StoreError, ConfigError):

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from nightowl.config import Prices
 from nightowl.errors import UnknownNameError
 from nightowl.ledger._reports import LedgerReads
-from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _jsonable, _new_id, _now
+from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _jsonable, _new_id
 from nightowl.llm.base import Usage
-from nightowl.storage import Database
+from nightowl.storage import Database, utcnow
 
 
 class Ledger(LedgerReads):
@@ -33,7 +33,7 @@ class Ledger(LedgerReads):
     ) -> str:
         """Create a run; returns its id (a uuid4 hex string)."""
         rid = run_id or _new_id()
-        row = Run(id=rid, name=name, kind=kind, config=_jsonable(config), created_at=_now())
+        row = Run(id=rid, name=name, kind=kind, config=_jsonable(config), created_at=utcnow())
         self.db.write(lambda s: s.add(row))
         return rid
 
@@ -60,7 +60,7 @@ class Ledger(LedgerReads):
             split=split,
             status="running",
             n_steps=0,
-            started_at=_now(),
+            started_at=utcnow(),
         )
         def _do(s: Session) -> None:
             s.add(row)
@@ -92,7 +92,7 @@ class Ledger(LedgerReads):
             "score": None if score is None else float(score),
             "n_steps": int(n_steps),
             "reason": reason,
-            "ended_at": _now(),
+            "ended_at": utcnow(),
         }
 
         def _do(s: Session) -> int:
@@ -150,7 +150,7 @@ class Ledger(LedgerReads):
             "cost_usd": cost,
             "ok": ok,
             "meta": _jsonable(meta) or None,
-            "created_at": _now(),
+            "created_at": utcnow(),
         }
 
     def record_model_call(self, **kw: Any) -> float:
@@ -183,7 +183,7 @@ class Ledger(LedgerReads):
             "cost_usd": float(cost),
             "ok": ok,
             "meta": _jsonable(meta) or None,
-            "created_at": _now(),
+            "created_at": utcnow(),
         }
 
     def record_tool_call(self, **kw: Any) -> float:

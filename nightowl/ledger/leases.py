@@ -40,8 +40,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from nightowl.db import Base
 from nightowl.errors import StoreError
-from nightowl.ledger.tables import _TS, _now, _utc
-from nightowl.storage import Database
+from nightowl.ledger.tables import _TS, _utc
+from nightowl.storage import Database, utcnow
 
 
 class LeaseLostError(StoreError):
@@ -71,7 +71,7 @@ class EpisodeLease(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: the episode job (JSON) a re-queue sends again
     payload: Mapped[Any] = mapped_column(JSON, nullable=True)
-    queued_at: Mapped[datetime] = mapped_column(_TS, default=_now)
+    queued_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
@@ -113,7 +113,7 @@ class LeaseRow:
         """Seconds since the last heartbeat (None before the first claim)."""
         if self.heartbeat_at is None:
             return None
-        return ((now or _now()) - self.heartbeat_at).total_seconds()
+        return ((now or utcnow()) - self.heartbeat_at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class LeaseStore:
     def enqueue(self, run_id: str, task_id: str, payload: Any) -> None:
         """Create the queued lease of one episode (before its message is sent)."""
         row = EpisodeLease(run_id=run_id, task_id=task_id, state="queued", gen=0, attempt=0,
-                           requeues=0, step=0, payload=payload, queued_at=_now())
+                           requeues=0, step=0, payload=payload, queued_at=utcnow())
         self.db.write(lambda s: s.merge(row))
 
     def get(self, run_id: str, task_id: str) -> LeaseRow | None:
@@ -182,7 +182,7 @@ class LeaseStore:
         a live holder or a finished episode is refused.
         """
         host, pid = socket.gethostname(), os.getpid()
-        now = _now()
+        now = utcnow()
         stale = now - timedelta(seconds=lease_s)
 
         def _do(s: Session) -> int | None:
@@ -201,7 +201,7 @@ class LeaseStore:
 
     def fence(self, s: Session, h: Holder, *, step: int | None = None, **values: Any) -> None:
         """Inside a transaction: refresh the heartbeat, or raise `LeaseLostError`."""
-        vals: dict[str, Any] = {"heartbeat_at": _now(), **values}
+        vals: dict[str, Any] = {"heartbeat_at": utcnow(), **values}
         if step is not None:
             vals["step"] = step
         held = (self._key(h.run_id, h.task_id) & (EpisodeLease.attempt == h.attempt)
@@ -226,11 +226,11 @@ class LeaseStore:
 
     def finish(self, h: Holder) -> bool:
         """Mark the episode done; False (nothing written) when the lease was lost."""
-        return self._fenced_write(h, state="done", ended_at=_now())
+        return self._fenced_write(h, state="done", ended_at=utcnow())
 
     def fail(self, h: Holder, reason: str) -> bool:
         """The holder gives the episode up (an infrastructure error); False if lost."""
-        return self._fenced_write(h, state="failed", reason=reason[:2000], ended_at=_now())
+        return self._fenced_write(h, state="failed", reason=reason[:2000], ended_at=utcnow())
 
     def give_up(self, run_id: str, task_id: str, gen: int, reason: str) -> bool:
         """Fail a queued episode that was claimed too often (nobody holds it)."""
@@ -238,7 +238,7 @@ class LeaseStore:
         def _do(s: Session) -> int:
             return _set(s, self._key(run_id, task_id) & (EpisodeLease.gen == gen)
                         & (EpisodeLease.state == "queued"),
-                        state="failed", reason=reason[:2000], ended_at=_now())
+                        state="failed", reason=reason[:2000], ended_at=utcnow())
 
         return self.db.write(_do) == 1
 
@@ -248,7 +248,7 @@ class LeaseStore:
         The caller sends each `Requeue`'s payload with its ``gen``; a concurrent caller
         that saw the same row finds it already moved and skips it.
         """
-        now = _now()
+        now = utcnow()
         stale = now - timedelta(seconds=lease_s)
         q = select(EpisodeLease).where((EpisodeLease.state == "running")
                                        & (EpisodeLease.heartbeat_at < stale))
@@ -277,13 +277,13 @@ class LeaseStore:
         Call it only when the broker's queue is empty: then nothing will deliver them.
         Sending the same generation again is safe (a second claim is refused).
         """
-        before = _now() - timedelta(seconds=older_than_s)
+        before = utcnow() - timedelta(seconds=older_than_s)
         q = select(EpisodeLease).where((EpisodeLease.state == "queued")
                                        & (EpisodeLease.queued_at < before))
         if run_id is not None:
             q = q.where(EpisodeLease.run_id == run_id)
         rows = self.db.read(lambda s: [LeaseRow.of(r) for r in s.scalars(q)])
-        now = _now()
+        now = utcnow()
         reason = f"message lost (queued {older_than_s:.0f}+ s, broker queue empty)"
 
         def _touch(s: Session) -> list[Requeue]:

@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -23,13 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nightowl.db import Base
+from nightowl.storage import BIGINT, utcnow
 
-_BIGINT = BigInteger().with_variant(Integer(), "sqlite")
 _TS = DateTime(timezone=True)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _new_id() -> str:
@@ -52,7 +47,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-
 class Run(Base):
     """One run: an evaluation, a demo collection, a sleep-time pass, ..."""
 
@@ -62,7 +56,7 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(200), default="", server_default="")
     kind: Mapped[str] = mapped_column(String(50), default="", server_default="")
     config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(_TS, default=_now, index=True)
+    created_at: Mapped[datetime] = mapped_column(_TS, default=utcnow, index=True)
 
 
 class Episode(Base):
@@ -84,7 +78,7 @@ class Episode(Base):
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     n_steps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    started_at: Mapped[datetime] = mapped_column(_TS, default=_now)
+    started_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
 
 
@@ -93,7 +87,7 @@ class ModelCall(Base):
 
     __tablename__ = "model_calls"
 
-    id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(
         String(32),
         ForeignKey("runs.id", ondelete="CASCADE", name="fk_model_calls_run_id"),
@@ -116,7 +110,7 @@ class ModelCall(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     ok: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     meta: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(_TS, default=_now)
+    created_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
 
 
 class ToolCall(Base):
@@ -124,7 +118,7 @@ class ToolCall(Base):
 
     __tablename__ = "tool_calls"
 
-    id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(
         String(32),
         ForeignKey("runs.id", ondelete="CASCADE", name="fk_tool_calls_run_id"),
@@ -142,6 +136,6 @@ class ToolCall(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     ok: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     meta: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(_TS, default=_now)
+    created_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
 
 

@@ -21,12 +21,11 @@ Deletes cascade: runs -> episodes -> steps -> demo_steps, episodes -> demos -> d
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -41,14 +40,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 import nightowl.ledger  # noqa: F401 - registers `episodes`, which our foreign keys reference
 from nightowl.db import Base
+from nightowl.storage import BIGINT, utcnow
 
-BIGINT = BigInteger().with_variant(Integer(), "sqlite")
 IN_CHUNK = 900  # ids per IN (...) list: below SQLite's default variable limit
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now (UTC)."""
-    return datetime.now(UTC)
 
 
 class StepRow(Base):

@@ -14,7 +14,7 @@ that holds it and ``heartbeat_at`` tells others whether that worker is still ali
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
@@ -30,16 +30,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nightowl.db import Base
+from nightowl.storage import utcnow
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 R = TypeVar("R", bound="DataclassInstance")
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now (stored as UTC)."""
-    return datetime.now(UTC)
 
 
 def detached(cls: type[R], row: object, **override: Any) -> R:

@@ -14,9 +14,10 @@ from nightowl.agent import recording
 from nightowl.agent.recording import StepRecorder
 from nightowl.ledger import FencedLedger, LeaseLostError, LeaseStore, Ledger
 from nightowl.ledger.leases import EpisodeLease
-from nightowl.ledger.tables import ToolCall, _now
+from nightowl.ledger.tables import ToolCall
 from nightowl.memory import SqlStepLog, StepLog, StepRecord
 from nightowl.memory.schema import StepRow
+from nightowl.storage import utcnow
 
 
 def _step_row(idx: int, **kw: Any) -> dict[str, Any]:
@@ -97,7 +98,7 @@ async def test_a_lost_lease_writes_no_step_row(db: Any) -> None:
     await _act(rec, slow, run, ep, _step_row(0))
     assert len(_steps(db, ep)) == 1
 
-    then = _now() - timedelta(seconds=60)
+    then = utcnow() - timedelta(seconds=60)
     db.write(lambda s: s.execute(update(EpisodeLease).where(
         (EpisodeLease.run_id == run) & (EpisodeLease.task_id == "a")
     ).values(heartbeat_at=then, queued_at=then)))

@@ -9,13 +9,14 @@ from sqlalchemy import func, select, update
 
 from nightowl.ledger import FencedLedger, LeaseLostError, LeaseStore, Ledger
 from nightowl.ledger.leases import EpisodeLease
-from nightowl.ledger.tables import Episode, ModelCall, ToolCall, _now
+from nightowl.ledger.tables import Episode, ModelCall, ToolCall
 from nightowl.llm.base import Usage
+from nightowl.storage import utcnow
 
 
 def _age(db, run_id: str, task_id: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
     """Make a lease's heartbeat (and queue time) ``seconds`` old, as if its worker died."""
-    then = _now() - timedelta(seconds=seconds)
+    then = utcnow() - timedelta(seconds=seconds)
     db.write(lambda s: s.execute(update(EpisodeLease).where(
         (EpisodeLease.run_id == run_id) & (EpisodeLease.task_id == task_id)
     ).values(heartbeat_at=then, queued_at=then)))
