@@ -9,10 +9,11 @@ from nightowl.app.calibrate import CalibrationReport, collect_states
 from nightowl.app.calibrate import calibrate as calibrate_rules
 from nightowl.app.collect import CollectRequest, CollectResult, add_demos, collect_demos
 from nightowl.app.distributed import start_distributed_run
+from nightowl.app.plan import RunSpec
 from nightowl.app.root import Nightowl
-from nightowl.app.runs import RunSpec, RunSummary, run_tasks
+from nightowl.app.runs import RunSummary, run_tasks
 from nightowl.app.showcase import ShowcaseOptions, run_showcase
-from nightowl.app.sleep import contexts_to_learn, learn_contexts, rebuild_index
+from nightowl.app.sleep import contexts_to_learn, rebuild_index
 from nightowl.distill.calibrate import CalibrateOptions
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "collect_demos",
     "collect_states",
     "contexts_to_learn",
-    "learn_contexts",
     "rebuild_index",
     "run_showcase",
     "run_tasks",

@@ -1,7 +1,7 @@
 """The run plan: a `RunSpec` validated and resolved once; every run builds from it.
 
 `RunSpec` is the input (a command's options, a script's or an API request): names and
-numbers as given, defaults left open. `RunSpec.resolved` (`resolve_plan`) is the one
+numbers as given, defaults left open. `RunSpec.resolved` is the one
 place that checks it and decides what a run needs:
 
 - the student: its registry name (the settings' student unless one is named) and its
@@ -83,8 +83,32 @@ class RunSpec:
     calibrated_on: ScoringMachine | None = None
 
     def resolved(self, settings: Settings) -> RunPlan:
-        """This spec checked and decided once (`resolve_plan`)."""
-        return resolve_plan(settings, self)
+        """This spec checked and everything a run needs decided, once (see the module docstring).
+
+        Touches nothing: no model is loaded, nothing is recorded.
+
+        Raises:
+            UnknownNameError: unknown environment, ladder preset or model.
+            ConfigError: a rule that does not parse or does not fit the preset, a bad
+                ``demos_per``, repeat or backtrack policy, or dtype.
+        """
+        steps = default_budget_steps(self.env)  # unknown env / missing extra: a clear error now
+        if self.demos_per not in ("step", "episode"):
+            raise ConfigError(f"demos_per must be 'step' or 'episode', not {self.demos_per!r}")
+        try:
+            check_policies(self.repeats, self.backtrack)  # the student tier's own check
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        student = resolve_student(settings, self.student, self.student_dtype)
+        choice = validate_ladder(self.ladder, self.rule, student.name, self.teacher, settings)
+        # every field a plan shares with the spec is taken as given, but what was decided here
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        return RunPlan(**{
+            **{name: value for name, value in given.items() if name in RunPlan.model_fields},
+            "ladder": choice.preset, "rule": choice.rule, "rule_given": self.rule,
+            "fallback": choice.fallback, "teacher": choice.teacher, "student": student,
+            "budget": self.budget.with_default_steps(steps),
+        })
 
 
 class StudentChoice(BaseModel):
@@ -259,47 +283,7 @@ class RunPlan(BaseModel):
         return self.model_copy(update={"task_ids": tuple(task_ids)})
 
 
-def resolve_plan(settings: Settings, spec: RunSpec) -> RunPlan:
-    """Check ``spec`` and decide everything a run needs, once (see the module docstring).
-
-    Touches nothing: no model is loaded, nothing is recorded.
-
-    Raises:
-        UnknownNameError: unknown environment, ladder preset or model.
-        ConfigError: a rule that does not parse or does not fit the preset, a bad
-            ``demos_per``, repeat or backtrack policy, or dtype.
-    """
-    steps = default_budget_steps(spec.env)  # unknown env / missing extra: a clear error now
-    if spec.demos_per not in ("step", "episode"):
-        raise ConfigError(f"demos_per must be 'step' or 'episode', not {spec.demos_per!r}")
-    try:
-        check_policies(spec.repeats, spec.backtrack)  # the student tier's own check
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    student = resolve_student(settings, spec.student, spec.student_dtype)
-    choice = validate_ladder(spec.ladder, spec.rule, student.name, spec.teacher, settings)
-    # every field a plan shares with the spec is taken as given, but for what was decided here
-    given = {f.name: getattr(spec, f.name) for f in fields(spec)}
-    return RunPlan(**{
-        **{name: value for name, value in given.items() if name in RunPlan.model_fields},
-        "ladder": choice.preset, "rule": choice.rule, "rule_given": spec.rule,
-        "fallback": choice.fallback, "teacher": choice.teacher, "student": student,
-        "budget": spec.budget.with_default_steps(steps),
-    })
-
-
 def as_plan(settings: Settings, spec: RunSpec | RunPlan) -> RunPlan:
     """A plan as is; a spec resolved (`RunSpec.resolved`)."""
     return spec if isinstance(spec, RunPlan) else spec.resolved(settings)
 
-
-__all__ = [
-    "DEFAULT_MAX_STEPS",
-    "RunPlan",
-    "RunSpec",
-    "StudentChoice",
-    "as_plan",
-    "default_budget_steps",
-    "resolve_plan",
-    "resolve_student",
-]

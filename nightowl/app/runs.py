@@ -262,12 +262,3 @@ def summarize(
         ],
     )
 
-
-__all__ = [
-    "RunPlan",
-    "RunSpec",
-    "RunSummary",
-    "run_episodes",
-    "run_tasks",
-    "summarize",
-]

@@ -121,7 +121,7 @@ def collect(
     as_json: bool = JSON,
 ) -> None:
     """The teacher solves tasks concurrently; successful episodes become demos."""
-    from nightowl.app import CollectRequest, Nightowl, collect_demos
+    from nightowl.app import CollectRequest, collect_demos
     from nightowl.cli._progress import rich_progress
 
     if existing not in ("skip", "replace"):
@@ -129,7 +129,7 @@ def collect(
     req = CollectRequest(env=env, teacher=teacher, split=split, tasks=tasks,
                          game=game or None, max_steps=max_steps, concurrency=concurrency,
                          existing=cast("Any", existing), student_dtype=student_dtype or None)
-    with Nightowl.open(get_settings()) as app, rich_progress(_ui(as_json)) as sink:
+    with opt.open_root() as app, rich_progress(_ui(as_json)) as sink:
         res = asyncio.run(collect_demos(app, req, progress=sink))
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
@@ -317,11 +317,10 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Success, cost per episode, cost-of-pass and teacher call share of a run."""
-    from nightowl.app import Nightowl
     from nightowl.cli._inflight import inflight_table, success_text
     from nightowl.cli._tables import fmt_cost
 
-    with Nightowl.open(get_settings()) as app:
+    with opt.open_root() as app:
         rep = app.report(run_id)
     if json_out:
         console.print_json(rep.model_dump_json())
@@ -390,7 +389,7 @@ def calibrate(
 ) -> None:
     """Choose the cascade's acceptance rule on the dev split: the cheapest that keeps success."""
     from nightowl.agent.presets import preset_for_rule
-    from nightowl.app import CalibrateOptions, Nightowl, calibrate_rules
+    from nightowl.app import CalibrateOptions, calibrate_rules
     from nightowl.cli._progress import rich_progress
     from nightowl.cli._tables import calibration_table
 
@@ -401,7 +400,7 @@ def calibrate(
         min_states=min_states, max_tasks=max_tasks,
         **({"rollout_max_steps": max_steps} if max_steps else {}),  # unset: the env's
     )
-    with Nightowl.open(get_settings()) as app, rich_progress(_ui(as_json)) as sink:
+    with opt.open_root() as app, rich_progress(_ui(as_json)) as sink:
         rep = asyncio.run(calibrate_rules(app, opts, progress=sink,
                                           student_dtype=student_dtype or None))
     if as_json:

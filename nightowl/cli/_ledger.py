@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli._fit import fit
-from nightowl.cli._options import DbOption
+from nightowl.cli._options import DbOption, open_root
 
 if TYPE_CHECKING:
     from nightowl.app import Nightowl
@@ -20,15 +20,6 @@ ledger_app = typer.Typer(
     help="Cost ledger: runs, episodes, model and tool calls.", no_args_is_help=True
 )
 db_app = typer.Typer(help="The SQL database: migrations.", no_args_is_help=True)
-
-
-
-def _open(url: str | None, *, migrate: bool = True) -> Nightowl:
-    """The composition root over ``url`` (default: the configured database)."""
-    from nightowl.app import Nightowl
-    from nightowl.config import load_settings
-
-    return Nightowl.open(None if url else load_settings(), db_url=url, migrate=migrate)
 
 
 def _usd(x: float) -> str:
@@ -45,7 +36,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Costs of one run: per role calls/tokens/cost, episodes, success, cost-of-pass."""
-    with _open(db) as no:
+    with open_root(db) as no:
         _show(no, run_id, episodes=episodes, as_json=as_json)
 
 
@@ -141,7 +132,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """Recent runs, newest first."""
-    with _open(db) as no:
+    with open_root(db) as no:
         rows = no.ledger.list_runs(limit=limit, kind=kind)
     if as_json:
         for r in rows:
@@ -178,7 +169,7 @@ def break_even(
 
     n* = collection cost / (teacher-only cost per episode - our cost per episode).
     """
-    with _open(db) as no:
+    with open_root(db) as no:
         ids = [no.ledger.resolve_run_id(r) for r in (collection_run, teacher_only_run, our_run)]
         be = no.ledger.break_even(*ids)
     if as_json:
@@ -201,7 +192,7 @@ def upgrade(db: DbOption = None) -> None:
     """Create or migrate the database to the newest schema (all heads)."""
     from nightowl.storage import redact_url
 
-    with _open(db) as no:  # opening migrates to heads
+    with open_root(db) as no:  # opening migrates to heads
         revs = no.db.upgrade()
         url = no.db.url
     typer.echo(f"{redact_url(url)}: at {', '.join(revs) or '(empty)'}")
@@ -212,7 +203,7 @@ def current(db: DbOption = None) -> None:
     """Show the database URL, its migration revisions and the shipped heads."""
     from nightowl.storage import head_revisions, redact_url
 
-    with _open(db, migrate=False) as no:
+    with open_root(db, migrate=False) as no:
         revs = no.db.current_revisions()
         url = no.db.url
     heads = head_revisions()

@@ -1,14 +1,17 @@
-"""CLI options shared by several commands (defined once)."""
+"""CLI options shared by several commands (defined once), and the root they open."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nightowl.agent.acceptance import rule_syntax
 from nightowl.agent.budget import DEFAULT_MAX_STEPS
 from nightowl.agent.presets import ladder_syntax
+
+if TYPE_CHECKING:
+    from nightowl.app import Nightowl
 
 #: the database of a command that opens one (``--db``)
 DbOption = Annotated[
@@ -50,3 +53,13 @@ BACKTRACK = typer.Option(
 DEMOS_PER = typer.Option(
     "step", help="retrieve demos every step, or once per episode (stable cached prefix)"
 )
+
+
+def open_root(db: str | None = None, *, migrate: bool = True) -> Nightowl:
+    """The composition root over ``--db`` (default: the configured database).
+
+    ``migrate=False`` opens the database as it is (for inspecting its revisions).
+    """
+    from nightowl.app import Nightowl
+
+    return Nightowl.open(db_url=db, migrate=migrate)

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from nightowl.cli._errors import one_line_errors
-
-if TYPE_CHECKING:
-    from nightowl.app import Nightowl
+from nightowl.cli._options import open_root
 
 keys_app = typer.Typer(
     help="API keys of `nightowl serve` (stored hashed in SQL).", no_args_is_help=True
 )
-
-
-def _root() -> Nightowl:
-    """The composition root over the configured database (`nightowl keys ...`)."""
-    from nightowl.app import Nightowl
-
-    return Nightowl.open()
 
 
 def serve(
@@ -129,7 +120,7 @@ def create(
     ] = None,
 ) -> None:
     """Create a key; prints it once (only its hash is stored)."""
-    with one_line_errors(), _root() as no:
+    with one_line_errors(), open_root() as no:
         plaintext, key = no.keys.create(name, tenant=tenant, budget_usd=budget)
         typer.echo(plaintext)
         typer.echo(f"id {key.id[:12]}  tenant {key.tenant}", err=True)
@@ -140,7 +131,7 @@ def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (never the keys)")] = False,
 ) -> None:
     """Keys: id, prefix, name, tenant, spend / budget, state."""
-    with one_line_errors(), _root() as no:
+    with one_line_errors(), open_root() as no:
         from dataclasses import asdict
 
         from nightowl.cli._schemas import KeyRow
@@ -162,7 +153,7 @@ def list_keys(
 @keys_app.command("revoke")
 def revoke(key: Annotated[str, typer.Argument(help="key id (prefix) or key prefix")]) -> None:
     """Revoke a key (requests with it get 401 from then on)."""
-    with one_line_errors(), _root() as no:
+    with one_line_errors(), open_root() as no:
         k = no.keys.revoke(key)
         typer.echo(f"revoked {k.id[:12]} ({k.name})")
 

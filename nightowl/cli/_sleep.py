@@ -13,10 +13,10 @@ from rich.table import Table
 
 from nightowl.cli._errors import one_line_errors
 from nightowl.cli._fit import fit
+from nightowl.cli._options import open_root
 from nightowl.errors import UserError
 
 if TYPE_CHECKING:
-    from nightowl.app import Nightowl
     from nightowl.sleeptime.service import SleepService
 
 sleep_app = typer.Typer(
@@ -24,13 +24,6 @@ sleep_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-
-
-def _root() -> Nightowl:
-    """The composition root (its ``sleep`` is the sleep-time service)."""
-    from nightowl.app import Nightowl
-
-    return Nightowl.open()
 
 
 def decode_text(data: bytes, source: str, *, binary_ok: bool = False) -> str:
@@ -82,7 +75,7 @@ def add(
     """Store a context; prints its id."""
     with one_line_errors():
         text = _read(file, binary_ok)
-        with _root() as no:
+        with open_root() as no:
             ctx = no.sleep.store.add_context(text, kind=kind, name=name or file.name)
     typer.echo(ctx.id)
 
@@ -97,7 +90,7 @@ def update(
     """Change a context; its learned context becomes stale (never used while stale)."""
     with one_line_errors():
         text = _read(file, binary_ok)
-        with _root() as no:
+        with open_root() as no:
             store = no.sleep.store
             ctx = store.append(context, text) if append else store.set_content(context, text)
     typer.echo(f"{ctx.id} revision {ctx.revision}")
@@ -108,7 +101,7 @@ def list_contexts(
     as_json: bool = typer.Option(False, "--json", help="print JSON (a list of rows)"),
 ) -> None:
     """Contexts with the state of their learned context and their queue priority."""
-    with _root() as no:
+    with open_root() as no:
         _list(no.sleep, as_json)
 
 
@@ -162,10 +155,10 @@ def run(
     ),
 ) -> None:
     """Compute learned contexts: enqueue to workers, or run in-process with no broker."""
-    from nightowl.app import contexts_to_learn, learn_contexts
-    from nightowl.sleeptime.runner import RunnerEvent
+    from nightowl.app import contexts_to_learn
+    from nightowl.sleeptime.runner import RunnerEvent, run_jobs
 
-    with _root() as app:
+    with open_root() as app:
         svc = app.sleep
         config = svc.sleep.generator(max_rounds=rounds or None, drafts=drafts or None)
         refs = contexts_to_learn(app, context or None)
@@ -175,7 +168,8 @@ def run(
         if svc.settings.broker_url and not in_process:
             from nightowl.workers.app import default_queue
 
-            ids, _ = learn_contexts(app, refs, config=config, queue=default_queue())
+            queue = default_queue()
+            ids = [queue.enqueue_learn(ref, config) for ref in refs]
             for ref, task_id in zip(refs, ids, strict=True):
                 typer.echo(f"enqueued {ref[:12]} task {task_id}")
             return
@@ -193,9 +187,7 @@ def run(
                 )
 
         with console.status(f"thinking about {len(refs)} context(s) with {config.model}"):
-            _, outcomes = learn_contexts(
-                app, refs, config=config, max_wait_s=max_wait, on_event=show
-            )
+            outcomes = run_jobs(svc, refs, config=config, max_wait_s=max_wait, on_event=show)
         left = [o for o in outcomes if o.status not in ("stored", "exists")]
         if left:
             typer.echo(f"{len(left)} job(s) still pending (run again when serving is idle)")
@@ -211,7 +203,7 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
 ) -> None:
     """Answer a question about a context, using its fresh learned context if any."""
-    with _root() as no:
+    with open_root() as no:
         res = asyncio.run(
             no.sleep.ask(context, question, budget=budget, mode=mode, use_learned=not no_learned)
         )
@@ -234,7 +226,7 @@ def ask(
 @sleep_app.command("show")
 def show(context: str = typer.Argument(..., help="context id, id prefix or name")) -> None:
     """Print a context's newest learned context."""
-    with _root() as no:
+    with open_root() as no:
         ctx = no.sleep.store.get(context)
         status, learned = no.sleep.store.fresh_learned(ctx)
     if learned is None:
