@@ -178,10 +178,10 @@ class ChatCascade:
         self.mode = mode
 
     async def sample(
-        self, messages: tuple[ChatMessage, ...], sampling: Sampling, *, mode: Mode | None = None
-    ) -> tuple[list[TierReply], Agreement, Usage, float]:
-        """The student's ``n`` replies (one batched call) and their agreement."""
-        n = 1 if (mode or self.mode) == "student" else self.n
+        self, messages: tuple[ChatMessage, ...], sampling: Sampling, mode: Mode
+    ) -> CascadeOutcome:
+        """The student's ``n`` replies (one batched call), their agreement and its winner."""
+        n = 1 if mode == "student" else self.n
         temperature = self.sample_temperature if n > 1 else sampling.temperature
         result = await self.student.generate(
             sampling.request(messages, n=n, temperature=temperature)
@@ -190,22 +190,17 @@ class ChatCascade:
         cost = self.student.prices.cost(
             u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens
         )
-        replies = [
-            TierReply(
-                text=c.text,
-                tier="student",
-                usage=Usage(),
-                cost_usd=0.0,
-                finish_reason=c.finish_reason,
-            )
-            for c in result.completions
-        ]
-        agreement = measure_agreement([r.text for r in replies], self.embedder, sim=self.sim)
-        return replies, agreement, u, cost
+        agreement = measure_agreement(result.texts, self.embedder, sim=self.sim)
+        best = result.completions[agreement.winner]
+        reply = TierReply(
+            text=best.text, tier="student", usage=Usage(), cost_usd=0.0,
+            finish_reason=best.finish_reason,
+        )
+        return CascadeOutcome(reply=reply, agreement=agreement, usage=u, cost_usd=cost)
 
-    async def accepts(self, agreement: Agreement) -> bool:
+    async def accepts(self, agreement: Agreement | None) -> bool:
         """The rule's verdict on the replies' votes (the samples already drawn)."""
-        if self.rule is None:
+        if self.rule is None or agreement is None:
             return False
         keys = list(agreement.keys)
 
@@ -220,27 +215,23 @@ class ChatCascade:
     ) -> CascadeOutcome:
         """Answer one turn (``mode`` overrides the cascade's own for this turn)."""
         mode = mode or self.mode
-        usage, cost = Usage(), 0.0
-        agreement: Agreement | None = None
-        fallback: TierReply | None = None
+        student: CascadeOutcome | None = None
         if mode != "teacher" or self.teacher is None:
-            replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
-            fallback = replies[agreement.winner]
-            if mode == "student" or self.teacher is None or await self.accepts(agreement):
-                return CascadeOutcome(
-                    reply=fallback, agreement=agreement, usage=usage, cost_usd=cost
-                )
+            student = await self.sample(messages, sampling, mode)
+            if mode == "student" or self.teacher is None or await self.accepts(student.agreement):
+                return student
         answer = await self.teacher.reply(messages, question, sampling)
-        if answer is None:
-            if fallback is None:  # teacher-only mode and the oracle has no answer
-                replies, agreement, usage, cost = await self.sample(messages, sampling, mode=mode)
-                fallback = replies[agreement.winner]
-            return CascadeOutcome(reply=fallback, agreement=agreement, usage=usage, cost_usd=cost)
+        if answer is None:  # the student's reply (drawn now in teacher-only mode)
+            return student or await self.sample(messages, sampling, mode)
+        if student is None:
+            return CascadeOutcome(
+                reply=answer, agreement=None, usage=answer.usage, cost_usd=answer.cost_usd
+            )
         return CascadeOutcome(
             reply=answer,
-            agreement=agreement,
-            usage=usage + answer.usage,
-            cost_usd=cost + answer.cost_usd,
+            agreement=student.agreement,
+            usage=student.usage + answer.usage,
+            cost_usd=student.cost_usd + answer.cost_usd,
         )
 
 
