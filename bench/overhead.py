@@ -285,17 +285,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results["configs"][label] = r
         print(label, r, flush=True)
     if args.stored > 0 and (not args.only or "retrieval" in args.only):
-        from retrieval import build_store  # bench/retrieval.py
-        from rich.console import Console
+        from retrieval import fill_sql  # bench/retrieval.py
 
-        from nightowl.memory import MemorySettings
+        from nightowl.memory import DemoMemory, MemorySettings
 
         root = Path(tempfile.mkdtemp(prefix="nightowl-overhead-store-"))
         t0 = time.perf_counter()
         settings = MemorySettings(threads=int(os.environ.get("NIGHTOWL_THREADS", "1")),
                                   save_interval_s=3600.0, refresh_interval_s=None)
-        mem, db, _eps, _build = build_store(root, args.stored, TimedEmbedder(), 7, settings,
-                                            Console(stderr=True))
+        db = open_db(url=f"sqlite:///{root / 'store.db'}")
+        embedder = TimedEmbedder()
+        fill_sql(db, args.stored, seed=7, fake=embedder, s=settings)
+        mem = DemoMemory(db, embedder, root / "indexes", settings)
         results["store"] = {"steps": args.stored, "fill_s": round(time.perf_counter() - t0, 1)}
         label = f"graph + recording + checkpoints + retrieval ({args.stored} stored steps)"
         r = await run_config(label=label, tasks=tasks, repeats=args.repeats, record=True,
