@@ -56,10 +56,11 @@ DEMOS_PER = typer.Option(
 
 
 def open_root(db: str | None = None, *, migrate: bool = True) -> Nightowl:
-    """The composition root over ``--db`` (default: the configured database).
+    """The composition root over ``--db`` (default: the configured database), settings read now.
 
     ``migrate=False`` opens the database as it is (for inspecting its revisions).
     """
     from nightowl.app import Nightowl
+    from nightowl.config import load_settings
 
-    return Nightowl.open(db_url=db, migrate=migrate)
+    return Nightowl.open(load_settings(), db_url=db, migrate=migrate)
