@@ -144,10 +144,3 @@ async def _setup_serialised(saver: Any, conninfo: str, poll_s: float = 0.1) -> N
     finally:
         await lock.close()  # closing the session releases its advisory locks
 
-
-__all__ = [
-    "is_postgres",
-    "open_checkpointer",
-    "postgres_conninfo",
-    "sqlite_checkpoint_path",
-]

@@ -26,5 +26,3 @@ def load_target(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
-
-__all__ = ["entry_point_targets", "load_target"]

@@ -149,10 +149,6 @@ class Database:
         _upgrade_heads(self.engine, self.url)
         return self.current_revisions()
 
-    def dispose(self) -> None:
-        """Close pooled connections (the object stays usable; new ones open lazily)."""
-        self.engine.dispose()
-
 
 def _is_transient(exc: DBAPIError) -> bool:
     msg = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()

@@ -217,14 +217,3 @@ def _clean(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {k: v for k, v in attributes.items() if v is not None}
 
-
-__all__ = [
-    "current_span",
-    "setup_tracing",
-    "span",
-    "set_attributes",
-    "model_call_span",
-    "traces_mode",
-    "tracer",
-    "use_provider",
-]
