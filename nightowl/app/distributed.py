@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, model_validator
 
-from nightowl.app.leasing import Heartbeat, load_lease_settings
+from nightowl.app.leasing import Ticker, load_lease_settings
 from nightowl.app.plan import RunPlan, RunSpec, as_plan
 from nightowl.app.runs import run_config, run_episodes
 from nightowl.ledger.fenced import FencedLedger
@@ -137,7 +137,8 @@ async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
         return _played(job, results[0], status="unleased")
     fenced = FencedLedger(app.ledger, leases, holder)
     try:
-        with Heartbeat(leases, holder, settings.heartbeat_every):
+        with Ticker("nightowl-heartbeat", settings.heartbeat_every,
+                    lambda: leases.heartbeat(holder), f"heartbeat of {holder.task_id}"):
             _, results, _ = await run_episodes(app, plan, ledger=fenced)
     except LeaseLostError as exc:
         return outcome("lost", str(exc), holder.attempt)

@@ -2,8 +2,9 @@
 
 - `LeaseSettings` (``NIGHTOWL_EPISODE_*``): lease length, heartbeat and check periods,
   attempts before an episode is given up as an infrastructure failure.
-- `Heartbeat`: a thread that refreshes the holder's lease every ``heartbeat_s`` while the
-  episode runs (a step may take longer than the lease; the heartbeat does not).
+- `Ticker`: a thread that calls a function periodically: the heartbeat that refreshes the
+  holder's lease every ``heartbeat_s`` while the episode runs (a step may take longer
+  than the lease; the heartbeat does not), and each worker's lease monitor.
 - `check_leases`: one pass of the re-queue check (each worker's lease monitor runs it every
   ``check_s``; so does ``nightowl run --via celery --watch``): expired leases move to the
   next generation and are sent again; queued leases whose message was lost (broker
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +25,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nightowl.errors import ConfigError
-from nightowl.ledger.leases import Holder, LeaseStore
+from nightowl.ledger.leases import LeaseStore
 
 if TYPE_CHECKING:
     from nightowl.storage import Database
@@ -83,28 +85,36 @@ class Resender(Protocol):
         """Messages waiting on the episodes queue (None: unknown)."""
 
 
-class Heartbeat:
-    """Refreshes a lease from a thread while the episode runs (a context manager)."""
+class Ticker:
+    """Calls ``tick`` every ``every_s`` seconds from a daemon thread until stopped.
 
-    def __init__(self, leases: LeaseStore, holder: Holder, every_s: float) -> None:
-        self.leases = leases
-        self.holder = holder
+    Used for the holder's heartbeat (as a context manager: it runs for the block) and
+    for a worker's lease monitor (started for the worker's life). ``tick`` returning
+    False ends the thread; an exception (the database or broker down) is logged as
+    "``what`` failed" and the next period tries again.
+    """
+
+    def __init__(self, name: str, every_s: float, tick: Callable[[], object], what: str) -> None:
         self.every_s = every_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="nightowl-heartbeat",
+        self._thread = threading.Thread(target=self._loop, args=(tick, what), name=name,
                                         daemon=True)
 
-    def _loop(self) -> None:
+    def _loop(self, tick: Callable[[], object], what: str) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                if not self.leases.heartbeat(self.holder):
-                    return  # the lease was taken over: the fenced writes will fail
-            except Exception as exc:  # noqa: BLE001 - a database hiccup: try again next beat
-                log.warning("heartbeat of %s failed: %s", self.holder.task_id, exc)
+                if tick() is False:
+                    return  # a heartbeat's lease was taken over: the fenced writes will fail
+            except Exception as exc:  # noqa: BLE001 - a hiccup: try again next period
+                log.warning("%s failed: %s", what, exc)
 
-    def __enter__(self) -> Heartbeat:
+    def start(self) -> Ticker:
+        """Start the thread."""
         self._thread.start()
         return self
+
+    def __enter__(self) -> Ticker:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -152,31 +162,3 @@ def run_progress(db: Database, run_id: str) -> RunProgress:
     n = Counter(r.state for r in rows)
     return RunProgress(total=len(rows), finished=n["done"], running=n["running"],
                        queued=n["queued"], failed=n["failed"])
-
-
-class LeaseMonitor:
-    """Runs `check_leases` every ``check_every`` seconds in a daemon thread."""
-
-    def __init__(self, db: Database, queue: Resender, settings: LeaseSettings) -> None:
-        self.db = db
-        self.queue = queue
-        self.settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="nightowl-lease-monitor",
-                                        daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.check_every):
-            try:
-                check_leases(self.db, self.queue, self.settings)
-            except Exception as exc:  # noqa: BLE001 - broker or database down: next pass
-                log.warning("lease check failed: %s", exc)
-
-    def start(self) -> LeaseMonitor:
-        """Start the thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the thread (returns at once; the thread ends within one period)."""
-        self._stop.set()

@@ -166,7 +166,9 @@ _MONITOR: list[Any] = []
 @worker_ready.connect
 def start_lease_monitor(sender: Any = None, **_: Any) -> None:
     """A worker consuming ``episodes`` re-queues expired episode leases (every check_s)."""
-    from nightowl.app.leasing import LeaseMonitor, load_lease_settings
+    from functools import partial
+
+    from nightowl.app.leasing import Ticker, check_leases, load_lease_settings
 
     try:
         queues = {q.name for q in sender.task_consumer.queues}
@@ -176,7 +178,8 @@ def start_lease_monitor(sender: Any = None, **_: Any) -> None:
         return
     settings = load_lease_settings()
     queue = CeleryQueue(getattr(sender, "app", None) or current_app)
-    monitor = LeaseMonitor(root().db, queue, settings).start()
+    monitor = Ticker("nightowl-lease-monitor", settings.check_every,
+                     partial(check_leases, root().db, queue, settings), "lease check").start()
     _MONITOR.append(monitor)
     log.info("lease monitor: lease %.0f s, check every %.1f s", settings.lease_s,
              settings.check_every)
