@@ -13,7 +13,6 @@ from nightowl.app.plan import RunSpec
 from nightowl.app.root import Nightowl
 from nightowl.app.runs import RunSummary, run_tasks
 from nightowl.app.showcase import ShowcaseOptions, run_showcase
-from nightowl.app.sleep import contexts_to_learn, rebuild_index
 from nightowl.distill.calibrate import CalibrateOptions
 
 __all__ = [
@@ -29,8 +28,6 @@ __all__ = [
     "calibrate_rules",
     "collect_demos",
     "collect_states",
-    "contexts_to_learn",
-    "rebuild_index",
     "run_showcase",
     "run_tasks",
     "start_distributed_run",

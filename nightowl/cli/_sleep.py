@@ -155,13 +155,14 @@ def run(
     ),
 ) -> None:
     """Compute learned contexts: enqueue to workers, or run in-process with no broker."""
-    from nightowl.app import contexts_to_learn
     from nightowl.sleeptime.runner import RunnerEvent, run_jobs
 
     with open_root() as app:
         svc = app.sleep
         config = svc.sleep.generator(max_rounds=rounds or None, drafts=drafts or None)
-        refs = contexts_to_learn(app, context or None)
+        # one context (by id, prefix or name), else every one needing a c', by priority
+        refs = ([svc.store.get(context).id] if context
+                else [w.context.id for w in svc.plan(measure=svc.probe.check().idle)])
         if not refs:
             typer.echo("nothing to do: every context has a fresh learned context")
             return

@@ -115,13 +115,12 @@ class IndexRebuildPayload(BaseModel):
 @shared_task(name="nightowl.index.rebuild", **_RELIABLE)
 def rebuild_index(payload: dict) -> dict:
     """Rebuild every demo index from SQL (idempotent: SQL is the source of truth)."""
-    from nightowl.app import rebuild_index as rebuild
-
     name = "nightowl.index.rebuild"
+    what = "rebuilding the demo indexes"
     job = parse(IndexRebuildPayload, payload, name)
     base = root()
     if job.index_dir is None and job.embedder is None:
-        return {"rebuilt": rebuild(base, reembed=job.reembed)}
+        return {"rebuilt": base.demo_memory(what).rebuild(reembed=job.reembed)}
     from nightowl.memory import build_embedder
 
     # index files go only under the data home; a message cannot name a path elsewhere
@@ -129,7 +128,7 @@ def rebuild_index(payload: dict) -> dict:
     model = plain_name(job.embedder or base.settings.embedder, name)
     embedder = build_embedder(model, threads=base.settings.threads)
     with base.with_memory(embedder=embedder, memory_dir=index_dir) as other:
-        return {"rebuilt": rebuild(other, reembed=job.reembed)}
+        return {"rebuilt": other.demo_memory(what).rebuild(reembed=job.reembed)}
 
 
 @shared_task(name="nightowl.demos.collect", **_RELIABLE)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nightowl.agent.budget import EpisodeBudget
-from nightowl.app import CollectRequest, Nightowl, RunSpec, collect_demos, rebuild_index, run_tasks
+from nightowl.app import CollectRequest, Nightowl, RunSpec, collect_demos, run_tasks
 from nightowl.cli.main import main
 from nightowl.config import Settings, get_settings, load_settings
 from nightowl.envs.registry import select_tasks
@@ -124,7 +124,7 @@ async def test_a_configured_demo_store_serves_collection_and_runs(tmp_path: Path
         assert summary.episodes == 1 and store.retrievals >= 1
         # DemoMemory's index maintenance refuses another store with a clear error
         with pytest.raises(ConfigError, match="built-in demo memory.*ToyStore"):
-            rebuild_index(app)
+            app.demo_memory("rebuilding the demo indexes").rebuild()
         assert store.refresh() is False  # the DemoStore default: nothing to reload
 
 
