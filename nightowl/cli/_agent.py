@@ -421,11 +421,3 @@ def calibrate(
         console.print(f"written: {out}")
     exit_on_errors(sink.errors)
 
-
-def register(app: typer.Typer) -> None:
-    """Add the top-level agent commands to the root app."""
-    app.command("demo")(demo)
-    app.command("collect")(collect)
-    app.command("run")(run)
-    app.command("report")(report)
-    app.command("calibrate")(calibrate)

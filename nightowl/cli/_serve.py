@@ -176,8 +176,3 @@ def startup_line(settings: Any, *, student: str | None, teacher: str | None,
     tiers.append("API keys required" if auth else "no API keys")
     return "tiers: " + "; ".join(tiers)
 
-
-def register(app: typer.Typer) -> None:
-    """Add `serve` and `keys` to the root app."""
-    app.command("serve")(serve)
-    app.add_typer(keys_app, name="keys")

@@ -15,13 +15,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 
-from nightowl.cli._agent import register as register_agent  # noqa: E402
+from nightowl.cli._agent import calibrate, collect, demo, report, run  # noqa: E402
 from nightowl.cli._envs import envs_app  # noqa: E402
 from nightowl.cli._info import info, schema  # noqa: E402
 from nightowl.cli._ledger import db_app, ledger_app  # noqa: E402
 from nightowl.cli._memory import memory_app  # noqa: E402
 from nightowl.cli._models import models_app  # noqa: E402
-from nightowl.cli._serve import register as register_serve  # noqa: E402
+from nightowl.cli._serve import keys_app, serve  # noqa: E402
 from nightowl.cli._sleep import sleep_app  # noqa: E402
 from nightowl.cli._worker import worker  # noqa: E402
 from nightowl.errors import NightowlError, UserError  # noqa: E402
@@ -38,18 +38,13 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-# One line per subsystem; each module keeps its commands thin.
-register_agent(app)  # demo, collect, run, report, calibrate
-app.command("worker")(worker)
-app.command("info")(info)
-app.command("schema")(schema)
-app.add_typer(db_app, name="db")
-app.add_typer(envs_app, name="envs")
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(memory_app, name="memory")
-app.add_typer(models_app, name="models")
-app.add_typer(sleep_app, name="sleep")
-register_serve(app)  # serve, keys
+# Each module keeps its commands thin; a command is named after its function.
+for command in (demo, collect, run, report, calibrate, worker, info, schema, serve):
+    app.command()(command)
+for name, sub_app in (("db", db_app), ("envs", envs_app), ("ledger", ledger_app),
+                      ("memory", memory_app), ("models", models_app), ("sleep", sleep_app),
+                      ("keys", keys_app)):
+    app.add_typer(sub_app, name=name)
 
 
 def main() -> None:
