@@ -24,7 +24,7 @@ claimed ``max_attempts`` times without finishing, fails as an infrastructure err
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, model_validator
 
@@ -121,9 +121,13 @@ async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
     plan = job.run_plan(app)
     leases = LeaseStore(app.db)
 
-    def outcome(status: str, reason: str, attempt: int = 0) -> EpisodeOutcome:
-        return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=False, steps=0,
-                              reason=reason, status=status, attempt=attempt)  # type: ignore[arg-type]
+    def outcome(status: str, reason: str = "", attempt: int = 0,
+                ep: EpisodeResult | None = None) -> EpisodeOutcome:
+        """A played episode's outcome (``ep``), else one with nothing played for ``reason``."""
+        return EpisodeOutcome(
+            run_id=job.run_id, task_id=job.task_id, success=ep.success if ep else False,
+            steps=ep.steps if ep else 0, reason=ep.reason if ep else reason,
+            status=status, attempt=attempt)  # type: ignore[arg-type]
 
     holder = leases.claim(job.run_id, job.task_id, job.gen, settings.lease_s)
     if holder is None and (row := leases.get(job.run_id, job.task_id)) is not None:
@@ -134,7 +138,7 @@ async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
         app.memory.refresh()  # demos other workers or hosts added since this index was built
     if holder is None:  # a job of a run enqueued before leases existed: run it as before
         _, results, _ = await run_episodes(app, plan)
-        return _played(job, results[0], status="unleased")
+        return outcome("unleased", ep=results[0])
     fenced = FencedLedger(app.ledger, leases, holder)
     try:
         with Ticker("nightowl-heartbeat", settings.heartbeat_every,
@@ -148,10 +152,5 @@ async def run_episode_job(app: Nightowl, job: EpisodeJob) -> EpisodeOutcome:
     if not leases.finish(holder):
         return outcome("lost", "lease taken over before the episode was marked done",
                        holder.attempt)
-    return _played(job, results[0], attempt=holder.attempt)
+    return outcome("finished", attempt=holder.attempt, ep=results[0])
 
-
-def _played(job: EpisodeJob, ep: EpisodeResult, **kw: Any) -> EpisodeOutcome:
-    """The outcome of a job whose episode was played (finished, or ``kw``'s status)."""
-    return EpisodeOutcome(run_id=job.run_id, task_id=job.task_id, success=ep.success,
-                          steps=ep.steps, reason=ep.reason, **kw)

@@ -8,8 +8,8 @@ CLI turns these into rich progress bars, a worker into log lines, a test into a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,11 +62,8 @@ class Message:
 Event = PhaseStarted | PhaseAdvanced | PhaseNote | EpisodeDone | Message
 
 
-class ProgressSink(Protocol):
-    """Receives progress events (must not raise; must be cheap)."""
-
-    def __call__(self, event: Event) -> None:
-        """Handle one event."""
+#: receives progress events (must not raise; must be cheap)
+ProgressSink = Callable[[Event], None]
 
 
 def ignore(event: Event) -> None:
