@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from nightowl.agent.budget import DEMO_MAX_STEPS, EpisodeBudget
 from nightowl.app.collect import CollectRequest, collect_demos
 from nightowl.app.events import Message, ProgressSink, ignore
-from nightowl.app.plan import RunPlan, RunSpec, StudentChoice, resolve_student
+from nightowl.app.plan import RunPlan, RunSpec, resolve_student
 from nightowl.app.root import Nightowl
 from nightowl.app.runs import RunSummary, run_tasks
 from nightowl.config import Settings
@@ -180,24 +180,6 @@ def arm_verdict(teacher: RunSummary, arm: RunSummary, *, goal: float = 3.0) -> s
     return f"{label}: pays {ratio:.2f}x at {level}; {reach} the {goal:g}x goal"
 
 
-def _student_settings(settings: Settings, student: StudentChoice) -> tuple[Settings, str | None]:
-    """Settings for the showcase's own database, and the in-process student's dtype line.
-
-    The student's registry entry carries the plan's dtype, so the root's backend of the
-    student is the one the arms run (and `Nightowl.cold_start` clears).
-    """
-    from nightowl.llm.dtype import resolve_dtype
-
-    dsettings = student.settings(settings).model_copy(
-        update={"home": settings.home / "demo", "database_url": None})
-    spec = dsettings.model(student.name)
-    if spec.backend != "transformers":
-        return dsettings, None
-    requested = spec.params.get("dtype")
-    dtype, why = resolve_dtype(str(requested) if requested else None)
-    return dsettings, f"{dtype} ({why})"
-
-
 def arm_plans(settings: Settings, opts: ShowcaseOptions) -> list[RunPlan]:
     """One plan per configuration (test tasks not chosen yet); raises on bad input."""
     return [
@@ -233,7 +215,18 @@ async def run_showcase(
     if opts.fresh and demo_home.exists():
         shutil.rmtree(demo_home)
     demo_home.mkdir(parents=True, exist_ok=True)
-    dsettings, dtype = _student_settings(settings, choice)
+    # the showcase's own database; the student's registry entry carries the plan's dtype,
+    # so the root's backend of the student is the one the arms run (and cold_start clears)
+    dsettings = choice.settings(settings).model_copy(
+        update={"home": demo_home, "database_url": None})
+    spec = dsettings.model(student)
+    dtype = None  # the in-process student's dtype line
+    if spec.backend == "transformers":
+        from nightowl.llm.dtype import resolve_dtype
+
+        requested = spec.params.get("dtype")
+        resolved, why = resolve_dtype(str(requested) if requested else None)
+        dtype = f"{resolved} ({why})"
     sink(Message(text=f"nightowl demo on {opts.env}/{opts.game or '*'}: {opts.train_tasks} "
                       f"train tasks (oracle demos), {opts.test_tasks} test tasks"))
     sink(Message(text=prices_line(settings, student)))

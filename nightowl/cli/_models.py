@@ -62,18 +62,6 @@ def list_models(
     Console().print(fit(table))
 
 
-def _ledger_recorder(stack: ExitStack, name: str, settings: Any) -> tuple[Any, str]:
-    """``name``'s backend metered by the root's ledger (role "try"), if a DB is usable.
-
-    The root stays open (on ``stack``) until the command is done.
-    """
-    from nightowl.app import Nightowl
-
-    no = stack.enter_context(Nightowl.open(settings))
-    run_id = no.ledger.start_run(f"models try {name}", kind="try", config={"model": name})
-    return no.model(name, run_id=run_id, role="try"), run_id
-
-
 @models_app.command("try")
 def try_model(
     name: Annotated[str, typer.Argument(help="registry name, e.g. smollm2")],
@@ -89,6 +77,7 @@ def try_model(
     ] = True,
 ) -> None:
     """Send one prompt; print the completion, token usage and cost."""
+    from nightowl.app import Nightowl
     from nightowl.config import load_settings
     from nightowl.llm.base import ChatMessage, GenerationRequest, require_text
     from nightowl.llm.registry import build_backend
@@ -109,9 +98,11 @@ def try_model(
             request = sampled(messages=tuple(turns))
         backend = build_backend(name, settings)
         run_id = None
-        if record:
+        if record:  # metered by the root's ledger (role "try"), if a database is usable
             try:
-                backend, run_id = _ledger_recorder(stack, name, settings)
+                no = stack.enter_context(Nightowl.open(settings))  # open until the end
+                rid = no.ledger.start_run(f"models try {name}", kind="try", config={"model": name})
+                backend, run_id = no.model(name, run_id=rid, role="try"), rid
             except NightowlError as exc:
                 typer.secho(f"warning: not recorded in the ledger: {exc}", err=True)
         result = asyncio.run(backend.generate(request))
