@@ -97,7 +97,10 @@ async def collect_states(
     choice = student or resolve_student(settings)
     model = choice.backend(app)
     tprices = settings.model(settings.teacher_price_model).prices
-    ids = dev_candidates(opts)
+    # the dev tasks it may walk, in order: ``tasks``, then up to ``max_tasks``
+    ids = list(opts.task_ids) if opts.task_ids else select_tasks(
+        opts.env, opts.split, max(opts.tasks, opts.max_tasks if opts.min_states else opts.tasks),
+        game=opts.game)
     env = make_env(opts.env)
     builder = student_prompt(opts.env, k_episodes=opts.k_episodes, window=opts.window)
     loop = LoopConfig()  # the loop's retrieval: its history length and k_steps
@@ -205,14 +208,6 @@ async def free_text_state(
         expert=expert, prompt_tokens=model.count_tokens(prompt), choice_tokens=completion,
         teacher_cost=teacher_cost, free_text=True,
     )
-
-
-def dev_candidates(opts: CalibrateOptions) -> list[str]:
-    """The dev tasks calibration may walk, in order: ``tasks``, then up to ``max_tasks``."""
-    if opts.task_ids:
-        return list(opts.task_ids)
-    n = max(opts.tasks, opts.max_tasks if opts.min_states else opts.tasks)
-    return select_tasks(opts.env, opts.split, n, game=opts.game)
 
 
 def _dev_row(rule: str, spec: str, temperature: float, summary: Any,

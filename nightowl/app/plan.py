@@ -208,15 +208,11 @@ def _as_rule(value: Any) -> AcceptanceRule | None:
     raise ValueError(f"not an acceptance rule: {value!r}")
 
 
-def _rule_spec(rule: AcceptanceRule | None) -> str | None:
-    return None if rule is None else rule.spec()
-
-
 #: a rule object in a plan, written as its ``--rule`` spec in JSON
 PlanRule = Annotated[
     AcceptanceRule | None,
     PlainValidator(_as_rule),
-    PlainSerializer(_rule_spec, return_type=str | None),
+    PlainSerializer(lambda rule: None if rule is None else rule.spec(), return_type=str | None),
 ]
 
 
