@@ -58,7 +58,6 @@ def sqlite_checkpoint_path(settings: Settings) -> Path:
 async def open_checkpointer(
     settings: Settings,
     *,
-    sqlite_path: Path | None = None,
     pool_size: int = 4,
     connect_timeout_s: float = 30.0,
 ) -> AsyncIterator[BaseCheckpointSaver[str]]:
@@ -66,7 +65,6 @@ async def open_checkpointer(
 
     Args:
         settings: nightowl settings; ``resolved_database_url`` decides the store.
-        sqlite_path: override the SQLite file (ignored for PostgreSQL).
         pool_size: most PostgreSQL connections held at once.
         connect_timeout_s: how long to wait for the first PostgreSQL connection.
 
@@ -105,7 +103,7 @@ async def open_checkpointer(
 
     # The inline saver: a checkpoint is one short local transaction, written on the
     # event loop (no aiosqlite thread hops; see nightowl/checkpoints_sqlite.py).
-    with open_sqlite_checkpointer(sqlite_path or sqlite_checkpoint_path(settings)) as saver:
+    with open_sqlite_checkpointer(sqlite_checkpoint_path(settings)) as saver:
         saver.setup()
         yield saver
 
