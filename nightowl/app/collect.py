@@ -144,14 +144,10 @@ def add_demos(app: Nightowl, summary: RunSummary) -> int:
     mem = app.memory
     added = 0
     for ep in summary.episodes_detail:
-        if not ep["success"]:
-            continue
-        steps = mem.episode_steps(ep["episode_id"])
-        if not steps:
-            continue
-        # the goal the first step recorded, else the task id
-        goal = (getattr(steps[0], "meta", None) or {}).get("goal") or ep["task_id"]
-        mem.add_episode(ep["episode_id"], str(goal), steps, source="collect")
-        added += 1
+        if ep["success"] and (steps := mem.episode_steps(ep["episode_id"])):
+            # the goal the first step recorded, else the task id
+            goal = (steps[0].meta or {}).get("goal") or ep["task_id"]
+            mem.add_episode(ep["episode_id"], str(goal), steps, source="collect")
+            added += 1
     mem.flush()
     return added
