@@ -211,10 +211,7 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
     lock_path = Path(database).with_name(Path(database).name + ".migrate.lock")
     with open(lock_path, "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        yield  # closing the file releases the lock
 
 
 def _upgrade_heads(engine: Engine, url: str) -> None:
