@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,9 +15,6 @@ from nightowl.cli._errors import one_line_errors
 from nightowl.cli._fit import fit
 from nightowl.cli._options import open_root
 from nightowl.errors import UserError
-
-if TYPE_CHECKING:
-    from nightowl.sleeptime.service import SleepService
 
 sleep_app = typer.Typer(
     help="Sleep-time compute: think about known contexts while idle, answer cheaply later.",
@@ -101,27 +98,24 @@ def list_contexts(
     as_json: bool = typer.Option(False, "--json", help="print JSON (a list of rows)"),
 ) -> None:
     """Contexts with the state of their learned context and their queue priority."""
-    with open_root() as no:
-        _list(no.sleep, as_json)
-
-
-def _list(svc: SleepService, as_json: bool) -> None:
     from nightowl.cli._schemas import ContextRow
     from nightowl.sleeptime.policy import rank
 
-    contexts = svc.store.list_contexts()
-    pending = {w.context.id: w for w in svc.plan()}
-    ranked = {w.context.id: w for w in rank(svc.store, [(c, "") for c in contexts])}
-    counts = svc.store.query_counts()
-    rows: list[ContextRow] = []
-    for ctx in contexts:
-        status, learned = svc.store.fresh_learned(ctx)
-        rows.append(ContextRow(
-            id=ctx.id, name=ctx.name, kind=ctx.kind, revision=ctx.revision,
-            learned_status=status, learned_version=learned.version if learned else None,
-            queries=counts.get(ctx.id, 0), priority=ranked[ctx.id].priority,
-            needs=pending[ctx.id].reason if ctx.id in pending else "",
-        ))
+    with open_root() as no:
+        svc = no.sleep
+        contexts = svc.store.list_contexts()
+        pending = {w.context.id: w for w in svc.plan()}
+        ranked = {w.context.id: w for w in rank(svc.store, [(c, "") for c in contexts])}
+        counts = svc.store.query_counts()
+        rows: list[ContextRow] = []
+        for ctx in contexts:
+            status, learned = svc.store.fresh_learned(ctx)
+            rows.append(ContextRow(
+                id=ctx.id, name=ctx.name, kind=ctx.kind, revision=ctx.revision,
+                learned_status=status, learned_version=learned.version if learned else None,
+                queries=counts.get(ctx.id, 0), priority=ranked[ctx.id].priority,
+                needs=pending[ctx.id].reason if ctx.id in pending else "",
+            ))
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
