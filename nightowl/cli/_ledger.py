@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,9 +12,6 @@ from rich.table import Table
 
 from nightowl.cli._fit import fit
 from nightowl.cli._options import DbOption, open_root
-
-if TYPE_CHECKING:
-    from nightowl.app import Nightowl
 
 ledger_app = typer.Typer(
     help="Cost ledger: runs, episodes, model and tool calls.", no_args_is_help=True
@@ -36,23 +33,19 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Costs of one run: per role calls/tokens/cost, episodes, success, cost-of-pass."""
-    with open_root(db) as no:
-        _show(no, run_id, episodes=episodes, as_json=as_json)
-
-
-def _show(no: Nightowl, run_id: str, *, episodes: bool, as_json: bool) -> None:
     from nightowl.cli._inflight import inflight_table, success_text
 
-    ledger = no.ledger
-    rid = ledger.resolve_run_id(run_id)
-    report = ledger.run_report(rid)
+    with open_root(db) as no:
+        rid = no.ledger.resolve_run_id(run_id)
+        report = no.ledger.run_report(rid)
+        costs = no.ledger.episode_costs(rid) if episodes else []
     if as_json:
         if episodes:
             from nightowl.cli._schemas import RunReportWithEpisodes
 
             full = RunReportWithEpisodes(
                 report=report.model_dump(mode="json"),
-                episodes=[e.model_dump(mode="json") for e in ledger.episode_costs(rid)],
+                episodes=[e.model_dump(mode="json") for e in costs],
             )
             typer.echo(full.model_dump_json(indent=2))
         else:
@@ -110,7 +103,7 @@ def _show(no: Nightowl, run_id: str, *, episodes: bool, as_json: bool) -> None:
         eps = Table(title="episodes")
         for col in ("task", "split", "status", "success", "steps", "calls", "teacher", "cost"):
             eps.add_column(col, justify="left" if col in ("task", "split", "status") else "right")
-        for e in ledger.episode_costs(rid):
+        for e in costs:
             eps.add_row(
                 e.task_id,
                 e.split,
