@@ -123,14 +123,6 @@ class Budget:
             for k, v in amounts.items():
                 self._used[k] = self.used_of(k) + float(v)
 
-    def try_charge(self, **amounts: float) -> bool:
-        """Charge if affordable; returns whether it did."""
-        try:
-            self.charge(**amounts)
-        except BudgetExceededError:
-            return False
-        return True
-
     def _first_violation(self, amounts: Mapping[str, float]) -> str | None:
         for k, v in amounts.items():
             if v < 0:

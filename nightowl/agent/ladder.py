@@ -125,11 +125,6 @@ class TierDecision:
         """Whether the tier accepted an action."""
         return self.action is not None
 
-    @property
-    def best_candidate(self) -> str | None:
-        """The most supported proposed action (also when the tier escalated)."""
-        return self.candidates[0][0] if self.candidates else None
-
 
 def accept(tier: str, actor: str, action: str, **kw: Any) -> TierDecision:
     """Shorthand for an accepting decision."""

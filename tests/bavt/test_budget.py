@@ -95,11 +95,12 @@ def test_majority_vote_never_exceeds_budget(outputs, tokens, tool_calls, seed) -
 )
 def test_step_budget_is_capped_by_episode(episode_tokens, used, step_tokens) -> None:
     episode = Budget(tokens=episode_tokens, tool_calls=5)
-    episode.try_charge(tokens=used)
+    if episode.can_afford(tokens=used):
+        episode.charge(tokens=used)
     step = sub_budget(episode, tokens=step_tokens, tool_calls=10)
     assert step.limit("tokens") <= episode.remaining("tokens")
     assert step.limit("tool_calls") == 5
-    step.try_charge(tokens=step.limit("tokens"), tool_calls=step.limit("tool_calls"))
+    step.charge(tokens=step.limit("tokens"), tool_calls=step.limit("tool_calls"))
     settle(episode, step)  # never raises: the step could only spend what the episode had
     assert episode.used_of("tokens") <= episode_tokens
 

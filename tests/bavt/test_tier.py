@@ -150,7 +150,7 @@ def test_final_actions_need_the_confident_bar() -> None:
                       env=env, env_name="multihop")
     dec = asyncio.run(BavtTier(model, accept_value=0.6).decide(ctx))
     assert not dec.accepted and "final action" in dec.reason
-    assert dec.best_candidate == "answer[Somebody]"
+    assert dec.candidates[0][0] == "answer[Somebody]"
     ok = asyncio.run(BavtTier(model, accept_value=0.6, accept_final_value=0.6).decide(ctx))
     assert ok.accepted and ok.action == "answer[Somebody]"
 

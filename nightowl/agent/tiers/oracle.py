@@ -28,10 +28,10 @@ class OracleTier(Tier):
         tokenizer: any object with ``count_tokens`` (a real tokenizer; only
             ``count_tokens`` is called, so no model weights need to be loaded).
         output_tokens: billed completion tokens per step (reasoning + action).
-        builder: the prompt builder the billed prompt is built with.
-        use_demos: whether the billed teacher prompt includes the retrieved demos.
+        builder: the prompt builder the billed prompt is built with (without demos).
     """
 
+    name = "teacher"
     actor = "oracle"
 
     def __init__(
@@ -42,16 +42,12 @@ class OracleTier(Tier):
         tokenizer: Any,
         output_tokens: int = 60,
         builder: PromptBuilder | None = None,
-        use_demos: bool = False,
-        name: str = "teacher",
     ) -> None:
         self.ledger = ledger
         self.prices = prices
         self.tokenizer = tokenizer
         self.output_tokens = output_tokens
         self.builder = builder or PromptBuilder()
-        self.use_demos = use_demos
-        self.name = name
 
     def describe(self) -> dict[str, Any]:
         """Configuration."""
@@ -69,7 +65,7 @@ class OracleTier(Tier):
         if env is None or not getattr(env, "has_expert", False):
             return escalate(self.name, self.actor, "no expert for this environment")
         # the usage a teacher LLM would have been billed for this step
-        prompt = build_prompt(self.builder, ctx, use_demos=self.use_demos)
+        prompt = build_prompt(self.builder, ctx, use_demos=False)
         usage = Usage(prompt_tokens=count_tokens(self.tokenizer, prompt),
                       completion_tokens=self.output_tokens)
         cost = self.prices.cost(usage.prompt_tokens, 0, usage.completion_tokens)

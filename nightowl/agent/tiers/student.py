@@ -126,15 +126,11 @@ class StudentTier(Tier):
             "prompt": self.builder.describe(),
         }
 
-    def prompt(self, ctx: StepContext) -> str:
-        """The completion prompt for this step."""
-        return build_prompt(self.builder, ctx, use_demos=self.use_demos)
-
     async def decide(self, ctx: StepContext) -> TierDecision:
         """Sample, vote (or score), accept or escalate."""
         started = time.perf_counter()
         model = self.model.bind(ctx.call_site())
-        prompt = self.prompt(ctx)
+        prompt = build_prompt(self.builder, ctx, use_demos=self.use_demos)
         ptoks = count_tokens(model, prompt)
         usage_box = [Usage()]
         cost_box = [0.0]

@@ -16,8 +16,12 @@ from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
 
 
 class TeacherTier(Tier):
-    """Any model as the teacher: one greedy answer, parsed; retried once on errors."""
+    """Any model as the teacher: one greedy answer, parsed; retried once on errors.
 
+    Its prompt has no demos; its answer is constrained to the valid actions when known.
+    """
+
+    name = "teacher"
     actor = "teacher"
 
     def __init__(
@@ -26,21 +30,15 @@ class TeacherTier(Tier):
         *,
         prices: Prices,
         builder: PromptBuilder | None = None,
-        use_demos: bool = False,
-        constrain: bool = True,
         max_tokens: int = 32,
         retries: int = 1,
-        name: str = "teacher",
     ) -> None:
         self.model = as_metered(model, role="teacher", prices=prices)
         self.prices = prices
         self.builder = builder or PromptBuilder()
-        self.use_demos = use_demos
-        self.constrain = constrain
         # a code action takes more than a one-line command
         self.max_tokens = max(max_tokens, self.builder.sample_max_tokens)
         self.retries = retries
-        self.name = name
 
     def describe(self) -> dict[str, Any]:
         """Configuration."""
@@ -54,7 +52,7 @@ class TeacherTier(Tier):
         started = time.perf_counter()
         valid = tuple(ctx.valid_actions) if ctx.valid_actions else None
         model = self.model.bind(ctx.call_site())
-        prompt = build_prompt(self.builder, ctx, use_demos=self.use_demos)
+        prompt = build_prompt(self.builder, ctx, use_demos=False)
         ptoks = count_tokens(model, prompt)
         bound_toks = ptoks + 8 + self.max_tokens
         bound = self.prices.cost(ptoks + 8, 0, self.max_tokens)
@@ -73,9 +71,7 @@ class TeacherTier(Tier):
                 max_tokens=self.max_tokens,
                 temperature=0.0,
                 stop=self.builder.sample_stop,
-                choices=(
-                    tuple(continuation(a) for a in valid) if (self.constrain and valid) else None
-                ),
+                choices=tuple(continuation(a) for a in valid) if valid else None,
             )
             try:
                 res = await model.generate(req)
