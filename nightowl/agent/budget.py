@@ -146,12 +146,10 @@ class Budget:
     def describe(self) -> str:
         """One line, e.g. ``steps 3/30, cost_usd 0.0012/0.05`` (for prompts and logs)."""
         with self._lock:
-            parts = []
-            for k in sorted(set(self._limits) | set(self._used)):
-                lim = self._limits.get(k)
-                u = self.used_of(k)
-                parts.append(f"{k} {u:g}/{lim:g}" if lim is not None else f"{k} {u:g}")
-            return ", ".join(parts)
+            return ", ".join(
+                f"{k} {self.used_of(k):g}" + (f"/{self._limits[k]:g}" if k in self._limits else "")
+                for k in sorted(self._limits.keys() | self._used.keys())
+            )
 
     def __repr__(self) -> str:
         return f"Budget({self.describe()})"

@@ -70,13 +70,6 @@ class EnvPool:
         self._free: list[Environment] = []
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> Environment:
-        """A free instance, or a new one."""
-        async with self._lock:
-            if self._free:
-                return self._free.pop()
-        return await asyncio.to_thread(self.factory)
-
     def release(self, env: Environment) -> None:
         """Give an instance back for the next episode."""
         self._free.append(env)
@@ -90,6 +83,7 @@ class EnvPool:
         return await asyncio.to_thread(_guarded, self.factory)
 
     async def _pooled(self) -> Environment | _Failed:
+        """A free instance, or a new one."""
         async with self._lock:
             if self._free:
                 return self._free.pop()
@@ -159,7 +153,9 @@ class EnvPool:
         Used after a restart: no model is called, the recorded actions are replayed
         (or restored in one go where the environment can snapshot).
         """
-        env = await self.acquire()
+        env = await self._pooled()
+        if isinstance(env, _Failed):
+            raise env.exc
         ok = await asyncio.to_thread(_guarded, _replay, env, task_id, tuple(actions))
         if isinstance(ok, _Failed):
             await self.discard(env)

@@ -172,7 +172,6 @@ class TierParts:
     prices: Any
     ledger: Any
     run_id: str
-    settings: Any
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -364,7 +364,6 @@ def ladder_from(
     )
     if alone:
         return Ladder([student], fallback="best")
-    parts = TierParts(student=smodel, prices=sprices, ledger=ledger, run_id=run_id,
-                      settings=settings)
+    parts = TierParts(student=smodel, prices=sprices, ledger=ledger, run_id=run_id)
     escalations = [_tier_factory(choice.preset, target)(parts) for target in p.escalations]
     return Ladder([student, *escalations, teacher_tier()], fallback=choice.fallback)

@@ -52,16 +52,10 @@ def scoring_bound(model: ModelBackend, prompt: str, continuations: list[str]) ->
 
 def sub_budget(parent: Budget, **limits: float | None) -> Budget:
     """A step budget: each limit capped by what ``parent`` has left of that resource."""
-    capped: dict[str, float | None] = {}
-    for name, lim in limits.items():
-        left = parent.remaining(name)
-        if lim is None:
-            capped[name] = None if math.isinf(left) else left
-        else:
-            capped[name] = min(float(lim), left)
-    for name in parent.limits:
-        if name not in capped and name in (TOKENS, TOOL_CALLS):
-            capped[name] = parent.remaining(name)
+    capped = {name: min(math.inf if lim is None else float(lim), parent.remaining(name))
+              for name, lim in limits.items()}
+    capped |= {name: parent.remaining(name) for name in parent.limits
+               if name not in capped and name in (TOKENS, TOOL_CALLS)}
     return Budget(capped)
 
 
