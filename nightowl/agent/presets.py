@@ -267,14 +267,12 @@ def build_ladder(
     ledger: Any,
     run_id: str,
     student_backend: BackendFactory,
-    teacher_backend: BackendFactory | None = None,
     student: str | None = None,
     teacher: str = ORACLE,
     rule: AcceptanceRule | str | None = None,
     temperature: float = 0.5,
     builder: PromptBuilder | None = None,
     fallback: str = "best",
-    avoid_repeats: bool = True,
     repeats: RepeatPolicy = "explore",
     backtrack: BacktrackPolicy = "avoid",
 ) -> Ladder:
@@ -285,24 +283,23 @@ def build_ladder(
         settings: model registry, prices, defaults.
         ledger: where calls are recorded (None: nowhere).
         run_id: the run calls are recorded under.
-        student_backend: makes a backend from a model name (the app's model cache).
-        teacher_backend: the same for the teacher (defaults to ``student_backend``).
+        student_backend: makes a backend from a model name (the app's model cache), the
+            teacher's too.
         student: the student model (default: ``settings.student_model``).
         teacher: a model name, or "oracle" (the environment's expert).
         rule: the acceptance rule (default: the preset's).
         temperature: the student's sampling temperature for voting rules.
         builder: the prompt builder.
         fallback: "best" or "end" when every tier escalates.
-        avoid_repeats: never let the student repeat an action in the same state.
-        repeats: "explore" (take another action) or "escalate" (ask the next tier).
+        repeats: what a student that would repeat an action in the same state does:
+            "explore" (take another action) or "escalate" (ask the next tier).
         backtrack: "avoid" (never walk back through the exit just used while another
             is open) or "allow".
     """
     choice = validate_ladder(preset, rule, student, teacher, settings, fallback=fallback)
     return ladder_from(
         choice, settings=settings, ledger=ledger, run_id=run_id,
-        student_backend=student_backend, teacher_backend=teacher_backend,
-        temperature=temperature, builder=builder, avoid_repeats=avoid_repeats,
+        student_backend=student_backend, temperature=temperature, builder=builder,
         repeats=repeats, backtrack=backtrack,
     )
 
@@ -314,10 +311,8 @@ def ladder_from(
     ledger: Any,
     run_id: str,
     student_backend: BackendFactory,
-    teacher_backend: BackendFactory | None = None,
     temperature: float = 0.5,
     builder: PromptBuilder | None = None,
-    avoid_repeats: bool = True,
     repeats: RepeatPolicy = "explore",
     backtrack: BacktrackPolicy = "avoid",
 ) -> Ladder:
@@ -334,7 +329,6 @@ def ladder_from(
     p = PRESETS[choice.preset]
     builder = builder or PromptBuilder()
     sname, teacher = choice.student, choice.teacher
-    make_teacher = teacher_backend or student_backend
 
     def teacher_tier() -> Tier:
         if teacher == ORACLE:
@@ -347,7 +341,7 @@ def ladder_from(
             )
         spec = settings.model(teacher)
         model = MeteredModel(
-            make_teacher(teacher), ledger, spec.prices, run_id=run_id, role="teacher"
+            student_backend(teacher), ledger, spec.prices, run_id=run_id, role="teacher"
         )
         return TeacherTier(model, prices=spec.prices, builder=builder.for_teacher())
 
@@ -359,7 +353,7 @@ def ladder_from(
     alone = p.student == "alone"  # greedy, never avoiding repeats, no tier above it
     student = StudentTier(
         smodel, prices=sprices, rule=choice.rule, builder=builder, use_demos=p.demos,
-        temperature=0.0 if alone else temperature, avoid_repeats=avoid_repeats and not alone,
+        temperature=0.0 if alone else temperature, avoid_repeats=not alone,
         repeats="explore" if alone else repeats, backtrack=backtrack,
     )
     if alone:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,17 +48,17 @@ class SearchSpace:
     """Search over one environment from its current state.
 
     Args:
-        env: a live environment with ``can_snapshot``.
+        env: a live environment with ``can_snapshot``. Its conventions are read from it:
+            ``search_instructions`` (one paragraph on top of every prompt),
+            ``is_final_action`` (which actions end the episode without being executed
+            during search; default: none), ``answer_prefix`` / ``answer_suffix`` (how to
+            force a final answer, e.g. "answer[" / "]"; None when it has no answer
+            action) and ``search_order_free`` (the state depends only on the *set* of
+            actions taken, true for side-effect-free search tools, which makes more
+            duplicates detectable).
         header: the task as the prompt shows it (goal, current observation).
-        instructions: one paragraph on top of every prompt.
         demos: worked examples in the same format (already formatted).
         valid_actions: actions valid at the root, when known.
-        is_final: which actions end the episode without being executed during search
-            (default: the environment's ``is_final_action`` if it has one, else none).
-        answer_prefix / answer_suffix: how to force a final answer (e.g. "answer[" / "]"),
-            or None when the environment has no answer action.
-        order_free: the state depends only on the *set* of actions taken (true for
-            side-effect-free search tools), which makes more duplicates detectable.
         max_obs_chars: characters of each observation shown in prompts.
     """
 
@@ -67,26 +67,21 @@ class SearchSpace:
         env: Environment,
         *,
         header: str,
-        instructions: str = "",
         demos: str = "",
         valid_actions: Sequence[str] | None = None,
-        is_final: Callable[[str], bool] | None = None,
-        answer_prefix: str | None = None,
-        answer_suffix: str = "",
-        order_free: bool = False,
         max_obs_chars: int = 600,
     ) -> None:
         if not env.can_snapshot:
             raise ValueError(f"environment {env.name!r} cannot snapshot")
         self.env = env
         self.header = header
-        self.instructions = instructions
+        self.instructions: str = getattr(env, "search_instructions", "")
         self.demos = demos
         self.valid_actions = tuple(valid_actions) if valid_actions else None
-        self._is_final = is_final or getattr(env, "is_final_action", None) or (lambda a: False)
-        self.answer_prefix = answer_prefix
-        self.answer_suffix = answer_suffix
-        self.order_free = order_free
+        self._is_final = getattr(env, "is_final_action", None) or (lambda a: False)
+        self.answer_prefix: str | None = getattr(env, "answer_prefix", None)
+        self.answer_suffix: str = getattr(env, "answer_suffix", "")
+        self.order_free = bool(getattr(env, "search_order_free", False))
         self.max_obs_chars = max_obs_chars
         self.root: Snapshot = env.snapshot()
 
@@ -100,24 +95,20 @@ class SearchSpace:
         valid_actions: Sequence[str] | None = None,
         history: Sequence[tuple[str, str]] = (),
         demos: str = "",
-        **kw: Any,
+        max_obs_chars: int = 600,
     ) -> SearchSpace:
-        """A space for ``env``'s current state, reading the environment's conventions.
+        """A space for ``env``'s current state.
 
-        Environments may declare ``search_instructions``, ``answer_prefix`` /
-        ``answer_suffix``, ``search_order_free`` and ``is_final_action``; ``history``
-        is the loop's recent ``(observation, action)`` pairs, shown before the root.
+        ``history`` is the loop's recent ``(observation, action)`` pairs, shown before
+        the root.
         """
         lines = [f"Goal: {goal}"] if goal else []
         for obs, act in history:
             lines.append(f"Observation: {obs.strip()}\nAction: {act}")
         if observation and observation.strip() != goal.strip():
             lines.append(f"Observation: {observation.strip()}")
-        kw.setdefault("instructions", getattr(env, "search_instructions", ""))
-        kw.setdefault("answer_prefix", getattr(env, "answer_prefix", None))
-        kw.setdefault("answer_suffix", getattr(env, "answer_suffix", ""))
-        kw.setdefault("order_free", bool(getattr(env, "search_order_free", False)))
-        return cls(env, header="\n".join(lines), demos=demos, valid_actions=valid_actions, **kw)
+        return cls(env, header="\n".join(lines), demos=demos, valid_actions=valid_actions,
+                   max_obs_chars=max_obs_chars)
 
     # --- environment ----------------------------------------------------------------
     def is_final(self, action: str) -> bool:

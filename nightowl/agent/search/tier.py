@@ -55,9 +55,9 @@ class BavtTier(Tier):
         prices: the proposer's/critic's prices; with them the decision reports its cost
             and charges ``cost_usd``, and an episode cost limit caps the step's tokens
             (at the dearest per-token price, so the cost limit cannot be exceeded).
-        name: the tier's name in the ladder.
     """
 
+    name = "bavt"
     actor = "bavt"
 
     def __init__(
@@ -73,9 +73,7 @@ class BavtTier(Tier):
         demos: DemoSource = "",
         ledger: Any = None,
         prices: Prices | None = None,
-        name: str = "bavt",
     ) -> None:
-        self.name = name
         self.prices = prices
         self.model = as_metered(model, role="bavt", prices=prices)
         self.critic_model = as_metered(critic_model or model, role="critic", prices=prices)
