@@ -170,8 +170,9 @@ def evaluate_rules(
     for s in states:
         by_task.setdefault(s.task_id, []).append(s)
     rows = []
+    steps = len(states)  # every state is in one task's episode
     for rule, t in candidates(states, opts):
-        succ, cost, acc_steps, samples, steps = [], [], 0.0, 0.0, 0
+        succ, cost, acc_steps, samples = [], [], 0.0, 0.0
         for recs in by_task.values():
             ok = 1.0
             c = 0.0
@@ -182,7 +183,6 @@ def evaluate_rules(
                 c += stud + (1 - a) * r.teacher_cost
                 acc_steps += a
                 samples += drawn
-                steps += 1
             succ.append(ok)
             cost.append(c)
         rows.append(

@@ -75,12 +75,6 @@ class ParseResult:
     action: str | None
     method: ParseMethod
     raw: str
-    similarity: float = 1.0
-
-    @property
-    def ok(self) -> bool:
-        """Whether an action was found."""
-        return self.action is not None
 
 
 def _clean(raw: str) -> str:
@@ -121,7 +115,7 @@ def parse_action(
     cleaned = _clean(raw)
     norm = normalize_action(cleaned)
     if not norm:
-        return ParseResult(action=None, method="failed", raw=raw or "", similarity=0.0)
+        return ParseResult(action=None, method="failed", raw=raw or "")
     if not valid_actions:
         return ParseResult(action=norm[:max_len], method="free", raw=raw)
     by_norm: dict[str, str] = {}
@@ -141,5 +135,5 @@ def parse_action(
     scored = [(difflib.SequenceMatcher(None, norm, n).ratio(), n) for n in by_norm]
     sim, best = max(scored, key=lambda s: (s[0], -len(s[1])))
     if sim >= cutoff:
-        return ParseResult(action=by_norm[best], method="closest", raw=raw, similarity=sim)
-    return ParseResult(action=None, method="failed", raw=raw, similarity=sim)
+        return ParseResult(action=by_norm[best], method="closest", raw=raw)
+    return ParseResult(action=None, method="failed", raw=raw)

@@ -16,13 +16,13 @@ def test_contained_in_chatter_prefers_longest():
 
 def test_closest_valid_action():
     r = parse_action("go nroth", VALID)
-    assert r.action == "go north" and r.method == "closest" and r.similarity > 0.6
+    assert r.action == "go north" and r.method == "closest"
 
 
 def test_failures_are_reported_not_raised():
     for raw in ["", "   ", "\n\n", "xyzzy plugh frobozz"]:
         r = parse_action(raw, VALID)
-        assert r.action is None and r.method == "failed" and not r.ok
+        assert r.action is None and r.method == "failed"
 
 
 def test_free_text_without_valid_actions():

@@ -83,7 +83,6 @@ class ResidualCritic:
 
     def __init__(self, model: ModelBackend, *, mode: CriticMode = "auto") -> None:
         self.model = model
-        self.mode: CriticMode = mode
         self._can_score: bool | None = None if mode == "auto" else mode == "score"
 
     async def judge(self, prompt: str, budget: Budget) -> CriticVerdict:
