@@ -54,10 +54,6 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
         return _Failed(exc)
 
 
-async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
-    return fn(*args)
-
-
 class EnvPool:
     """Reuses environment instances across episodes (one per concurrent episode).
 
@@ -89,9 +85,7 @@ class EnvPool:
                 return self._free.pop()
         return await self._fresh()
 
-    async def start(
-        self, task_id: str, call: Call = _inline
-    ) -> tuple[Environment, Observation]:
+    async def start(self, task_id: str, call: Call) -> tuple[Environment, Observation]:
         """An instance reset to ``task_id``: (instance, first observation).
 
         Raises:
@@ -118,7 +112,7 @@ class EnvPool:
         task_id: str,
         actions: Sequence[str],
         action: str,
-        call: Call = _inline,
+        call: Call,
     ) -> tuple[Environment, StepResult]:
         """Step ``env`` (which has taken ``actions`` since reset) with ``action``.
 

@@ -51,8 +51,9 @@ class StepContext:
         extras: free-form per-step values tiers may share (e.g. a built prompt).
         pending: where the step's ledger rows are queued (the loop writes them with the
             step); None: metered models write their rows at once.
-        offload: how the loop runs blocking calls (inline with one episode in flight, in a
-            worker thread with several); None: always a worker thread.
+        offload: runs a blocking call (e.g. the environment's expert) the way the loop
+            does: inline with one episode in flight, in a worker thread with several
+            (default: always a worker thread).
     """
 
     run_id: str
@@ -71,13 +72,7 @@ class StepContext:
     previous: tuple[TierDecision, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
     pending: PendingWrites | None = None
-    offload: Callable[..., Awaitable[Any]] | None = None
-
-    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking call (e.g. the environment's expert) the way the loop does."""
-        if self.offload is not None:
-            return await self.offload(fn, *args)
-        return await asyncio.to_thread(fn, *args)
+    offload: Callable[..., Awaitable[Any]] = asyncio.to_thread
 
     def call_site(self, role: str = "") -> CallSite:
         """Where a tier's model calls for this step are recorded (``role`` "": the model's)."""

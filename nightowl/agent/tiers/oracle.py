@@ -72,7 +72,7 @@ class OracleTier(Tier):
         if not can_afford(ctx.budget, cost, usage.total_tokens, teacher_calls=1):
             return escalate(self.name, self.actor, "budget: cannot afford a teacher call")
         try:
-            action = await ctx.blocking(env.expert_action)
+            action = await ctx.offload(env.expert_action)
         except Exception as exc:  # CancelledError is no Exception: it passes through
             return escalate(
                 self.name, self.actor, f"teacher error: {type(exc).__name__}: {str(exc)[:120]}"
