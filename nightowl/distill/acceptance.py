@@ -126,6 +126,8 @@ class AcceptanceRule:  # noqa: B024 - subclasses implement judge or judge_scores
     kinds: ClassVar[tuple[str, ...]] = ()
     #: its spec forms for help texts, e.g. "unanimity:N"
     syntax: ClassVar[tuple[str, ...]] = ()
+    #: what the default `parse` converts the spec's arguments with, in order
+    arg_types: ClassVar[tuple[Callable[[str], Any], ...]] = ()
     #: True: the rule needs `judge_scores` (log-probabilities of the valid actions)
     uses_scores: bool = False
     #: True: the rule needs ``demo_action=`` (the nearest demo step's mapped action)
@@ -133,8 +135,14 @@ class AcceptanceRule:  # noqa: B024 - subclasses implement judge or judge_scores
 
     @classmethod
     def parse(cls, kind: str, args: list[str]) -> AcceptanceRule:
-        """The rule of a spec head (one of `kinds`) and its ``:``-separated arguments."""
-        raise NotImplementedError(f"{cls.__name__} has no spec")
+        """The rule of a spec head (one of `kinds`) and its ``:``-separated arguments.
+
+        By default the constructor's positional arguments, converted by `arg_types`
+        (missing ones keep the constructor's defaults, extra ones are ignored).
+        """
+        if not cls.arg_types:
+            raise NotImplementedError(f"{cls.__name__} has no spec")
+        return cls(*(convert(a) for convert, a in zip(cls.arg_types, args, strict=False)))
 
     def spec(self) -> str:
         """The ``--rule`` spec that parses back to this rule."""

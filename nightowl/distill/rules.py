@@ -122,6 +122,7 @@ class Unanimity(_Voting):
 
     kinds = ("unanimity", "unanimous", "all")
     syntax = ("unanimity:N",)
+    arg_types = (int,)
     verb = "unanimous"
 
     def __init__(self, n: int = 3) -> None:
@@ -129,11 +130,6 @@ class Unanimity(_Voting):
             raise ValueError("n must be >= 1")
         self.n = self.need = n
         self.name = f"unanimity(n={n})"
-
-    @classmethod
-    def parse(cls, kind: str, args: list[str]) -> Unanimity:
-        """``unanimity[:N]`` (N=3)."""
-        return cls(int(args[0]) if args else 3)
 
     def spec(self) -> str:
         """``unanimity:N``."""
@@ -154,6 +150,7 @@ class Majority(_Voting):
 
     kinds = ("majority",)
     syntax = ("majority:N:TAU",)
+    arg_types = (int, float)
     verb = "majority"
 
     def __init__(self, n: int = 5, tau: float = 0.6) -> None:
@@ -163,11 +160,6 @@ class Majority(_Voting):
         self.tau = tau
         self.need = math.ceil(tau * n - 1e-9)
         self.name = f"majority(n={n},tau={tau:g})"
-
-    @classmethod
-    def parse(cls, kind: str, args: list[str]) -> Majority:
-        """``majority[:N[:TAU]]`` (5, 0.6)."""
-        return cls(int(args[0]) if args else 5, float(args[1]) if len(args) > 1 else 0.6)
 
     def spec(self) -> str:
         """``majority:N:TAU``."""
@@ -193,6 +185,7 @@ class Sequential(_Voting):
 
     kinds = ("sequential", "seq")
     syntax = ("sequential:N:TAU",)
+    arg_types = (int, float, int)
     sequential = True
 
     def __init__(self, n: int = 5, tau: float = 1.0, batch: int = 1) -> None:
@@ -203,12 +196,6 @@ class Sequential(_Voting):
         self.batch = batch
         self.need = math.ceil(tau * n - 1e-9)
         self.name = f"sequential(n={n},tau={tau:g})"
-
-    @classmethod
-    def parse(cls, kind: str, args: list[str]) -> Sequential:
-        """``sequential[:N[:TAU[:BATCH]]]`` (5, 1.0, 1)."""
-        return cls(int(args[0]) if args else 5, float(args[1]) if len(args) > 1 else 1.0,
-                   int(args[2]) if len(args) > 2 else 1)
 
     def spec(self) -> str:
         """``sequential:N:TAU`` (``:BATCH`` when not 1)."""
@@ -310,15 +297,11 @@ class LogprobMargin(_Scored):
 
     kinds = ("margin",)
     syntax = ("margin:T",)
+    arg_types = (float,)
 
     def __init__(self, threshold: float = 1.0) -> None:
         self.threshold = float(threshold)
         self.name = f"margin(>={threshold:g})"
-
-    @classmethod
-    def parse(cls, kind: str, args: list[str]) -> LogprobMargin:
-        """``margin[:T]`` (1.0)."""
-        return cls(float(args[0]) if args else 1.0)
 
     def spec(self) -> str:
         """``margin:T``."""
