@@ -174,7 +174,11 @@ class BavtSearch:
                 return reason
             node = tree.select(rng, budget.remaining_ratio())
             node_path = tree.path(node)
-            request = self._proposal_request(space, budget, node, node_path, rng)
+            request = GenerationRequest(  # the batched proposal call for expanding ``node``
+                prompt=space.prompt(node_path, budget_line(budget), node.valid_actions),
+                n=cfg.proposals, max_tokens=cfg.max_action_tokens,
+                temperature=cfg.temperature, stop=("\n",), seed=rng.randrange(2**31),
+            )
             if not budget.can_afford(**{TOKENS: self._reserve(space, request, tree)}):
                 return "budget"
             res = await meter.call(budget, request)
@@ -200,18 +204,6 @@ class BavtSearch:
         if errors >= self.config.max_consecutive_errors:
             return "model_error"
         return None
-
-    def _proposal_request(
-        self, space: SearchSpace, budget: Budget, node: Node, node_path: list[Step],
-        rng: random.Random,
-    ) -> GenerationRequest:
-        """The batched proposal call for expanding ``node``."""
-        cfg = self.config
-        prompt = space.prompt(node_path, budget_line(budget), node.valid_actions)
-        return GenerationRequest(
-            prompt=prompt, n=cfg.proposals, max_tokens=cfg.max_action_tokens,
-            temperature=cfg.temperature, stop=("\n",), seed=rng.randrange(2**31),
-        )
 
     async def _expand(
         self, space: SearchSpace, budget: Budget, tree: SearchTree, node: Node,
