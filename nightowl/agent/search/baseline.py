@@ -99,8 +99,7 @@ class MajorityVote:
                 if isinstance(res, ModelError):
                     errors += 1
                     stats["model_errors"] += 1
-                    if errors >= cfg.max_consecutive_errors:
-                        stopped = True
+                    stopped = errors >= cfg.max_consecutive_errors
                     continue
                 errors = 0
                 action = space.parse(res.texts[0] if res.texts else "", valid)
@@ -153,14 +152,13 @@ class MajorityVote:
                 usage=meter.usage, tool_calls=int(stats["tool_calls"]),
                 budget=budget.to_dict(), stats=dict(stats), trace=trace,
             )
-        order = {action_key(f): i for i, (f, _) in reversed(list(enumerate(votes)))}
-        best = max(counts, key=lambda k: (counts[k], -order[k]))
-        final_action, actions = votes[order[best]]
+        best, n_best = counts.most_common(1)[0]  # ties: the first seen
+        final_action, actions = next(v for v in votes if action_key(v[0]) == best)
         stats["votes"] = len(votes)
         return SearchResult(
             actions=actions if space.is_final(final_action) else actions[:-1],
             final=final_action if space.is_final(final_action) else None,
-            value=counts[best] / len(votes), terminal=True, reason=reason,
+            value=n_best / len(votes), terminal=True, reason=reason,
             usage=meter.usage, tool_calls=int(stats["tool_calls"]), budget=budget.to_dict(),
             stats=dict(stats), trace=trace,
         )

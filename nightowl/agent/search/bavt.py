@@ -382,16 +382,13 @@ class BavtSearch:
     ) -> Node | None:
         cfg = self.config
         prompt = space.prompt(tree.path(node), budget_line(budget), node.valid_actions)
-        prompt = f"{prompt} {space.answer_prefix}"
-        request = GenerationRequest(
-            prompt=prompt, n=1, max_tokens=cfg.max_answer_tokens, temperature=0.0,
-            stop=("\n", space.answer_suffix or "\n"), seed=cfg.seed,
-        )
-        res = await meter.call(budget, request)
-        if res is None or isinstance(res, ModelError) or not res.completions:
-            tree.stats["forced_answer_failed"] += 1
-            return None
-        action = space.make_answer(res.completions[0].text)
+        res = await meter.call(budget, GenerationRequest(
+            prompt=f"{prompt} {space.answer_prefix}", n=1, max_tokens=cfg.max_answer_tokens,
+            temperature=0.0, stop=("\n", space.answer_suffix or "\n"), seed=cfg.seed,
+        ))
+        action = (space.make_answer(res.completions[0].text)
+                  if res is not None and not isinstance(res, ModelError) and res.completions
+                  else None)
         if action is None:
             tree.stats["forced_answer_failed"] += 1
             return None
