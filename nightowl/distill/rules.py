@@ -209,7 +209,7 @@ class Sequential(_Voting):
     async def judge(self, draw: Draw) -> Verdict:
         """Draw until agreement is certain or impossible."""
         answers: list[str | None] = []
-        while len(answers) < self.n:
+        while True:  # with all n drawn, agreement is certain or impossible
             k = min(self.batch, self.n - len(answers))
             answers.extend((await draw(k))[:k])
             cands = tally(answers)
@@ -224,7 +224,6 @@ class Sequential(_Voting):
                     reason=f"agreement {'certain' if certain else 'impossible'} after "
                     f"{len(answers)}/{self.n}",
                 )
-        return share_verdict(answers, self.n, self.need, "sequential")  # pragma: no cover
 
     def student_cost(self, rec: StateRecord, drawn: float, prices: Prices) -> float:
         """One call per sample drawn."""

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from nightowl.agent.budget import TOKENS, Budget
 from nightowl.agent.search._tree import softmax
-from nightowl.agent.search.step_budget import generation_bound, scoring_bound
+from nightowl.agent.search.step_budget import CallMeter, scoring_bound
 from nightowl.errors import BackendUnavailableError, ModelError
 from nightowl.llm.base import GenerationRequest, ModelBackend, Usage
 
@@ -120,21 +120,16 @@ class ResidualCritic:
 
     async def _generate_number(self, prompt: str, budget: Budget) -> CriticVerdict:
         text = f"{prompt}\n{CRITIC_NUMBER_QUESTION}\nScore:"
-        bound = generation_bound(self.model, text, n=1, max_tokens=MAX_TOKENS)
-        if not budget.can_afford(**{TOKENS: bound}):
-            return CriticVerdict(delta=0.0, status="budget")
-        req = GenerationRequest(
+        # bounded, charged and failing as every search call (a dead backend stops the run)
+        res = await CallMeter(self.model).call(budget, GenerationRequest(
             prompt=text, n=1, max_tokens=MAX_TOKENS, temperature=0.0, stop=("\n",), seed=None
-        )
-        try:
-            res = await self.model.generate(req)
-        except BackendUnavailableError:
-            raise  # infrastructure, not a verdict: the run stops (graph)
-        except (ModelError, ValueError, RuntimeError) as exc:
+        ))
+        if res is None:
+            return CriticVerdict(delta=0.0, status="budget")
+        if isinstance(res, ModelError):
             # A failed call may still have been billed by the server; without a usage
             # we charge nothing and record the failure.
-            return CriticVerdict(delta=0.0, status="error", raw=str(exc))
-        budget.charge(**{TOKENS: min(res.usage.total_tokens, bound)})
+            return CriticVerdict(delta=0.0, status="error", raw=str(res))
         raw = res.completions[0].text if res.completions else ""
         value = parse_delta(raw)
         if value is None:
