@@ -206,7 +206,7 @@ class AgentGraph:
             budget=self._budget(state),
             env=self._live_of(state).env,
             env_name=state.get("env_name", ""),
-            pending=self.recorder.pending(),
+            pending=PendingWrites(),
             offload=self._blocking,
         )
 

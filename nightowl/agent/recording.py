@@ -50,10 +50,6 @@ class StepRecorder:
             self._steps = SqlStepLog(getattr(self.ledger, "db", None))
         return self._steps
 
-    def pending(self) -> PendingWrites:
-        """A fresh buffer for one node's rows."""
-        return PendingWrites()
-
     def env_step(
         self, pending: PendingWrites, *, run_id: str, episode_id: str, step: int, env_name: str,
         latency_s: float, action: str, actor: str, error: str | None,

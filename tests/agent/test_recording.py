@@ -14,6 +14,7 @@ from nightowl.agent import recording
 from nightowl.agent.recording import StepRecorder
 from nightowl.ledger import FencedLedger, LeaseLostError, LeaseStore, Ledger
 from nightowl.ledger.leases import EpisodeLease
+from nightowl.ledger.pending import PendingWrites
 from nightowl.ledger.tables import ToolCall
 from nightowl.memory import SqlStepLog, StepLog, StepRecord
 from nightowl.memory.schema import StepRow
@@ -39,7 +40,7 @@ def _step_row(idx: int, **kw: Any) -> dict[str, Any]:
 
 async def _act(rec: StepRecorder, ledger: Any, run: str, ep: str, row: dict[str, Any]) -> None:
     """One acted step: the environment step queued as a tool call, then the flush."""
-    pending = rec.pending()
+    pending = PendingWrites()
     rec.env_step(pending, run_id=run, episode_id=ep, step=row["idx"], env_name="twx",
                  latency_s=0.01, action=row["action"], actor="student", error=None)
     await rec.flush(pending, episode_id=ep, step_row=row)
