@@ -19,6 +19,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from nightowl.agent.acceptance import AcceptanceRule, Unanimity, parse_rule
@@ -246,20 +247,6 @@ def validate_ladder(
     )
 
 
-class OracleTokenizer:
-    """Counts tokens with the student's tokenizer, for billing the oracle teacher.
-
-    Only ``count_tokens`` is ever called, and the backend is made on first use.
-    """
-
-    def __init__(self, backend: Callable[[], ModelBackend]) -> None:
-        self._backend = backend
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` by the student's tokenizer."""
-        return int(self._backend().count_tokens(text))
-
-
 def build_ladder(
     preset: str,
     *,
@@ -335,7 +322,11 @@ def ladder_from(
             return OracleTier(
                 ledger=ledger,
                 prices=settings.model(settings.teacher_price_model).prices,
-                tokenizer=OracleTokenizer(lambda: student_backend(sname)),
+                # the student's tokenizer counts the billed prompt; only count_tokens is
+                # called, so the student's backend is made on first use (never if unused)
+                tokenizer=SimpleNamespace(
+                    count_tokens=lambda text: int(student_backend(sname).count_tokens(text))
+                ),
                 output_tokens=settings.oracle_output_tokens,
                 builder=builder.for_teacher(),
             )
