@@ -66,15 +66,12 @@ def rank_scores(
         raise ValueError(f"unknown scoring method {method!r}")
     if calibrated and content_free is None:
         raise ValueError(f"scoring {method!r} needs the content-free prompt's scores")
-    out = []
-    for i, lp in enumerate(raw):
-        v = float(lp)
-        if calibrated:
-            assert content_free is not None
-            v -= float(content_free[i])
-        if mean:
-            v /= max(1, int(token_counts[i]))
-        out.append(v)
+    out = [float(lp) for lp in raw]
+    if calibrated:
+        assert content_free is not None
+        out = [v - float(content_free[i]) for i, v in enumerate(out)]
+    if mean:
+        out = [v / max(1, int(token_counts[i])) for i, v in enumerate(out)]
     return out
 
 
