@@ -86,6 +86,13 @@ class ReplayEnvironment(Environment, abc.ABC):
     games: tuple[str, ...] = ()
     #: default episode step limit
     default_max_steps: int = 100
+    #: every game's seeds per split, where `seeds` is not overridden (TextWorld-Express's
+    #: own fold seeds; TextWorld uses the same ranges)
+    split_seeds: dict[str, range] = {
+        "train": range(1000),
+        "dev": range(10000, 11000),
+        "test": range(20000, 21000),
+    }
 
     def __init__(
         self, *, max_steps: int | None = None, games: Sequence[str] | None = None
@@ -107,9 +114,10 @@ class ReplayEnvironment(Environment, abc.ABC):
         return merged
 
     # --- catalogue ----------------------------------------------------------------------
-    @abc.abstractmethod
     def seeds(self, game: str, split: Split) -> list[int]:
         """The seeds (or variation numbers) of ``game`` in ``split``, in order."""
+        self._check_game(game)
+        return list(self.split_seeds[split])
 
     def game_params(self, game: str) -> dict[str, Any]:
         """The generation parameters of ``game`` (recorded in every TaskSpec)."""

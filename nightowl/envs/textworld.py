@@ -49,14 +49,6 @@ try:
 except ImportError as exc:  # the envs extra; say what is missing
     raise MissingExtraError("TextWorld", "envs", "textworld") from exc
 
-#: TextWorld's logic parser is one module-global tatsu parser and is not thread-safe:
-#: game generation (`make` + `compile_game`) and `textworld.start` both use it, so both
-#: hold this one lock. With two locks, an episode starting a cached game while another
-#: thread generated one failed with "pop from empty list" or "list index out of range".
-#: ALFWorld's PDDL games use the same parser at every step, so the lock is the one
-#: process-wide engine lock both adapters share (`nightowl.envs._tw_engine`).
-_TW_LOCK = TEXTWORLD_ENGINE_LOCK
-
 #: our game name -> TextWorld challenge name
 CHALLENGES: dict[str, str] = {
     "cooking": "tw-cooking",
@@ -83,13 +75,8 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "simple": {"rewards": "dense", "goal": "detailed"},
 }
 
-#: seeds per split; cooking also switches TextWorld's food split (train/valid/test) and
-#: simple its object set (test=True only for our test split)
-SPLIT_SEEDS: dict[Split, range] = {
-    "train": range(1000),
-    "dev": range(10000, 11000),
-    "test": range(20000, 21000),
-}
+#: a split's seeds are `ReplayEnvironment.split_seeds`; cooking also switches TextWorld's
+#: food split (train/valid/test) and simple its object set (test=True only for our test split)
 _COOKING_SPLIT = {"train": "train", "dev": "valid", "test": "test"}
 
 INFOS = EnvInfos(
@@ -139,7 +126,7 @@ def generate_game(cache_dir: Path, game: str, settings: dict[str, Any], seed: in
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     _, make, _ = textworld.challenges.CHALLENGES[CHALLENGES[game]]
-    with _TW_LOCK:
+    with TEXTWORLD_ENGINE_LOCK:  # generation and start share one parser (`_tw_engine`)
         if path.is_file() and path.with_suffix(".json").is_file():
             return path
         tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=cache_dir))
@@ -217,11 +204,6 @@ class TextWorldEnv(ReplayEnvironment):
         self._trace: list[tuple[str, str]] = []
 
     # --- catalogue ----------------------------------------------------------------------
-    def seeds(self, game: str, split: Split) -> list[int]:
-        """Our seed ranges (see `SPLIT_SEEDS`)."""
-        self._check_game(game)
-        return list(SPLIT_SEEDS[split])
-
     def game_params(self, game: str) -> dict[str, Any]:
         """The challenge settings used for ``game`` (before the per-split keys)."""
         return dict(self._params[game])
@@ -242,8 +224,7 @@ class TextWorldEnv(ReplayEnvironment):
             self._close_tw()
             infos = PLAYER_INFOS if self.expert == "imitable" else INFOS
             try:
-                # see _TW_LOCK: starting and generating games share one parser
-                with _TW_LOCK, _quiet_jericho():
+                with TEXTWORLD_ENGINE_LOCK, _quiet_jericho():
                     self._tw = textworld.start(str(path), request_infos=infos)
             except Exception as exc:
                 raise EnvError(f"TextWorld could not start {path}: {exc}") from exc

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nightowl.envs._jvm import SharedJVM
-from nightowl.envs.base import Split, TaskSpec
+from nightowl.envs.base import TaskSpec
 from nightowl.envs.common import EngineStep, Episode, ReplayEnvironment
 from nightowl.errors import EnvError, MissingExtraError
 
@@ -73,13 +73,6 @@ DEFAULT_PARAMS: dict[str, dict[str, int]] = {
     "sorting": {},
     "simonsays": {"gameLength": 3, "numDistractors": 2},
     "peckingorder": {},
-}
-
-#: the engine's own fold seeds
-SPLIT_SEEDS: dict[Split, range] = {
-    "train": range(1000),
-    "dev": range(10000, 11000),
-    "test": range(20000, 21000),
 }
 
 JVM = SharedJVM("TextWorld-Express", JAR_PATH, BASEPATH, ["-Xmx1g", "-XX:+UseSerialGC"])
@@ -187,11 +180,6 @@ class TextWorldExpressEnv(ReplayEnvironment):
         return _Game()  # created on first reset (starts the JVM)
 
     # --- catalogue ----------------------------------------------------------------------
-    def seeds(self, game: str, split: Split) -> list[int]:
-        """TWX's fold seeds (the same for every game)."""
-        self._check_game(game)
-        return list(SPLIT_SEEDS[split])
-
     def game_params(self, game: str) -> dict[str, Any]:
         """The generation parameters used for ``game``."""
         return dict(self._params[game])
