@@ -1,4 +1,4 @@
-"""AppWorld scenario variants over venmo and spotify (see `_variants_base` for the scheme).
+"""AppWorld scenario variants over venmo and spotify (see `variants` for the scheme).
 
 Runs inside the AppWorld interpreter too (stdlib only at import time).
 """
@@ -9,10 +9,10 @@ from typing import Any
 
 try:
     from . import pack
-    from ._variants_base import Setup, Variant
+    from .pack import Setup, Variant
 except ImportError:  # in the AppWorld worker this folder is on sys.path, not the package
     import pack  # type: ignore[no-redef]
-    from _variants_base import Setup, Variant  # type: ignore[no-redef]
+    from pack import Setup, Variant  # type: ignore[no-redef]
 DONE = pack.DONE
 _ok = pack._ok
 #: people the variants add to venmo (the base world has Ava's friends Ben and Chloe,

@@ -192,6 +192,10 @@ def login(app: str) -> str:
     return LOGIN.format(app=app)
 
 
+Check = Callable[[dict[str, Any], Any], tuple[bool, str]]
+Setup = Callable[[dict[str, Any]], None]
+
+
 @dataclass(frozen=True, kw_only=True)
 class PackTask:
     """One task: instruction, set-up, reference solution (the expert), success check."""
@@ -201,8 +205,18 @@ class PackTask:
     app: str
     instruction: str
     solution: tuple[str, ...]
-    check: Callable[[dict[str, Any], Any], tuple[bool, str]]
-    setup: Callable[[dict[str, Any]], None] = field(default=lambda m: None)
+    check: Check
+    setup: Setup = field(default=lambda m: None)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A scenario variant (`variants`) before it becomes a `PackTask` (login comes first)."""
+
+    instruction: str
+    steps: tuple[str, ...]
+    check: Check
+    setup: Setup | None = None
 
 
 DONE = "apis.supervisor.complete_task()"
@@ -212,7 +226,7 @@ _T: list[PackTask] = []
 def task(name: str, split: str, app: str, instruction: str, *solution: str):  # noqa: ANN201
     """Register a task; decorates its check."""
 
-    def deco(check: Callable[[dict[str, Any], Any], tuple[bool, str]]) -> Callable:
+    def deco(check: Check) -> Callable:
         _T.append(
             PackTask(
                 name=name,

@@ -22,20 +22,24 @@ from typing import Any
 
 try:
     from . import _variants_more, pack
-    from ._variants_base import PREFIX, VARIANT_SPLITS, Setup, Variant, split_of
+    from .pack import Setup, Variant
 except ImportError:  # in the AppWorld worker this folder is on sys.path, not the package
     import _variants_more  # type: ignore[no-redef]
     import pack  # type: ignore[no-redef]
-    from _variants_base import (  # type: ignore[no-redef]
-        PREFIX,
-        VARIANT_SPLITS,
-        Setup,
-        Variant,
-        split_of,
-    )
+    from pack import Setup, Variant  # type: ignore[no-redef]
 
 DONE = pack.DONE
 _ok = pack._ok
+#: variant index -> split
+VARIANT_SPLITS = ("train", "train", "train", "dev", "test", "test")
+PREFIX = "v-"
+
+
+def split_of(variant: int) -> str:
+    """The split of a variant index: 0-2 train, 3 dev, 4-5 test."""
+    if not 0 <= variant < len(VARIANT_SPLITS):
+        raise ValueError(f"variant index {variant} out of range 0..{len(VARIANT_SPLITS) - 1}")
+    return VARIANT_SPLITS[variant]
 
 
 def _no_setup(m: dict[str, Any]) -> None:
