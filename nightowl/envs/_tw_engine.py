@@ -45,14 +45,13 @@ class SerialGame:
             global (ALFWorld's expert RNG) at this game's own state.
     """
 
-    def __init__(self, env: Any, enter: Callable[[], None] | None = None) -> None:
+    def __init__(self, env: Any, enter: Callable[[], None]) -> None:
         self.env = env
         self._enter = enter
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         with TEXTWORLD_ENGINE_LOCK:
-            if self._enter is not None:
-                self._enter()
+            self._enter()
             return fn(*args)
 
     def reset(self) -> Any:

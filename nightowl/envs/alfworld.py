@@ -104,7 +104,6 @@ class AlfWorldEnv(ReplayEnvironment):
         self.games = tuple(TASK_TYPES) + tuple(f"official-{t}" for t in self._official_types())
         self._env: Any = None
         self._state: Any = None
-        self._imitable: Any = None
         # what the episode has shown: first observation, then (action, feedback) pairs
         self._first_text = self._goal = ""
         self._trace: list[tuple[str, str]] = []
@@ -219,27 +218,22 @@ class AlfWorldEnv(ReplayEnvironment):
         """``text``, with the search notes appended when ``notes="search"``."""
         if self.notes != "search":
             return text
-        line = self._expert_policy().notes(self._goal, self._first_text, self._trace)
+        line = self._imitable.notes(self._goal, self._first_text, self._trace)
         return f"{text}\n{line}" if line else text
 
-    def _expert_policy(self) -> Any:
-        if self._imitable is None:
-            from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, train_stats
+    @cached_property
+    def _imitable(self) -> Any:
+        from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, train_stats
 
-            self._imitable = ImitableAlfredExpert(train_stats(self.cache_dir))
-        return self._imitable
+        return ImitableAlfredExpert(train_stats(self.cache_dir))
 
     def _expert(self, episode: Episode) -> str | None:
-        if self.expert == "imitable":
-            return self._imitable_action(episode)
+        if self.expert == "imitable":  # the goal, the texts so far and the valid actions only
+            return self._imitable.act(  # type: ignore[no-any-return]
+                episode.goal, self._first_text, self._trace, episode.valid_actions or ()
+            )
         plan = self._state["extra.expert_plan"] if self._state is not None else None
         return plan[0] if plan else None
-
-    def _imitable_action(self, episode: Episode) -> str | None:
-        """The imitable expert: the goal, the texts so far and the valid actions only."""
-        return self._expert_policy().act(  # type: ignore[no-any-return]
-            episode.goal, self._first_text, self._trace, episode.valid_actions or ()
-        )
 
     def close(self) -> None:
         """Close the running TextWorld game."""

@@ -228,27 +228,22 @@ def build_problem(task: str, split: str, seed: int, attempt: int = 0) -> tuple[s
             f"(canContain {rt}Type {ot}Type)" for ot in otypes if ot in c.VAL_RECEPTACLE_OBJECTS[rt]
         ]
     acts = c.VAL_ACTION_OBJECTS
-    for oid, (ot, rid) in sorted(placed.items()):
+    # the placed objects, then the lamps (none of the action or receptacle sets has lamps)
+    things = [(oid, ot, rid, "pickupable") for oid, (ot, rid) in sorted(placed.items())]
+    things += [(lid, "DeskLamp", rid, "toggleable") for lid, rid in sorted(lamps.items())]
+    for oid, ot, rid, able in things:
         m = mangle(oid)
         init += [
             f"(objectType {m} {ot}Type)",
             f"(inReceptacle {m} {mangle(rid)})",
             f"(objectAtLocation {m} {mangle(receps[rid][1])})",
-            f"(pickupable {m})",
+            f"({able} {m})",
         ]
         for key in ("Cleanable", "Heatable", "Coolable", "Sliceable"):
             if ot in acts[key]:
                 init.append(f"({key.lower()} {m})")
         if ot in c.MOVABLE_RECEPTACLES_SET:
             init.append(f"(isReceptacleObject {m})")
-    for lid, rid in sorted(lamps.items()):
-        m = mangle(lid)
-        init += [
-            f"(objectType {m} DeskLampType)",
-            f"(inReceptacle {m} {mangle(rid)})",
-            f"(objectAtLocation {m} {mangle(receps[rid][1])})",
-            f"(toggleable {m})",
-        ]
     goal = glib.gdict[TASK_TYPES[task]]["pddl"].replace("#", "-")
     goal = goal.format(obj=otype, recep=parent, toggle=toggle, mrecep="")
     declared, facts = "\n  ".join(objs), "\n  ".join(init)
@@ -293,14 +288,12 @@ def _start_location(scene: int, rng: random.Random, avoid: set[str]) -> str:
 
 
 def start_game(
-    gamefile: str | Path, *, expert: str | None = "handcoded", planner: bool = False,
-    rng_seed: str = "",
+    gamefile: str | Path, *, expert: str | None = "handcoded", rng_seed: str = ""
 ) -> SerialGame:
     """A TextWorld env on an ALFWorld game, wrapped as `AlfredTWEnv.init_env` wraps it.
 
     The wrappers are ALFWorld's own: `AlfredDemangler` (ids -> "mug 1"), `AlfredInfos`
     and `AlfredExpert` (``extra.expert_plan`` from the handcoded expert or the planner).
-    ``planner=True`` also requests ``policy_commands`` with the handcoded expert.
     ``expert=None`` leaves the expert wrapper out and requests no facts: the state then
     holds only what a player sees (the imitable expert's games).
     The handcoded expert's random choices (which object of a kind to take, a random
@@ -327,7 +320,6 @@ def start_game(
         admissible_commands=True,
         won=True,
         facts=expert is not None,
-        policy_commands=planner,
         extras=["gamefile", "expert_plan"] if expert else ["gamefile"],
     )
     wrappers: list[Any] = [AlfredDemangler(shuffle=False), AlfredInfos]
@@ -339,10 +331,10 @@ def start_game(
 
 
 def play_expert(
-    gamefile: str | Path, *, expert: str = "handcoded", max_steps: int = 50, rng_seed: str = ""
+    gamefile: str | Path, *, max_steps: int = 50, rng_seed: str = ""
 ) -> tuple[bool, list[str]]:
-    """Play ALFWorld's expert on a game: (won within ``max_steps``, actions)."""
-    env = start_game(gamefile, expert=expert, rng_seed=rng_seed)
+    """Play ALFWorld's handcoded expert on a game: (won within ``max_steps``, actions)."""
+    env = start_game(gamefile, rng_seed=rng_seed)
     actions: list[str] = []
     try:
         state = env.reset()
@@ -389,53 +381,46 @@ def generate(
     with TEXTWORLD_ENGINE_LOCK:
         if gamefile.exists():  # another thread generated it while this one waited
             return gamefile
-        return _generate(folder, gamefile, task, split, seed, max_attempts, max_steps)
+        from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 
-
-def _generate(
-    folder: Path, gamefile: Path, task: str, split: str, seed: int, max_attempts: int,
-    max_steps: int,
-) -> Path:
-    from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
-
-    domain = Path(ALFRED_PDDL_PATH).read_text()
-    grammar_src = Path(ALFRED_TWL2_PATH).read_text()
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".probe.{os.getpid()}.tw-pddl"
-    try:
-        for attempt in range(max_attempts):
-            problem, traj, goal_text = build_problem(task, split, seed, attempt)
-            grammar = grammar_src.replace("UNKNOWN GOAL", goal_text)
-            game = {
-                "pddl_domain": domain,
-                "grammar": grammar,
-                "pddl_problem": problem,
-                "solvable": False,
-                "walkthrough": None,
-            }
-            probe.write_text(json.dumps(game))
-            # the handcoded expert reads traj_data.json next to the game file
-            (folder / "traj_data.json").write_text(json.dumps(traj, indent=1))
-            plan = _plan(probe)
-            if not plan:
-                continue
-            # the expert's choices are seeded with the task id, as `AlfWorldEnv` seeds them
-            won, actions = play_expert(
-                probe, max_steps=max_steps, rng_seed=f"alfworld/{task}/{split}/{seed}"
-            )
-            if not won:
-                continue
-            game["solvable"], game["walkthrough"] = True, plan
-            traj["nightowl"].update(planner_steps=len(plan), handcoded_steps=len(actions))
-            (folder / "traj_data.json").write_text(json.dumps(traj, indent=1))
-            probe.write_text(json.dumps(game))
-            probe.replace(gamefile)  # atomic: concurrent generators never see half a file
-            return gamefile
-    finally:
-        probe.unlink(missing_ok=True)
-    raise RuntimeError(
-        f"no solvable alfworld game for {task}/{split}/{seed} in {max_attempts} attempts"
-    )
+        domain = Path(ALFRED_PDDL_PATH).read_text()
+        grammar_src = Path(ALFRED_TWL2_PATH).read_text()
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe.{os.getpid()}.tw-pddl"
+        try:
+            for attempt in range(max_attempts):
+                problem, traj, goal_text = build_problem(task, split, seed, attempt)
+                grammar = grammar_src.replace("UNKNOWN GOAL", goal_text)
+                game = {
+                    "pddl_domain": domain,
+                    "grammar": grammar,
+                    "pddl_problem": problem,
+                    "solvable": False,
+                    "walkthrough": None,
+                }
+                probe.write_text(json.dumps(game))
+                # the handcoded expert reads traj_data.json next to the game file
+                (folder / "traj_data.json").write_text(json.dumps(traj, indent=1))
+                plan = _plan(probe)
+                if not plan:
+                    continue
+                # the expert's choices are seeded with the task id, as `AlfWorldEnv` seeds them
+                won, actions = play_expert(
+                    probe, max_steps=max_steps, rng_seed=f"alfworld/{task}/{split}/{seed}"
+                )
+                if not won:
+                    continue
+                game["solvable"], game["walkthrough"] = True, plan
+                traj["nightowl"].update(planner_steps=len(plan), handcoded_steps=len(actions))
+                (folder / "traj_data.json").write_text(json.dumps(traj, indent=1))
+                probe.write_text(json.dumps(game))
+                probe.replace(gamefile)  # atomic: concurrent generators never see half a file
+                return gamefile
+        finally:
+            probe.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"no solvable alfworld game for {task}/{split}/{seed} in {max_attempts} attempts"
+        )
 
 
 def _plan(gamefile: Path, timeout: float = PLANNER_TIMEOUT_S) -> list[str] | None:
