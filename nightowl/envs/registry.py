@@ -267,5 +267,4 @@ def read_task_file(path: str) -> list[str]:
         text = Path(path).read_text()
     except OSError as exc:
         raise UserError(f"cannot read the task file {path}: {exc.strerror or exc}") from None
-    return [line.split("#", 1)[0].strip() for line in text.splitlines()
-            if line.split("#", 1)[0].strip()]
+    return [task for line in text.splitlines() if (task := line.split("#", 1)[0].strip())]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nightowl.envs.base import SPLITS, Environment, StepResult
-from nightowl.envs.registry import REQUIREMENTS, env_class, env_names, is_installed, make_env
+from nightowl.envs.registry import REQUIREMENTS, env_names, is_installed, make_env
 from nightowl.errors import NightowlError
 
 
@@ -50,8 +50,7 @@ def describe_env(name: str, **kwargs: Any) -> EnvSummary:
     try:
         counts: dict[str, int] = {split: len(env.tasks(split)) for split in SPLITS}
         games = tuple(getattr(env, "games", ()) or sorted({t.game for t in env.tasks("test")}))
-        has_expert = env_class(name).has_expert
-        return summary(installed=True, games=games, counts=counts, has_expert=has_expert)
+        return summary(installed=True, games=games, counts=counts, has_expert=env.has_expert)
     finally:
         env.close()
 

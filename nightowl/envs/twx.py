@@ -254,10 +254,6 @@ class TextWorldExpressEnv(ReplayEnvironment):
         here = g.quick_key()
         return [i for i in range(len(self._gold_quick) - 1, -1, -1) if self._gold_quick[i] == here]
 
-    def _wins(self, spec: TaskSpec, actions: list[str]) -> bool:
-        """Whether playing ``actions`` from reset wins (checked on the scratch game)."""
-        return bool(self._replay(spec, actions).get("tasksuccess"))
-
     def _replan(self, episode: Episode) -> str | None:
         """Bounded BFS from the current state to a verified winning plan.
 
@@ -274,7 +270,7 @@ class TextWorldExpressEnv(ReplayEnvironment):
             nonlocal budget
             for k in self._gold_candidates(spec, g):
                 budget -= 1
-                if self._wins(spec, taken + path + self._gold[k:]):
+                if self._replay(spec, taken + path + self._gold[k:]).get("tasksuccess"):
                     return path + self._gold[k:]
             return None
 

@@ -179,17 +179,14 @@ def _ok(cond: bool, why: str) -> tuple[bool, str]:
     return bool(cond), ("ok" if cond else why)
 
 
-LOGIN = (
-    "passwords = {{p['account_name']: p['password'] for p in "
-    "apis.supervisor.show_account_passwords()}}\n"
-    "token = apis.{app}.login(username='ava.lee@example.com', "
-    "password=passwords['{app}'])['access_token']"
-)
-
-
 def login(app: str) -> str:
     """The reference solution's first action: log in to ``app`` as the supervisor."""
-    return LOGIN.format(app=app)
+    return (
+        "passwords = {p['account_name']: p['password'] for p in "
+        "apis.supervisor.show_account_passwords()}\n"
+        f"token = apis.{app}.login(username='ava.lee@example.com', "
+        f"password=passwords['{app}'])['access_token']"
+    )
 
 
 Check = Callable[[dict[str, Any], Any], tuple[bool, str]]

@@ -3,8 +3,8 @@
 Runs in the AppWorld interpreter (stdlib + appworld only). Protocol: one JSON request
 per line on stdin, one JSON reply per line on the original stdout (the apps' own prints
 go to stderr). Requests: ``{"op": "reset", "task": name, "seed": n}`` (a pack task or a
-scenario variant, `variants.find_task`), ``{"op": "exec", "code": str,
-"timeout": s}``, ``{"op": "ping"}``. Agent code never runs in this process: each episode
+scenario variant, `variants.find_task`) and ``{"op": "exec", "code": str,
+"timeout": s}``. Agent code never runs in this process: each episode
 gets a sandboxed interpreter (`nightowl/sandbox/runner.py`, loaded by path: bubblewrap or
 the uid-drop fallback, see docs/sandbox.md) whose namespace holds only ``apis`` and safe
 builtins; its ``apis.<app>.<api>(...)`` calls come back here over a pipe, are checked
@@ -276,8 +276,6 @@ def main() -> None:
                 reply = world.reset(req["task"], int(req.get("seed", 0)))
             elif op == "exec":
                 reply = world.exec(str(req["code"]), float(req.get("timeout", 10.0)))
-            elif op == "ping":
-                reply = {"pong": True}
             else:
                 reply = {"fatal": f"unknown op {op!r}"}
         except Exception as exc:  # noqa: BLE001 - report, keep serving
