@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -22,8 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nightowl.db import Base
-
-_TS = DateTime(timezone=True)
+from nightowl.ledger.tables import TS
 
 
 class ApiKeyRow(Base):
@@ -38,8 +36,8 @@ class ApiKeyRow(Base):
     tenant: Mapped[str] = mapped_column(String(200))
     budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[datetime] = mapped_column(_TS)
-    revoked_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
 
 
 class ThreadRow(Base):
@@ -54,8 +52,8 @@ class ThreadRow(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0)
     budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[datetime] = mapped_column(_TS)
-    last_active_at: Mapped[datetime] = mapped_column(_TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    last_active_at: Mapped[datetime] = mapped_column(TS)
 
 
 class MessageRow(Base):
@@ -73,7 +71,7 @@ class MessageRow(Base):
     content: Mapped[str] = mapped_column(Text)
     tier: Mapped[str] = mapped_column(String(32), default="")
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[datetime] = mapped_column(_TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
 
 
 class ThreadContextRow(Base):
@@ -93,7 +91,7 @@ class ThreadContextRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[datetime] = mapped_column(_TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
 
 
 class ChatDemoRow(Base):
@@ -110,4 +108,4 @@ class ChatDemoRow(Base):
     reply: Mapped[str] = mapped_column(Text)
     embedder: Mapped[str] = mapped_column(String(200))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(_TS)
+    created_at: Mapped[datetime] = mapped_column(TS)

@@ -33,7 +33,7 @@ from nightowl.ledger.metrics import (
     cost_of_pass,
     teacher_share,
 )
-from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, _utc
+from nightowl.ledger.tables import Episode, ModelCall, Run, ToolCall, as_utc
 from nightowl.storage import Database
 
 
@@ -121,7 +121,7 @@ class LedgerReads:
                     run_id=r.id,
                     name=r.name,
                     kind=r.kind,
-                    created_at=_utc(r.created_at) or r.created_at,
+                    created_at=as_utc(r.created_at) or r.created_at,
                     n_episodes=ep.get(r.id, (0, 0))[0],
                     successes=ep.get(r.id, (0, 0))[1],
                     total_cost=costs.get(r.id, 0.0),
@@ -182,7 +182,7 @@ class LedgerReads:
             st.latency_s += float(lat)
             models[model] = models.get(model, 0.0) + float(cost)
             if mx is not None:
-                last.append(_utc(mx))  # type: ignore[arg-type]
+                last.append(as_utc(mx))  # type: ignore[arg-type]
         n_tool, tool_cost, tool_last = s.execute(
             select(
                 func.count(ToolCall.id),
@@ -191,7 +191,7 @@ class LedgerReads:
             ).where(ToolCall.run_id == run_id)
         ).one()
         if tool_last is not None:
-            last.append(_utc(tool_last))  # type: ignore[arg-type]
+            last.append(as_utc(tool_last))  # type: ignore[arg-type]
         n_ep, n_fin, n_succ, ep_last = s.execute(
             select(
                 func.count(Episode.id),
@@ -201,7 +201,7 @@ class LedgerReads:
             ).where(Episode.run_id == run_id)
         ).one()
         if ep_last is not None:
-            last.append(_utc(ep_last))  # type: ignore[arg-type]
+            last.append(as_utc(ep_last))  # type: ignore[arg-type]
         unattributed = _calls_cost(s, run_id, lambda episode_id: episode_id.is_(None))
 
         env_steps = teacher_steps = 0
@@ -223,7 +223,7 @@ class LedgerReads:
         per_episode = (total - error_cost) / n_played if n_played > 0 else 0.0
         teacher = roles[TEACHER_ROLE].generate_calls if TEACHER_ROLE in roles else 0
         acting = sum(roles[r].generate_calls for r in ACTING_ROLES if r in roles)
-        created = _utc(run.created_at) or run.created_at
+        created = as_utc(run.created_at) or run.created_at
         wall = max((t - created).total_seconds() for t in last) if last else 0.0
         leases = [LeaseRow.of(r) for r in s.scalars(
             select(EpisodeLease).where(EpisodeLease.run_id == run_id)

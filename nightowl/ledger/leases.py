@@ -40,7 +40,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from nightowl.db import Base
 from nightowl.errors import StoreError
-from nightowl.ledger.tables import _TS, _utc
+from nightowl.ledger.tables import TS, as_utc
 from nightowl.storage import Database, utcnow
 
 
@@ -71,10 +71,10 @@ class EpisodeLease(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: the episode job (JSON) a re-queue sends again
     payload: Mapped[Any] = mapped_column(JSON, nullable=True)
-    queued_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
-    ended_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
+    queued_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ class LeaseRow:
         return cls(
             run_id=r.run_id, task_id=r.task_id, state=r.state, gen=r.gen, attempt=r.attempt,
             requeues=r.requeues, host=r.host, pid=r.pid, step=r.step, episode_id=r.episode_id,
-            reason=r.reason, payload=r.payload, queued_at=_utc(r.queued_at) or r.queued_at,
-            started_at=_utc(r.started_at), heartbeat_at=_utc(r.heartbeat_at),
-            ended_at=_utc(r.ended_at),
+            reason=r.reason, payload=r.payload, queued_at=as_utc(r.queued_at) or r.queued_at,
+            started_at=as_utc(r.started_at), heartbeat_at=as_utc(r.heartbeat_at),
+            ended_at=as_utc(r.ended_at),
         )
 
     def age_s(self, now: datetime | None = None) -> float | None:

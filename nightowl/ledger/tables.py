@@ -24,14 +24,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from nightowl.db import Base
 from nightowl.storage import BIGINT, utcnow
 
-_TS = DateTime(timezone=True)
+TS = DateTime(timezone=True)
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _utc(ts: datetime | None) -> datetime | None:
+def as_utc(ts: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; they were written in UTC."""
     if ts is None:
         return None
@@ -56,7 +56,7 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(200), default="", server_default="")
     kind: Mapped[str] = mapped_column(String(50), default="", server_default="")
     config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(_TS, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
 
 
 class Episode(Base):
@@ -78,8 +78,8 @@ class Episode(Base):
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     n_steps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    started_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(_TS, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
 
 
 class ModelCall(Base):
@@ -110,7 +110,7 @@ class ModelCall(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     ok: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     meta: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
 class ToolCall(Base):
@@ -136,6 +136,6 @@ class ToolCall(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     ok: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     meta: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(_TS, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 

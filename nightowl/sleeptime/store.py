@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import func, select, update
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nightowl.config_sleep import GeneratorConfig
 from nightowl.db import session_scope
 from nightowl.errors import UnknownNameError, UserError
+from nightowl.ledger.tables import as_utc
 from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, detached, utcnow
 
 CONTEXT_KINDS: tuple[str, ...] = ("document", "conversation", "environment")
@@ -31,13 +32,6 @@ LearnedStatus = Literal["fresh", "stale", "missing"]
 def content_hash(content: str) -> str:
     """sha256 hex of the context text."""
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every stored time is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
