@@ -217,9 +217,6 @@ class IndexSync:
         the next `refresh` catches up.
         """
         c = self.core
-        if len(c.fingerprint) != 4:
-            c.fingerprint = self.sql_fingerprint()
-            return
         nd, md, ns, ms = c.fingerprint
         nd = (nd or 0) + (0 if replaced else 1)
         md = max(md or 0, demo_id)
@@ -237,10 +234,7 @@ class IndexSync:
                 return False
             self.load_demo_map()
             for key in KEYS:
-                if key in c.indexes:
-                    self.catch_up(key)
-                else:
-                    self.sync_index(key)
+                self.catch_up(key)
             c.steps.forget()
             c.fingerprint = fp
             c.last_refresh = time.monotonic()

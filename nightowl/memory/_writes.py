@@ -72,19 +72,12 @@ class DemoWriter:
             )
             c.steps.forget(sid for _, ids, _ in written for sid in ids)
             old_demo = [demo_id for demo_id, _, _ in written if demo_id in c.demos]
-            if old_demo:
-                # Replacing demos: drop their old vectors (HNSW cannot: rebuild from SQL).
-                old_steps = [sid for _, _, olds in written for sid in olds]
-                ok = c.indexes["goal"].remove(old_demo)
-                ok &= c.indexes["obs"].remove(old_steps)
-                ok &= c.indexes["hist"].remove(old_steps)
-                if not ok:
-                    self.sync.load_demo_map()
-                    for key in KEYS:
-                        self.sync.rebuild_key(key)
-                    self.sync.maybe_save()
-                    c.fingerprint = self.sync.sql_fingerprint()
-                    return [demo_id for demo_id, _, _ in written]
+            olds = [sid for _, _, old_steps in written for sid in old_steps]
+            if old_demo and self._drop_vectors(old_demo, olds):  # replacing demos
+                self.sync.load_demo_map()
+                self.sync.maybe_save()
+                c.fingerprint = self.sync.sql_fingerprint()
+                return [demo_id for demo_id, _, _ in written]
             for (demo_id, step_ids, old_steps), p in zip(written, prepared, strict=True):
                 replaced = demo_id in c.demos
                 c.demos[demo_id] = DemoEntry(
@@ -214,6 +207,16 @@ class DemoWriter:
             )
         return int(demo_id), step_ids, old_steps
 
+    def _drop_vectors(self, demo_ids: list[int], step_ids: list[int]) -> bool:
+        """Remove vectors; True when an index could not (HNSW), so all were rebuilt from SQL."""
+        idx = self.core.indexes
+        removed = [idx[k].remove(step_ids if k != "goal" else demo_ids) for k in KEYS]
+        if all(removed):
+            return False
+        for key in KEYS:
+            self.sync.rebuild_key(key)
+        return True
+
     # --- deletes ------------------------------------------------------------------------
     def delete_run(self, run_id: str) -> int:
         """Delete every demo of a run's episodes (their steps stay); returns how many."""
@@ -236,15 +239,9 @@ class DemoWriter:
             deleted: list[int] = c.db.write(write)
             demo_ids = [d for d in deleted if d in c.demos]
             if demo_ids:
-                step_ids = [sid for d in demo_ids for sid in c.demos[d].step_ids]
-                ok = c.indexes["goal"].remove(demo_ids)
-                ok &= c.indexes["obs"].remove(step_ids)
-                ok &= c.indexes["hist"].remove(step_ids)
+                self._drop_vectors(demo_ids, [sid for d in demo_ids for sid in c.demos[d].step_ids])
                 for d in demo_ids:
                     c.by_episode.pop(c.demos.pop(d).episode_id, None)
-                if not ok:
-                    for key in KEYS:
-                        self.sync.rebuild_key(key)
                 c.dirty.update(KEYS)
                 self.sync.flush()
             c.fingerprint = self.sync.sql_fingerprint()

@@ -65,26 +65,16 @@ def upsert_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> li
 
 @functools.cache
 def _insert_new(dialect: str) -> Any:
-    """The insert-if-absent ``INSERT`` for a dialect, built once (compiled once).
-
-    SQLite and PostgreSQL skip an existing (episode, idx) in the same statement; None
-    for other dialects (`insert_new_steps` looks first).
-    """
+    """The insert-if-absent ``INSERT`` of SQLite or PostgreSQL, built once (compiled once)."""
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
     table = cast(Table, StepRow.__table__)
-    ins: Any
-    if dialect == "sqlite":
-        ins = sqlite_insert(table)
-    elif dialect == "postgresql":
-        ins = pg_insert(table)
-    else:
-        return None
-    return ins.on_conflict_do_nothing(index_elements=["episode_id", "idx"])
+    return ins(table).on_conflict_do_nothing(index_elements=["episode_id", "idx"])
 
 
 def insert_new_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -> None:
     """Insert the steps whose (episode_id, idx) is not recorded; recorded ones stay as they are.
 
-    One statement on SQLite and PostgreSQL; the first of repeated idxs wins.
+    One statement; the first of repeated idxs wins.
     """
     if not steps:
         return
@@ -93,18 +83,7 @@ def insert_new_steps(s: Session, episode_id: str, steps: Sequence[StepRecord]) -
         {"episode_id": episode_id, "idx": st.idx, "created_at": now, **step_values(st)}
         for st in steps
     ]
-    stmt = _insert_new(s.get_bind().dialect.name)
-    if stmt is not None:
-        s.execute(stmt, values)
-        return
-    taken = set(_recorded(s, episode_id, steps))
-    new: list[dict[str, Any]] = []
-    for v in values:
-        if v["idx"] not in taken:
-            taken.add(v["idx"])
-            new.append(v)
-    if new:
-        s.execute(insert(cast(Table, StepRow.__table__)), new)
+    s.execute(_insert_new(s.get_bind().dialect.name), values)
 
 
 class SqlStepLog(StepLog):
