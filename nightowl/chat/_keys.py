@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -97,9 +97,7 @@ class KeyStore:
                 update(ApiKeyRow).where(ApiKeyRow.id == kid).values(revoked_at=utcnow())
             )
         )
-        row = self.db.read(lambda s: s.get(ApiKeyRow, kid))
-        assert row is not None  # just updated
-        return _key(row)
+        return replace(matches[0], revoked=True)
 
     def authenticate(self, plaintext: str) -> ApiKey | None:
         """The live key matching ``plaintext``, else None."""

@@ -138,15 +138,12 @@ class ThreadStore:
         """Reconcile ``incoming`` with the stored history; returns the full history."""
         stored = self.messages(thread_id)
         convo = [m for m in incoming if m.role != "system"]
-        if convo[: len(stored)] == stored:
-            keep, new = len(stored), convo[len(stored) :]
-        elif len(convo) == 1 and convo[0].role == "user":
-            keep, new = len(stored), convo
-        else:
-            keep = 0
-            while keep < min(len(stored), len(convo)) and stored[keep] == convo[keep]:
-                keep += 1
-            new = convo[keep:]
+        keep = 0
+        while keep < min(len(stored), len(convo)) and stored[keep] == convo[keep]:
+            keep += 1
+        new = convo[keep:]
+        if keep < len(stored) and len(convo) == 1 and convo[0].role == "user":
+            keep, new = len(stored), convo  # only the new message was sent
 
         def w(s: Session) -> None:
             if keep < len(stored):  # an edit: drop the replaced messages and their c'
