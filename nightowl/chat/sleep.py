@@ -130,14 +130,14 @@ class ThreadSleeper:
         return rank_threads(threads, turns, preds)
 
     async def pass_once(
-        self, *, idle_s: float, min_new: int = 2, gate: Callable[[], bool] | None = None
+        self, *, idle_s: float, gate: Callable[[], bool] | None = None
     ) -> list[str]:
         """One scheduling pass over idle threads, highest priority first.
 
         Returns the ids rethought (in-process) or enqueued (with a queue), in order.
         ``gate`` is asked before every thread.
         """
-        threads = await asyncio.to_thread(self.store.idle_threads, idle_s, min_new=min_new)
+        threads = await asyncio.to_thread(self.store.idle_threads, idle_s)
         done: list[str] = []
         for work in await self.ranked(threads, gate=gate):
             t = work.thread
@@ -161,7 +161,6 @@ class ThreadSleeper:
         idle_s: float,
         poll_s: float = 5.0,
         stop: asyncio.Event | None = None,
-        min_new: int = 2,
         gate: Callable[[], bool] | None = None,
     ) -> None:
         """Until ``stop`` is set: rethink threads idle for ``idle_s`` (`pass_once`).
@@ -175,7 +174,6 @@ class ThreadSleeper:
             try:
                 await self.pass_once(
                     idle_s=idle_s,
-                    min_new=min_new,
                     gate=lambda: not stop.is_set() and (gate is None or gate()),
                 )
             except Exception:  # noqa: BLE001 - a background job must survive one bad thread

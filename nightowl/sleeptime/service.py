@@ -23,7 +23,6 @@ from pydantic import BaseModel
 from nightowl.config import Prices, Settings, get_settings
 from nightowl.config_sleep import GeneratorConfig
 from nightowl.ledger import Ledger, MeteredModel
-from nightowl.ledger.tables import as_utc
 from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.answer import AnswerBudget, AnswerResult, answer
 from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, rethink
@@ -124,12 +123,7 @@ class SleepService:
         worker = worker or worker_id()
         probe = probe or self.probe
         chash = config.config_hash()
-        done = [
-            lc
-            for lc in self.store.learned_for(ctx.id)
-            if lc.content_hash == ctx.content_hash and lc.config_hash == chash
-        ]
-        if done:
+        if done := self.store.learned_for(ctx.id, key=(ctx.content_hash, chash)):
             return self._outcome("exists", ctx, done[0].id, done[0])
         reading = probe.check()
         if not reading.idle:
@@ -198,7 +192,7 @@ class SleepService:
     def _lease_left(self, heartbeat: datetime | None) -> float:
         if heartbeat is None:
             return self.sleep.busy_countdown_s
-        age = (utcnow() - (as_utc(heartbeat) or utcnow())).total_seconds()
+        age = (utcnow() - heartbeat).total_seconds()  # `LearnedRecord` times are UTC
         return max(1.0, self.sleep.lease_s - age + 1.0)
 
     @staticmethod
@@ -256,11 +250,8 @@ class SleepService:
         items = self.plan(measure=self.probe.check().idle)
         out = []
         for item in items:
-            rows = [
-                lc
-                for lc in self.store.learned_for(item.context.id, state=None)
-                if lc.content_hash == item.context.content_hash and lc.config_hash == chash
-            ]
+            ctx = item.context
+            rows = self.store.learned_for(ctx.id, state=None, key=(ctx.content_hash, chash))
             if rows and rows[0].state in ("running", "paused"):
                 age = (utcnow() - (rows[0].heartbeat_at or utcnow())).total_seconds()
                 if age < self.sleep.lease_s:

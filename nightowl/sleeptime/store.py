@@ -191,12 +191,17 @@ class ContextStore:
             )
 
     # --- learned contexts ----------------------------------------------------------
-    def learned_for(self, context_id: str, *, state: str | None = "done") -> list[LearnedRecord]:
-        """Learned contexts of a context, newest version first."""
+    def learned_for(
+        self, context_id: str, *, state: str | None = "done", key: tuple[str, str] | None = None
+    ) -> list[LearnedRecord]:
+        """Learned contexts of a context (of one (content, config) hash ``key``), newest first."""
         with self.sessions() as s:
             q = select(LearnedContextRow).where(LearnedContextRow.context_id == context_id)
             if state is not None:
                 q = q.where(LearnedContextRow.state == state)
+            if key is not None:
+                q = q.where(LearnedContextRow.content_hash == key[0],
+                            LearnedContextRow.config_hash == key[1])
             rows = s.scalars(
                 q.order_by(LearnedContextRow.version.desc(), LearnedContextRow.id.desc())
             )
