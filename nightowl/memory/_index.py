@@ -113,9 +113,6 @@ class VectorIndex:
         """Number of stored vectors."""
         return int(self._index.ntotal)
 
-    def __len__(self) -> int:
-        return self.ntotal
-
     def ids(self) -> np.ndarray:
         """All stored ids (int64), in internal order."""
         with self._lock:

@@ -47,9 +47,7 @@ def collected_demos(
     out: dict[str, list[str]] = {}
     with db.session() as s:
         for task_id, episode_id, run_id, config in s.execute(stmt):
-            if task_id not in wanted or run_id == exclude_run:
-                continue
-            if (config or {}).get("teacher") != teacher:
+            if run_id == exclude_run or (config or {}).get("teacher") != teacher:
                 continue
             out.setdefault(task_id, []).append(episode_id)
     return out

@@ -45,16 +45,6 @@ from nightowl.memory.embedder import Embedder, build_embedder
 from nightowl.memory.schema import DemoRow, DemoStepRow, StepRow
 from nightowl.memory.steps import SqlStepLog
 
-__all__ = [
-    "DemoMemory",
-    "DemoWindow",
-    "EpisodeDemo",
-    "HistoryItem",
-    "MemorySettings",
-    "MemoryStats",
-    "StepRecord",
-]
-
 
 class DemoMemory(DemoStore):
     """The demo memory of one database (thread-safe; several processes may share it)."""

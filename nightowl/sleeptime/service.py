@@ -26,7 +26,7 @@ from nightowl.ledger import Ledger, MeteredModel
 from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.answer import AnswerBudget, AnswerResult, answer
 from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, rethink
-from nightowl.sleeptime.idle import AlwaysIdle, IdleProbe, probe_for
+from nightowl.sleeptime.idle import IdleProbe, probe_for
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
 from nightowl.sleeptime.schema import detached, utcnow
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress
@@ -292,6 +292,3 @@ class SleepService:
             config_hash=self.sleep.generator().config_hash(),
             record=record,
         )
-
-
-__all__ = ["AlwaysIdle", "JobOutcome", "RETRY_STATUSES", "SleepService", "worker_id"]
