@@ -46,7 +46,6 @@ class GsmQuery:
     text: str
     answer: float
     kind: QueryKind
-    variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +113,6 @@ def derive_queries(
                 text=f"Compute the quantity '{_human(name)}' described in the text.{SUFFIX}",
                 answer=value,
                 kind="derived",
-                variables=(name,),
             )
         )
     for (a, va), (b, vb) in combinations(given, 2):
@@ -129,7 +127,6 @@ def derive_queries(
                 text=f"What is the sum of '{_human(a)}' and '{_human(b)}' in the text?{SUFFIX}",
                 answer=total,
                 kind="combined",
-                variables=(a, b),
             )
         )
     return out

@@ -10,7 +10,6 @@ the next `sleep run` or worker scan picks it up again).
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from nightowl.sleeptime.service import RETRY_STATUSES, JobOutcome, SleepService,
 class RunnerEvent:
     """One attempt of one job, for progress display."""
 
-    context_id: str
-    attempt: int
     outcome: JobOutcome
 
 
@@ -42,12 +39,10 @@ def run_jobs(
     worker = worker_id("inproc")
     for ref in refs:
         deadline = time.monotonic() + max_wait_s
-        for attempt in itertools.count(1):
+        while True:
             outcome = service.learn_sync(ref, config, worker=worker)
             if on_event is not None:
-                on_event(
-                    RunnerEvent(context_id=outcome.context_id, attempt=attempt, outcome=outcome)
-                )
+                on_event(RunnerEvent(outcome=outcome))
             if outcome.status not in RETRY_STATUSES:
                 break
             wait = min(outcome.retry_in_s, max(deadline - time.monotonic(), 0.0))
