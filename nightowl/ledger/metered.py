@@ -194,14 +194,6 @@ async def record_call(
         cost = site.pending.model_call(ledger, **_at(site, prices, kw))
     else:
         cost = await asyncio.to_thread(write_call, ledger, site, prices, **kw)
-    _trace_call(site, cost, operation, provider, kw)
-    return cost
-
-
-def _trace_call(
-    site: CallSite, cost: float, operation: str | None, provider: str | None,
-    kw: dict[str, Any],
-) -> None:
     usage = kw.get("usage") or Usage()
     meta = kw.get("meta") or {}
     kind = kw.get("kind", "generate")
@@ -214,6 +206,7 @@ def _trace_call(
         cost_usd=cost, latency_s=float(kw.get("latency_s") or 0.0),
         ok=bool(kw.get("ok", True)), error=meta.get("error"),
     )
+    return cost
 
 
 def _provider(backend: ModelBackend) -> str:
