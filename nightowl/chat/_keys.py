@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from nightowl.chat.tables import ApiKeyRow
 from nightowl.chat.threads import utcnow
 from nightowl.errors import BudgetExceededError, UnknownNameError, UserError
-from nightowl.sleeptime.schema import detached
+from nightowl.ledger.tables import detached
 from nightowl.storage import Database
 
 KEY_PREFIX = "no-"

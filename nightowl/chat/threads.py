@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from nightowl.chat.tables import MessageRow, ThreadContextRow, ThreadRow
 from nightowl.errors import BudgetExceededError, UserError
-from nightowl.ledger.tables import as_utc
+from nightowl.ledger.tables import as_utc, detached
 from nightowl.llm.base import ChatMessage
-from nightowl.sleeptime.schema import detached, utcnow
+from nightowl.sleeptime.schema import utcnow
 from nightowl.storage import Database
 
 

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from nightowl.db import Base
 from nightowl.errors import StoreError
-from nightowl.ledger.tables import TS, as_utc
+from nightowl.ledger.tables import TS, as_utc, detached
 from nightowl.storage import Database, utcnow
 
 
@@ -101,13 +101,9 @@ class LeaseRow:
     @classmethod
     def of(cls, r: EpisodeLease) -> LeaseRow:
         """Copy an ORM row (timestamps in UTC)."""
-        return cls(
-            run_id=r.run_id, task_id=r.task_id, state=r.state, gen=r.gen, attempt=r.attempt,
-            requeues=r.requeues, host=r.host, pid=r.pid, step=r.step, episode_id=r.episode_id,
-            reason=r.reason, payload=r.payload, queued_at=as_utc(r.queued_at) or r.queued_at,
-            started_at=as_utc(r.started_at), heartbeat_at=as_utc(r.heartbeat_at),
-            ended_at=as_utc(r.ended_at),
-        )
+        return detached(cls, r, queued_at=as_utc(r.queued_at) or r.queued_at,
+                        started_at=as_utc(r.started_at), heartbeat_at=as_utc(r.heartbeat_at),
+                        ended_at=as_utc(r.ended_at))
 
     def age_s(self, now: datetime | None = None) -> float | None:
         """Seconds since the last heartbeat (None before the first claim)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -24,6 +25,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from nightowl.db import Base
 from nightowl.storage import BIGINT, utcnow
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 TS = DateTime(timezone=True)
 
 
@@ -36,6 +41,12 @@ def as_utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def detached(cls: type[R], row: object, **override: Any) -> R:
+    """A ``cls`` record with ``row``'s same-named attributes (``override`` replaces some)."""
+    names = [f.name for f in fields(cls) if f.name not in override]
+    return cls(**{name: getattr(row, name) for name in names}, **override)
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,9 +13,8 @@ that holds it and ``heartbeat_at`` tells others whether that worker is still ali
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -31,17 +30,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from nightowl.db import Base
 from nightowl.storage import utcnow
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-R = TypeVar("R", bound="DataclassInstance")
-
-
-def detached(cls: type[R], row: object, **override: Any) -> R:
-    """A ``cls`` record with ``row``'s same-named attributes (``override`` replaces some)."""
-    names = [f.name for f in fields(cls) if f.name not in override]
-    return cls(**{name: getattr(row, name) for name in names}, **override)
 
 
 class ContextRow(Base):

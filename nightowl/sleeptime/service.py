@@ -23,12 +23,13 @@ from pydantic import BaseModel
 from nightowl.config import Prices, Settings, get_settings
 from nightowl.config_sleep import GeneratorConfig
 from nightowl.ledger import Ledger, MeteredModel
+from nightowl.ledger.tables import detached
 from nightowl.llm.base import ModelBackend
 from nightowl.sleeptime.answer import AnswerBudget, AnswerResult, answer
 from nightowl.sleeptime.generate import ClaimLostError, RethinkHooks, Yielded, rethink
 from nightowl.sleeptime.idle import IdleProbe, probe_for
 from nightowl.sleeptime.policy import WorkItem, measure_predictability, needing_refresh
-from nightowl.sleeptime.schema import detached, utcnow
+from nightowl.sleeptime.schema import utcnow
 from nightowl.sleeptime.store import ContextRecord, ContextStore, LearnedRecord, Progress
 from nightowl.storage import Database
 

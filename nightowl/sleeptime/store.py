@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from nightowl.config_sleep import GeneratorConfig
 from nightowl.db import session_scope
 from nightowl.errors import UnknownNameError, UserError
-from nightowl.ledger.tables import as_utc
-from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, detached, utcnow
+from nightowl.ledger.tables import as_utc, detached
+from nightowl.sleeptime.schema import ContextRow, LearnedContextRow, QueryRow, utcnow
 
 CONTEXT_KINDS: tuple[str, ...] = ("document", "conversation", "environment")
 LearnedStatus = Literal["fresh", "stale", "missing"]
