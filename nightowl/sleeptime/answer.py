@@ -67,16 +67,6 @@ class AnswerResult:
     query_id: int | None = None
 
 
-def budget_named(name: str | AnswerBudget) -> AnswerBudget:
-    """A budget level by name (a clear error otherwise); an `AnswerBudget` passes through."""
-    if isinstance(name, AnswerBudget):
-        return name
-    try:
-        return BUDGETS[name]
-    except KeyError:
-        raise UserError(f"unknown budget {name!r}; known: {', '.join(BUDGETS)}") from None
-
-
 def extract_final(text: str) -> str:
     """The answer part of a reply: after the last 'Answer:', else its first line."""
     if hits := ANSWER_RE.findall(text):
@@ -132,7 +122,9 @@ async def answer(
         config_hash: prefer the c' made with this generator config.
         record: store the query and answer (they feed priority and predictability).
     """
-    level = budget_named(budget)
+    level = budget if isinstance(budget, AnswerBudget) else BUDGETS.get(budget)
+    if level is None:
+        raise UserError(f"unknown budget {budget!r}; known: {', '.join(BUDGETS)}")
     if mode not in MODES:
         raise UserError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     status, learned = store.fresh_learned(ctx, config_hash=config_hash)
