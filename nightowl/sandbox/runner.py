@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -125,32 +126,19 @@ class ActionResult:
     seconds: float = 0.0
 
 
-@dataclass(kw_only=True)
-class _Probe:
-    ok: bool
-    why: str
-
-
-_PROBES: dict[str, _Probe] = {}
-
-
-def _bwrap_probe() -> _Probe:
-    """Whether bubblewrap is installed and can make namespaces here (cached)."""
-    if "bwrap" in _PROBES:
-        return _PROBES["bwrap"]
+@functools.cache
+def _bwrap_probe() -> tuple[bool, str]:
+    """Whether bubblewrap is installed and can make namespaces here, and why not (cached)."""
     exe = shutil.which("bwrap")
     if exe is None:
-        probe = _Probe(ok=False, why="bubblewrap (bwrap) is not installed")
-    else:
-        cmd = [exe, *_ns_flags(), *_fs_flags(Path(sys.base_prefix)), "--", "/bin/true"]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)  # noqa: S603
-            err = r.stderr.strip().splitlines()
-            probe = _Probe(ok=r.returncode == 0, why=(err[-1] if err else f"exit {r.returncode}"))
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            probe = _Probe(ok=False, why=f"bwrap failed: {exc}")
-    _PROBES["bwrap"] = probe
-    return probe
+        return False, "bubblewrap (bwrap) is not installed"
+    cmd = [exe, *_ns_flags(), *_fs_flags(Path(sys.base_prefix)), "--", "/bin/true"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"bwrap failed: {exc}"
+    err = r.stderr.strip().splitlines()
+    return r.returncode == 0, (err[-1] if err else f"exit {r.returncode}")
 
 
 def _ns_flags() -> list[str]:
@@ -224,13 +212,14 @@ class Sandbox:
         self.ids = _sandbox_ids()
         self.warning: str | None = None
         if mode in ("auto", "bwrap"):
-            probe = _bwrap_probe()
-            if not probe.ok and mode == "bwrap":
-                raise SandboxError(f"bubblewrap sandbox unavailable: {probe.why}")
-            mode = "bwrap" if probe.ok else "fallback"
-            if not probe.ok:
-                self.warning = f"{probe.why}; " if probe.why else ""
+            ok, why = _bwrap_probe()
+            if not ok and mode == "bwrap":
+                raise SandboxError(f"bubblewrap sandbox unavailable: {why}")
+            mode = "bwrap" if ok else "fallback"
+            if not ok:
+                self.warning = f"{why}; " if why else ""
         self.mode = mode
+        self._prctl = _prctl()
         if mode == "fallback":
             user = "no uid drop (not root)" if self.ids is None else "uid drop"
             self.warning = (
@@ -238,10 +227,8 @@ class Sandbox:
                 "code actions can use the network and read world-readable files"
             )
             log.warning(self.warning)
-            prctl = _prctl()
-            if prctl is not None:  # orphans of killed actions come back to us to be swept
-                prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        self._prctl = _prctl()
+            if self._prctl is not None:  # orphans of killed actions come back to us to be swept
+                self._prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -315,7 +302,7 @@ class Session:
         """Start the interpreter now (otherwise at the first action)."""
         if self._proc is not None and self._proc.popen.poll() is None:
             return
-        self._kill()
+        self.close()
         workdir = None
         if self.sandbox.mode == "fallback":
             workdir = tempfile.mkdtemp(prefix="nightowl-sandbox-")
@@ -335,9 +322,6 @@ class Session:
 
     def close(self) -> None:
         """Kill the interpreter and everything it started; remove its working directory."""
-        self._kill()
-
-    def _kill(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -423,13 +407,10 @@ class Session:
                 return None, "the sandbox sent an oversized message"
         line, _, rest = proc.buf.partition(b"\n")
         proc.buf = bytearray(rest)
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            return None, "the sandbox broke the protocol"
-        if not isinstance(msg, dict):
-            return None, "the sandbox broke the protocol"
-        return msg, ""
+        with contextlib.suppress(ValueError):
+            if isinstance(msg := json.loads(line), dict):
+                return msg, ""
+        return None, "the sandbox broke the protocol"
 
     def _ensure_ready(self, deadline: float) -> str:
         restarted = self._proc is None or self._proc.popen.poll() is not None
@@ -440,11 +421,11 @@ class Session:
             os.killpg(self._proc.popen.pid, signal.SIGCONT)
             msg, why = self._recv(deadline)
             if msg is None or not msg.get("ready"):
-                self._kill()
+                self.close()
                 raise SandboxError(f"the sandbox did not start: {why or msg}")
             ids = self.sandbox.ids
             if ids is not None and msg.get("uid") != ids[0]:
-                self._kill()
+                self.close()
                 raise SandboxError(f"the sandbox runs as uid {msg.get('uid')}, not {ids[0]}")
             self._proc.ready = True
             self._proc.interp = self._find_interp()
@@ -516,7 +497,7 @@ class Session:
                 )
             if "call" in msg and not self._send(self._answer(msg["call"])):
                 why = "the sandbox stopped reading"
-        self._kill()
+        self.close()
         if why == "time limit":
             why = f"execution exceeded the {timeout:g} s time limit"
         err = f"Execution failed: {why}; the sandbox was stopped (variables are lost)"
