@@ -40,6 +40,7 @@ request), ``headers``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -149,13 +150,9 @@ class OpenAICompatBackend(ModelBackend):
         return client
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            retry_after = response.headers.get("retry-after")
-            if retry_after:
-                try:
-                    return min(max(float(retry_after), 0.0), self.backoff_max_s)
-                except ValueError:
-                    pass
+        retry_after = response.headers.get("retry-after", "") if response is not None else ""
+        with contextlib.suppress(ValueError):  # absent or not a number: back off as usual
+            return min(max(float(retry_after), 0.0), self.backoff_max_s)
         base = min(self.backoff_s * (2**attempt), self.backoff_max_s)
         return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
 

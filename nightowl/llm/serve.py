@@ -209,24 +209,17 @@ def _completion_choice(
     text = (prompt + c.text) if body.echo else c.text
     logprobs = None
     if body.logprobs is not None:
-        echoed = echoed or []
-        tokens = [tok for tok, _, _ in echoed]
-        values = [lp for _, lp, _ in echoed]
-        tops: list[dict[str, float] | None] = [None] * len(echoed)
-        offsets = [off for _, _, off in echoed]
+        # one row per token (the echoed prompt's, then the completion's), sent as columns
+        rows: list[tuple[str, float | None, dict[str, float] | None, int]] = [
+            (tok, lp, None, off) for tok, lp, off in echoed or ()
+        ]
         offset = len(prompt) if body.echo else 0
         for t in c.logprobs or ():
-            tokens.append(t.token)
-            values.append(t.logprob)
-            tops.append(dict(t.top) if t.top else ({t.token: t.logprob} if body.logprobs else None))
-            offsets.append(offset)
+            top = dict(t.top) if t.top else ({t.token: t.logprob} if body.logprobs else None)
+            rows.append((t.token, t.logprob, top, offset))
             offset += len(t.token)
-        logprobs = {
-            "tokens": tokens,
-            "token_logprobs": values,
-            "top_logprobs": tops,
-            "text_offset": offsets,
-        }
+        columns = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+        logprobs = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": c.finish_reason}
 
 
