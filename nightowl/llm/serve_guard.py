@@ -55,6 +55,20 @@ def too_large(limit: int) -> JSONResponse:
     return error_json(413, f"request body is over the {limit}-byte limit", "invalid_request_error")
 
 
+class SendWatch:
+    """An ASGI ``send`` that notes the response's status once the response has started."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        """Note the status of the response start, then send the message on."""
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
+
+
 class BodyLimit:
     """Pure ASGI middleware: 413 for a body over ``limit`` bytes, declared or streamed.
 
@@ -76,7 +90,7 @@ class BodyLimit:
                 await too_large(self.limit)(scope, receive, send)
                 return
         seen = 0
-        started = False
+        sent = SendWatch(send)
 
         async def counted() -> Message:
             nonlocal seen
@@ -87,16 +101,10 @@ class BodyLimit:
                     raise TooLargeError(f"request body is over the {self.limit}-byte limit")
             return message
 
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counted, tracked)
+            await self.app(scope, counted, sent)
         except TooLargeError:
-            if not started:
+            if sent.status is None:
                 await too_large(self.limit)(scope, receive, send)
 
 
@@ -114,18 +122,11 @@ class CatchAll:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        sent = SendWatch(send)
         try:
-            await self.app(scope, receive, tracked)
+            await self.app(scope, receive, sent)
         except Exception as exc:  # noqa: BLE001 - last resort: generic 500, keep serving
-            if started:
+            if sent.status is not None:
                 raise
             message = internal_error(exc, str(scope.get("path", "?")))
             await error_json(500, message, "server_error")(scope, receive, send)

@@ -22,11 +22,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nightowl.errors import BudgetExceededError, NightowlError, StoreError, UserError
 from nightowl.llm.openai_wire import sse_response
-from nightowl.llm.serve_guard import error_json, validation_message
+from nightowl.llm.serve_guard import SendWatch, error_json, validation_message
 from nightowl.llm.serve_limits import internal_error, public_message
 from nightowl.server.access import log_access, note
 from nightowl.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -98,24 +98,16 @@ class CountRequests:
         counted = str(scope.get("path", "")).startswith("/v1/")
         scope.setdefault("state", {})  # the routes note the key id and tier here
         started = time.perf_counter()
-        status = 500
-        sent = False
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status, sent = int(message["status"]), True
-            await send(message)
-
+        sent = SendWatch(send)
         try:
-            await self.app(scope, receive, send_counted)
+            await self.app(scope, receive, sent)
         except Exception as exc:  # noqa: BLE001 - last resort: one-line 500, keep serving
-            if sent or not counted:
+            if sent.status is not None or not counted:
                 raise
             response = error_response(exc, self.retry_after, str(scope.get("path", "")))
-            status = response.status_code
-            await response(scope, receive, send)
+            await response(scope, receive, sent)
         finally:
+            status = 500 if sent.status is None else sent.status
             latency_s = time.perf_counter() - started
             if counted:
                 self.metrics.request_done(status, latency_s)
