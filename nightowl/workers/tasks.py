@@ -8,6 +8,7 @@ real failures get (``autoretry_for`` with exponential backoff).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -90,8 +91,6 @@ def scan_contexts(self) -> dict:  # type: ignore[no-untyped-def]
 @shared_task(name="nightowl.sleep.rethink_thread", **_RELIABLE)
 def rethink_thread(payload: dict) -> dict:
     """Rethink one chat thread into a c' (a no-op when its c' covers its revision)."""
-    import asyncio
-
     from nightowl.chat.sleep import rethink_thread_job
 
     job = parse(ThreadRethinkPayload, payload, "nightowl.sleep.rethink_thread")
@@ -138,8 +137,6 @@ def collect_demos(payload: dict) -> dict:
     Idempotent when the payload carries a ``run_id``: a redelivered message resumes
     that ledger run from its checkpoints and re-adding a demo replaces it.
     """
-    import asyncio
-
     from nightowl.app import CollectRequest
     from nightowl.app import collect_demos as collect
 
@@ -151,8 +148,6 @@ def collect_demos(payload: dict) -> dict:
 @shared_task(name="nightowl.episodes.run", **_RELIABLE)
 def run_episode(payload: dict) -> dict:
     """Run one episode of a distributed run under its lease (resumes from its checkpoint)."""
-    import asyncio
-
     from nightowl.app.distributed import EpisodeJob, run_episode_job
 
     job = parse(EpisodeJob, payload, "nightowl.episodes.run")
