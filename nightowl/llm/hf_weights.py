@@ -61,7 +61,8 @@ class LoadedModel:
 
 _tokenizers: dict[tuple[str, str], LoadedTokenizer] = {}
 _models: dict[tuple[str, str, str], LoadedModel] = {}
-_load_lock = threading.Lock()
+#: re-entrant: `load_model` loads the tokenizer while it holds the lock
+_load_lock = threading.RLock()
 
 
 def resolve_weights(params: dict[str, Any]) -> tuple[str, str | None]:
@@ -158,35 +159,32 @@ def _quiet_hf() -> None:
         gguf_utils.tqdm = quiet
 
 
-def _load_tokenizer_locked(directory: str, gguf_file: str | None) -> LoadedTokenizer:
-    key = (directory, gguf_file or "")
-    if key in _tokenizers:
-        return _tokenizers[key]
-    _quiet_hf()
-    from transformers import AutoTokenizer
-
-    source, kwargs = _source(directory, gguf_file)
-    # Without a converted copy, reading the tokenizer out of a GGUF parses the whole file
-    # (~10-30 s); a tokenizer-only copy beside the weights cache makes that once.
-    conv = converted_dir(directory, gguf_file or "") if kwargs else None
-    tok_copy = None if conv is None else conv.with_name(conv.name + "-tokenizer")
-    if tok_copy is not None and (tok_copy / "tokenizer_config.json").is_file():
-        source, kwargs = str(tok_copy), {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"cannot load tokenizer from {source}/{gguf_file or ''}: {exc}") from exc
-    if tok_copy is not None and kwargs:
-        _save_atomically(tok_copy, tokenizer.save_pretrained)
-    loaded = LoadedTokenizer(tokenizer=tokenizer)
-    _tokenizers[key] = loaded
-    return loaded
-
-
 def load_tokenizer(directory: str, gguf_file: str | None) -> LoadedTokenizer:
     """The tokenizer only (once per process): no model weights are read or de-quantized."""
+    key = (directory, gguf_file or "")
     with _load_lock:
-        return _load_tokenizer_locked(directory, gguf_file)
+        if key in _tokenizers:
+            return _tokenizers[key]
+        _quiet_hf()
+        from transformers import AutoTokenizer
+
+        source, kwargs = _source(directory, gguf_file)
+        # Without a converted copy, reading the tokenizer out of a GGUF parses the whole
+        # file (~10-30 s); a tokenizer-only copy beside the weights cache makes that once.
+        conv = converted_dir(directory, gguf_file or "") if kwargs else None
+        tok_copy = None if conv is None else conv.with_name(conv.name + "-tokenizer")
+        if tok_copy is not None and (tok_copy / "tokenizer_config.json").is_file():
+            source, kwargs = str(tok_copy), {}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        except (OSError, ValueError, RuntimeError) as exc:
+            where = f"{source}/{gguf_file or ''}"
+            raise ModelError(f"cannot load tokenizer from {where}: {exc}") from exc
+        if tok_copy is not None and kwargs:
+            _save_atomically(tok_copy, tokenizer.save_pretrained)
+        loaded = LoadedTokenizer(tokenizer=tokenizer)
+        _tokenizers[key] = loaded
+        return loaded
 
 
 def is_model_loaded(directory: str, gguf_file: str | None, dtype: str) -> bool:
@@ -212,7 +210,7 @@ def load_model(directory: str, gguf_file: str | None, dtype: str = "float32") ->
 
         _quiet_hf()
         started = time.perf_counter()
-        tok = _load_tokenizer_locked(directory, gguf_file)
+        tok = load_tokenizer(directory, gguf_file)
         source, kwargs = _source(directory, gguf_file)
         from_gguf = bool(gguf_file) and source == directory
         # a GGUF is always de-quantized in float32 (then cast): the cached copy holds the
