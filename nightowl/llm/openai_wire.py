@@ -22,6 +22,13 @@ from nightowl.errors import UserError
 from nightowl.llm.base import ChatMessage, GenerationRequest, GenerationResult, Usage
 
 
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    """A body's ``stop`` as a tuple (at most 4, as in OpenAI's API: `bounded` checks that)."""
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
 class _Constrained(BaseModel):
     """Fields shared by both endpoints (unknown fields are accepted and ignored)."""
 
@@ -38,11 +45,6 @@ class _Constrained(BaseModel):
     guided_choice: list[str] | None = None
     guided_json: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
-
-    def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def choices(self) -> tuple[str, ...] | None:
         so = self.structured_outputs or {}
@@ -68,7 +70,7 @@ class _Constrained(BaseModel):
             n=self.n,
             temperature=self.temperature,
             top_p=self.top_p,
-            stop=self.stops(),
+            stop=stop_strings(self.stop),
             seed=self.seed,
             choices=self.choices(),
             json_schema=self.schema_constraint(),

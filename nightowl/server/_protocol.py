@@ -13,7 +13,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightowl.errors import UserError
-from nightowl.llm.base import ChatMessage
 from nightowl.llm.openai_wire import ChatTurn, ChoiceOut, StreamOptions, UsageOut
 
 #: model names this server answers to, mapped to a cascade mode
@@ -70,19 +69,9 @@ class ChatCompletionRequest(BaseModel):
         if self.stream_options is not None and not self.stream:
             raise UserError("stream_options is only allowed with stream=true")
 
-    def stops(self) -> tuple[str, ...]:
-        """``stop`` as a tuple (at most 4, as in OpenAI's API: `bounded` checks that)."""
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
     def prompt_chars(self) -> int:
         """Characters of all messages together (the prompt-size bound checks it)."""
         return sum(t.chars() for t in self.messages)
-
-    def chat_messages(self) -> list[ChatMessage]:
-        """The messages as `ChatMessage`s (content parts joined; images refused)."""
-        return [t.chat_message() for t in self.messages]
 
     def thread_id(self, header: str | None) -> str | None:
         """Header ``X-Nightowl-Thread``, else ``metadata.thread_id``, else ``user``."""

@@ -125,7 +125,7 @@ def create_app(service: ChatService, *, sleep: bool = False, access_log: bool = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if sleep:
             # Think only while no chat request is in flight (serving comes first).
-            service.assistant.start_sleep(gate=lambda: service.metrics.in_flight == 0)
+            service.assistant.start_sleep(gate=lambda: service.admission.in_flight == 0)
         yield
         await service.assistant.aclose()
         service.metrics.close()
@@ -144,7 +144,7 @@ def create_app(service: ChatService, *, sleep: bool = False, access_log: bool = 
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": service.metrics.in_flight}
+        return {"status": "ok", "in_flight": service.admission.in_flight}
 
     @app.get("/metrics", response_model=None)
     async def metrics(request: Request) -> Response:

@@ -44,14 +44,12 @@ def multiprocess_dir() -> str | None:
 class Metrics:
     """The server's metrics in a per-instance registry (thread-safe).
 
-    ``in_flight`` is this process's count of admitted chat requests (``/health`` and the
-    sleep gate read it); the model (the in-process student) works on one of them at a
-    time: the rest count as waiting.
+    `set_in_flight` takes this process's count of admitted chat requests; the model (the
+    in-process student) works on one of them at a time: the rest count as waiting.
     """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.in_flight = 0
         self._lock = threading.Lock()
         r = self.registry
         self.requests = Counter(
@@ -92,7 +90,6 @@ class Metrics:
     def set_in_flight(self, n: int) -> None:
         """Chat requests admitted and not finished (this process)."""
         with self._lock:
-            self.in_flight = n
             running = min(n, 1)
             self.queue_depth.set(n)
             self.running.set(running)

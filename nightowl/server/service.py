@@ -33,6 +33,7 @@ from nightowl.llm.openai_wire import (
     ModelList,
     UsageOut,
     chunk_events,
+    stop_strings,
     usage_json,
 )
 from nightowl.llm.serve_guard import AuthError, TooLargeError, bearer, token_digest
@@ -146,7 +147,7 @@ class ChatService:
         if mode is None:
             raise ModelNotFoundError("model", body.model, sorted(self.models))
         body.refuse_unsupported()
-        messages = body.chat_messages()
+        messages = [t.chat_message() for t in body.messages]  # images refused
         thread = body.thread_id(thread_header)
         if thread is not None and body.n > 1:
             raise UserError("n > 1 cannot be combined with a thread (a thread has one history)")
@@ -157,7 +158,7 @@ class ChatService:
             "mode": mode,
             "max_tokens": body.max_completion_tokens or body.max_tokens,
             "temperature": body.temperature,
-            "stop": body.stops(),
+            "stop": stop_strings(body.stop),
             "seed": body.seed,
         }
         started = time.perf_counter()
@@ -187,9 +188,7 @@ class ChatService:
                 latency_s=latency_s,
             )
             include = bool(body.stream_options and body.stream_options.include_usage)
-            ext_json = (
-                ext.model_dump() if isinstance(ext, BaseModel) else [e.model_dump() for e in exts]
-            )
+            ext_json = [e.model_dump() for e in exts] if isinstance(ext, list) else ext.model_dump()
             return Answer(
                 events=chunk_events(
                     result,
