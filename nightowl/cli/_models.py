@@ -147,7 +147,7 @@ def serve(
     """
     from nightowl.config import load_settings
     from nightowl.llm.registry import build_backend
-    from nightowl.llm.serve import run_server
+    from nightowl.llm.serve import create_app
     from nightowl.llm.serve_limits import check_bind, load_limits
 
     with one_line_errors(), ExitStack() as stack:
@@ -165,7 +165,10 @@ def serve(
             authenticate = _key_authenticator(no.keys)
         backend = build_backend(name, settings)
         typer.echo(f"serving {name!r} at http://{host}:{port}/v1", err=True)
-        run_server(backend, host=host, port=port, limits=limits, authenticate=authenticate)
+        import uvicorn
+
+        served = create_app(backend, limits=limits, authenticate=authenticate)
+        uvicorn.run(served, host=host, port=port, log_level="info")
 
 
 def _key_authenticator(store: Any) -> Any:

@@ -222,18 +222,3 @@ def _completion_choice(
         logprobs = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": c.finish_reason}
 
-
-def run_server(
-    backend: ModelBackend,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    log_level: str = "info",
-    limits: ServeLimits | None = None,
-    authenticate: Authenticator | None = None,
-) -> None:
-    """Serve ``backend`` until interrupted (blocking)."""
-    import uvicorn
-
-    app = create_app(backend, limits=limits, authenticate=authenticate)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
