@@ -81,6 +81,7 @@ class ScoreMemo:
     def __init__(self, max_entries: int = SCORE_MEMO_ENTRIES) -> None:
         """Remember at most ``max_entries`` scorings."""
         self.max_entries = max_entries
+        self.hits = 0
         self._store: OrderedDict[tuple[Any, ...], list[list[float]]] = OrderedDict()
 
     @staticmethod
@@ -94,6 +95,7 @@ class ScoreMemo:
         if got is None:
             return None
         self._store.move_to_end(key)
+        self.hits += 1
         return [list(row) for row in got]
 
     def put(self, key: tuple[Any, ...], value: list[list[float]]) -> None:
