@@ -71,6 +71,18 @@ def group_ids(env: str, prefix: str, split: str) -> list[str]:
     return [t.task_id for t in sorted(specs, key=lambda t: (t.seed, t.game))]
 
 
+def split_families(text: str) -> list[str]:
+    """``env/game`` names split at commas; a comma in an environment's options stays
+    (``alfworld:expert=imitable,notes=search/heat,twx/coin`` is two families)."""
+    out: list[str] = []
+    for piece in text.split(","):
+        if out and "/" not in out[-1]:
+            out[-1] += "," + piece.strip()
+        else:
+            out.append(piece.strip())
+    return out
+
+
 async def family(fam: str, args: argparse.Namespace) -> dict[str, Any]:
     """Collect, calibrate on dev, run teacher-only and the recommendation on test."""
     env, _, game = fam.partition("/")
@@ -199,8 +211,8 @@ async def main() -> None:
     load_before = os.getloadavg()
     commit = git_rev()  # the code this process runs (later commits do not count)
     rows = []
-    for fam in args.families.split(","):
-        row = {**await family(fam.strip(), args), "commit": commit}
+    for fam in split_families(args.families):
+        row = {**await family(fam, args), "commit": commit}
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("family", "calibrate_choice",
                                               "cost_ratio_teacher_over_recommended")}),
