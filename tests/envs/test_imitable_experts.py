@@ -246,13 +246,18 @@ def test_parse_alfworld_goals():
     assert parse_goal("dance") is None
 
 
-def test_imitable_alfworld_policy_on_a_synthetic_trace():
-    """Search order from the statistics, open on arrival, shared spots, put back."""
+def _apple_expert() -> Any:
+    """An imitable ALFWorld expert whose statistics know only apples."""
     from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, SearchStats
 
-    stats = SearchStats(rates={"apple": {"fridge": 0.5, "cabinet": 0.3, "countertop": 0.4}},
-                        openable=frozenset({"cabinet", "fridge"}))
-    expert = ImitableAlfredExpert(stats)
+    return ImitableAlfredExpert(SearchStats(
+        rates={"apple": {"fridge": 0.5, "cabinet": 0.3, "countertop": 0.4}},
+        openable=frozenset({"cabinet", "fridge"})))
+
+
+def test_imitable_alfworld_policy_on_a_synthetic_trace():
+    """Search order from the statistics, open on arrival, shared spots, put back."""
+    expert = _apple_expert()
     first = ("You are in the middle of a room. Looking quickly around you, you see a "
              "cabinet 2, a cabinet 1, a countertop 1, and a fridge 1.\n\nYour task is to: "
              "put a cool apple in countertop.")
@@ -302,11 +307,7 @@ def test_imitable_alfworld_notes_name_what_the_expert_searches_next():
 
     The goal's own receptacle is not searched (as the expert skips it).
     """
-    from nightowl.envs.imitable_alfworld import ImitableAlfredExpert, SearchStats
-
-    stats = SearchStats(rates={"apple": {"fridge": 0.5, "cabinet": 0.3, "countertop": 0.4}},
-                        openable=frozenset({"cabinet", "fridge"}))
-    expert = ImitableAlfredExpert(stats)
+    expert = _apple_expert()
     first = ("You are in the middle of a room. Looking quickly around you, you see a "
              "cabinet 1, a countertop 1, and a fridge 1.\n\nYour task is to: "
              "put a apple in countertop.")
