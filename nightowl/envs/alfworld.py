@@ -20,9 +20,9 @@ planner (``expert="planner"``: replans from the current state at every step), or
 imitable expert (``expert="imitable"``, `nightowl.envs.imitable_alfworld`): it acts
 only on the episode's text and on statistics learned from train games, so a student
 can agree with it; its games run without ALFWorld's expert wrapper and without facts.
-With ``notes="search"`` each observation ends with one line on the search from the same
-knowledge (`ImitableAlfredExpert.notes`), so a student sees why the expert goes where it
-goes.
+With ``notes="search"`` or ``notes="plan"`` each observation ends with one line from the
+same knowledge (`nightowl.envs.alfworld_notes`), so a student sees why the expert does
+what it does.
 The handcoded expert's random choices are seeded per task, so an expert episode
 replays identically. Snapshots are action lists restored by replay.
 """
@@ -58,8 +58,9 @@ OFFICIAL_DIRS = {"train": "train", "dev": "valid_seen", "test": "valid_unseen"}
 INVALID_FEEDBACK = "Nothing happens."
 #: the experts an instance can use (``expert=``); the first is the default
 EXPERTS = ("handcoded", "planner", "imitable")
-#: what an observation may end with (``notes=``): nothing, or the search notes
-NOTES = ("none", "search")
+#: what an observation may end with (``notes=``): nothing, the search notes, or the plan
+#: notes (`nightowl.envs.alfworld_notes`)
+NOTES = ("none", "search", "plan")
 
 
 def import_alfworld(cache_dir: Path) -> Any:
@@ -215,10 +216,13 @@ class AlfWorldEnv(ReplayEnvironment):
         )
 
     def _noted(self, text: str) -> str:
-        """``text``, with the search notes appended when ``notes="search"``."""
-        if self.notes != "search":
+        """``text``, with the notes line appended (``notes="search"`` or ``"plan"``)."""
+        if self.notes == "none":
             return text
-        line = self._imitable.notes(self._goal, self._first_text, self._trace)
+        from nightowl.envs.alfworld_notes import plan_note, search_note
+
+        note = plan_note if self.notes == "plan" else search_note
+        line = note(self._imitable, self._goal, self._first_text, self._trace)
         return f"{text}\n{line}" if line else text
 
     @cached_property

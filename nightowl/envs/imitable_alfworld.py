@@ -288,38 +288,9 @@ class ImitableAlfredExpert:
         step = self._decide(g, w, valid_set)
         return step if step in valid_set else None
 
-    def notes(self, goal: str, first_text: str, trace: Sequence[tuple[str, str]],
-              shown: int = 4) -> str:
-        """One line on the search, from the same knowledge the expert acts on ("" if none).
-
-        While an object is still to be found: where one was seen, else the first
-        ``shown`` receptacles the episode has not searched, in the learned order. An
-        environment may append it to its observations (`AlfWorldEnv(notes="search")`), so a
-        student's prompt shows why the expert goes where it goes.
-        """
-        g = parse_goal(goal)
-        if g is None:
-            return ""
-        w = World.replay(first_text, trace)
-        if w.held is not None and (g.kind != "look" or w.where(g.target)):
-            return ""
-        kind = g.target if w.held is not None else g.obj
-        last, skip = "", set[str]()
-        if g.kind != "look":  # as `_decide`: the goal type last, its receptacle skipped
-            last, goal_recep = g.target, self._goal_receptacle(g, w)
-            skip = {goal_recep} if goal_recep else set()
-        seen = w.where(kind, exclude=skip)
-        if seen:
-            obj, recep = seen[0]
-            return f"Seen: {obj} in {recep}."
-        todo = [r for r in self.stats.order(kind, w.receptacles, last=last)
-                if r not in w.contents and r not in skip]
-        if not todo:
-            return ""
-        return f"Not searched yet for a {kind}, likeliest first: {', '.join(todo[:shown])}."
-
     # -- helpers
-    def _first(self, w: World, kind: str) -> str | None:
+    def first_of(self, w: World, kind: str) -> str | None:
+        """The lowest-numbered receptacle of ``kind`` in the room (the station it uses)."""
         return min((r for r in w.receptacles if kind_of(r) == kind), key=_number, default=None)
 
     @staticmethod
@@ -379,7 +350,7 @@ class ImitableAlfredExpert:
                 lamp, recep = lamps[0]
                 return self._reach(w, recep, f"use {lamp}", valid)
             return self._search(w, g.target, valid)
-        goal_recep = self._goal_receptacle(g, w)
+        goal_recep = self.goal_receptacle(g, w)
         if goal_recep is None:
             return None
         if w.held is None:
@@ -387,13 +358,13 @@ class ImitableAlfredExpert:
             return self._search(w, g.obj, valid, last=g.target, exclude=(goal_recep,))
         tool = TOOLS.get(g.kind)
         if tool and (g.kind, w.held) not in w.transformed:
-            station = self._first(w, tool)
+            station = self.first_of(w, tool)
             if station is None:
                 return None
             return self._reach(w, station, f"{g.kind} {w.held} with {station}", valid)
         return self._put(w, w.held, goal_recep, valid)
 
-    def _goal_receptacle(self, g: Goal, w: World) -> str | None:
+    def goal_receptacle(self, g: Goal, w: World) -> str | None:
         """The first receptacle of the goal type (for pick2: one already holding one)."""
         options = sorted((r for r in w.receptacles if kind_of(r) == g.target), key=_number)
         if g.kind == "pick2":

@@ -307,24 +307,70 @@ def test_imitable_alfworld_notes_name_what_the_expert_searches_next():
 
     The goal's own receptacle is not searched (as the expert skips it).
     """
+    from nightowl.envs.alfworld_notes import search_note
+
     expert = _apple_expert()
     first = ("You are in the middle of a room. Looking quickly around you, you see a "
              "cabinet 1, a countertop 1, and a fridge 1.\n\nYour task is to: "
              "put a apple in countertop.")
     goal = "put a apple in countertop"
-    assert expert.notes(goal, first, []) == (
+    assert search_note(expert, goal, first, []) == (
         "Not searched yet for a apple, likeliest first: fridge 1, cabinet 1.")  # goal's last
-    assert expert.notes(goal, first, [], shown=1) == (
+    assert search_note(expert, goal, first, [], shown=1) == (
         "Not searched yet for a apple, likeliest first: fridge 1.")
     trace = [("go to fridge 1", "You arrive at fridge 1. The fridge 1 is open. In it, you see "
                                 "nothing.")]
-    assert expert.notes(goal, first, trace).endswith("first: cabinet 1.")
+    assert search_note(expert, goal, first, trace).endswith("first: cabinet 1.")
     trace.append(("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is open. In it, "
                                      "you see a apple 2."))
-    assert expert.notes(goal, first, trace) == "Seen: apple 2 in cabinet 1."
+    assert search_note(expert, goal, first, trace) == "Seen: apple 2 in cabinet 1."
     trace.append(("take apple 2 from cabinet 1", "You pick up the apple 2 from the cabinet 1."))
-    assert expert.notes(goal, first, trace) == ""  # found: nothing left to search
-    assert expert.notes("dance a jig", first, []) == ""
+    assert search_note(expert, goal, first, trace) == ""  # found: nothing left to search
+    assert search_note(expert, "dance a jig", first, []) == ""
+
+
+def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
+    """The plan notes follow every phase: search, a closed receptacle here, the tool, the goal.
+
+    Each line names what the expert's next action needs, from the episode's text only.
+    """
+    from nightowl.envs.alfworld_notes import plan_note
+
+    expert = _apple_expert()
+    first = ("You are in the middle of a room. Looking quickly around you, you see a "
+             "cabinet 1, a countertop 1, a fridge 1, and a microwave 1.\n\nYour task is to: "
+             "heat some apple and put it in countertop.")
+    goal = "heat some apple and put it in countertop"
+    valid = ["go to cabinet 1", "go to countertop 1", "go to fridge 1", "go to microwave 1"]
+
+    def both(trace: list[tuple[str, str]]) -> tuple[str, str | None]:
+        return plan_note(expert, goal, first, trace), expert.act(goal, first, trace, valid)
+
+    note, act = both([])
+    assert note.startswith("Looking for a apple; not searched yet, likeliest first: fridge 1")
+    assert act == "go to fridge 1"
+    trace = [("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed.")]
+    assert plan_note(expert, goal, first, trace) == (
+        "Looking for a apple: fridge 1 (here, closed) is not searched yet.")
+    assert expert.act(goal, first, trace, [*valid, "open fridge 1"]) == "open fridge 1"
+    trace.append(("open fridge 1", "You open the fridge 1. The fridge 1 is open. In it, you "
+                                   "see a apple 2."))
+    assert plan_note(expert, goal, first, trace) == (
+        "Looking for a apple: apple 2 is in fridge 1 (here).")
+    trace.append(("take apple 2 from fridge 1", "You pick up the apple 2 from the fridge 1."))
+    note, act = both(trace)
+    assert note == ("Holding apple 2. Next: heat it with microwave 1, then put it in "
+                    "countertop 1.")
+    assert act == "go to microwave 1"
+    trace += [("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed."),
+              ("heat apple 2 with microwave 1", "You heat the apple 2 using the microwave 1.")]
+    assert plan_note(expert, goal, first, trace) == (
+        "Holding apple 2. Next: put it in countertop 1.")
+    trace.append(("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you "
+                                        "see nothing."))
+    assert plan_note(expert, goal, first, trace) == (
+        "Holding apple 2. Next: put it in countertop 1 (here).")
+    assert plan_note(expert, "dance a jig", first, []) == ""
 
 
 @pytest.mark.alfworld

@@ -1,0 +1,107 @@
+"""Notes an ALFWorld observation may end with: what the imitable expert knows, as text.
+
+Both come from the same knowledge `ImitableAlfredExpert` acts on -- the goal, the
+episode's text and the search statistics of train games -- never from the game's facts:
+
+* ``search`` (`search_note`): while the object is still to be found, where one was seen,
+  else the receptacles not searched yet in the learned order; nothing after that.
+* ``plan`` (`plan_note`): one line for every phase, in the way a ReAct teacher's thought
+  says what it does next: what it is looking for (and that the receptacle it stands at
+  is closed and not searched yet), what it holds, where that must be cleaned, heated or
+  cooled, and where it goes. Receptacles the agent stands at are marked "(here)".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nightowl.envs.imitable_alfworld import (
+    TOOLS,
+    ImitableAlfredExpert,
+    World,
+    kind_of,
+    parse_goal,
+)
+
+Trace = Sequence[tuple[str, str]]
+
+
+def search_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: Trace,
+                shown: int = 4) -> str:
+    """One line on the search ("" if none).
+
+    While an object is still to be found: where one was seen, else the first ``shown``
+    receptacles the episode has not searched, in the learned order.
+    """
+    g = parse_goal(goal)
+    if g is None:
+        return ""
+    w = World.replay(first_text, trace)
+    if w.held is not None and (g.kind != "look" or w.where(g.target)):
+        return ""
+    kind = g.target if w.held is not None else g.obj
+    last, skip = "", set[str]()
+    if g.kind != "look":  # as the expert: the goal type last, its receptacle skipped
+        last, goal_recep = g.target, expert.goal_receptacle(g, w)
+        skip = {goal_recep} if goal_recep else set()
+    seen = w.where(kind, exclude=skip)
+    if seen:
+        obj, recep = seen[0]
+        return f"Seen: {obj} in {recep}."
+    todo = [r for r in expert.stats.order(kind, w.receptacles, last=last)
+            if r not in w.contents and r not in skip]
+    if not todo:
+        return ""
+    return f"Not searched yet for a {kind}, likeliest first: {', '.join(todo[:shown])}."
+
+
+def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: Trace,
+              shown: int = 4) -> str:
+    """One line on what the expert does next and why ("" if the goal is not understood)."""
+    g = parse_goal(goal)
+    if g is None:
+        return ""
+    w = World.replay(first_text, trace)
+
+    def here(recep: str) -> str:
+        if recep != w.at:
+            return recep
+        return f"{recep} (here, closed)" if recep in w.closed else f"{recep} (here)"
+
+    def looking_for(kind: str, last: str = "", skip: frozenset[str] = frozenset()) -> str:
+        seen = w.where(kind, exclude=skip)
+        if seen:
+            obj, recep = seen[0]
+            return f"Looking for a {kind}: {obj} is in {here(recep)}."
+        if w.at and w.at in w.closed and w.at not in skip:
+            return f"Looking for a {kind}: {here(w.at)} is not searched yet."
+        todo = [r for r in expert.stats.order(kind, w.receptacles, last=last)
+                if r not in w.contents and r not in skip]
+        if not todo:
+            return f"Looking for a {kind}: every receptacle is searched."
+        return (f"Looking for a {kind}; not searched yet, likeliest first: "
+                f"{', '.join(todo[:shown])}.")
+
+    if w.held and kind_of(w.held) != g.obj:
+        return f"Holding {w.held}, which the task does not need: put it back."
+    if g.kind == "look":
+        if w.held is None:
+            return looking_for(g.obj)
+        lamps = w.where(g.target)
+        if lamps:
+            lamp, recep = lamps[0]
+            return f"Holding {w.held}. Next: use {lamp}, in {here(recep)}."
+        return f"Holding {w.held}. {looking_for(g.target)}"
+    goal_recep = expert.goal_receptacle(g, w)
+    if goal_recep is None:
+        return ""
+    if w.held is None:
+        return looking_for(g.obj, last=g.target, skip=frozenset({goal_recep}))
+    tool = TOOLS.get(g.kind)
+    if tool and (g.kind, w.held) not in w.transformed:
+        station = expert.first_of(w, tool)
+        if station is None:
+            return ""
+        return (f"Holding {w.held}. Next: {g.kind} it with {here(station)}, "
+                f"then put it in {goal_recep}.")
+    return f"Holding {w.held}. Next: put it in {here(goal_recep)}."
