@@ -7,8 +7,9 @@ episode's text and the search statistics of train games -- never from the game's
   else the receptacles not searched yet in the learned order; nothing after that.
 * ``plan`` (`plan_note`): one line for every phase, in the way a ReAct teacher's thought
   says what it does next: what it is looking for (and that the receptacle it stands at
-  is closed and not searched yet), what it holds, where that must be cleaned, heated or
-  cooled, and where it goes. Receptacles the agent stands at are marked "(here)".
+  is closed and not searched yet), what it holds, where it goes next to clean, heat or
+  cool it, and where it is put ("Next: go to microwave 1 and heat it with microwave 1."). A
+  receptacle the agent stands at is marked "(here)".
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from nightowl.envs.imitable_alfworld import (
 )
 
 Trace = Sequence[tuple[str, str]]
+#: what a transformed object is, by task kind
+DONE = {"clean": "cleaned", "heat": "heated", "cool": "cooled"}
 
 
 def search_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: Trace,
@@ -82,6 +85,12 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         return (f"Looking for a {kind}; not searched yet, likeliest first: "
                 f"{', '.join(todo[:shown])}.")
 
+    def go_and(recep: str, verb: str) -> str:
+        """ "go to X and <verb> X", or "<verb> X (here)" when the agent is at X."""
+        if recep == w.at:
+            return f"{verb} {here(recep)}"
+        return f"go to {recep} and {verb} {recep}"
+
     if w.held and kind_of(w.held) != g.obj:
         return f"Holding {w.held}, which the task does not need: put it back."
     if g.kind == "look":
@@ -90,7 +99,7 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         lamps = w.where(g.target)
         if lamps:
             lamp, recep = lamps[0]
-            return f"Holding {w.held}. Next: use {lamp}, in {here(recep)}."
+            return f"Holding {w.held}. Next: {go_and(recep, f'use {lamp} in')}."
         return f"Holding {w.held}. {looking_for(g.target)}"
     goal_recep = expert.goal_receptacle(g, w)
     if goal_recep is None:
@@ -102,6 +111,6 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         station = expert.first_of(w, tool)
         if station is None:
             return ""
-        return (f"Holding {w.held}. Next: {g.kind} it with {here(station)}, "
-                f"then put it in {goal_recep}.")
-    return f"Holding {w.held}. Next: put it in {here(goal_recep)}."
+        return f"Holding {w.held}. Next: {go_and(station, f'{g.kind} it with')}."
+    state = f", {DONE[g.kind]}" if tool else ""
+    return f"Holding {w.held}{state}. Next: {go_and(goal_recep, 'put it in')}."

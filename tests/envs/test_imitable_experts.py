@@ -359,17 +359,18 @@ def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
         "Looking for a apple: apple 2 is in fridge 1 (here).")
     trace.append(("take apple 2 from fridge 1", "You pick up the apple 2 from the fridge 1."))
     note, act = both(trace)
-    assert note == ("Holding apple 2. Next: heat it with microwave 1, then put it in "
-                    "countertop 1.")
+    assert note == "Holding apple 2. Next: go to microwave 1 and heat it with microwave 1."
     assert act == "go to microwave 1"
-    trace += [("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed."),
-              ("heat apple 2 with microwave 1", "You heat the apple 2 using the microwave 1.")]
+    trace.append(("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed."))
     assert plan_note(expert, goal, first, trace) == (
-        "Holding apple 2. Next: put it in countertop 1.")
+        "Holding apple 2. Next: heat it with microwave 1 (here, closed).")
+    trace.append(("heat apple 2 with microwave 1", "You heat the apple 2 using the microwave 1."))
+    assert plan_note(expert, goal, first, trace) == (
+        "Holding apple 2, heated. Next: go to countertop 1 and put it in countertop 1.")
     trace.append(("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you "
                                         "see nothing."))
     assert plan_note(expert, goal, first, trace) == (
-        "Holding apple 2. Next: put it in countertop 1 (here).")
+        "Holding apple 2, heated. Next: put it in countertop 1 (here).")
     assert plan_note(expert, "dance a jig", first, []) == ""
 
 
