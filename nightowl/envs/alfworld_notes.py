@@ -86,7 +86,7 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
                 f"{', '.join(todo[:shown])}.")
 
     def go_and(recep: str, verb: str) -> str:
-        """ "go to X and <verb> X", or "<verb> X (here)" when the agent is at X."""
+        """Go to X and <verb> X; or <verb> X (here) when the agent is at X."""
         if recep == w.at:
             return f"{verb} {here(recep)}"
         return f"go to {recep} and {verb} {recep}"

@@ -79,8 +79,12 @@ class Map:
 
     def untried(self, room: str) -> bool:
         """Whether a known room mentions an exit that was not taken yet."""
+        return bool(self.untried_exits(room))
+
+    def untried_exits(self, room: str) -> list[str]:
+        """The exits a known room mentions that were not taken yet, north first."""
         done = self.tried.get(room, set()) | set(self.edges.get(room, {}))
-        return bool(self.exits.get(room, set()) - done)
+        return [d for d in DIRECTIONS if d in self.exits.get(room, set()) - done]
 
     def move(self, src: str | None, direction: str, dst: str | None) -> None:
         """A ``go`` from ``src`` arrived in ``dst`` (or did not move)."""
@@ -259,6 +263,42 @@ def cooking_action(
     if world.room != "kitchen":
         return _go_to(world, valid, "kitchen")
     return "prepare meal" if "prepare meal" in vset else None
+
+
+def cooking_note(first_text: str, trace: Sequence[tuple[str, str]]) -> str:
+    """One line on the cooking plan, from the same knowledge as `cooking_action`.
+
+    Before the cookbook is read: that it is not read yet (and, outside the kitchen, the
+    exits not taken from this room, in the order the expert tries them); then what is
+    still to take and still to do, in the recipe's order; then ``prepare meal`` and ``eat meal``.
+    """
+    world = _replay_map(first_text, trace)
+    recipe = next((r for _, t in trace if (r := parse_recipe(t))), None)
+    if recipe is None:
+        if world.room == "kitchen":
+            return "Cookbook: not read yet (here, in the kitchen)."
+        exits = world.untried_exits(world.room or "")
+        return ("Cookbook: not read yet; looking for the kitchen. Exits not taken from here: "
+                + (", ".join(exits) if exits else "none") + ".")
+    held = _carried(trace, recipe.ingredients)
+    if "meal" in held:
+        return "Cookbook read; the meal is prepared. Next: eat meal."
+    missing = [i for i in recipe.ingredients if i not in held]
+    if missing:
+        checked = len(recipe.ingredients) < 2 or any(a == "inventory" for a, _ in trace)
+        what = "still to take" if checked else "check the inventory for"
+        return f"Cookbook read; {what}: {', '.join(missing)}."
+    texts = [" ".join(t.lower().split()) for t in (first_text, *(t for _, t in trace))]
+    todo = []
+    for verb, item in recipe.directions:
+        if not _done(verb, item, trace, texts):
+            _, command, tool = PROCESS[verb]
+            todo.append(f"{command} {item} with {tool}"
+                        + (" (take the knife first)" if tool == "knife" and "knife" not in held
+                           else ""))
+    if todo:
+        return f"Cookbook read; every ingredient taken; still to do: {'; '.join(todo)}."
+    return "Cookbook read; everything done. Next: prepare meal, in the kitchen."
 
 
 def _take(item: str, valid: Sequence[str]) -> str | None:

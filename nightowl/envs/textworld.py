@@ -14,7 +14,10 @@ correct after any deviation; it is None only when no winning sequence exists (th
 is lost). ``expert="imitable"`` (`nightowl.envs.imitable_textworld`) acts only on the
 episode's text instead (cooking: explore for the kitchen, read the cookbook, gather
 and prepare what it says; coin_collector / treasure_hunter: follow the route the goal
-describes); its games request no ``policy_commands`` at all.
+describes); its games request no ``policy_commands`` at all. With ``notes="plan"`` a
+cooking game's observations end with one line on the imitable expert's plan
+(`nightowl.envs.imitable_textworld.cooking_note`: cookbook read or not, what is still to
+take and to do), so a student sees why that expert does what it does.
 
 Snapshots replay the action list by default: a replay costs a reset (~50 ms when the
 game is already loaded) plus ~15 ms per action, while a native copy (``env.copy()``: the
@@ -95,6 +98,8 @@ PLAYER_INFOS = EnvInfos(
 )
 #: the experts an instance can use (``expert=``); the first is the default
 EXPERTS = ("policy", "imitable")
+#: what an observation may end with (``notes=``): nothing, or the cooking plan notes
+NOTES = ("none", "plan")
 #: games with an imitable expert
 IMITABLE_GAMES = ("cooking", "coin_collector", "treasure_hunter")
 
@@ -188,11 +193,15 @@ class TextWorldEnv(ReplayEnvironment):
         cache_dir: Path | None = None,
         native_snapshots: bool = False,
         expert: str = "policy",
+        notes: str = "none",
     ) -> None:
         super().__init__(max_steps=max_steps, games=games)
         if expert not in EXPERTS:
             raise UnknownNameError("tw expert", expert, list(EXPERTS))
+        if notes not in NOTES:
+            raise UnknownNameError("tw notes", notes, list(NOTES))
         self.expert = expert
+        self.notes = notes
         self.native_snapshots = native_snapshots
         self._params = self._merge_params(DEFAULT_PARAMS, game_params)
         self.cache_dir = cache_dir_for("textworld", cache_dir)
@@ -233,10 +242,10 @@ class TextWorldEnv(ReplayEnvironment):
             state = self._tw.reset()
         self._state = state
         info = {"params": self.game_params(spec.game), "max_score": state["max_score"],
-                "expert": self.expert}
+                "expert": self.expert, "notes": self.notes}
         valid = tuple(state["admissible_commands"] or ())
         self._first_text, self._trace = _clean_feedback(state.feedback), []
-        return str(state["objective"] or ""), self._first_text, valid, info
+        return str(state["objective"] or ""), self._noted(self._first_text, spec.game), valid, info
 
     def _engine_step(self, action: str) -> EngineStep:
         before = {a.lower() for a in (self.episode.valid_actions or ())}
@@ -246,7 +255,7 @@ class TextWorldEnv(ReplayEnvironment):
         text = _clean_feedback(state.feedback) or "Nothing happens."
         self._trace.append((action, text))
         return EngineStep(
-            text=text,
+            text=self._noted(text, self.episode.spec.game),
             score=float(state["score"] or 0),
             done=bool(done) or won or lost,
             won=won,
@@ -254,6 +263,14 @@ class TextWorldEnv(ReplayEnvironment):
             invalid=action.lower() not in before,
             info={"lost": lost, "max_score": state["max_score"]},
         )
+
+    def _noted(self, text: str, game: str) -> str:
+        """``text``, with the cooking plan line appended when ``notes="plan"``."""
+        if self.notes == "none" or game != "cooking":
+            return text
+        from nightowl.envs.imitable_textworld import cooking_note
+
+        return f"{text}\n{cooking_note(self._first_text, self._trace)}"
 
     def _expert(self, episode: Episode) -> str | None:
         if self.expert == "imitable":

@@ -117,6 +117,46 @@ def test_imitable_cooking_wins_and_reads_the_cookbook_first_in_the_kitchen(tw, t
     assert not any(a.startswith("take ") for a in actions[:book])  # the recipe decides
 
 
+def test_cooking_note_follows_the_recipe():
+    """The cooking plan line: cookbook unread, what to take, what to do, the meal."""
+    from nightowl.envs.imitable_textworld import cooking_note
+
+    first = "-= Kitchen =-\nYou are in a kitchen. There is an exit to the north."
+    assert cooking_note(first, []) == "Cookbook: not read yet (here, in the kitchen)."
+    trace = [("examine cookbook", "Ingredients:\n  red apple\n\nDirections:\n  slice the "
+                                  "red apple\n  prepare meal\n")]
+    assert cooking_note(first, trace) == "Cookbook read; still to take: red apple."
+    trace.append(("take red apple from counter", "You take the red apple from the counter."))
+    assert cooking_note(first, trace) == ("Cookbook read; every ingredient taken; still to do: "
+                                          "slice red apple with knife (take the knife first).")
+    trace.append(("take knife from counter", "You take the knife from the counter."))
+    assert cooking_note(first, trace).endswith("still to do: slice red apple with knife.")
+    trace.append(("slice red apple with knife", "You slice the red apple."))
+    assert cooking_note(first, trace) == (
+        "Cookbook read; everything done. Next: prepare meal, in the kitchen.")
+    trace.append(("prepare meal", "Adding the meal to your inventory."))
+    assert cooking_note(first, trace).endswith("Next: eat meal.")
+    hall = "-= Corridor =-\nYou are in a corridor. There is an exit to the east and the west."
+    assert cooking_note(hall, []) == ("Cookbook: not read yet; looking for the kitchen. Exits "
+                                      "not taken from here: east, west.")
+
+
+def test_tw_plan_notes_end_cooking_observations_and_leave_the_expert_alone(tw_cache_dir):
+    """With ``notes="plan"`` every cooking observation ends with the plan; the expert wins."""
+    from nightowl.envs.registry import make_env
+
+    env = make_env("tw:expert=imitable,notes=plan", cache_dir=tw_cache_dir)
+    try:
+        obs = env.reset("tw/cooking/train/0")
+        assert obs.text.splitlines()[-1].startswith("Cookbook: not read yet")
+        assert obs.info["notes"] == "plan"
+        won, actions = play(env, "tw/cooking/train/0")
+    finally:
+        env.close()
+    assert won, actions
+    assert actions[-2:] == ["prepare meal", "eat meal"]
+
+
 @pytest.mark.parametrize("task", ["tw/coin_collector/train/0", "tw/treasure_hunter/train/0"])
 def test_imitable_route_follows_the_goal_and_recovers(tw, task):
     from nightowl.envs.imitable_textworld import OPPOSITE
