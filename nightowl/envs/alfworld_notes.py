@@ -6,10 +6,10 @@ episode's text and the search statistics of train games -- never from the game's
 * ``search`` (`search_note`): while the object is still to be found, where one was seen,
   else the receptacles not searched yet in the learned order; nothing after that.
 * ``plan`` (`plan_note`): one line for every phase, in the way a ReAct teacher's thought
-  says what it does next: what it is looking for (and that the receptacle it stands at
-  is closed and not searched yet), what it holds, where it goes next to clean, heat or
-  cool it, and where it is put ("Next: go to microwave 1 and heat it with microwave 1."). A
-  receptacle the agent stands at is marked "(here)".
+  says what it does next: what it is looking for and where, what it holds, and the next
+  step ("Next: open it.", "Next: go to fridge 1 and take it.", "Next: go to microwave 1
+  and heat it with microwave 1.", "Next: put it in countertop 1 (here)."). A receptacle
+  the agent stands at is marked "(here)".
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         seen = w.where(kind, exclude=skip)
         if seen:
             obj, recep = seen[0]
-            return f"Looking for a {kind}: {obj} is in {here(recep)}."
+            return (f"Looking for a {kind}: {obj} is in {here(recep)}. "
+                    f"Next: {go_and(recep, 'take it')}.")
         if w.at and w.at in w.closed and w.at not in skip:
-            return f"Looking for a {kind}: {here(w.at)} is not searched yet."
+            return f"Looking for a {kind}: {here(w.at)} is not searched yet. Next: open it."
         todo = [r for r in expert.stats.order(kind, w.receptacles, last=last)
                 if r not in w.contents and r not in skip]
         if not todo:
@@ -86,20 +87,21 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
                 f"{', '.join(todo[:shown])}.")
 
     def go_and(recep: str, verb: str) -> str:
-        """Go to X and <verb> X; or <verb> X (here) when the agent is at X."""
+        """``verb`` (naming X where it says "{}") if the agent is at X, else go to X first."""
         if recep == w.at:
-            return f"{verb} {here(recep)}"
-        return f"go to {recep} and {verb} {recep}"
+            return verb.format(here(recep))
+        return f"go to {recep} and {verb.format(recep)}"
 
     if w.held and kind_of(w.held) != g.obj:
-        return f"Holding {w.held}, which the task does not need: put it back."
+        back = f", or back in {w.held_from}" if w.held_from and w.held_from != w.at else ""
+        return f"Holding {w.held}, which the task does not need. Next: put it down here{back}."
     if g.kind == "look":
         if w.held is None:
             return looking_for(g.obj)
         lamps = w.where(g.target)
         if lamps:
             lamp, recep = lamps[0]
-            return f"Holding {w.held}. Next: {go_and(recep, f'use {lamp} in')}."
+            return f"Holding {w.held}. Next: {go_and(recep, f'use {lamp}')}."
         return f"Holding {w.held}. {looking_for(g.target)}"
     goal_recep = expert.goal_receptacle(g, w)
     if goal_recep is None:
@@ -111,6 +113,8 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         station = expert.first_of(w, tool)
         if station is None:
             return ""
-        return f"Holding {w.held}. Next: {go_and(station, f'{g.kind} it with')}."
+        return f"Holding {w.held}. Next: {go_and(station, g.kind + ' it with {}')}."
     state = f", {DONE[g.kind]}" if tool else ""
-    return f"Holding {w.held}{state}. Next: {go_and(goal_recep, 'put it in')}."
+    closed = w.at == goal_recep and goal_recep in w.closed
+    put = "open {} and put it in" if closed else "put it in {}"
+    return f"Holding {w.held}{state}. Next: {go_and(goal_recep, put)}."

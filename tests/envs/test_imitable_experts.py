@@ -391,12 +391,12 @@ def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
     assert act == "go to fridge 1"
     trace = [("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed.")]
     assert plan_note(expert, goal, first, trace) == (
-        "Looking for a apple: fridge 1 (here, closed) is not searched yet.")
+        "Looking for a apple: fridge 1 (here, closed) is not searched yet. Next: open it.")
     assert expert.act(goal, first, trace, [*valid, "open fridge 1"]) == "open fridge 1"
     trace.append(("open fridge 1", "You open the fridge 1. The fridge 1 is open. In it, you "
                                    "see a apple 2."))
     assert plan_note(expert, goal, first, trace) == (
-        "Looking for a apple: apple 2 is in fridge 1 (here).")
+        "Looking for a apple: apple 2 is in fridge 1 (here). Next: take it.")
     trace.append(("take apple 2 from fridge 1", "You pick up the apple 2 from the fridge 1."))
     note, act = both(trace)
     assert note == "Holding apple 2. Next: go to microwave 1 and heat it with microwave 1."
@@ -412,6 +412,24 @@ def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
     assert plan_note(expert, goal, first, trace) == (
         "Holding apple 2, heated. Next: put it in countertop 1 (here).")
     assert plan_note(expert, "dance a jig", first, []) == ""
+    # seen elsewhere; a closed goal receptacle; something the task does not need
+    pick = "put a apple in cabinet"
+    seen = [("go to fridge 1", "You arrive at fridge 1. The fridge 1 is open. In it, you see "
+                               "a apple 2, and a egg 1."),
+            ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see "
+                                   "nothing.")]
+    assert plan_note(expert, pick, first, seen) == (
+        "Looking for a apple: apple 2 is in fridge 1. Next: go to fridge 1 and take it.")
+    egg = seen[:1] + [("take egg 1 from fridge 1", "You pick up the egg 1 from the fridge 1."),
+                      ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.")]
+    assert plan_note(expert, pick, first, egg) == (
+        "Holding egg 1, which the task does not need. Next: put it down here, or back in "
+        "fridge 1.")
+    held = seen[:1] + [("take apple 2 from fridge 1", "You pick up the apple 2 from the fridge 1."),
+                       ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.")]
+    assert plan_note(expert, pick, first, held) == (
+        "Holding apple 2. Next: open cabinet 1 (here, closed) and put it in.")
+    assert expert.act(pick, first, held, ["open cabinet 1", "go to fridge 1"]) == "open cabinet 1"
 
 
 @pytest.mark.alfworld
