@@ -51,8 +51,7 @@ def search_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace:
     if seen:
         obj, recep = seen[0]
         return f"Seen: {obj} in {recep}."
-    todo = [r for r in expert.stats.order(kind, w.receptacles, last=last)
-            if r not in w.contents and r not in skip]
+    todo = expert.unsearched(w, kind, last=last, skip=skip)
     if not todo:
         return ""
     return f"Not searched yet for a {kind}, likeliest first: {', '.join(todo[:shown])}."
@@ -79,8 +78,7 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
                     f"Next: {go_and(recep, 'take it')}.")
         if w.at and w.at in w.closed and w.at not in skip:
             return f"Looking for a {kind}: {here(w.at)} is not searched yet. Next: open it."
-        todo = [r for r in expert.stats.order(kind, w.receptacles, last=last)
-                if r not in w.contents and r not in skip]
+        todo = expert.unsearched(w, kind, last=last, skip=skip)
         if not todo:
             return f"Looking for a {kind}: every receptacle is searched."
         return (f"Looking for a {kind}; not searched yet, likeliest first: "

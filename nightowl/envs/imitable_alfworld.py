@@ -327,12 +327,22 @@ class ImitableAlfredExpert:
             return self._reach(w, recep, f"take {obj} from {recep}", valid)
         if w.at and w.at in w.closed and w.at not in skip:
             return f"open {w.at}"  # arrived at a closed receptacle: look inside
-        for r in self.stats.order(kind, w.receptacles, last=last):
-            if r not in w.contents and r not in skip:
-                step = self._reach(w, r, f"go to {r}", valid)
-                if step in valid:
-                    return step
+        for r in self.unsearched(w, kind, last=last, skip=skip):
+            step = self._reach(w, r, f"go to {r}", valid)
+            if step in valid:
+                return step
         return None
+
+    def unsearched(self, w: World, kind: str, last: str = "",
+                   skip: Iterable[str] = ()) -> list[str]:
+        """Receptacles whose contents the episode has not shown, in search order.
+
+        The order is the learned one for ``kind``, type ``last`` at the end; ``skip`` is
+        left out.
+        """
+        left_out = set(skip)
+        return [r for r in self.stats.order(kind, w.receptacles, last=last)
+                if r not in w.contents and r not in left_out]
 
     def _decide(self, g: Goal, w: World, valid: set[str]) -> str | None:
         # Holding something the task does not need: put it down here, else put it back.

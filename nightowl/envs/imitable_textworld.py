@@ -210,6 +210,14 @@ def _done(verb: str, item: str, trace: Sequence[tuple[str, str]], texts: Sequenc
     return any(participle in m.group(1).split() for t in texts for m in phrase.finditer(t))
 
 
+def _pending(recipe: Recipe, first_text: str,
+             trace: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The recipe's directions the episode's text does not show done yet, in order."""
+    texts = [" ".join(t.lower().split()) for t in (first_text, *(t for _, t in trace))]
+    return [(verb, item) for verb, item in recipe.directions
+            if not _done(verb, item, trace, texts)]
+
+
 def _answered(text: str) -> bool:
     low = text.lower()
     return not any(x in low for x in ("can't", "cannot", "nothing happens", "you need"))
@@ -246,10 +254,7 @@ def cooking_action(
         opens = sorted((a for a in valid if a.startswith("open ") and not a.endswith("door")),
                        key=lambda a: (a != "open fridge", a))
         return opens[0] if opens else world.explore(valid)
-    texts = [" ".join(t.lower().split()) for t in (first_text, *(t for _, t in trace))]
-    for verb, item in recipe.directions:
-        if _done(verb, item, trace, texts):
-            continue
+    for verb, item in _pending(recipe, first_text, trace)[:1]:
         _, command, tool = PROCESS[verb]
         if tool == "knife" and "knife" not in held:
             return _take("knife", valid) or _go_to(world, valid, "kitchen")
@@ -288,14 +293,12 @@ def cooking_note(first_text: str, trace: Sequence[tuple[str, str]]) -> str:
         checked = len(recipe.ingredients) < 2 or any(a == "inventory" for a, _ in trace)
         what = "still to take" if checked else "check the inventory for"
         return f"Cookbook read; {what}: {', '.join(missing)}."
-    texts = [" ".join(t.lower().split()) for t in (first_text, *(t for _, t in trace))]
     todo = []
-    for verb, item in recipe.directions:
-        if not _done(verb, item, trace, texts):
-            _, command, tool = PROCESS[verb]
-            todo.append(f"{command} {item} with {tool}"
-                        + (" (take the knife first)" if tool == "knife" and "knife" not in held
-                           else ""))
+    for verb, item in _pending(recipe, first_text, trace):
+        _, command, tool = PROCESS[verb]
+        todo.append(f"{command} {item} with {tool}"
+                    + (" (take the knife first)" if tool == "knife" and "knife" not in held
+                       else ""))
     if todo:
         return f"Cookbook read; every ingredient taken; still to do: {'; '.join(todo)}."
     return "Cookbook read; everything done. Next: prepare meal, in the kitchen."
