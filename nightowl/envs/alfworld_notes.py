@@ -7,7 +7,7 @@ episode's text and the search statistics of train games -- never from the game's
   else the receptacles not searched yet in the learned order; nothing after that.
 * ``plan`` (`plan_note`): one line for every phase, in the way a ReAct teacher's thought
   says what it does next: what it is looking for and where, what it holds, and the next
-  step ("Next: open it.", "Next: go to fridge 1 and take it.", "Next: go to microwave 1
+  step ("Next: go to shelf 1.", "Next: open it.", "Next: go to fridge 1 and take it.", "Next: go to microwave 1
   and heat it with microwave 1.", "Next: put it in countertop 1 (here)."). A receptacle
   the agent stands at is marked "(here)".
 """
@@ -81,8 +81,10 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         todo = expert.unsearched(w, kind, last=last, skip=skip)
         if not todo:
             return f"Looking for a {kind}: every receptacle is searched."
+        # the expert goes to the first; said last, as a step, so that a small student
+        # does not take the list's last item for the one to act on
         return (f"Looking for a {kind}; not searched yet, likeliest first: "
-                f"{', '.join(todo[:shown])}.")
+                f"{', '.join(todo[:shown])}. Next: go to {todo[0]}.")
 
     def go_and(recep: str, verb: str) -> str:
         """``verb`` (naming X where it says "{}") if the agent is at X, else go to X first."""

@@ -387,7 +387,8 @@ def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
         return plan_note(expert, goal, first, trace), expert.act(goal, first, trace, valid)
 
     note, act = both([])
-    assert note.startswith("Looking for a apple; not searched yet, likeliest first: fridge 1")
+    assert note == ("Looking for a apple; not searched yet, likeliest first: fridge 1, "
+                    "cabinet 1, microwave 1. Next: go to fridge 1.")
     assert act == "go to fridge 1"
     trace = [("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed.")]
     assert plan_note(expert, goal, first, trace) == (
