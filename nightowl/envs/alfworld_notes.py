@@ -7,9 +7,9 @@ episode's text and the search statistics of train games -- never from the game's
   else the receptacles not searched yet in the learned order; nothing after that.
 * ``plan`` (`plan_note`): one line for every phase, in the way a ReAct teacher's thought
   says what it does next: what it is looking for and where, what it holds, and the next
-  step ("Next: go to shelf 1.", "Next: open it.", "Next: go to fridge 1 and take it.", "Next: go to microwave 1
-  and heat it with microwave 1.", "Next: put it in countertop 1 (here)."). A receptacle
-  the agent stands at is marked "(here)".
+  step ("Next: go to shelf 1.", "Next: open it.", "Next: go to fridge 1 and take it.",
+  "Next: go to microwave 1 and heat it with microwave 1.", "Next: put it in countertop 1
+  (here)."). A receptacle the agent stands at is marked "(here)".
 """
 
 from __future__ import annotations
