@@ -254,7 +254,8 @@ def cooking_action(
         opens = sorted((a for a in valid if a.startswith("open ") and not a.endswith("door")),
                        key=lambda a: (a != "open fridge", a))
         return opens[0] if opens else world.explore(valid)
-    for verb, item in _pending(recipe, first_text, trace)[:1]:
+    if pending := _pending(recipe, first_text, trace):  # the first direction not done yet
+        verb, item = pending[0]
         _, command, tool = PROCESS[verb]
         if tool == "knife" and "knife" not in held:
             return _take("knife", valid) or _go_to(world, valid, "kitchen")
