@@ -225,7 +225,7 @@ async def main() -> None:
     for col in ("family", "dev top-1", "calibrate chose", "teacher success", "teacher $/ep",
                 "rec. success", "rec. $/ep", "rec. cost-of-pass", "teacher share", "x cheaper",
                 "break-even", "no demos: success", "no demos: x cheaper"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", overflow="fold")  # long names wrap, never cut
     for r in rows:
         te, re_ = r["teacher"], r["recommended"]
         t.add_row(r["family"], f"{r['student_top1_dev']:.0%}", r["calibrate_choice"],

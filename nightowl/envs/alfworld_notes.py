@@ -8,8 +8,9 @@ episode's text and the search statistics of train games -- never from the game's
 * ``plan`` (`plan_note`): one line for every phase, in the way a ReAct teacher's thought
   says what it does next: what it is looking for and where, what it holds, and the next
   step ("Next: go to shelf 1.", "Next: open it.", "Next: go to fridge 1 and take it.",
-  "Next: go to microwave 1 and heat it with microwave 1.", "Next: put it in countertop 1
-  (here)."). A receptacle the agent stands at is marked "(here)".
+  "Next: go to microwave 1 and heat it with microwave 1.", "Next: move it to countertop 1
+  (here)."). The put steps use the command's verb ("move"). A receptacle the agent
+  stands at is marked "(here)".
 """
 
 from __future__ import annotations
@@ -92,9 +93,12 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
             return verb.format(here(recep))
         return f"go to {recep} and {verb.format(recep)}"
 
+    # the put steps use the command's verb ("move apple 2 to countertop 1"): with "put it
+    # in", a small student did not choose the move command at the goal receptacle
     if w.held and kind_of(w.held) != g.obj:
-        back = f", or back in {w.held_from}" if w.held_from and w.held_from != w.at else ""
-        return f"Holding {w.held}, which the task does not need. Next: put it down here{back}."
+        back = f", or back to {w.held_from}" if w.held_from and w.held_from != w.at else ""
+        return (f"Holding {w.held}, which the task does not need. "
+                f"Next: move it to {here(w.at or '')}{back}.")
     if g.kind == "look":
         if w.held is None:
             return looking_for(g.obj)
@@ -116,5 +120,5 @@ def plan_note(expert: ImitableAlfredExpert, goal: str, first_text: str, trace: T
         return f"Holding {w.held}. Next: {go_and(station, g.kind + ' it with {}')}."
     state = f", {DONE[g.kind]}" if tool else ""
     closed = w.at == goal_recep and goal_recep in w.closed
-    put = "open {} and put it in" if closed else "put it in {}"
+    put = "open {}, then move it to " + goal_recep if closed else "move it to {}"
     return f"Holding {w.held}{state}. Next: {go_and(goal_recep, put)}."

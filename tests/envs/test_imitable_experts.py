@@ -407,11 +407,11 @@ def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
         "Holding apple 2. Next: heat it with microwave 1 (here, closed).")
     trace.append(("heat apple 2 with microwave 1", "You heat the apple 2 using the microwave 1."))
     assert plan_note(expert, goal, first, trace) == (
-        "Holding apple 2, heated. Next: go to countertop 1 and put it in countertop 1.")
+        "Holding apple 2, heated. Next: go to countertop 1 and move it to countertop 1.")
     trace.append(("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you "
                                         "see nothing."))
     assert plan_note(expert, goal, first, trace) == (
-        "Holding apple 2, heated. Next: put it in countertop 1 (here).")
+        "Holding apple 2, heated. Next: move it to countertop 1 (here).")
     assert plan_note(expert, "dance a jig", first, []) == ""
     # seen elsewhere; a closed goal receptacle; something the task does not need
     pick = "put a apple in cabinet"
@@ -424,12 +424,12 @@ def test_imitable_alfworld_plan_notes_say_what_the_expert_does_next():
     egg = seen[:1] + [("take egg 1 from fridge 1", "You pick up the egg 1 from the fridge 1."),
                       ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.")]
     assert plan_note(expert, pick, first, egg) == (
-        "Holding egg 1, which the task does not need. Next: put it down here, or back in "
-        "fridge 1.")
+        "Holding egg 1, which the task does not need. Next: move it to cabinet 1 (here, "
+        "closed), or back to fridge 1.")
     held = seen[:1] + [("take apple 2 from fridge 1", "You pick up the apple 2 from the fridge 1."),
                        ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.")]
     assert plan_note(expert, pick, first, held) == (
-        "Holding apple 2. Next: open cabinet 1 (here, closed) and put it in.")
+        "Holding apple 2. Next: open cabinet 1 (here, closed), then move it to cabinet 1.")
     assert expert.act(pick, first, held, ["open cabinet 1", "go to fridge 1"]) == "open cabinet 1"
 
 
